@@ -1,0 +1,142 @@
+"""The ``harness`` command. Parses, builds, runs, closes; the work is elsewhere.
+
+Exit status: 0 success, 1 a run that failed (its report says why), 2 bad input
+(one line on stderr naming the key, file or layer; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.errors import BadInput
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
+    """``[CONFIG] [KEY=VALUE ...]``: the config is the one positional without '='."""
+    config = None
+    overrides = []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif config is None:
+            config = item
+        else:
+            raise BadInput(f"{item}: a second config file; give one CONFIG and KEY=VALUE overrides")
+    return config, overrides
+
+
+def _summary_table(report: dict, path: Path) -> str:
+    acc, thr, mem = report["accuracy"], report["throughput"], report.get("memory", {})
+    step = report.get("step_time_ms") or {}
+
+    def fmt(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+    rows = [
+        ("status", report["status"]),
+        ("mode", f"{report['distributed']['distributed_type']} x{report['distributed']['world_size']}, "
+                 f"precision {report['distributed']['precision']}"),
+        ("best dev accuracy", fmt(acc.get("best_dev_accuracy"), ".4f")),
+        ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
+        ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f")),
+        ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
+        ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),
+        ("peak RSS (MB)", fmt(mem.get("peak_rss_mb"), ",.1f")),
+        ("total wall (s)", fmt(report["timing"].get("total_wall_s"), ".2f")),
+        ("report", str(path)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def cmd_run(args) -> int:
+    from harness.config import load_config
+    from harness.runner import execute
+
+    config_path, overrides = _split_positionals(args.items)
+    if args.resume:
+        output = Path(args.resume)
+        if config_path is None:
+            saved = output / "config.yaml"
+            if not saved.is_file():
+                raise BadInput(f"--resume: {output} holds no config.yaml from an earlier run")
+            config_path = str(saved)
+    cfg = load_config(config_path, overrides)
+    output = Path(args.resume or args.output or cfg.output.dir)
+    cfg.output.dir = str(output)
+    report, code = execute(cfg, output, resume=bool(args.resume))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(_summary_table(report, output / "report.yaml"))
+        if report.get("error"):
+            print(f"error: {report['error']}", file=sys.stderr)
+    return code
+
+
+def cmd_validate(args) -> int:
+    from harness.config import load_config
+    from harness.runner import build
+
+    cfg = load_config(args.config, args.overrides)
+    b = build(cfg)
+    sizes = b.data.sizes()
+    print(f"{args.config}: ok — {b.data.source}, {b.data.num_classes} classes, sample shape "
+          f"{tuple(b.data.sample_shape)}, split {sizes['train']}/{sizes['dev']}/{sizes['test']}; "
+          f"model {cfg.model.name} with {b.model_info['parameters']:,} parameters")
+    return EXIT_OK
+
+
+def cmd_env(args) -> int:
+    from harness import environment
+    from harness.report import dump
+
+    print(dump({"environment": environment.collect()}), end="")
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and measure one recipe, write report.yaml")
+    run.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]",
+                     help="a YAML config and dotted overrides such as loader.batch_size=128")
+    run.add_argument("--output", help="output folder (default: output.dir of the config)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a config and build its data and model; train nothing")
+    val.add_argument("config")
+    val.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    val.set_defaults(func=cmd_validate)
+
+    env = sub.add_parser("env", help="print the environment block of a report")
+    env.set_defaults(func=cmd_env)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BadInput as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    finally:
+        _destroy_process_group()
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

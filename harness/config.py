@@ -1,0 +1,234 @@
+"""The run's configuration: typed dataclasses, loaded strictly from YAML.
+
+Each component owns a small dataclass next to the code that uses it; this module
+composes them into one ``Config`` and converts raw YAML into it. The loader is
+strict on purpose: an unknown key, a value of the wrong type or one out of range
+is refused with one line naming the file and the dotted key, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from harness.accel import RuntimeConfig
+from harness.checkpoint import OutputConfig
+from harness.data.datasets import DataConfig
+from harness.data.loaders import LoaderConfig
+from harness.errors import BadInput, ConfigValueError
+from harness.measure.config import MeasureConfig
+from harness.models import ModelConfig
+from harness.optim import LossConfig, OptimConfig
+from harness.train_config import TrainConfig
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    """A label for the run; reports carry it."""
+    seed: int = 0
+    """Seeds the split, the shuffling order, initial weights and augmentation."""
+    data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def __post_init__(self):
+        if self.seed < 0:
+            raise ConfigValueError("seed", f"expected an integer >= 0, got {self.seed}")
+
+
+# --- YAML -> dataclasses ---------------------------------------------------------
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    wrong = BadInput(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except BadInput:
+                continue
+        raise wrong
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise wrong
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise wrong
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise wrong
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong
+        return dict(value)
+    raise TypeError(f"config field {key} has an unsupported type {tp!r}")
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, refusing unknown keys and wrong types."""
+    where = prefix or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in known:
+            raise BadInput(f"{dotted}: unknown key (expected one of: {', '.join(known)})")
+        kwargs[key] = _convert(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as err:
+        dotted = f"{prefix}.{err.field}" if prefix else err.field
+        raise BadInput(f"{dotted}: {err.message}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``loader.batch_size=128`` -> (["loader", "batch_size"], 128); values are YAML."""
+    if "=" not in text:
+        raise BadInput(f"override {text!r}: expected KEY=VALUE, e.g. loader.batch_size=128")
+    key, raw_value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise BadInput(f"override {text!r}: {key!r} is not a dotted key")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError:
+        raise BadInput(f"override {text!r}: the value is not valid YAML") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                dotted = ".".join(parts[: depth + 1])
+                raise BadInput(f"override {text!r}: {dotted} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such config file") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: cannot read config ({err.__class__.__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"{path}: malformed YAML{where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (or the defaults), apply ``KEY=VALUE`` overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    try:
+        raw = apply_overrides(raw, list(overrides or []))
+        return from_dict(Config, raw)
+    except BadInput as err:
+        raise BadInput(f"{source}: {err}") from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Config) -> str:
+    """A stable hash of what makes two runs the same recipe.
+
+    The output section says where results go, not what was run, so it is left out.
+    """
+    body = to_dict(cfg)
+    body.pop("output", None)
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

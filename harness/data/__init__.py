@@ -1,0 +1,62 @@
+"""Data: a registry of data sets, transforms, the seeded split and the loaders."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from harness.data.datasets import DataConfig, Pool, load_pool
+from harness.data.split import TransformedSubset, split_indices
+from harness.data.transforms import build_transform
+
+
+@dataclass
+class DataBundle:
+    train: TransformedSubset
+    dev: TransformedSubset
+    test: TransformedSubset
+    classes: list[str]
+    sample_shape: tuple[int, ...]
+    """(channels, height, width) of a transformed sample."""
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.sample_shape[0]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
+
+
+def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+    pool: Pool = load_pool(cfg)
+    n = len(pool.dataset)
+    indices = list(range(n))
+    if cfg.subset is not None and cfg.subset < n:
+        # A seeded choice, independent of the split's own permutation.
+        g = torch.Generator().manual_seed(seed + 1)
+        indices = sorted(torch.randperm(n, generator=g)[: cfg.subset].tolist())
+    tr, dv, te = split_indices(len(indices), cfg.split, seed)
+    pick = lambda idx: [indices[i] for i in idx]  # noqa: E731
+
+    probe = build_transform(dataclasses.replace(cfg.transforms, normalize=False), train=False)
+    shape = tuple(probe(pool.dataset[indices[0]][0]).shape)
+    train_tf = build_transform(cfg.transforms, train=True, channels=shape[0])
+    eval_tf = build_transform(cfg.transforms, train=False, channels=shape[0])
+    return DataBundle(
+        train=TransformedSubset(pool.dataset, pick(tr), train_tf),
+        dev=TransformedSubset(pool.dataset, pick(dv), eval_tf),
+        test=TransformedSubset(pool.dataset, pick(te), eval_tf),
+        classes=pool.classes,
+        sample_shape=shape,
+        source=pool.source,
+    )
+
+
+__all__ = ["DataBundle", "DataConfig", "build_data"]

@@ -1,0 +1,205 @@
+"""The registry of data sets. Each entry returns a pool of (PIL image, class) pairs.
+
+Nothing is downloaded unless ``data.download`` is true; a loader whose files are
+missing says where they must go.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import ConcatDataset, Dataset
+
+from harness.data.split import SplitConfig
+from harness.data.transforms import TransformConfig
+from harness.errors import BadInput, ConfigValueError
+
+
+@dataclass
+class FakeDataConfig:
+    """torchvision FakeData: random images, deterministic per index."""
+
+    size: int = 1000
+    """Number of images in the pool."""
+    image_shape: list[int] = field(default_factory=lambda: [3, 32, 32])
+    """[channels, height, width]; channels 1 or 3."""
+    num_classes: int = 10
+
+    def __post_init__(self):
+        if self.size <= 0:
+            raise ConfigValueError("size", f"expected an integer > 0, got {self.size}")
+        if len(self.image_shape) != 3 or any(v <= 0 for v in self.image_shape):
+            raise ConfigValueError(
+                "image_shape", f"expected [channels, height, width] > 0, got {self.image_shape}"
+            )
+        if self.image_shape[0] not in (1, 3):
+            raise ConfigValueError("image_shape", f"channels must be 1 or 3, got {self.image_shape[0]}")
+        if self.num_classes < 2:
+            raise ConfigValueError("num_classes", f"expected an integer >= 2, got {self.num_classes}")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    """One of the registry's names: digits, imagefolder, fake, mnist, fashion_mnist, cifar10."""
+    root: str | None = None
+    """Folder holding the files. digits: its PNG cache (default ~/.cache/harness/digits)."""
+    download: bool = False
+    """Let torchvision download mnist/fashion_mnist/cifar10 into root (off: never fetch)."""
+    subset: int | None = None
+    """Use only this many samples of the pool (a seeded choice): quick runs and tests."""
+    fake: FakeDataConfig = field(default_factory=FakeDataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    transforms: TransformConfig = field(default_factory=TransformConfig)
+
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise ConfigValueError(
+                "name", f"unknown data set {self.name!r} (expected one of: {', '.join(DATASETS)})"
+            )
+        if self.subset is not None and self.subset <= 0:
+            raise ConfigValueError("subset", f"expected an integer > 0 or null, got {self.subset}")
+
+
+@dataclass
+class Pool:
+    dataset: Dataset
+    """Yields (PIL image, int class)."""
+    classes: list[str]
+    source: str
+    """Where the samples came from, for the report."""
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+# --- digits ----------------------------------------------------------------------
+
+DIGITS_COUNT = 1797
+
+
+def _digits_complete(root: Path) -> bool:
+    return (root / ".complete").is_file()
+
+
+def write_digits_cache(root: Path) -> None:
+    """Write scikit-learn's 8x8 digits once as PNGs, one folder per class.
+
+    The folder is built beside its final place and renamed into it, so several
+    ranks starting together, or a run killed half-way, never leave a partial cache.
+    """
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    bunch = load_digits()
+    tmp = Path(tempfile.mkdtemp(prefix=".digits-", dir=root.parent))
+    try:
+        # 0..16 intensities -> 0..255 grey levels
+        pixels = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+        for i, (img, label) in enumerate(zip(pixels, bunch.target)):
+            folder = tmp / str(int(label))
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+        (tmp / ".complete").write_text(f"{len(pixels)}\n")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not _digits_complete(root):  # lost a race to a process that did finish
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _digits(cfg: DataConfig) -> Pool:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(cfg.root) if cfg.root else default_cache() / "digits"
+    if not _digits_complete(root):
+        if root.exists() and any(root.iterdir()):
+            raise BadInput(f"data.root: {root} exists but is not a complete digits cache; remove it")
+        if root.exists():
+            root.rmdir()
+        write_digits_cache(root)
+    ds = ImageFolder(str(root))
+    return Pool(ds, list(ds.classes), f"digits:{root}")
+
+
+# --- a user's folder ---------------------------------------------------------------
+
+def _imagefolder(cfg: DataConfig) -> Pool:
+    from torchvision.datasets import ImageFolder
+
+    if not cfg.root:
+        raise BadInput("data.root: the imagefolder data set needs root: a folder with one sub-folder per class")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise BadInput(f"data.root: {root} is not a folder; expected one sub-folder per class")
+    try:
+        # ImageFolder refuses a class folder without images, and a root without classes.
+        ds = ImageFolder(str(root))
+    except FileNotFoundError as err:
+        raise BadInput(f"data.root: {root}: {str(err).splitlines()[0]}") from None
+    return Pool(ds, list(ds.classes), f"imagefolder:{root}")
+
+
+# --- synthetic ---------------------------------------------------------------------
+
+def _fake(cfg: DataConfig) -> Pool:
+    from torchvision.datasets import FakeData
+
+    f = cfg.fake
+    ds = FakeData(size=f.size, image_size=tuple(f.image_shape), num_classes=f.num_classes)
+    return Pool(ds, [str(i) for i in range(f.num_classes)], "fake")
+
+
+# --- torchvision's downloadable sets, read from a local root -------------------------
+
+_TV_LAYOUT = {
+    "mnist": ("MNIST", "MNIST/raw/ (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, or their .gz)"),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw/ (the four idx files of Fashion-MNIST, or their .gz)"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py/ (cifar-10-python.tar.gz extracted: data_batch_1..5, test_batch)"),
+}
+
+
+def _torchvision_set(cfg: DataConfig) -> Pool:
+    import torchvision.datasets as tvd
+
+    cls_name, layout = _TV_LAYOUT[cfg.name]
+    if not cfg.root:
+        raise BadInput(f"data.root: {cfg.name} needs root, a folder holding {layout}")
+    root = Path(cfg.root)
+    cls = getattr(tvd, cls_name)
+    try:
+        parts = [cls(str(root), train=train, download=cfg.download) for train in (True, False)]
+    except RuntimeError as err:
+        if "not found" in str(err).lower() or "corrupted" in str(err).lower():
+            raise BadInput(
+                f"data.root: {cfg.name} files not found under {root}; put them in {root}/{layout}, "
+                "or set data.download: true"
+            ) from None
+        raise
+    # Both official parts form one pool that data.split divides, like every other set.
+    return Pool(ConcatDataset(parts), list(parts[0].classes), f"{cfg.name}:{root}")
+
+
+DATASETS: dict[str, Callable[[DataConfig], Pool]] = {
+    "digits": _digits,
+    "imagefolder": _imagefolder,
+    "fake": _fake,
+    "mnist": _torchvision_set,
+    "fashion_mnist": _torchvision_set,
+    "cifar10": _torchvision_set,
+}
+
+
+def load_pool(cfg: DataConfig) -> Pool:
+    return DATASETS[cfg.name](cfg)

@@ -1,0 +1,102 @@
+"""DataLoaders from config, with a shuffling order owned by the harness.
+
+The train loader's generator is re-seeded from (seed, epoch) at every epoch, so
+the order of epoch k is the same in every mode, on every rank, and after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from harness.errors import BadInput, ConfigValueError
+
+
+@dataclass
+class LoaderConfig:
+    batch_size: int = 64
+    """Samples per batch per device; the global batch is this times the world size."""
+    eval_batch_size: int | None = None
+    """Batch size for dev/test; null uses batch_size."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 loads in the main process)."""
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    """Keep workers alive between epochs (needs num_workers > 0)."""
+    prefetch_factor: int | None = None
+    """Batches each worker loads ahead (needs num_workers > 0; null: torch's default)."""
+    drop_last: bool = False
+    """Drop the last incomplete train batch."""
+    shuffle: bool = True
+    """Shuffle the train split each epoch (seeded)."""
+
+    def __post_init__(self):
+        if self.batch_size <= 0:
+            raise ConfigValueError("batch_size", f"expected an integer > 0, got {self.batch_size}")
+        if self.eval_batch_size is not None and self.eval_batch_size <= 0:
+            raise ConfigValueError(
+                "eval_batch_size", f"expected an integer > 0 or null, got {self.eval_batch_size}"
+            )
+        if self.num_workers < 0:
+            raise ConfigValueError("num_workers", f"expected an integer >= 0, got {self.num_workers}")
+        if self.persistent_workers and self.num_workers == 0:
+            raise ConfigValueError("persistent_workers", "needs num_workers > 0")
+        if self.prefetch_factor is not None:
+            if self.num_workers == 0:
+                raise ConfigValueError("prefetch_factor", "needs num_workers > 0 (or null)")
+            if self.prefetch_factor <= 0:
+                raise ConfigValueError(
+                    "prefetch_factor", f"expected an integer > 0 or null, got {self.prefetch_factor}"
+                )
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    dev: DataLoader | None
+    test: DataLoader | None
+    generator: torch.Generator
+    """Drives the train order and the workers' base seeds; see ``reseed``."""
+
+    def reseed(self, seed: int, epoch: int) -> None:
+        self.generator.manual_seed(epoch_seed(seed, epoch))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, generator) -> DataLoader:
+    extra = {}
+    if cfg.num_workers > 0:
+        extra["persistent_workers"] = cfg.persistent_workers
+        if cfg.prefetch_factor is not None:
+            extra["prefetch_factor"] = cfg.prefetch_factor
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=cfg.shuffle and train,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        drop_last=cfg.drop_last and train,
+        generator=generator,
+        **extra,
+    )
+
+
+def build_loaders(train: Dataset, dev: Dataset, test: Dataset, cfg: LoaderConfig, seed: int) -> Loaders:
+    if cfg.drop_last and len(train) < cfg.batch_size:
+        raise BadInput(
+            f"loader.drop_last: the train split has {len(train)} samples, fewer than one batch "
+            f"of {cfg.batch_size}, so no batch would be left"
+        )
+    generator = torch.Generator().manual_seed(epoch_seed(seed, 0))
+    eval_bs = cfg.eval_batch_size or cfg.batch_size
+    return Loaders(
+        train=_loader(train, cfg, cfg.batch_size, True, generator),
+        dev=_loader(dev, cfg, eval_bs, False, None) if len(dev) else None,
+        test=_loader(test, cfg, eval_bs, False, None) if len(test) else None,
+        generator=generator,
+    )

@@ -1,0 +1,68 @@
+"""The seeded train/dev/test split.
+
+The permutation depends only on the pool size and the seed, so every mode and
+every rank of a distributed run sees the same three subsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import Dataset
+
+from harness.errors import ConfigValueError
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.7
+    """Fraction of the pool used for training (> 0)."""
+    dev: float = 0.15
+    """Fraction evaluated after every epoch (0 turns dev evaluation off)."""
+    test: float = 0.15
+    """Fraction evaluated once at the end (0 turns the test off)."""
+
+    def __post_init__(self):
+        for name in ("train", "dev", "test"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigValueError(name, f"expected a fraction in [0, 1], got {value}")
+        if self.train <= 0:
+            raise ConfigValueError("train", f"expected a fraction > 0, got {self.train}")
+        total = self.train + self.dev + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigValueError(
+                "train", f"train + dev + test must sum to 1, got {total:g}"
+            )
+
+
+def split_indices(n: int, cfg: SplitConfig, seed: int) -> tuple[list[int], list[int], list[int]]:
+    """Partition ``range(n)`` into train/dev/test index lists, deterministically."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_dev = round(n * cfg.dev)
+    n_test = round(n * cfg.test)
+    n_train = n - n_dev - n_test
+    return perm[:n_train], perm[n_train : n_train + n_dev], perm[n_train + n_dev :]
+
+
+class TransformedSubset(Dataset):
+    """A view of ``base`` at ``indices`` with its own transform.
+
+    The train view augments and the dev/test views do not, while all three
+    share one underlying data set (one folder scan, one decode path).
+    """
+
+    def __init__(self, base: Dataset, indices: list[int], transform=None):
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, target = self.base[self.indices[i]]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target

@@ -1,0 +1,110 @@
+"""Transforms from config: the eval pipeline, and the train pipeline with augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torchvision import transforms as T
+
+from harness.errors import BadInput, ConfigValueError
+
+
+@dataclass
+class AugmentConfig:
+    """Train-only augmentation; every default leaves the image unchanged."""
+
+    rotation_deg: float = 0.0
+    """RandomRotation range in degrees (+/-)."""
+    hflip_p: float = 0.0
+    """Probability of RandomHorizontalFlip."""
+    color_jitter: float = 0.0
+    """ColorJitter strength for brightness, contrast and saturation."""
+    gaussian_noise_std: float = 0.0
+    """Std of Gaussian noise added to the tensor after ToTensor (before Normalize)."""
+
+    def __post_init__(self):
+        if self.rotation_deg < 0:
+            raise ConfigValueError("rotation_deg", f"expected >= 0, got {self.rotation_deg}")
+        if not 0 <= self.hflip_p <= 1:
+            raise ConfigValueError("hflip_p", f"expected a probability in [0, 1], got {self.hflip_p}")
+        if self.color_jitter < 0:
+            raise ConfigValueError("color_jitter", f"expected >= 0, got {self.color_jitter}")
+        if self.gaussian_noise_std < 0:
+            raise ConfigValueError(
+                "gaussian_noise_std", f"expected >= 0, got {self.gaussian_noise_std}"
+            )
+
+
+@dataclass
+class TransformConfig:
+    grayscale: bool = False
+    """Convert images to one channel (Grayscale)."""
+    resize: list[int] | None = None
+    """[height, width] to Resize to; null keeps the data set's size."""
+    normalize: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    """Per-channel mean for Normalize (one value is broadcast to every channel)."""
+    std: list[float] = field(default_factory=lambda: [0.5])
+    """Per-channel std for Normalize, each > 0."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.resize is not None and (
+            len(self.resize) != 2 or any(v <= 0 for v in self.resize)
+        ):
+            raise ConfigValueError("resize", f"expected [height, width] > 0, got {self.resize}")
+        if not self.mean:
+            raise ConfigValueError("mean", "expected at least one value")
+        if len(self.std) != len(self.mean):
+            raise ConfigValueError(
+                "std", f"expected as many values as mean ({len(self.mean)}), got {len(self.std)}"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ConfigValueError("std", f"expected values > 0, got {self.std}")
+
+
+class GaussianNoise(torch.nn.Module):
+    """Adds N(0, std^2) noise to a tensor image."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.randn_like(x) * self.std
+
+    def __repr__(self) -> str:
+        return f"GaussianNoise(std={self.std})"
+
+
+def build_transform(cfg: TransformConfig, train: bool, channels: int | None = None) -> T.Compose:
+    """The pipeline for PIL images; ``channels`` (known after a probe) checks Normalize."""
+    steps: list = []
+    if cfg.grayscale:
+        steps.append(T.Grayscale(num_output_channels=1))
+    if cfg.resize is not None:
+        steps.append(T.Resize(tuple(cfg.resize), antialias=True))
+    aug = cfg.augment
+    if train:
+        if aug.rotation_deg:
+            steps.append(T.RandomRotation(aug.rotation_deg))
+        if aug.hflip_p:
+            steps.append(T.RandomHorizontalFlip(aug.hflip_p))
+        if aug.color_jitter:
+            j = aug.color_jitter
+            steps.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
+    steps.append(T.ToTensor())
+    if train and aug.gaussian_noise_std:
+        steps.append(GaussianNoise(aug.gaussian_noise_std))
+    if cfg.normalize:
+        mean, std = list(cfg.mean), list(cfg.std)
+        if channels is not None and len(mean) not in (1, channels):
+            raise BadInput(
+                f"data.transforms.mean: has {len(mean)} values but the images have "
+                f"{channels} channel(s); give 1 or {channels}"
+            )
+        if channels is not None and len(mean) == 1:
+            mean, std = mean * channels, std * channels
+        steps.append(T.Normalize(mean, std))
+    return T.Compose(steps)

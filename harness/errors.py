@@ -1,0 +1,24 @@
+"""The two kinds of failure the CLI tells apart.
+
+``BadInput`` is the user's to fix (a config key, a file, a model that does not fit
+its data): the CLI prints its one-line message and exits with status 2, before
+anything is written. Any other exception during a run is a failed run: status 1,
+and the report says ``status: failed``.
+"""
+
+
+class BadInput(Exception):
+    """Input the harness refuses; the message names the key, file or layer."""
+
+
+class ConfigValueError(ValueError):
+    """Raised by a config dataclass's ``__post_init__`` for one of its fields.
+
+    The loader knows where the dataclass sits in the file and prefixes the
+    section path, so the user sees the full dotted key.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message

@@ -1,0 +1,1 @@
+"""Measurement: clocks, counters and samplers that the loop calls at step boundaries."""

@@ -1,0 +1,249 @@
+"""One run: build the recipe, hand it to the Accelerator, fit, test, report.
+
+Everything that can be bad input (config, data, model, mode, output folder) is
+checked in ``build`` before anything is written, so a refused run leaves no files.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from harness import accel, checkpoint, environment
+from harness.config import Config, config_hash, to_dict
+from harness.data import DataBundle, build_data
+from harness.data.loaders import Loaders, build_loaders, epoch_seed
+from harness.loop import TrainParts, evaluate, train_epoch
+from harness.measure.meter import Meter
+from harness.models import build_model
+from harness.optim import build_loss, build_optimizer, build_scheduler
+from harness.report import SCHEMA_VERSION, write_report
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Built:
+    cfg: Config
+    accelerator: object
+    precision: accel.Precision
+    data: DataBundle
+    loaders: Loaders
+    parts: TrainParts
+    model_info: dict
+    steps_per_epoch: int
+    """Optimizer steps per epoch in a single process (before sharding)."""
+
+
+def build(cfg: Config) -> Built:
+    from accelerate.utils import set_seed
+
+    accelerator, precision = accel.build_accelerator(cfg.runtime)
+    set_seed(cfg.seed)
+    with accelerator.main_process_first():
+        data = build_data(cfg.data, cfg.seed)
+    loaders = build_loaders(data.train, data.dev, data.test, cfg.loader, cfg.seed)
+    set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
+    model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
+    steps_per_epoch = len(loaders.train)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
+    parts = TrainParts(accelerator, model, optimizer, scheduler,
+                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"))
+    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch)
+
+
+def prepare(b: Built) -> None:
+    """Hand model, optimizer, loaders and scheduler to the Accelerator."""
+    acc, p, ld = b.accelerator, b.parts, b.loaders
+    objs = [p.model, p.optimizer, ld.train] + ([p.scheduler] if p.scheduler is not None else [])
+    prepared = acc.prepare(*objs)
+    p.model, p.optimizer, ld.train = prepared[:3]
+    if p.scheduler is not None:
+        p.scheduler = prepared[3]
+    if ld.dev is not None:
+        ld.dev = acc.prepare(ld.dev)
+    if ld.test is not None:
+        ld.test = acc.prepare(ld.test)
+
+
+@dataclass
+class History:
+    """What the run has done so far; saved in every checkpoint so a resume continues it."""
+
+    epochs_done: int = 0
+    steps_done: int = 0
+    dev: list[dict] = field(default_factory=list)
+    epoch_wall_s: list[float] = field(default_factory=list)
+    train_elapsed_s: float = 0.0
+    """Wall time spent in training and dev evaluation, across resumes."""
+    time_to_target_s: float | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _progress(b: Built, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    show = b.cfg.output.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, unit="epoch", desc=b.cfg.name,
+                disable=not (show and b.accelerator.is_main_process))
+
+
+def fit(b: Built, meter: Meter, output: Path, hist: History) -> str:
+    """Train the remaining epochs; returns why training ended."""
+    from accelerate.utils import set_seed
+
+    cfg, acc = b.cfg, b.accelerator
+    bar = _progress(b, cfg.train.epochs, hist.epochs_done)
+    started = time.perf_counter() - hist.train_elapsed_s
+    reason = "epochs"
+    try:
+        for epoch in range(hist.epochs_done, cfg.train.epochs):
+            budget = None if cfg.train.max_steps is None else cfg.train.max_steps - hist.steps_done
+            if budget is not None and budget <= 0:
+                reason = "max_steps"
+                break
+            # Same order, augmentation and dropout for epoch k in every mode and after a resume.
+            set_seed(epoch_seed(cfg.seed, epoch))
+            b.loaders.reseed(cfg.seed, epoch)
+            t0 = time.perf_counter()
+            result = train_epoch(b.parts, b.loaders.train, meter, max_steps=budget)
+            dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
+            hist.epoch_wall_s.append(time.perf_counter() - t0)
+            hist.epochs_done = epoch + 1
+            hist.steps_done += result.steps
+            hist.train_elapsed_s = time.perf_counter() - started
+            hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
+                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
+            target = cfg.train.target_accuracy
+            if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
+                hist.time_to_target_s = hist.train_elapsed_s
+            if cfg.output.checkpoint_every_epoch:
+                checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints)
+            bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")
+            bar.update(1)
+            if cfg.train.stop_at_target and hist.time_to_target_s is not None:
+                reason = "target_accuracy"
+                break
+    finally:
+        bar.close()
+    return reason
+
+
+def accuracy_block(cfg: Config, hist: History, test) -> dict:
+    devs = [d for d in hist.dev if d["accuracy"] is not None and not math.isnan(d["accuracy"])]
+    best = max(devs, key=lambda d: d["accuracy"]) if devs else None
+    return {
+        "dev": hist.dev,
+        "best_dev_accuracy": best["accuracy"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "final_dev_accuracy": devs[-1]["accuracy"] if devs else None,
+        "test_accuracy": test.accuracy if test else None,
+        "test_loss": test.loss if test else None,
+        "test_samples": test.samples if test else 0,
+        "target_accuracy": cfg.train.target_accuracy,
+        "time_to_target_s": hist.time_to_target_s,
+    }
+
+
+def measurement_blocks(summary: dict, global_batch_size: int) -> dict:
+    return {
+        "throughput": {
+            "train_samples_per_s": summary.get("samples_per_s"),
+            "global_batch_size": global_batch_size,
+            "measured_steps": summary.get("measured_steps"),
+            "warmup_steps": summary.get("warmup_steps"),
+            "measured_samples": summary.get("samples"),
+            "window_s": summary.get("window_s"),
+        },
+        "step_time_ms": summary.get("step_time_ms"),
+        "data_wait_ms": summary.get("data_wait_ms"),
+        "data_wait_fraction": summary.get("data_wait_fraction"),
+        "memory": {"peak_rss_mb": summary.get("peak_rss_mb")},
+    }
+
+
+def base_report(cfg: Config) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "name": cfg.name,
+        "started_at": _now(),
+        "finished_at": None,
+        "config_hash": config_hash(cfg),
+        "config": to_dict(cfg),
+        "environment": environment.collect(cfg.seed),
+        "accuracy": {},
+        "timing": {},
+        "throughput": {},
+    }
+
+
+def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]:
+    """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates."""
+    t_start = time.perf_counter()
+    b = build(cfg)
+    acc = b.accelerator
+    if acc.is_main_process:
+        checkpoint.check_writable(output)
+    report = base_report(cfg)
+    report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes,
+                      "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes()}
+    report["model"] = b.model_info
+    prepare(b)
+    report["distributed"] = accel.describe(acc)
+    report["distributed"]["precision"] = b.precision.name
+    hist = History()
+    last = checkpoint.latest_checkpoint(output) if resume else None
+    if last is not None:
+        hist = History(**checkpoint.load_checkpoint(acc, last))
+        report["resumed_from_epoch"] = hist.epochs_done
+    if acc.is_main_process:
+        from harness.atomic import write_text_atomic
+        write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    meter = Meter(cfg.measure, acc.device)
+    setup_s = time.perf_counter() - t_start
+    status, code = "completed", 0
+    try:
+        report["stop_reason"] = fit(b, meter, output, hist)
+        test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
+        report["accuracy"] = accuracy_block(cfg, hist, test)
+        if cfg.output.save_model:
+            checkpoint.save_model(acc, b.parts.model, output / "model.pt")
+            report["artifacts"] = {"model": "model.pt"}
+    except KeyboardInterrupt:
+        status, code = "interrupted", 130
+        report["error"] = "interrupted by the user"
+    except Exception as err:  # a failed run is data: the report says what went wrong
+        status, code = "failed", 1
+        report["error"] = f"{err.__class__.__name__}: {err}"
+        report["traceback"] = traceback.format_exc(limit=8)
+    if not report["accuracy"]:
+        report["accuracy"] = accuracy_block(cfg, hist, None)
+    report.update(measurement_blocks(meter.summary(), cfg.loader.batch_size * acc.num_processes))
+    report["timing"] = {
+        "setup_s": setup_s,
+        "epoch_wall_s": hist.epoch_wall_s,
+        "train_wall_s": hist.train_elapsed_s,
+        "total_wall_s": time.perf_counter() - t_start,
+    }
+    report["status"] = status
+    report["finished_at"] = _now()
+    if acc.is_main_process:
+        write_report(output / "report.yaml", report)
+    acc.end_training()
+    return report, code

@@ -1,0 +1,30 @@
+"""The training schedule's config (the loop in loop.py reads it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.errors import ConfigValueError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    """Passes over the train split."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps in total (a budget for quick runs)."""
+    target_accuracy: float | None = None
+    """Dev accuracy whose first crossing is timed (time_to_target_s)."""
+    stop_at_target: bool = False
+    """End training once target_accuracy is reached."""
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise ConfigValueError("epochs", f"expected an integer > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigValueError("max_steps", f"expected an integer > 0 or null, got {self.max_steps}")
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            raise ConfigValueError(
+                "target_accuracy", f"expected a fraction in (0, 1], got {self.target_accuracy}")
+        if self.stop_at_target and self.target_accuracy is None:
+            raise ConfigValueError("stop_at_target", "needs train.target_accuracy")
