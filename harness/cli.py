@@ -117,11 +117,19 @@ def parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
+
+    from harness import launch
+
+    launch.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command != "launch":
+        parser().parse_args(argv)  # reports the unknown arguments and exits 2
+    if extra:
+        args.items = list(args.items) + extra  # e.g. --output DIR, passed on to `harness run`
     try:
         return args.func(args)
     except BadInput as err:

@@ -14,7 +14,7 @@ import yaml
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("schema_version", "status", "config", "environment", "accuracy", "timing", "throughput")
 STATUSES = ("completed", "failed", "interrupted", "running")
 

@@ -21,6 +21,8 @@ from harness.config import Config, config_hash, to_dict
 from harness.data import DataBundle, build_data
 from harness.data.loaders import Loaders, build_loaders, epoch_seed
 from harness.loop import TrainParts, evaluate, train_epoch
+from harness.measure.aggregate import aggregate
+from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
 from harness.measure.meter import Meter
 from harness.models import build_model
 from harness.optim import build_loss, build_optimizer, build_scheduler
@@ -159,21 +161,51 @@ def accuracy_block(cfg: Config, hist: History, test) -> dict:
     }
 
 
-def measurement_blocks(summary: dict, global_batch_size: int) -> dict:
-    return {
-        "throughput": {
-            "train_samples_per_s": summary.get("samples_per_s"),
-            "global_batch_size": global_batch_size,
-            "measured_steps": summary.get("measured_steps"),
-            "warmup_steps": summary.get("warmup_steps"),
-            "measured_samples": summary.get("samples"),
-            "window_s": summary.get("window_s"),
-        },
-        "step_time_ms": summary.get("step_time_ms"),
-        "data_wait_ms": summary.get("data_wait_ms"),
-        "data_wait_fraction": summary.get("data_wait_fraction"),
-        "memory": {"peak_rss_mb": summary.get("peak_rss_mb")},
-    }
+def count_flops(b: Built) -> float | None:
+    """Forward+backward FLOPs per sample, on one batch of the train split (before prepare)."""
+    if not b.cfg.measure.count_flops:
+        return None
+    import torch
+
+    n = min(b.cfg.loader.batch_size, len(b.data.train))
+    inputs, targets = zip(*(b.data.train[i] for i in range(n)))
+    return flops_per_sample(b.parts.model, torch.stack(inputs), torch.tensor(targets), b.parts.loss_fn)
+
+
+def compute_block(b: Built, fps: float | None, samples_per_s: float | None) -> dict:
+    """Achieved FLOP/s and MFU against a measured peak and a datasheet peak (null when unknown)."""
+    acc = b.accelerator
+    device = acc.device
+    name = environment.gpus()[0]["name"] if device.type == "cuda" else environment.cpu_model()
+    block = {"flops_per_sample": fps, "achieved_tflops": None, "achieved_tflops_per_device": None,
+             "measured_peak_tflops": None, "datasheet_peak_tflops": None,
+             "mfu_measured_peak": None, "mfu_datasheet": None, "peak_device": name,
+             "peak_dtype": str(b.precision.compute_dtype).replace("torch.", "")}
+    if fps is None or not samples_per_s:
+        return block
+    per_device = fps * samples_per_s / acc.num_processes
+    block["achieved_tflops"] = fps * samples_per_s / 1e12
+    block["achieved_tflops_per_device"] = per_device / 1e12
+    if b.cfg.measure.measure_peak:
+        peak = measured_peak_flops(device, b.precision.compute_dtype, name)
+        block["measured_peak_tflops"] = peak / 1e12
+        block["mfu_measured_peak"] = per_device / peak
+    sheet = datasheet_peak_tflops(name, b.precision.name) if device.type == "cuda" else None
+    if sheet:
+        block["datasheet_peak_tflops"] = sheet
+        block["mfu_datasheet"] = per_device / (sheet * 1e12)
+    return block
+
+
+def warnings_for(figures: dict) -> list[str]:
+    out = []
+    if not figures["throughput"]["measured_steps"]:
+        out.append("no step fell inside the timed window: lower measure.warmup_steps or train longer")
+    step = figures.get("step_time_ms") or {}
+    if step.get("noise") in ("noisy", "unreliable"):
+        out.append(f"step_time_ms is {step['noise']}: IQR/median = {step['iqr_over_median']:.2f} "
+                   "(> 0.10 noisy, > 0.25 unreliable)")
+    return out
 
 
 def base_report(cfg: Config) -> dict:
@@ -204,6 +236,7 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes,
                       "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes()}
     report["model"] = b.model_info
+    fps = count_flops(b)
     prepare(b)
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
@@ -215,7 +248,7 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     if acc.is_main_process:
         from harness.atomic import write_text_atomic
         write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    meter = Meter(cfg.measure, acc.device)
+    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone)
     setup_s = time.perf_counter() - t_start
     status, code = "completed", 0
     try:
@@ -234,7 +267,15 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
         report["traceback"] = traceback.format_exc(limit=8)
     if not report["accuracy"]:
         report["accuracy"] = accuracy_block(cfg, hist, None)
-    report.update(measurement_blocks(meter.summary(), cfg.loader.batch_size * acc.num_processes))
+    from accelerate.utils import gather_object
+
+    figures = aggregate(gather_object([meter.summary()]), cfg.loader.batch_size * acc.num_processes)
+    raw = figures.pop("raw")
+    figures["throughput"]["train_samples_per_s"] = figures["throughput"]["samples_per_s"]
+    report.update(figures)
+    report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])
+    report["warnings"] = warnings_for(figures)
+    report["raw"] = raw
     report["timing"] = {
         "setup_s": setup_s,
         "epoch_wall_s": hist.epoch_wall_s,

@@ -12,10 +12,25 @@ class MeasureConfig:
     warmup_steps: int = 10
     """Optimizer steps run before the timed window opens; never counted."""
     window_steps: int | None = None
-    """Steps in the timed window; null times every step after warm-up."""
+    """Steps in one timed window; null times every step after warm-up (one window)."""
+    repeats: int = 1
+    """Consecutive timed windows of window_steps each; the report gives every value,
+    the median and a confidence interval of the median."""
+    count_flops: bool = True
+    """Count forward+backward FLOPs once, on one batch, for achieved FLOP/s and MFU."""
+    measure_peak: bool = True
+    """Measure this machine's dense matmul peak once (cached) as an MFU reference."""
+    rss_interval_ms: float = 50.0
+    """How often the background thread samples resident memory."""
 
     def __post_init__(self):
         if self.warmup_steps < 0:
             raise ConfigValueError("warmup_steps", f"expected an integer >= 0, got {self.warmup_steps}")
         if self.window_steps is not None and self.window_steps <= 0:
             raise ConfigValueError("window_steps", f"expected an integer > 0 or null, got {self.window_steps}")
+        if self.repeats <= 0:
+            raise ConfigValueError("repeats", f"expected an integer > 0, got {self.repeats}")
+        if self.repeats > 1 and self.window_steps is None:
+            raise ConfigValueError("repeats", "needs measure.window_steps (the length of each repeat)")
+        if self.rss_interval_ms <= 0:
+            raise ConfigValueError("rss_interval_ms", f"expected > 0, got {self.rss_interval_ms}")

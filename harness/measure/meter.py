@@ -1,15 +1,16 @@
 """The meter: the loop hands it the train loader and gets batches back.
 
 The meter times the wait for each batch and the step that follows, decides which
-steps fall inside the timed window (after warm-up), and owns the clocks. The loop
-itself holds no timing code. ``NullMeter`` is the do-nothing variant.
+steps fall inside the timed windows (after warm-up), and owns the clocks, the
+memory sampler and the barriers. The loop holds no timing code. ``NullMeter`` is
+the do-nothing variant.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -25,35 +26,64 @@ def batch_size_of(batch) -> int:
 
 @dataclass
 class Window:
-    """What happened inside the timed window on this process."""
+    """One timed window on this process."""
 
     data_wait_s: list[float] = field(default_factory=list)
     step_s: list[float] = field(default_factory=list)
     samples: int = 0
     wall_s: float = 0.0
-    """Sum of the window's segments (one per epoch); evaluation falls outside it."""
+    """Sum of the window's segments (a window spans epochs; evaluation is outside it)."""
+
+    def as_dict(self) -> dict:
+        return {"steps": len(self.step_s), "samples": self.samples, "wall_s": self.wall_s,
+                "data_wait_s": sum(self.data_wait_s)}
 
 
 class Meter:
-    def __init__(self, cfg: MeasureConfig, device: torch.device):
+    def __init__(self, cfg: MeasureConfig, device: torch.device,
+                 barrier: Callable[[], None] | None = None):
         self.cfg = cfg
         self.cuda = device.type == "cuda"
         self.device = device
+        self.barrier = barrier or (lambda: None)
         self.step = 0
         """Train steps seen by this process, warm-up included."""
-        self.window = Window()
-        self.rss = RssSampler()
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self.windows = [Window() for _ in range(cfg.repeats)]
+        self.rss = RssSampler(interval_s=cfg.rss_interval_ms / 1000.0)
+        self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
+        self._cuda_reset = False
 
-    # -- the window ---------------------------------------------------------------
+    # -- the windows --------------------------------------------------------------
 
-    def in_window(self, step: int) -> bool:
-        end = None if self.cfg.window_steps is None else self.cfg.warmup_steps + self.cfg.window_steps
-        return step >= self.cfg.warmup_steps and (end is None or step < end)
+    def window_of(self, step: int) -> int | None:
+        """Index of the window ``step`` falls in, or None (warm-up, or after the last)."""
+        if step < self.cfg.warmup_steps:
+            return None
+        if self.cfg.window_steps is None:
+            return 0
+        k = (step - self.cfg.warmup_steps) // self.cfg.window_steps
+        return k if k < self.cfg.repeats else None
 
     def _sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+
+    def _open(self) -> float:
+        # Every rank reaches the same step numbers (sharded loaders are evened out),
+        # so the barrier lines the ranks up at the window's edge.
+        self._sync()
+        self.barrier()
+        if not self.rss._thread:
+            self.rss.start()
+        if self.cuda and not self._cuda_reset:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._cuda_reset = True
+        return time.perf_counter()
+
+    def _close(self, k: int, start: float) -> None:
+        self._sync()
+        self.windows[k].wall_s += time.perf_counter() - start
+        self.barrier()
 
     # -- the hook the loop calls --------------------------------------------------
 
@@ -61,73 +91,78 @@ class Meter:
         """Yield up to ``limit`` batches of ``loader``, timing each wait and step.
 
         Clock reads at a segment's edges are preceded by a device sync, so queued
-        GPU work is inside the window; between them, per-step GPU time comes
+        GPU work lands inside the window; between them, per-step GPU time comes
         from CUDA events, which do not stall the host.
         """
         it = iter(loader)
         taken = 0
-        segment_start = None
+        open_k, start = None, 0.0
         try:
             while limit is None or taken < limit:
+                k = self.window_of(self.step)
+                if k != open_k:
+                    if open_k is not None:
+                        self._close(open_k, start)
+                    open_k = k
+                    if k is not None:
+                        start = self._open()
                 t0 = time.perf_counter()
                 try:
                     batch = next(it)
                 except StopIteration:
                     return
                 t1 = time.perf_counter()
-                timed = self.in_window(self.step)
-                if timed and segment_start is None:
-                    self._sync()
-                    segment_start = t0
-                    self.rss.start()
-                if timed and self.cuda:
-                    start_ev, end_ev = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start_ev.record()
+                if k is not None and self.cuda:
+                    ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                    ev[0].record()
                 yield batch
-                if timed:
+                if k is not None:
+                    w = self.windows[k]
                     if self.cuda:
-                        end_ev.record()
-                        self._events.append((start_ev, end_ev))
-                    self.window.data_wait_s.append(t1 - t0)
-                    self.window.step_s.append(time.perf_counter() - t1)
-                    self.window.samples += batch_size_of(batch)
-                elif segment_start is not None:
-                    segment_start = self._close_segment(segment_start)
+                        ev[1].record()
+                        self._events.append((k, *ev))
+                    w.data_wait_s.append(t1 - t0)
+                    w.step_s.append(time.perf_counter() - t1)
+                    w.samples += batch_size_of(batch)
                 self.step += 1
                 taken += 1
         finally:
-            if segment_start is not None:
-                self._close_segment(segment_start)
-
-    def _close_segment(self, start: float) -> None:
-        self._sync()
-        self.window.wall_s += time.perf_counter() - start
-        return None
+            if open_k is not None:
+                self._close(open_k, start)
 
     # -- results ------------------------------------------------------------------
 
     def step_times_s(self) -> list[float]:
+        """Per-step times of every window: CUDA event time on a GPU, host time on the CPU."""
         if self.cuda and self._events:
             self._sync()
-            return [s.elapsed_time(e) / 1000.0 for s, e in self._events]
-        return list(self.window.step_s)
+            return [s.elapsed_time(e) / 1000.0 for _, s, e in self._events]
+        return [t for w in self.windows for t in w.step_s]
+
+    def device_memory(self) -> dict:
+        if not self.cuda:
+            return {"device_peak_allocated_mb": None, "device_peak_reserved_mb": None, "alloc_retries": None}
+        stats = torch.cuda.memory_stats(self.device)
+        return {
+            "device_peak_allocated_mb": torch.cuda.max_memory_allocated(self.device) / MB,
+            "device_peak_reserved_mb": torch.cuda.max_memory_reserved(self.device) / MB,
+            "alloc_retries": int(stats.get("num_alloc_retries", 0)),
+        }
 
     def summary(self) -> dict:
+        """This process's figures; ``aggregate`` combines the ranks'."""
         self.rss.stop()
-        w = self.window
         steps = self.step_times_s()
-        wait_total = sum(w.data_wait_s)
+        waits = [t for w in self.windows for t in w.data_wait_s]
+        measured = [w for w in self.windows if w.step_s]
         return {
             "warmup_steps": self.cfg.warmup_steps,
-            "measured_steps": len(w.step_s),
-            "window_s": w.wall_s,
-            "samples": w.samples,
-            "samples_per_s": (w.samples / w.wall_s) if w.wall_s > 0 else None,
-            "step_time_ms": distribution([s * 1000 for s in steps]),
+            "windows": [w.as_dict() for w in measured],
             "step_times_ms": [s * 1000 for s in steps],
-            "data_wait_ms": distribution([s * 1000 for s in w.data_wait_s]),
-            "data_wait_fraction": (wait_total / w.wall_s) if w.wall_s > 0 else None,
+            "data_wait_ms": [s * 1000 for s in waits],
             "peak_rss_mb": self.rss.peak_bytes / MB if self.rss.peak_bytes else None,
+            "baseline_rss_mb": self.rss.baseline_bytes / MB if self.rss.baseline_bytes else None,
+            **self.device_memory(),
         }
 
 
@@ -142,4 +177,5 @@ class NullMeter(Meter):
             self.step += 1
 
     def summary(self) -> dict:
-        return {}
+        return {"warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
+                "peak_rss_mb": None, "baseline_rss_mb": None, **self.device_memory()}

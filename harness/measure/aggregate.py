@@ -1,0 +1,105 @@
+"""Combine the ranks' meter summaries into the report's figures.
+
+Global throughput is every sample of every rank divided by the slowest rank's
+window time: ranks step in lock-step under DDP, so the slowest sets the pace.
+(Rank 0's rate times the world size would hide an imbalance.)
+"""
+
+from __future__ import annotations
+
+import math
+
+from harness.measure.stats import distribution
+
+# Two-sided 95% confidence interval of a median from order statistics.
+_Z95 = 1.959963984540054
+
+
+def median_ci(values: list[float]) -> dict:
+    """Median and a distribution-free ~95% confidence interval of it.
+
+    The interval's ends are the order statistics at ranks n/2 -+ z*sqrt(n)/2
+    (normal approximation to the binomial); with fewer than 6 values it is the
+    sample's range, the widest honest answer.
+    """
+    v = sorted(values)
+    n = len(v)
+    if n == 0:
+        return {"median": None, "ci_low": None, "ci_high": None, "confidence": 0.95}
+    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    if n < 6:
+        lo, hi = v[0], v[-1]
+    else:
+        half = _Z95 * math.sqrt(n) / 2
+        j = max(1, math.floor(n / 2 - half))  # 1-based ranks
+        k = min(n, math.ceil(1 + n / 2 + half))
+        lo, hi = v[j - 1], v[k - 1]
+    return {"median": med, "ci_low": lo, "ci_high": hi, "confidence": 0.95}
+
+
+def _window_rates(per_rank: list[dict]) -> list[float]:
+    """Global samples/s of each repeat window."""
+    n_windows = min(len(r["windows"]) for r in per_rank) if per_rank else 0
+    rates = []
+    for k in range(n_windows):
+        samples = sum(r["windows"][k]["samples"] for r in per_rank)
+        slowest = max(r["windows"][k]["wall_s"] for r in per_rank)
+        if slowest > 0:
+            rates.append(samples / slowest)
+    return rates
+
+
+def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
+    """``per_rank``: each rank's ``Meter.summary()``, rank 0 first."""
+    world = len(per_rank)
+    rank_rows = []
+    for rank, r in enumerate(per_rank):
+        samples = sum(w["samples"] for w in r["windows"])
+        wall = sum(w["wall_s"] for w in r["windows"])
+        wait = sum(w["data_wait_s"] for w in r["windows"])
+        steps = sum(w["steps"] for w in r["windows"])
+        rank_rows.append({
+            "rank": rank, "samples": samples, "steps": steps, "window_s": wall,
+            "samples_per_s": samples / wall if wall > 0 else None,
+            "data_wait_fraction": wait / wall if wall > 0 else None,
+            "step_time_ms_p50": (distribution(r["step_times_ms"]) or {}).get("p50"),
+            "peak_rss_mb": r["peak_rss_mb"],
+            "device_peak_allocated_mb": r["device_peak_allocated_mb"],
+            "device_peak_reserved_mb": r["device_peak_reserved_mb"],
+            "alloc_retries": r["alloc_retries"],
+        })
+    total_samples = sum(row["samples"] for row in rank_rows)
+    slowest = max((row["window_s"] for row in rank_rows), default=0.0)
+    fastest = min((row["window_s"] for row in rank_rows if row["window_s"] > 0), default=0.0)
+    samples_per_s = total_samples / slowest if slowest > 0 else None
+    steps = rank_rows[0]["steps"] if rank_rows else 0
+    r0 = per_rank[0] if per_rank else {"step_times_ms": [], "data_wait_ms": [], "warmup_steps": 0}
+    step_dist = distribution(r0["step_times_ms"])
+    rates = _window_rates(per_rank)
+    waits = [row["data_wait_fraction"] for row in rank_rows if row["data_wait_fraction"] is not None]
+    mem = lambda key: max((row[key] for row in rank_rows if row[key] is not None), default=None)  # noqa: E731
+    return {
+        "throughput": {
+            "samples_per_s": samples_per_s,
+            "samples_per_s_per_device": samples_per_s / world if samples_per_s else None,
+            "steps_per_s": steps / slowest if slowest > 0 else None,
+            "global_batch_size": global_batch_size,
+            "measured_steps": steps,
+            "measured_samples": total_samples,
+            "warmup_steps": r0["warmup_steps"],
+            "window_s": slowest,
+        },
+        "step_time_ms": step_dist,
+        "data_wait_ms": distribution(r0["data_wait_ms"]),
+        "data_wait_fraction": max(waits) if waits else None,
+        "memory": {
+            "peak_rss_mb": mem("peak_rss_mb"),
+            "device_peak_allocated_mb": mem("device_peak_allocated_mb"),
+            "device_peak_reserved_mb": mem("device_peak_reserved_mb"),
+            "alloc_retries": mem("alloc_retries"),
+        },
+        "per_rank": rank_rows,
+        "imbalance": (slowest / fastest) if fastest > 0 else None,
+        "repeats": {"count": len(rates), "samples_per_s": rates, **median_ci(rates)},
+        "raw": {"step_time_ms": r0["step_times_ms"]},
+    }

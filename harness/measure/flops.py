@@ -1,0 +1,106 @@
+"""FLOPs per sample, a machine's measured matmul peak, and datasheet peaks.
+
+FLOPs are counted as executed by ``torch.utils.flop_counter.FlopCounterMode`` on
+one forward+backward pass of one batch; a matmul of (m,k)x(k,n) counts 2mkn. The
+input gradient of the first layer is not computed by autograd, so it is not
+counted either.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from harness.atomic import write_text_atomic
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' datasheets,
+# by precision. SXM parts; a name match picks the first entry that fits.
+DATASHEET_TFLOPS = {
+    "H200": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
+    "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "no": 51.2},
+    "H100": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
+    "A100": {"bf16": 312.0, "fp16": 312.0, "no": 19.5},
+    "L40S": {"bf16": 362.05, "fp16": 362.05, "no": 91.6},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "no": 30.3},
+    "A10G": {"bf16": 70.0, "fp16": 70.0, "no": 31.2},
+    "V100": {"fp16": 125.0, "no": 15.7},
+    "T4": {"fp16": 65.0, "no": 8.1},
+}
+
+
+def datasheet_peak_tflops(device_name: str | None, precision: str) -> float | None:
+    """The datasheet peak for ``precision`` on a known GPU; None when unknown."""
+    if not device_name:
+        return None
+    for key, table in DATASHEET_TFLOPS.items():
+        if key in device_name:
+            return table.get(precision)
+    return None
+
+
+def flops_per_sample(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     loss_fn: nn.Module) -> float:
+    """Forward+backward FLOPs of one batch, divided by its size.
+
+    Counted on a copy so the model's parameters, gradients and buffers (BatchNorm
+    statistics) are untouched.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model)
+    probe.train()
+    with FlopCounterMode(display=False) as counter:
+        loss = loss_fn(probe(inputs), targets)
+        loss.backward()
+    return counter.get_total_flops() / inputs.shape[0]
+
+
+def _cache_file() -> Path:
+    from harness.data.datasets import default_cache
+
+    return default_cache() / "peak_flops.yaml"
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int | None = None,
+                        min_time_s: float = 0.5) -> float:
+    """Dense matmul FLOP/s achieved on this device in ``dtype``."""
+    size = size or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for _ in range(3):
+        a @ b
+    sync()
+    reps, elapsed = 0, 0.0
+    start = time.perf_counter()
+    while elapsed < min_time_s:
+        a @ b
+        reps += 1
+        if reps % 4 == 0 or device.type != "cuda":
+            sync()
+            elapsed = time.perf_counter() - start
+    sync()
+    elapsed = time.perf_counter() - start
+    return 2.0 * size**3 * reps / elapsed
+
+
+def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str) -> float:
+    """The measured peak for (device model, dtype, torch version, threads), cached on disk."""
+    key = f"{device_name}|{dtype}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    path = _cache_file()
+    cache = {}
+    if path.is_file():
+        try:
+            cache = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            cache = {}
+    if key not in cache:
+        cache[key] = measure_matmul_peak(device, dtype)
+        write_text_atomic(path, yaml.safe_dump(cache))
+    return float(cache[key])

@@ -1,0 +1,195 @@
+"""The meter against physical truth: known sleeps, known allocations, known FLOPs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from harness.measure.aggregate import aggregate, median_ci
+from harness.measure.config import MeasureConfig
+from harness.measure.flops import datasheet_peak_tflops, flops_per_sample
+from harness.measure.meter import Meter
+from harness.measure.stats import distribution, percentile
+
+CPU = torch.device("cpu")
+
+
+def spin(seconds: float) -> float:
+    """Take at least ``seconds`` of wall time; return what it really took.
+
+    A spin on the clock rather than time.sleep: a sleeping thread wakes late. On a
+    loaded machine even a spin can overrun by a scheduler slice, so the tests hold
+    the meter to what the step really took (read independently here) and to the
+    nominal time as a floor.
+    """
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return time.perf_counter() - start
+
+
+def batches(n, size=4, wait_s=0.0):
+    for _ in range(n):
+        if wait_s:
+            spin(wait_s)
+        yield torch.zeros(size, 3), torch.zeros(size, dtype=torch.long)
+
+
+def drive(meter, loader, step_s=0.0, slow_first=0, slow_s=0.0) -> list[float]:
+    """Spin each step; returns the true durations (ms) of the steps after ``slow_first``."""
+    took = []
+    for i, _ in enumerate(meter.steps(loader)):
+        took.append(spin(slow_s if i < slow_first else step_s) * 1000)
+    return took[slow_first:]
+
+
+def median(values):
+    return float(np.median(values))
+
+
+def test_step_time_of_a_sleeping_step():
+    meter = Meter(MeasureConfig(warmup_steps=2), CPU)
+    took = drive(meter, batches(22), step_s=0.050)[2:]
+    s = aggregate([meter.summary()], 4)
+    assert s["throughput"]["measured_steps"] == 20
+    assert s["step_time_ms"]["p50"] == pytest.approx(median(took), rel=0.10)
+    assert s["step_time_ms"]["p50"] >= 50.0 * 0.99
+    assert s["throughput"]["measured_samples"] == 80
+
+
+def test_warmup_steps_are_excluded():
+    meter = Meter(MeasureConfig(warmup_steps=3), CPU)
+    took = drive(meter, batches(23), step_s=0.030, slow_first=3, slow_s=0.300)
+    s = aggregate([meter.summary()], 4)
+    assert s["step_time_ms"]["count"] == 20
+    assert s["step_time_ms"]["max"] < 200, "a slow warm-up step leaked into the window"
+    assert s["step_time_ms"]["p50"] == pytest.approx(median(took), rel=0.10)
+
+
+def test_data_wait_fraction_of_a_sleeping_loader():
+    waits = []
+
+    def slow_loader(n):
+        for _ in range(n):
+            waits.append(spin(0.020) * 1000)
+            yield torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
+
+    meter = Meter(MeasureConfig(warmup_steps=1), CPU)
+    took = drive(meter, slow_loader(13), step_s=0.060)[1:]
+    s = aggregate([meter.summary()], 4)
+    expected = sum(waits[1:]) / (sum(waits[1:]) + sum(took))  # nominally 20 / (20 + 60) = 0.25
+    assert s["data_wait_fraction"] == pytest.approx(expected, rel=0.10)
+    assert s["data_wait_ms"]["p50"] == pytest.approx(median(waits[1:]), rel=0.10)
+
+
+def test_throughput_is_samples_over_window():
+    meter = Meter(MeasureConfig(warmup_steps=0), CPU)
+    took = drive(meter, batches(10, size=8), step_s=0.050)
+    s = aggregate([meter.summary()], 8)
+    # 80 samples in 10 steps of (nominally) 50 ms
+    assert s["throughput"]["samples_per_s"] == pytest.approx(80 / (sum(took) / 1000), rel=0.10)
+
+
+def test_peak_rss_sees_a_known_allocation():
+    meter = Meter(MeasureConfig(warmup_steps=0, rss_interval_ms=5), CPU)
+    size = 400 * 1024 * 1024
+    held = []
+    for i, _ in enumerate(meter.steps(batches(3))):
+        if i == 1:
+            block = np.ones(size, dtype=np.uint8)  # touched pages: really resident
+            held.append(block)
+            spin(0.1)
+            held.clear()
+            del block
+    s = meter.summary()
+    grown = s["peak_rss_mb"] - s["baseline_rss_mb"]
+    assert grown == pytest.approx(400, rel=0.10)
+
+
+def test_repeats_give_one_rate_per_window():
+    meter = Meter(MeasureConfig(warmup_steps=1, window_steps=4, repeats=3), CPU)
+    drive(meter, batches(20), step_s=0.005)
+    s = aggregate([meter.summary()], 4)
+    assert s["repeats"]["count"] == 3
+    assert s["throughput"]["measured_steps"] == 12
+    assert s["repeats"]["ci_low"] <= s["repeats"]["median"] <= s["repeats"]["ci_high"]
+
+
+def test_global_throughput_uses_the_slowest_rank():
+    def rank(samples, wall):
+        return {"warmup_steps": 0, "step_times_ms": [1.0], "data_wait_ms": [0.1], "peak_rss_mb": 10.0,
+                "baseline_rss_mb": 5.0, "device_peak_allocated_mb": None, "device_peak_reserved_mb": None,
+                "alloc_retries": None,
+                "windows": [{"steps": 10, "samples": samples, "wall_s": wall, "data_wait_s": 0.0}]}
+
+    s = aggregate([rank(100, 1.0), rank(100, 2.0)], 20)
+    assert s["throughput"]["samples_per_s"] == pytest.approx(200 / 2.0)
+    assert s["imbalance"] == pytest.approx(2.0)
+    assert [r["rank"] for r in s["per_rank"]] == [0, 1]
+
+
+def test_linear_flops_are_exact():
+    fin, fout, batch = 64, 32, 16
+    layer = nn.Linear(fin, fout)
+    x = torch.randn(batch, fin, requires_grad=True)  # so the input gradient is computed too
+    y = torch.zeros(batch, dtype=torch.long)
+    per_sample = flops_per_sample(layer, x, y, nn.CrossEntropyLoss())
+    forward = 2 * fin * fout * batch
+    assert per_sample * batch == 3 * forward
+
+
+def test_linear_forward_flops_are_exact():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = nn.Linear(10, 7)
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(5, 10))
+    assert counter.get_total_flops() == 2 * 10 * 7 * 5
+
+
+def test_flop_counting_leaves_the_model_untouched():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flops_per_sample(model, torch.randn(8, 4), torch.zeros(8, dtype=torch.long), nn.CrossEntropyLoss())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_datasheet_knows_h100_and_not_cpus():
+    assert datasheet_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == pytest.approx(989.4)
+    assert datasheet_peak_tflops("AMD EPYC", "no") is None
+    assert datasheet_peak_tflops(None, "bf16") is None
+
+
+def test_distribution_and_noise_verdicts():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    steady = distribution([10.0] * 9 + [10.5])
+    assert steady["noise"] == "ok" and steady["p50"] == 10.0
+    noisy = distribution([9.0, 9.5, 10.0, 10.5, 11.0, 11.5])
+    assert noisy["noise"] == "noisy"
+    wild = distribution([5.0, 8.0, 10.0, 12.0, 15.0])
+    assert wild["noise"] == "unreliable"
+
+
+def test_median_ci_brackets_the_median():
+    ci = median_ci([float(v) for v in range(1, 21)])
+    assert ci["median"] == 10.5
+    assert ci["ci_low"] < 10.5 < ci["ci_high"]
+    assert median_ci([]) ["median"] is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_peak_sees_a_known_allocation():
+    dev = torch.device("cuda")
+    meter = Meter(MeasureConfig(warmup_steps=0), dev)
+    for i, _ in enumerate(meter.steps(batches(2))):
+        if i == 0:
+            block = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device=dev)
+            del block
+    s = meter.summary()
+    assert s["device_peak_allocated_mb"] == pytest.approx(256, rel=0.05)
