@@ -92,7 +92,7 @@ def _load_sweep(path: Path, data: dict) -> list[Loaded]:
     if not isinstance(cells, list):
         raise BadInput(f"{path}: not a sweep (cells is not a list)")
     out = []
-    for i, cell in enumerate(cells):
+    for cell in cells:
         # A cell that failed before writing anything may carry no report: nothing to compare.
         if not isinstance(cell, dict) or not cell.get("report"):
             continue
