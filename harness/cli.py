@@ -118,9 +118,11 @@ def parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
 
-    from harness import launch
+    from harness import compare, hwreport, launch
 
     launch.add_parser(sub)
+    compare.add_parser(sub)
+    hwreport.add_parser(sub)
     return p
 
 

@@ -1,0 +1,53 @@
+"""Synthetic report.yaml files for the compare and report tests: no training, fixed numbers."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+
+from harness.report import SCHEMA_VERSION, write_report
+
+CPU_A = {"cpu_model": "AMD EPYC 7763", "cpu_count": 16, "gpu_model": None, "gpu_count": 0,
+         "python": "3.11.7", "torch": "2.14.1", "cuda": None}
+GPU_B = {"cpu_model": "Intel Xeon Platinum 8480", "cpu_count": 32, "gpu_model": "NVIDIA H100 80GB HBM3",
+         "gpu_count": 1, "python": "3.11.7", "torch": "2.14.1", "cuda": "13.0"}
+
+
+def make_report(*, samples_per_s: float = 1000.0, step_times_ms: list[float] | None = None,
+                batch_size: int = 64, num_workers: int = 0, machine: dict | None = None,
+                config_hash: str | None = None, test_accuracy: float = 0.97, peak_rss_mb: float = 800.0,
+                time_to_target_s: float | None = 4.0, world_size: int = 1, distributed_type: str = "NO",
+                mfu: float | None = None, status: str = "completed") -> dict:
+    """A complete report; ``step_times_ms`` become ``raw.step_time_ms`` and set the p50."""
+    steps = sorted(step_times_ms) if step_times_ms else [batch_size * 1000.0 / samples_per_s]
+    p50 = steps[len(steps) // 2]
+    config = {"name": "digits_cnn", "loader": {"batch_size": batch_size, "num_workers": num_workers,
+                                               "pin_memory": False}}
+    report = {
+        "schema_version": SCHEMA_VERSION, "status": status, "error": None, "name": "digits_cnn",
+        "config_hash": config_hash or f"hash-bs{batch_size}-w{num_workers}", "config": config,
+        "environment": {"comparability": copy.deepcopy(machine or CPU_A),
+                        "info": {"os": "Linux", "ram_total_mb": 64000, "cpu_physical_cores": 8}},
+        "accuracy": {"test_accuracy": test_accuracy, "time_to_target_s": time_to_target_s},
+        "timing": {"total_wall_s": 10.0},
+        "throughput": {"train_samples_per_s": samples_per_s, "global_batch_size": batch_size * world_size},
+        "step_time_ms": {"count": len(steps), "p50": p50, "mean": sum(steps) / len(steps)},
+        "data_wait_fraction": 0.02 + 0.01 * num_workers,
+        "memory": {"peak_rss_mb": peak_rss_mb},
+        "compute": {"mfu_measured_peak": mfu},
+        "distributed": {"distributed_type": distributed_type, "world_size": world_size, "precision": "no"},
+    }
+    if step_times_ms:
+        report["raw"] = {"step_time_ms": list(step_times_ms)}
+    return report
+
+
+def write(folder: Path, name: str, report: dict) -> Path:
+    return write_report(Path(folder) / name / "report.yaml", report)
+
+
+def noisy_steps(median_ms: float, n: int, spread: float, seed: int) -> list[float]:
+    """``n`` step times spread uniformly ±``spread`` (a fraction) around ``median_ms``."""
+    rng = random.Random(seed)
+    return [median_ms * (1 + rng.uniform(-spread, spread)) for _ in range(n)]
