@@ -117,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
+
+    from harness import sweep
+    sweep.add_parser(sub)
     return p
 
 
