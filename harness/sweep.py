@@ -244,6 +244,8 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
 
 
 def cmd_sweep(args) -> int:
+    if args.retry_failed and not args.resume:
+        raise BadInput("--retry-failed: only with --resume (it reruns the failed cells of an earlier sweep)")
     spec = load_sweep(args.sweep)
     out = Path(args.output or Path("sweeps") / spec.name)
     try:
