@@ -217,3 +217,17 @@ def test_device_resident_shards_are_contiguous_slices_of_each_global_batch():
             assert torch.equal(torch.cat([a, b]), order[step * 8:(step + 1) * 8])
     last = torch.cat(per_rank[0][-1:] + per_rank[1][-1:])  # 5 left, topped up to 6 from the start
     assert torch.equal(last, torch.cat([order[40:], order[:1]]))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    from harness.sweep_config import load_sweep
+
+    spec = load_sweep(path)
+    assert spec.cells and all(c.config.train.epochs > 0 for c in spec.cells)
+
+
+def test_retry_failed_needs_resume(tmp_path, capsys):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out"), "--retry-failed"]) == 2
+    assert "--retry-failed" in capsys.readouterr().err
