@@ -118,9 +118,10 @@ def parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
 
-    from harness import compare, hwreport, launch
+    from harness import compare, hwreport, launch, sweep
 
     launch.add_parser(sub)
+    sweep.add_parser(sub)
     compare.add_parser(sub)
     hwreport.add_parser(sub)
     return p

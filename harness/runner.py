@@ -20,6 +20,7 @@ from harness import accel, checkpoint, environment
 from harness.config import Config, config_hash, to_dict
 from harness.data import DataBundle, build_data
 from harness.data.loaders import Loaders, build_loaders, epoch_seed
+from harness.data.resident import DeviceResidentLoader
 from harness.loop import TrainParts, evaluate, train_epoch
 from harness.measure.aggregate import aggregate
 from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
@@ -67,6 +68,9 @@ def build(cfg: Config) -> Built:
 def prepare(b: Built) -> None:
     """Hand model, optimizer, loaders and scheduler to the Accelerator."""
     acc, p, ld = b.accelerator, b.parts, b.loaders
+    if isinstance(ld.train, DeviceResidentLoader):
+        _prepare_device_resident(b)
+        return
     objs = [p.model, p.optimizer, ld.train] + ([p.scheduler] if p.scheduler is not None else [])
     prepared = acc.prepare(*objs)
     p.model, p.optimizer, ld.train = prepared[:3]
@@ -76,6 +80,28 @@ def prepare(b: Built) -> None:
         ld.dev = acc.prepare(ld.dev)
     if ld.test is not None:
         ld.test = acc.prepare(ld.test)
+
+
+def _prepare_device_resident(b: Built) -> None:
+    """loader.kind=device_resident: the loaders stay out of ``accelerate.prepare``.
+
+    Wrapping them would re-batch and copy tensors that are already on the device.
+    The train loader takes its rank's shard itself; under DDP the dev/test tensors
+    go back through an ordinary DataLoader so Accelerate shards them and
+    ``gather_for_metrics`` drops its padding, exactly as on the DataLoader path.
+    """
+    acc, p, ld = b.accelerator, b.parts, b.loaders
+    objs = [p.model, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
+    prepared = acc.prepare(*objs)
+    p.model, p.optimizer = prepared[:2]
+    if p.scheduler is not None:
+        p.scheduler = prepared[2]
+    ld.train = ld.train.to(acc.device).shard(acc.process_index, acc.num_processes)
+    for name in ("dev", "test"):
+        loader = getattr(ld, name)
+        if loader is None:
+            continue
+        setattr(ld, name, loader.to(acc.device) if acc.num_processes == 1 else acc.prepare(loader.as_dataloader()))
 
 
 @dataclass

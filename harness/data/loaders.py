@@ -2,20 +2,30 @@
 
 The train loader's generator is re-seeded from (seed, epoch) at every epoch, so
 the order of epoch k is the same in every mode, on every rank, and after a resume.
+
+``loader.kind: device_resident`` replaces the DataLoaders with
+``DeviceResidentLoader``s (harness/data/resident.py): every split is transformed
+once and kept as tensors on the device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from harness.data.resident import DeviceResidentLoader
 from harness.errors import BadInput, ConfigValueError
 
 
 @dataclass
 class LoaderConfig:
+    kind: Literal["dataloader", "device_resident"] = "dataloader"
+    """dataloader: a torch DataLoader per split. device_resident: each split transformed
+    once and held as tensors on the device, batches by indexing (train augmentation is
+    then drawn once, not per epoch; num_workers, pin_memory and prefetch do not apply)."""
     batch_size: int = 64
     """Samples per batch per device; the global batch is this times the world size."""
     eval_batch_size: int | None = None
@@ -54,9 +64,9 @@ class LoaderConfig:
 
 @dataclass
 class Loaders:
-    train: DataLoader
-    dev: DataLoader | None
-    test: DataLoader | None
+    train: DataLoader | DeviceResidentLoader
+    dev: DataLoader | DeviceResidentLoader | None
+    test: DataLoader | DeviceResidentLoader | None
     generator: torch.Generator
     """Drives the train order and the workers' base seeds; see ``reseed``."""
 
@@ -94,6 +104,13 @@ def build_loaders(train: Dataset, dev: Dataset, test: Dataset, cfg: LoaderConfig
         )
     generator = torch.Generator().manual_seed(epoch_seed(seed, 0))
     eval_bs = cfg.eval_batch_size or cfg.batch_size
+    if cfg.kind == "device_resident":
+        return Loaders(
+            train=DeviceResidentLoader(train, cfg.batch_size, cfg.shuffle, cfg.drop_last, generator),
+            dev=DeviceResidentLoader(dev, eval_bs) if len(dev) else None,
+            test=DeviceResidentLoader(test, eval_bs) if len(test) else None,
+            generator=generator,
+        )
     return Loaders(
         train=_loader(train, cfg, cfg.batch_size, True, generator),
         dev=_loader(dev, cfg, eval_bs, False, None) if len(dev) else None,

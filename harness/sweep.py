@@ -1,0 +1,268 @@
+"""``harness sweep SWEEP.yaml``: run a grid of recipes, one process per cell.
+
+A cell that crashes, hangs past its time limit or runs out of memory is a row
+with ``status: failed`` and the error; the sweep goes on. ``sweep.yaml`` is
+rewritten atomically after every cell, so a killed sweep can ``--resume``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+import harness
+from harness.atomic import write_text_atomic
+from harness.errors import BadInput
+from harness.report import dump, load_report
+from harness.sweep_config import Cell, SweepSpec, load_sweep, override_text
+
+SCHEMA_VERSION = 1
+OOM_MARKER = "out of memory"
+
+
+@dataclass
+class Attempt:
+    status: str
+    error: str | None
+    seconds: float
+    report: dict | None
+    stderr: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _child_env() -> dict:
+    """The cell's process imports this same harness, installed or not."""
+    env = dict(os.environ)
+    root = str(Path(harness.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _last_line(text: str) -> str | None:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
+def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path) -> Attempt:
+    """One attempt of one cell in its own process group, killed at the time limit."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    (cell_dir / "report.yaml").unlink(missing_ok=True)  # never read a previous attempt's report
+    config = [str(spec.base_config)] if spec.base_config is not None else []
+    cmd = [sys.executable, "-m", "harness", "run", *config, *overrides, "--output", str(cell_dir)]
+    write_text_atomic(cell_dir / "command.txt", " ".join(cmd) + "\n")
+    t0 = time.perf_counter()
+    with open(cell_dir / "stdout.log", "w") as out, open(cell_dir / "stderr.log", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=_child_env(), start_new_session=True)
+        try:
+            proc.wait(timeout=spec.time_limit_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            timed_out = True
+        except BaseException:  # Ctrl-C: take the cell down with the sweep
+            _kill_group(proc)
+            raise
+    seconds = time.perf_counter() - t0
+    stderr = (cell_dir / "stderr.log").read_text(errors="replace")
+    report = None
+    if (cell_dir / "report.yaml").is_file():
+        try:
+            report = load_report(cell_dir / "report.yaml")
+        except BadInput:
+            report = None
+    if timed_out:
+        return Attempt("failed", f"timed out after {spec.time_limit_s:g} s", seconds, report, stderr)
+    if proc.returncode == 0 and report is not None and report["status"] == "completed":
+        return Attempt("completed", None, seconds, report, stderr)
+    error = (report or {}).get("error") or _last_line(stderr) or f"exit status {proc.returncode}"
+    return Attempt("failed", error, seconds, report, stderr)
+
+
+def _is_oom(attempt: Attempt) -> bool:
+    text = f"{attempt.stderr}\n{attempt.error or ''}".lower()
+    return attempt.status == "failed" and OOM_MARKER in text
+
+
+def figures(report: dict | None) -> dict:
+    """The key figures a sweep row copies from its cell's report."""
+    r = report or {}
+    thr, acc = r.get("throughput") or {}, r.get("accuracy") or {}
+    return {
+        "samples_per_s": thr.get("samples_per_s", thr.get("train_samples_per_s")),
+        "step_time_p50_ms": (r.get("step_time_ms") or {}).get("p50"),
+        "data_wait_fraction": r.get("data_wait_fraction"),
+        "peak_rss_mb": (r.get("memory") or {}).get("peak_rss_mb"),
+        "test_accuracy": acc.get("test_accuracy"),
+        "time_to_target_s": acc.get("time_to_target_s"),
+    }
+
+
+def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
+    """Run a cell (halving the batch size after an out-of-memory error if asked); its row."""
+    requested = batch = cell.config.loader.batch_size
+    overrides, seconds, attempts = list(cell.overrides), 0.0, 0
+    while True:
+        attempt = run_cell(spec, overrides, cell_dir)
+        seconds += attempt.seconds
+        attempts += 1
+        if not (spec.oom_backoff and _is_oom(attempt) and batch > 1):
+            break
+        batch = max(1, batch // 2)
+        overrides = list(cell.overrides) + [override_text("loader.batch_size", batch)]
+    return {
+        "id": cell.id,
+        "axes": cell.axes,
+        "status": attempt.status,
+        "error": attempt.error,
+        "seconds": round(seconds, 3),
+        "attempts": attempts,
+        "report": f"cells/{cell.id}/report.yaml" if attempt.report is not None else None,
+        "requested_batch_size": requested,
+        "actual_batch_size": batch,
+        **figures(attempt.report),
+    }
+
+
+def pending_row(cell: Cell) -> dict:
+    return {"id": cell.id, "axes": cell.axes, "status": "pending"}
+
+
+def write_sweep(out: Path, spec: SweepSpec, rows: list[dict], started_at: str) -> None:
+    body = {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "sweep": {"file": str(spec.source), **spec.raw},
+        "started_at": started_at,
+        "updated_at": _now(),
+        "cells": rows,
+    }
+    write_text_atomic(out / "sweep.yaml", dump(body))
+
+
+def read_rows(out: Path) -> dict[str, dict]:
+    path = out / "sweep.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except yaml.YAMLError:
+        raise BadInput(f"{path}: not a sweep (malformed YAML)") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise BadInput(f"{path}: not a sweep this harness reads (schema_version {SCHEMA_VERSION})")
+    return {row["id"]: row for row in data.get("cells") or [] if isinstance(row, dict) and "id" in row}
+
+
+def _fmt(value, spec: str) -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+COLUMNS = [  # header, row key, format
+    ("samples/s", "samples_per_s", ",.1f"), ("step p50 ms", "step_time_p50_ms", ".2f"),
+    ("data wait", "data_wait_fraction", ".3f"), ("peak RSS MB", "peak_rss_mb", ",.0f"),
+    ("test acc", "test_accuracy", ".4f"), ("to target s", "time_to_target_s", ".2f"),
+    ("seconds", "seconds", ".1f"),
+]
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Every cell, then the best cell for throughput, memory and time-to-accuracy."""
+    header = ["cell", "status", *(c[0] for c in COLUMNS)]
+    body = [[r["id"], r["status"], *(_fmt(r.get(k), f) for _, k, f in COLUMNS)] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header, *body]]
+
+    done = [r for r in rows if r["status"] == "completed"]
+
+    def best(key: str, pick, unit: str, spec: str) -> str:
+        have = [r for r in done if isinstance(r.get(key), (int, float))]
+        if not have:
+            return "-"
+        r = pick(have, key=lambda r: r[key])
+        return f"{r['id']} ({format(r[key], spec)} {unit})"
+
+    failed = sum(r["status"] == "failed" for r in rows)
+    lines += [
+        "",
+        f"best throughput        {best('samples_per_s', max, 'samples/s', ',.1f')}",
+        f"best memory            {best('peak_rss_mb', min, 'MB peak RSS', ',.0f')}",
+        f"best time-to-accuracy  {best('time_to_target_s', min, 's', '.2f')}",
+        f"failed cells           {failed} of {len(rows)}",
+    ]
+    return "\n".join(lines)
+
+
+def _progress(total: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="cell", desc=name, file=sys.stderr)
+
+
+def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> list[dict]:
+    previous = read_rows(out) if resume else {}
+    if not resume and (out / "sweep.yaml").exists():
+        raise BadInput(f"--output: {out} already holds a sweep.yaml; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+
+    def keep(cell: Cell) -> bool:
+        status = previous.get(cell.id, {}).get("status")
+        return status == "completed" or (status == "failed" and not retry_failed)
+
+    rows = [previous[c.id] if keep(c) else pending_row(c) for c in spec.cells]
+    todo = [i for i, c in enumerate(spec.cells) if not keep(c)]
+    started_at = _now()
+    write_sweep(out, spec, rows, started_at)
+    bar = _progress(len(todo), spec.name)
+    try:
+        for i in todo:
+            cell = spec.cells[i]
+            bar.set_postfix_str(cell.id)
+            rows[i] = run_with_backoff(spec, cell, out / "cells" / cell.id)
+            write_sweep(out, spec, rows, started_at)
+            bar.update(1)
+    finally:
+        bar.close()
+    return rows
+
+
+def cmd_sweep(args) -> int:
+    if args.retry_failed and not args.resume:
+        raise BadInput("--retry-failed: only with --resume (it reruns the failed cells of an earlier sweep)")
+    spec = load_sweep(args.sweep)
+    out = Path(args.output or Path("sweeps") / spec.name)
+    try:
+        rows = run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed)
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with: harness sweep {args.sweep} --output {out} --resume",
+              file=sys.stderr)
+        return 130
+    print(summary_table(rows))
+    print(f"\nsweep  {out / 'sweep.yaml'}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("sweep", help="run a grid of recipes, one process per cell; write sweep.yaml")
+    p.add_argument("sweep", metavar="SWEEP.yaml")
+    p.add_argument("--output", help="output folder (default: sweeps/<name>)")
+    p.add_argument("--resume", action="store_true", help="skip cells already completed in the folder's sweep.yaml")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume, rerun failed cells too")
+    p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,176 @@
+"""SWEEP.yaml: a base recipe and the cells to run, read strictly.
+
+```yaml
+name: dataloader                 # optional; default: the file's stem
+base:
+  config: ../digits_cnn.yaml     # relative to this file, else to the working directory
+  overrides: {train.epochs: 3}   # dotted key -> value, applied to every cell
+grid:                            # cartesian product, in key order ...
+  loader.batch_size: [32, 64]
+  loader.num_workers: [0, 2]
+extra_cells:                     # ... plus these cells (grid only)
+  - {loader.kind: device_resident}
+# or, instead of grid: cells: [{dotted.key: value, ...}, ...]
+time_limit_s: 1800               # per cell, per attempt
+oom_backoff: false               # retry an out-of-memory cell with half the batch size
+```
+
+``base`` may also be just a path. Every cell's resolved config is validated
+with ``load_config`` before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import Config, load_config, read_yaml
+from harness.errors import BadInput
+
+TOP_KEYS = ("name", "base", "grid", "cells", "extra_cells", "time_limit_s", "oom_backoff")
+BASE_KEYS = ("config", "overrides")
+DEFAULT_TIME_LIMIT_S = 1800.0
+
+
+@dataclass
+class Cell:
+    id: str
+    axes: dict[str, Any]
+    """The cell's own dotted keys and values (the base's overrides excluded)."""
+    overrides: list[str]
+    """Base overrides then the cell's, as ``KEY=VALUE`` for ``harness run``."""
+    config: Config
+    """The resolved config, validated."""
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    source: Path
+    base_config: Path | None
+    base_overrides: dict[str, Any]
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    oom_backoff: bool = False
+    cells: list[Cell] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+    """The spec as written, for sweep.yaml."""
+
+
+def override_text(key: str, value: Any) -> str:
+    # JSON is YAML, so ``parse_override`` reads the value back with its type.
+    return f"{key}={json.dumps(value)}"
+
+
+def cell_id(axes: dict[str, Any]) -> str:
+    """A short readable slug of the axis values plus a hash of the whole cell."""
+    parts = []
+    for key, value in axes.items():
+        short = key.rsplit(".", 1)[-1]
+        text = json.dumps(value) if not isinstance(value, str) else value
+        parts.append(f"{short}-{text}")
+    slug = re.sub(r"[^a-z0-9.-]+", "_", "_".join(parts).lower()).strip("_")[:60] or "base"
+    digest = hashlib.sha1(json.dumps(axes, sort_keys=True, default=str).encode()).hexdigest()[:6]
+    return f"{slug}-{digest}"
+
+
+def _mapping_of_keys(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        raise BadInput(f"{where}: expected a mapping of dotted keys to values, got {value!r}")
+    return dict(value)
+
+
+def _resolve_path(text: Any, sweep_file: Path, where: str) -> Path:
+    if not isinstance(text, str) or not text:
+        raise BadInput(f"{where}: expected a path to a config file, got {text!r}")
+    for candidate in (sweep_file.parent / text, Path(text)):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise BadInput(f"{where}: no such config file {text!r} (looked beside {sweep_file} and in the working directory)")
+
+
+def _base(raw: Any, sweep_file: Path) -> tuple[Path | None, dict[str, Any]]:
+    if raw is None:
+        return None, {}
+    if isinstance(raw, str):
+        return _resolve_path(raw, sweep_file, "base"), {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"base: expected a config path or a mapping with config/overrides, got {raw!r}")
+    for key in raw:
+        if key not in BASE_KEYS:
+            raise BadInput(f"base.{key}: unknown key (expected one of: {', '.join(BASE_KEYS)})")
+    path = _resolve_path(raw["config"], sweep_file, "base.config") if raw.get("config") is not None else None
+    return path, _mapping_of_keys(raw.get("overrides"), "base.overrides")
+
+
+def _axes_list(raw: dict) -> list[dict[str, Any]]:
+    if ("grid" in raw) == ("cells" in raw):
+        raise BadInput("sweep: give exactly one of grid (axes to cross) or cells (an explicit list)")
+    if "grid" in raw:
+        grid = _mapping_of_keys(raw["grid"], "grid")
+        if not grid:
+            raise BadInput("grid: expected at least one axis")
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise BadInput(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+        combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+        extra = raw.get("extra_cells") or []
+    else:
+        if "extra_cells" in raw:
+            raise BadInput("extra_cells: only with grid (with cells, list every cell there)")
+        combos, extra = [], raw["cells"]
+        if not isinstance(extra, list) or not extra:
+            raise BadInput(f"cells: expected a non-empty list of mappings, got {extra!r}")
+    if not isinstance(extra, list):
+        raise BadInput(f"extra_cells: expected a list of mappings, got {extra!r}")
+    label = "cells" if "cells" in raw else "extra_cells"
+    combos += [_mapping_of_keys(c, f"{label}[{i}]") for i, c in enumerate(extra)]
+    return combos
+
+
+def _positive_number(raw: dict, key: str, default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise BadInput(f"{key}: expected a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate SWEEP.yaml and every cell's resolved config; runs nothing."""
+    path = Path(path)
+    raw = read_yaml(path)
+    try:
+        for key in raw:
+            if key not in TOP_KEYS:
+                raise BadInput(f"{key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
+        name = raw.get("name", path.stem)
+        if not isinstance(name, str) or not name:
+            raise BadInput(f"name: expected a non-empty string, got {name!r}")
+        oom = raw.get("oom_backoff", False)
+        if not isinstance(oom, bool):
+            raise BadInput(f"oom_backoff: expected a boolean, got {oom!r}")
+        spec = SweepSpec(name=name, source=path.resolve(), base_config=None, base_overrides={},
+                         time_limit_s=_positive_number(raw, "time_limit_s", DEFAULT_TIME_LIMIT_S),
+                         oom_backoff=oom, raw=raw)
+        spec.base_config, spec.base_overrides = _base(raw.get("base"), path)
+        seen: dict[str, int] = {}
+        for i, axes in enumerate(_axes_list(raw)):
+            cid = cell_id(axes)
+            if cid in seen:
+                raise BadInput(f"cell {i} ({cid}): the same cell as cell {seen[cid]}")
+            seen[cid] = i
+            overrides = [override_text(k, v) for k, v in {**spec.base_overrides, **axes}.items()]
+            try:
+                cfg = load_config(spec.base_config, overrides)
+            except BadInput as err:
+                raise BadInput(f"cell {cid}: {err}") from None
+            spec.cells.append(Cell(cid, axes, overrides, cfg))
+    except BadInput as err:
+        raise BadInput(f"{path}: {err}") from None
+    return spec

@@ -1,0 +1,233 @@
+"""harness sweep: cells in their own processes, failures as rows, resume; the device-resident loader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch.utils.data import TensorDataset
+
+from harness.cli import main
+from harness.data.loaders import LoaderConfig, build_loaders
+from harness.data.resident import DeviceResidentLoader
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+TINY = {"data.subset": 120, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 32,
+        "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False}
+
+
+def write_sweep(tmp_path: Path, cells: list[dict], **extra) -> Path:
+    spec = {"base": {"config": str(REPO / "configs/digits_cnn.yaml"), "overrides": TINY},
+            "cells": cells, "time_limit_s": 120, **extra}
+    path = tmp_path / "sweep.in.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def read_rows(out: Path) -> list[dict]:
+    return yaml.safe_load((out / "sweep.yaml").read_text())["cells"]
+
+
+@pytest.fixture
+def cells_import_tests(monkeypatch):
+    """A cell's process imports test models from tests/ (model.name: sweep_models:...)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+
+
+# --- validation: nothing runs -------------------------------------------------------
+
+def test_unknown_key_is_refused_in_one_line(tmp_path, capsys):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 16}], retries=3)
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "retries: unknown key" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_cell_config_is_refused_before_any_cell_runs(tmp_path, capsys):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 16}, {"loader.batch_size": -4}])
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out")]) == 2
+    assert "loader.batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_grid_is_a_cartesian_product_plus_extra_cells(tmp_path):
+    from harness.sweep_config import load_sweep
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "base": str(REPO / "configs/digits_cnn.yaml"),
+        "grid": {"loader.batch_size": [16, 32], "loader.num_workers": [0, 1]},
+        "extra_cells": [{"loader.kind": "device_resident"}],
+    }))
+    spec = load_sweep(path)
+    assert [c.axes for c in spec.cells][:4] == [
+        {"loader.batch_size": b, "loader.num_workers": w} for b in (16, 32) for w in (0, 1)]
+    assert spec.cells[4].config.loader.kind == "device_resident"
+    assert len({c.id for c in spec.cells}) == 5
+
+
+# --- running: end to end ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_failing_cell_is_a_row_and_the_sweep_goes_on_then_resumes(tmp_path, capsys, cells_import_tests):
+    path = write_sweep(tmp_path, [{"model.name": "sweep_models:Boom"}, {"loader.batch_size": 32}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    failed, ok = read_rows(out)
+    assert failed["status"] == "failed" and "Boom: this model cannot be built" in failed["error"]
+    assert failed["seconds"] > 0
+    assert ok["status"] == "completed" and ok["error"] is None
+    assert ok["report"] == f"cells/{ok['id']}/report.yaml" and (out / ok["report"]).is_file()
+    assert ok["samples_per_s"] > 0 and ok["peak_rss_mb"] > 0 and 0 <= ok["test_accuracy"] <= 1
+    assert ok["requested_batch_size"] == ok["actual_batch_size"] == 32
+    table = capsys.readouterr().out
+    assert "best throughput" in table and "failed cells           1 of 2" in table
+
+    # --resume keeps completed and failed rows; --retry-failed reruns only the failed one.
+    done_mtime = (out / ok["report"]).stat().st_mtime_ns
+    failed_log = out / "cells" / failed["id"] / "stderr.log"
+    failed_mtime = failed_log.stat().st_mtime_ns
+    assert main(["sweep", str(path), "--output", str(out), "--resume"]) == 0
+    assert failed_log.stat().st_mtime_ns == failed_mtime
+    assert read_rows(out) == [failed, ok]
+    assert main(["sweep", str(path), "--output", str(out), "--resume", "--retry-failed"]) == 0
+    again, same = read_rows(out)
+    assert again["status"] == "failed" and same == ok
+    assert failed_log.stat().st_mtime_ns > failed_mtime
+    assert (out / ok["report"]).stat().st_mtime_ns == done_mtime
+
+
+@pytest.mark.slow
+def test_resume_after_an_interrupted_sweep_runs_only_the_missing_cell(tmp_path):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}, {"loader.kind": "device_resident"}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    first, second = read_rows(out)
+    assert second["status"] == "completed" and second["requested_batch_size"] == 32
+    # As if killed during the second cell: its row was never written.
+    body = yaml.safe_load((out / "sweep.yaml").read_text())
+    body["cells"] = [first]
+    (out / "sweep.yaml").write_text(yaml.safe_dump(body))
+    first_mtime = (out / first["report"]).stat().st_mtime_ns
+    second_mtime = (out / second["report"]).stat().st_mtime_ns
+    assert main(["sweep", str(path), "--output", str(out), "--resume"]) == 0
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == [first["id"], second["id"]]
+    assert all(r["status"] == "completed" for r in rows)
+    assert (out / first["report"]).stat().st_mtime_ns == first_mtime
+    assert (out / second["report"]).stat().st_mtime_ns > second_mtime
+
+
+def test_an_existing_sweep_is_not_overwritten_without_resume(tmp_path, capsys):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.yaml").write_text("schema_version: 1\ncells: []\n")
+    assert main(["sweep", str(path), "--output", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_hung_cell_times_out_and_is_recorded(tmp_path):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}], time_limit_s=1)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    (row,) = read_rows(out)
+    assert row["status"] == "failed" and row["error"] == "timed out after 1 s"
+    assert 1 <= row["seconds"] < 10
+
+
+@pytest.mark.slow
+def test_oom_backoff_halves_the_batch_until_it_fits(tmp_path, cells_import_tests):
+    path = write_sweep(tmp_path, [{"model.name": "sweep_models:OutOfMemoryAbove8"}], oom_backoff=True)
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    (row,) = read_rows(out)
+    assert row["status"] == "completed", row["error"]
+    assert (row["requested_batch_size"], row["actual_batch_size"], row["attempts"]) == (32, 8, 3)
+
+
+# --- the device-resident loader ------------------------------------------------------
+
+def _pair(n: int = 50, batch_size: int = 8, **cfg):
+    xs = torch.arange(n, dtype=torch.float32).reshape(n, 1).repeat(1, 3)
+    ds = TensorDataset(xs, torch.arange(n) % 5)
+    dl = build_loaders(ds, ds, ds, LoaderConfig(batch_size=batch_size, **cfg), seed=3)
+    dr = build_loaders(ds, ds, ds, LoaderConfig(batch_size=batch_size, kind="device_resident", **cfg), seed=3)
+    return dl, dr
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_device_resident_yields_the_dataloader_order_every_epoch(drop_last):
+    dl, dr = _pair(drop_last=drop_last)
+    assert isinstance(dr.train, DeviceResidentLoader) and len(dr.train) == len(dl.train)
+    orders = []
+    for epoch in (0, 1):
+        dl.reseed(3, epoch)
+        dr.reseed(3, epoch)
+        a, b = list(dl.train), list(dr.train)
+        assert len(a) == len(b)
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        orders.append(torch.cat([x[:, 0] for x, _ in b]))
+    assert not torch.equal(orders[0], orders[1])  # reseeding per epoch changes the order
+    for a, b in zip(dl.test, dr.test):  # eval splits: in order, unshuffled
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_device_resident_digits_match_the_dataloader_without_augmentation():
+    from harness.config import load_config
+    from harness.data import build_data
+
+    cfg = load_config(REPO / "configs/digits_cnn.yaml", ["data.subset=120", "data.transforms.augment.rotation_deg=0"])
+    data = build_data(cfg.data, cfg.seed)
+    dl = build_loaders(data.train, data.dev, data.test, cfg.loader, cfg.seed)
+    cfg.loader.kind = "device_resident"
+    dr = build_loaders(data.train, data.dev, data.test, cfg.loader, cfg.seed)
+    for epoch in (0, 1):
+        dl.reseed(cfg.seed, epoch)
+        dr.reseed(cfg.seed, epoch)
+        for (xa, ya), (xb, yb) in zip(dl.train, dr.train, strict=True):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_device_resident_shards_are_contiguous_slices_of_each_global_batch():
+    _, dr = _pair(n=45, batch_size=4)
+    whole = dr.train
+    ranks = [DeviceResidentLoader.__new__(DeviceResidentLoader) for _ in range(2)]
+    for r, shard in enumerate(ranks):
+        shard.__dict__.update(whole.__dict__)
+        shard.shard(r, 2)
+    per_rank = []
+    for shard in ranks:
+        dr.reseed(3, 0)
+        per_rank.append([x[:, 0] for x, _ in shard])
+    g = torch.Generator().manual_seed(3 * 100_003)
+    torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader iterator's base seed
+    order = torch.randperm(45, generator=g).float()
+    assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 6  # ceil(45 / 8)
+    for step, (a, b) in enumerate(zip(*per_rank)):
+        assert a.shape == b.shape
+        if step < 5:
+            assert torch.equal(torch.cat([a, b]), order[step * 8:(step + 1) * 8])
+    last = torch.cat(per_rank[0][-1:] + per_rank[1][-1:])  # 5 left, topped up to 6 from the start
+    assert torch.equal(last, torch.cat([order[40:], order[:1]]))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_validate(path):
+    from harness.sweep_config import load_sweep
+
+    spec = load_sweep(path)
+    assert spec.cells and all(c.config.train.epochs > 0 for c in spec.cells)
+
+
+def test_retry_failed_needs_resume(tmp_path, capsys):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out"), "--retry-failed"]) == 2
+    assert "--retry-failed" in capsys.readouterr().err
