@@ -17,7 +17,9 @@ import yaml
 from harness.atomic import write_atomic, write_text_atomic
 from harness.errors import BadInput, ConfigValueError
 
-EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+# epoch_0003: three whole epochs done. epoch_0003_step_0017: plus 17 steps of the
+# fourth, saved when a signal stopped the run inside it.
+EPOCH_DIR = re.compile(r"^epoch_(\d+)(?:_step_(\d+))?$")
 STATE_FILE = "trainer_state.yaml"
 
 
@@ -53,20 +55,31 @@ def checkpoints_dir(output: Path) -> Path:
     return output / "checkpoints"
 
 
+def checkpoint_name(epochs_done: int, step_in_epoch: int = 0) -> str:
+    name = f"epoch_{epochs_done:04d}"
+    return f"{name}_step_{step_in_epoch:04d}" if step_in_epoch else name
+
+
+def _progress(path: Path) -> tuple[int, int] | None:
+    m = EPOCH_DIR.match(path.name)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
 def latest_checkpoint(output: Path) -> Path | None:
     folder = checkpoints_dir(output)
     if not folder.is_dir():
         return None
-    done = [(int(m.group(1)), p) for p in folder.iterdir()
-            if (m := EPOCH_DIR.match(p.name)) and (p / STATE_FILE).is_file()]
+    done = [(_progress(p), p) for p in folder.iterdir() if _progress(p) and (p / STATE_FILE).is_file()]
     return max(done)[1] if done else None
 
 
-def save_checkpoint(accelerator, output: Path, epoch: int, trainer_state: dict, keep: int) -> Path:
+def save_checkpoint(accelerator, output: Path, epochs_done: int, trainer_state: dict, keep: int,
+                    step_in_epoch: int = 0) -> Path:
     """All ranks call this; rank 0 makes the folder visible once every rank has written."""
     folder = checkpoints_dir(output)
-    final = folder / f"epoch_{epoch:04d}"
-    tmp = folder / f".tmp-epoch_{epoch:04d}"
+    name = checkpoint_name(epochs_done, step_in_epoch)
+    final = folder / name
+    tmp = folder / f".tmp-{name}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -76,7 +89,7 @@ def save_checkpoint(accelerator, output: Path, epoch: int, trainer_state: dict, 
         write_text_atomic(tmp / STATE_FILE, yaml.safe_dump(trainer_state, sort_keys=False))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        old = sorted((p for p in folder.iterdir() if EPOCH_DIR.match(p.name)), key=lambda p: p.name)
+        old = sorted((p for p in folder.iterdir() if _progress(p)), key=_progress)
         for stale in old[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -115,8 +116,15 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
         raise wrong
     if tp is float:
+        # NaN passes every range check (all comparisons are false), so refuse it here.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise BadInput(f"{key}: expected a finite number, got {value!r}")
         raise wrong
     if tp is str:
         if isinstance(value, str):

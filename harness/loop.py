@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.guard import StepGuard, Verdict
+
 
 @dataclass
 class TrainParts:
@@ -26,17 +28,29 @@ class TrainParts:
 
 @dataclass
 class EpochResult:
-    loss: float
+    loss_sum: float
+    """Sum over this process's samples of the per-sample training loss."""
     samples: int
     steps: int
+    stop: Verdict | None = None
+    """What the guard said when the epoch ended: a signal or a diverged loss, if either."""
+    finished: bool = False
+    """The loader (or the step budget) ran out; false when the guard cut the epoch short."""
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.samples if self.samples else float("nan")
 
 
-def train_epoch(parts: TrainParts, loader, meter, max_steps: int | None = None) -> EpochResult:
+def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: int | None = None,
+                carry: EpochResult | None = None) -> EpochResult:
+    """One pass over ``loader``; ``carry`` holds what an interrupted pass already did."""
     acc, model, opt = parts.accelerator, parts.model, parts.optimizer
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
-    loss_sum = torch.zeros((), device=acc.device)
-    samples = steps = 0
+    loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
+    samples, steps = (carry.samples, carry.steps) if carry else (0, 0)
+    stop, finished = None, False
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
         outputs = model(inputs)
@@ -49,8 +63,13 @@ def train_epoch(parts: TrainParts, loader, meter, max_steps: int | None = None) 
         loss_sum += loss.detach().float() * n
         samples += n
         steps += 1
-    return EpochResult(loss=(loss_sum.item() / samples) if samples else float("nan"),
-                       samples=samples, steps=steps)
+        stop = guard.after_step(loss)
+        if stop is not None:
+            break
+    else:
+        # The last steps since the guard's previous check are checked before the epoch ends.
+        stop, finished = guard.check(), True
+    return EpochResult(loss_sum=loss_sum.item(), samples=samples, steps=steps, stop=stop, finished=finished)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from harness.errors import BadInput
 
 SCHEMA_VERSION = 2
 REQUIRED_KEYS = ("schema_version", "status", "config", "environment", "accuracy", "timing", "throughput")
-STATUSES = ("completed", "failed", "interrupted", "running")
+STATUSES = ("completed", "failed", "interrupted", "diverged", "running")
 
 
 def _plain(value):

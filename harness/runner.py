@@ -7,6 +7,7 @@ checked in ``build`` before anything is written, so a refused run leaves no file
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import time
 import traceback
@@ -19,9 +20,10 @@ import yaml
 from harness import accel, checkpoint, environment
 from harness.config import Config, config_hash, to_dict
 from harness.data import DataBundle, build_data
-from harness.data.loaders import Loaders, build_loaders, epoch_seed
+from harness.data.loaders import Loaders, build_loaders, epoch_seed, skip_batches
 from harness.data.resident import DeviceResidentLoader
-from harness.loop import TrainParts, evaluate, train_epoch
+from harness.guard import Diverged, Interrupted, StepGuard, StopSignals
+from harness.loop import EpochResult, TrainParts, evaluate, train_epoch
 from harness.measure.aggregate import aggregate
 from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
 from harness.measure.meter import Meter
@@ -115,9 +117,30 @@ class History:
     train_elapsed_s: float = 0.0
     """Wall time spent in training and dev evaluation, across resumes."""
     time_to_target_s: float | None = None
+    step_in_epoch: int = 0
+    """Steps of epoch ``epochs_done + 1`` done when a signal stopped the run inside it."""
+    partial_loss_sum: float = 0.0
+    partial_samples: int = 0
+    partial_wall_s: float = 0.0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def carry(self) -> EpochResult | None:
+        if not self.step_in_epoch:
+            return None
+        return EpochResult(self.partial_loss_sum, self.partial_samples, self.step_in_epoch)
+
+    def stopped_inside(self, result: EpochResult, wall_s: float) -> None:
+        self.step_in_epoch = result.steps
+        self.partial_loss_sum, self.partial_samples = result.loss_sum, result.samples
+        self.partial_wall_s += wall_s
+
+    def epoch_done(self, wall_s: float) -> None:
+        self.epoch_wall_s.append(self.partial_wall_s + wall_s)
+        self.epochs_done += 1
+        self.step_in_epoch = self.partial_samples = 0
+        self.partial_loss_sum = self.partial_wall_s = 0.0
 
 
 def _progress(b: Built, total: int, initial: int):
@@ -130,13 +153,30 @@ def _progress(b: Built, total: int, initial: int):
                 disable=not (show and b.accelerator.is_main_process))
 
 
-def fit(b: Built, meter: Meter, output: Path, hist: History) -> str:
-    """Train the remaining epochs; returns why training ended."""
+def _epoch_loader(b: Built, hist: History, epoch: int):
+    """The train loader for ``epoch``, seeded so its order and draws match an uninterrupted run."""
     from accelerate.utils import set_seed
 
+    b.loaders.reseed(b.cfg.seed, epoch)
+    if hist.step_in_epoch:
+        # Resuming inside the epoch: the random state saved at the stop is already
+        # restored by the checkpoint, and re-seeding would rewind it to the epoch's start.
+        return skip_batches(b.loaders.train, hist.step_in_epoch, b.accelerator)
+    # Same order, augmentation and dropout for epoch k in every mode and after a resume.
+    set_seed(epoch_seed(b.cfg.seed, epoch))
+    return b.loaders.train
+
+
+def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -> str:
+    """Train the remaining epochs; returns why training ended.
+
+    Raises ``Interrupted`` after checkpointing when a signal asked to stop, and
+    ``Diverged`` when the loss stopped being finite (with train.on_nonfinite: stop).
+    """
     cfg, acc = b.cfg, b.accelerator
     bar = _progress(b, cfg.train.epochs, hist.epochs_done)
     started = time.perf_counter() - hist.train_elapsed_s
+    guard.step = hist.steps_done
     reason = "epochs"
     try:
         for epoch in range(hist.epochs_done, cfg.train.epochs):
@@ -144,23 +184,33 @@ def fit(b: Built, meter: Meter, output: Path, hist: History) -> str:
             if budget is not None and budget <= 0:
                 reason = "max_steps"
                 break
-            # Same order, augmentation and dropout for epoch k in every mode and after a resume.
-            set_seed(epoch_seed(cfg.seed, epoch))
-            b.loaders.reseed(cfg.seed, epoch)
             t0 = time.perf_counter()
-            result = train_epoch(b.parts, b.loaders.train, meter, max_steps=budget)
+            carry = hist.carry()
+            result = train_epoch(b.parts, _epoch_loader(b, hist, epoch), meter, guard,
+                                 max_steps=budget, carry=carry)
+            hist.steps_done += result.steps - (carry.steps if carry else 0)
+            stop = result.stop
+            if stop is not None and stop.reason == "diverged":
+                raise Diverged(stop.step, epoch + 1, stop.loss)
+            if not result.finished:  # a signal, between two steps of this epoch
+                hist.stopped_inside(result, time.perf_counter() - t0)
+                hist.train_elapsed_s = time.perf_counter() - started
+                checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
+                                           cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch)
+                raise Interrupted(stop.signum)
             dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
-            hist.epoch_wall_s.append(time.perf_counter() - t0)
-            hist.epochs_done = epoch + 1
-            hist.steps_done += result.steps
+            hist.epoch_done(time.perf_counter() - t0)
             hist.train_elapsed_s = time.perf_counter() - started
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
                              "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
             target = cfg.train.target_accuracy
             if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
                 hist.time_to_target_s = hist.train_elapsed_s
-            if cfg.output.checkpoint_every_epoch:
+            stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
+            if cfg.output.checkpoint_every_epoch or stop is not None:
                 checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints)
+            if stop is not None:
+                raise Interrupted(stop.signum)
             bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")
             bar.update(1)
             if cfg.train.stop_at_target and hist.time_to_target_s is not None:
@@ -251,8 +301,21 @@ def base_report(cfg: Config) -> dict:
     }
 
 
+EXIT_DIVERGED = 3
+
+
 def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]:
-    """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates."""
+    """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates.
+
+    Exit status: 0 completed, 1 failed, 3 diverged, 128+N stopped by signal N
+    (130 Ctrl-C, 143 SIGTERM). SIGINT and SIGTERM are held for the whole run, so
+    one arriving during setup still stops it cleanly at the first step.
+    """
+    with StopSignals() as signals:
+        return _execute(cfg, output, resume, signals)
+
+
+def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> tuple[dict, int]:
     t_start = time.perf_counter()
     b = build(cfg)
     acc = b.accelerator
@@ -260,9 +323,12 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
         checkpoint.check_writable(output)
     report = base_report(cfg)
     report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes,
-                      "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes()}
+                      "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes(),
+                      "skipped_files": b.data.skipped}
     report["model"] = b.model_info
     fps = count_flops(b)
+    if acc.is_main_process:  # before prepare(), which every rank passes together
+        shutil.rmtree(_failures_dir(output), ignore_errors=True)
     prepare(b)
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
@@ -271,36 +337,55 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     if last is not None:
         hist = History(**checkpoint.load_checkpoint(acc, last))
         report["resumed_from_epoch"] = hist.epochs_done
+        report["resumed_from_step_in_epoch"] = hist.step_in_epoch
     if acc.is_main_process:
         from harness.atomic import write_text_atomic
         write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone)
+    guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
     status, code = "completed", 0
+    # After a failure the ranks are no longer in step: a collective could wait forever.
+    ranks_in_step = True
     try:
-        report["stop_reason"] = fit(b, meter, output, hist)
+        report["stop_reason"] = fit(b, meter, guard, output, hist)
         test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
         report["accuracy"] = accuracy_block(cfg, hist, test)
         if cfg.output.save_model:
             checkpoint.save_model(acc, b.parts.model, output / "model.pt")
             report["artifacts"] = {"model": "model.pt"}
-    except KeyboardInterrupt:
-        status, code = "interrupted", 130
-        report["error"] = "interrupted by the user"
+    except Interrupted as err:
+        status, code = "interrupted", 128 + err.signum
+        report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
+    except Diverged as err:
+        status, code = "diverged", EXIT_DIVERGED
+        report["error"] = str(err)
+        report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
+    except KeyboardInterrupt:  # a second signal: out now, without a checkpoint
+        status, code, ranks_in_step = "interrupted", 130, False
+        report["error"] = "interrupted by the user (a second signal: no checkpoint of this epoch)"
     except Exception as err:  # a failed run is data: the report says what went wrong
-        status, code = "failed", 1
+        status, code, ranks_in_step = "failed", 1, False
         report["error"] = f"{err.__class__.__name__}: {err}"
         report["traceback"] = traceback.format_exc(limit=8)
     if not report["accuracy"]:
         report["accuracy"] = accuracy_block(cfg, hist, None)
-    from accelerate.utils import gather_object
-
-    figures = aggregate(gather_object([meter.summary()]), cfg.loader.batch_size * acc.num_processes)
+    multi = acc.num_processes > 1
+    if multi and not ranks_in_step:
+        _note_rank_failure(output, acc.process_index, report)
+    summaries = [meter.summary()]
+    if multi and ranks_in_step:
+        from accelerate.utils import gather_object
+        summaries = gather_object(summaries)
+    figures = aggregate(summaries, cfg.loader.batch_size * acc.num_processes)
     raw = figures.pop("raw")
     figures["throughput"]["train_samples_per_s"] = figures["throughput"]["samples_per_s"]
     report.update(figures)
+    report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])
     report["warnings"] = warnings_for(figures)
+    if multi and not ranks_in_step:
+        report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
     report["raw"] = raw
     report["timing"] = {
         "setup_s": setup_s,
@@ -311,6 +396,42 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     report["status"] = status
     report["finished_at"] = _now()
     if acc.is_main_process:
+        if multi:
+            _blame_first_failure(output, report)
         write_report(output / "report.yaml", report)
-    acc.end_training()
+    if ranks_in_step:
+        acc.end_training()
     return report, code
+
+
+# --- a rank that fails ----------------------------------------------------------------
+#
+# A failing rank cannot wait for the others (they may be inside a collective it will
+# never join), so it notes its error in a file and exits; the launcher then stops the
+# other ranks, whose collectives fail in turn. Rank 0 writes the report, and names the
+# first failure in time, which is the cause, rather than its own "peer closed" error.
+
+def _failures_dir(output: Path) -> Path:
+    return output / "failures"
+
+
+def _note_rank_failure(output: Path, rank: int, report: dict) -> None:
+    from harness.atomic import write_text_atomic
+
+    note = {"rank": rank, "at": time.time(), "error": report["error"], "traceback": report.get("traceback")}
+    write_text_atomic(_failures_dir(output) / f"rank{rank}.yaml", yaml.safe_dump(note, sort_keys=False))
+    print(f"error: rank {rank}: {report['error']}", file=sys.stderr, flush=True)
+
+
+def _blame_first_failure(output: Path, report: dict) -> None:
+    folder = _failures_dir(output)
+    notes = sorted((yaml.safe_load(p.read_text()) for p in folder.glob("rank*.yaml")), key=lambda n: n["at"]) \
+        if folder.is_dir() else []
+    if not notes:
+        return
+    first = notes[0]
+    report["status"] = "failed"
+    report["failed_rank"] = first["rank"]
+    report["error"] = f"rank {first['rank']}: {first['error']}"
+    report["traceback"] = first["traceback"]
+    report["rank_failures"] = [{"rank": n["rank"], "error": n["error"]} for n in notes]

@@ -49,11 +49,22 @@ def _child_env() -> dict:
     return env
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+GRACE_S = 20.0
+"""After SIGTERM, how long a cell may take to checkpoint and write its report."""
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
+    """SIGTERM first, so the run stops at a step boundary and reports; SIGKILL if it hangs."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     proc.wait()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from harness.errors import ConfigValueError
 
@@ -17,6 +18,9 @@ class TrainConfig:
     """Dev accuracy whose first crossing is timed (time_to_target_s)."""
     stop_at_target: bool = False
     """End training once target_accuracy is reached."""
+    on_nonfinite: Literal["stop", "record"] = "stop"
+    """A NaN or infinite training loss: stop the run (status diverged, exit 3), or only
+    count such steps in the report's nonfinite block."""
 
     def __post_init__(self):
         if self.epochs <= 0:

@@ -37,3 +37,83 @@ class WrongClasses(nn.Module):
 
 class NotAModule:
     pass
+
+
+class _Counting(TinyNet):
+    """TinyNet that counts its training forwards (probe, FLOP count and eval passes excluded)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16):
+        super().__init__(in_channels, num_classes, width)
+        self.train_forwards = 0
+
+    def counted(self) -> int:
+        if self.training and torch.is_grad_enabled():
+            self.train_forwards += 1
+        return self.train_forwards
+
+
+class NanAfter(_Counting):
+    """The loss becomes NaN from training step ``step`` on (1-based)."""
+
+    def __init__(self, in_channels: int, num_classes: int, step: int = 5):
+        super().__init__(in_channels, num_classes)
+        self.bad_from = step
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.counted() >= self.bad_from:
+            out = out * float("nan")
+        return out
+
+
+class SignalAt(_Counting):
+    """Sends ``signum`` to its own process at training step ``step`` of the first run only.
+
+    The marker file makes the resumed run (same config) train on without a signal.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, step: int, signum: int, marker: str):
+        super().__init__(in_channels, num_classes)
+        self.at, self.signum, self.marker = step, signum, marker
+
+    def forward(self, x):
+        import os
+        from pathlib import Path
+
+        out = super().forward(x)
+        if self.counted() == self.at and not Path(self.marker).exists():
+            Path(self.marker).write_text("sent\n")
+            os.kill(os.getpid(), self.signum)
+        return out
+
+
+class Slow(TinyNet):
+    """TinyNet whose training forward sleeps, so a test can kill it mid-run."""
+
+    def __init__(self, in_channels: int, num_classes: int, sleep_ms: float = 50.0):
+        super().__init__(in_channels, num_classes)
+        self.sleep_s = sleep_ms / 1000.0
+
+    def forward(self, x):
+        import time
+
+        if self.training:
+            time.sleep(self.sleep_s)
+        return super().forward(x)
+
+
+class FailOnRank(TinyNet):
+    """Raises at training step ``step`` on rank ``rank`` of a distributed run."""
+
+    def __init__(self, in_channels: int, num_classes: int, rank: int = 1, step: int = 3):
+        super().__init__(in_channels, num_classes)
+        self.rank, self.at, self.forwards = rank, step, 0
+
+    def forward(self, x):
+        import os
+
+        if self.training and torch.is_grad_enabled():
+            self.forwards += 1
+            if self.forwards == self.at and int(os.environ.get("RANK", "0")) == self.rank:
+                raise RuntimeError(f"boom on rank {self.rank} at step {self.at}")
+        return super().forward(x)

@@ -21,6 +21,8 @@ class DataBundle:
     sample_shape: tuple[int, ...]
     """(channels, height, width) of a transformed sample."""
     source: str
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    """Files left out as corrupt."""
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +58,7 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         classes=pool.classes,
         sample_shape=shape,
         source=pool.source,
+        skipped=pool.skipped,
     )
 
 

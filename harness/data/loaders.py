@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from harness.data.resident import DeviceResidentLoader
+from harness.data.split import TransformedSubset
 from harness.errors import BadInput, ConfigValueError
 
 
@@ -72,10 +73,45 @@ class Loaders:
 
     def reseed(self, seed: int, epoch: int) -> None:
         self.generator.manual_seed(epoch_seed(seed, epoch))
+        batches = getattr(self.train, "batch_sampler", None)
+        # Accelerate wraps the batch sampler (a shard, a skipper); the seeded one is inside.
+        while batches is not None and not isinstance(batches, SeededBatchSampler):
+            batches = getattr(batches, "batch_sampler", None)
+        if batches is not None:
+            batches.epoch_seed = epoch_seed(seed, epoch)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
+
+
+def skip_batches(loader, n: int, accelerator):
+    """``loader`` without its first ``n`` batches of this epoch, skipped at the sampler.
+
+    Skipping by index, not by loading and dropping, leaves the random state as the
+    step where the run stopped left it, so a resumed epoch draws what it would have.
+    """
+    if n == 0:
+        return loader
+    if isinstance(loader, DeviceResidentLoader):
+        return loader.skip_first(n)
+    return accelerator.skip_first_batches(loader, n)
+
+
+class SeededBatchSampler(BatchSampler):
+    """Batches of ``(position, seed)``: each batch carries the seed of its augmentation.
+
+    The seed is a function of the epoch's seed and the batch's number, set in the main
+    process by ``Loaders.reseed``, so it reaches persistent workers too (see
+    ``TransformedSubset``). The order of positions is the plain BatchSampler's.
+    """
+
+    epoch_seed: int = 0
+
+    def __iter__(self):
+        for k, batch in enumerate(super().__iter__()):
+            seed = (self.epoch_seed * 1_000_003 + k) % 2**63
+            yield [(i, seed) for i in batch]
 
 
 def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, generator) -> DataLoader:
@@ -84,13 +120,19 @@ def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, genera
         extra["persistent_workers"] = cfg.persistent_workers
         if cfg.prefetch_factor is not None:
             extra["prefetch_factor"] = cfg.prefetch_factor
+    drop_last = cfg.drop_last and train
+    if train and isinstance(ds, TransformedSubset):
+        sampler = RandomSampler(ds, generator=generator) if cfg.shuffle else SequentialSampler(ds)
+        batches = SeededBatchSampler(sampler, batch_size, drop_last)
+        return DataLoader(ds, batch_sampler=batches, num_workers=cfg.num_workers,
+                          pin_memory=cfg.pin_memory, generator=generator, **extra)
     return DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=cfg.shuffle and train,
         num_workers=cfg.num_workers,
         pin_memory=cfg.pin_memory,
-        drop_last=cfg.drop_last and train,
+        drop_last=drop_last,
         generator=generator,
         **extra,
     )

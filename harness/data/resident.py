@@ -91,8 +91,26 @@ class DeviceResidentLoader:
             batches.append(chunk[self.rank * size:(self.rank + 1) * size])
         return batches
 
+    def skip_first(self, n: int) -> "_Skipped":
+        """The same epoch without its first ``n`` batches (the order is drawn as usual)."""
+        return _Skipped(self, n)
+
     def __iter__(self):
+        return self._batches()
+
+    def _batches(self, skip: int = 0):
         device = self.inputs.device
-        for idx in self._rank_indices(self._order()):
+        for idx in self._rank_indices(self._order())[skip:]:
             idx = idx.to(device)
             yield self.inputs.index_select(0, idx), self.targets.index_select(0, idx)
+
+
+class _Skipped:
+    def __init__(self, loader: DeviceResidentLoader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return max(len(self.loader) - self.n, 0)
+
+    def __iter__(self):
+        return self.loader._batches(self.n)

@@ -51,6 +51,13 @@ class TransformedSubset(Dataset):
 
     The train view augments and the dev/test views do not, while all three
     share one underlying data set (one folder scan, one decode path).
+
+    Items may be plain positions or ``(position, seed)`` pairs from
+    ``SeededBatchSampler``: a batch of pairs is transformed under its own seed, on a
+    forked random state. Augmentation is then a function of (run seed, epoch, batch
+    number) alone: the same with 0 or 8 workers, with the loader prefetching ahead,
+    and after a resume inside an epoch, and it never moves the main random state
+    that dropout draws from.
     """
 
     def __init__(self, base: Dataset, indices: list[int], transform=None):
@@ -61,8 +68,29 @@ class TransformedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
-        image, target = self.base[self.indices[i]]
+    def _load(self, i: int):
+        index = self.indices[i]
+        try:
+            image, target = self.base[index]
+        except (OSError, SyntaxError, ValueError) as err:
+            samples = getattr(self.base, "samples", None)  # an ImageFolder knows its files
+            if samples is None:
+                raise
+            raise RuntimeError(f"{samples[index][0]} is not a readable image ({err}); "
+                               "set data.corrupt_images: skip with data.scan_images: true "
+                               "to leave such files out") from err
         if self.transform is not None:
             image = self.transform(image)
         return image, target
+
+    def __getitem__(self, item):
+        if isinstance(item, tuple):
+            return self.__getitems__([item])[0]
+        return self._load(item)
+
+    def __getitems__(self, items: list) -> list:
+        if not items or not isinstance(items[0], tuple):
+            return [self._load(i) for i in items]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(items[0][1])
+            return [self._load(i) for i, _ in items]

@@ -80,10 +80,11 @@ class Meter:
             self._cuda_reset = True
         return time.perf_counter()
 
-    def _close(self, k: int, start: float) -> None:
+    def _close(self, k: int, start: float, barrier: bool = True) -> None:
         self._sync()
         self.windows[k].wall_s += time.perf_counter() - start
-        self.barrier()
+        if barrier:
+            self.barrier()
 
     # -- the hook the loop calls --------------------------------------------------
 
@@ -97,6 +98,7 @@ class Meter:
         it = iter(loader)
         taken = 0
         open_k, start = None, 0.0
+        ended = False
         try:
             while limit is None or taken < limit:
                 k = self.window_of(self.step)
@@ -110,6 +112,7 @@ class Meter:
                 try:
                     batch = next(it)
                 except StopIteration:
+                    ended = True
                     return
                 t1 = time.perf_counter()
                 if k is not None and self.cuda:
@@ -126,9 +129,13 @@ class Meter:
                     w.samples += batch_size_of(batch)
                 self.step += 1
                 taken += 1
+            ended = True
         finally:
             if open_k is not None:
-                self._close(open_k, start)
+                # The ranks meet at the window's edge only when the epoch ran out as
+                # planned. A loop that stopped early (the guard, an error on this rank)
+                # must not wait in a barrier the other ranks may never reach.
+                self._close(open_k, start, barrier=ended)
 
     # -- results ------------------------------------------------------------------
 

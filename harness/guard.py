@@ -1,0 +1,149 @@
+"""Why training must stop early: a signal asked for it, or the loss stopped being finite.
+
+The loop calls ``StepGuard.after_step`` at every step boundary, like the meter. The
+guard never stops a process on its own: it answers "stop, and why", and every
+rank gets the same answer at the same step, so a distributed job leaves its
+collectives in step and can checkpoint together.
+
+Costs, kept off the hot path:
+- the loss check stays on the device (``torch.where`` into a running record of the
+  first bad step); the host reads it every ``CHECK_EVERY`` steps and at the end of
+  each epoch, so a diverged run stops at most ``CHECK_EVERY - 1`` steps late but
+  reports the exact step where the loss first went bad;
+- a signal only sets a flag. One process reads it at every step; several agree on it
+  with one small all-gather at the same checks as the loss.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+CHECK_EVERY = 10
+"""Steps between host-side checks of the device-side loss record (and, with several
+processes, of the stop flag)."""
+
+NO_STEP = 2**62
+
+
+class Interrupted(Exception):
+    """A signal stopped the run at a step boundary; the state was checkpointed."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int, epoch: int, loss: float):
+        self.step, self.epoch, self.loss = step, epoch, loss
+        super().__init__(f"the training loss became {loss} at step {step} (epoch {epoch}); "
+                         "lower optim.lr, or set train.on_nonfinite: record to only count such steps")
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set a flag instead of unwinding the stack mid-step.
+
+    A second signal raises KeyboardInterrupt at once: a user who presses Ctrl-C twice
+    wants out now, checkpoint or not. Only the main thread can install handlers; in
+    any other thread (a test runner's worker, say) signals keep their default action.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+@dataclass
+class Verdict:
+    reason: Literal["signal", "diverged"]
+    signum: int | None = None
+    step: int | None = None
+    loss: float | None = None
+
+
+class StepGuard:
+    def __init__(self, accelerator, signals: StopSignals, on_nonfinite: str = "stop"):
+        self.acc = accelerator
+        self.signals = signals
+        self.stop_on_nonfinite = on_nonfinite == "stop"
+        self.multi = accelerator.num_processes > 1
+        device = accelerator.device
+        self._first_bad = torch.full((), NO_STEP, dtype=torch.long, device=device)
+        self._bad_loss = torch.zeros((), device=device)
+        self._bad_count = torch.zeros((), dtype=torch.long, device=device)
+        self.step = 0
+        """Optimizer steps of the whole run so far (resumes included); step numbers in the
+        report count from 1."""
+        self._since_check = 0
+
+    def after_step(self, loss: torch.Tensor) -> Verdict | None:
+        self.step += 1
+        self._since_check += 1
+        loss = loss.detach().float()
+        bad = ~torch.isfinite(loss)
+        first = bad & (self._first_bad == NO_STEP)
+        self._first_bad = torch.where(first, self.step, self._first_bad)
+        self._bad_loss = torch.where(first, loss, self._bad_loss)
+        self._bad_count += bad
+        if self._since_check >= CHECK_EVERY:
+            return self.check()
+        if not self.multi and self.signals.signum is not None:
+            return Verdict("signal", self.signals.signum)
+        return None
+
+    def check(self) -> Verdict | None:
+        """Read the record on the host; with several processes, every rank must call this together."""
+        self._since_check = 0
+        state = torch.stack([
+            torch.tensor(self.signals.signum or 0, device=self._first_bad.device),
+            self._first_bad,
+            self._bad_count,
+        ]).reshape(1, 3)
+        if self.multi:
+            state = self.acc.gather(state)
+        rows = state.tolist()
+        first = min(r[1] for r in rows)
+        if self.stop_on_nonfinite and first != NO_STEP:
+            # The bad value itself is known on the rank(s) where it happened.
+            value = float(self._bad_loss) if int(self._first_bad) == first else float("nan")
+            return Verdict("diverged", step=first, loss=value)
+        signums = [r[0] for r in rows if r[0]]
+        if signums:
+            return Verdict("signal", signums[0])
+        return None
+
+    def record(self) -> dict:
+        """For the report: steps whose loss was not finite (summed over ranks) and the first.
+
+        With several processes every rank must call this together.
+        """
+        state = torch.stack([self._first_bad, self._bad_count]).reshape(1, 2)
+        if self.multi:
+            state = self.acc.gather(state)
+        rows = state.tolist()
+        first = min(r[0] for r in rows)
+        return {"nonfinite_loss_steps": sum(r[1] for r in rows),
+                "first_nonfinite_step": None if first == NO_STEP else first}

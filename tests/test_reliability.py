@@ -1,0 +1,194 @@
+"""Faults: signals, kills, a diverging loss, corrupt images, a failing rank.
+
+Each test provokes the fault for real (a signal to the process, SIGKILL, a NaN
+loss, a file of garbage bytes, an exception on rank 1 of two processes) and
+checks what the user gets: the status, the exit code, the message, and that a
+resumed run ends exactly where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.report import load_report
+from conftest import REPO, TINY, run_cli
+
+CONFIG = "configs/digits_cnn.yaml"
+TESTS = str(Path(__file__).parent)
+ENV = {"PYTHONPATH": TESTS}
+
+
+def weights(folder: Path) -> dict:
+    return torch.load(folder / "model.pt", weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    ra, rb = load_report(a), load_report(b)
+    assert rb["status"] == "completed"
+    assert [d["epoch"] for d in rb["accuracy"]["dev"]] == [d["epoch"] for d in ra["accuracy"]["dev"]]
+    assert ra["accuracy"]["dev"] == rb["accuracy"]["dev"]  # train loss, dev accuracy and loss, per epoch
+    assert ra["accuracy"]["test_accuracy"] == rb["accuracy"]["test_accuracy"]
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --- signals -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_mid_epoch_and_resume_matches(tmp_path, signum):
+    """Step 12 is the 4th of epoch 2 (8 steps an epoch): the stop lands inside an epoch."""
+    common = [CONFIG, *TINY, "train.epochs=3", "model.name=custom_models:SignalAt",
+              f"model.kwargs={{step: 12, signum: {int(signum)}, marker: {tmp_path / 'sent'}}}"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    (tmp_path / "sent").write_text("the reference run must not be signalled\n")
+    proc = run_cli("run", *common, "--output", str(whole), env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "sent").unlink()
+
+    proc = run_cli("run", *common, "--output", str(part), env=ENV)
+    assert proc.returncode == 128 + signum, proc.stderr
+    report = load_report(part)
+    assert report["status"] == "interrupted"
+    assert signal.Signals(signum).name in report["error"]
+    assert [p.name for p in (part / "checkpoints").iterdir()] == ["epoch_0001_step_0004"]
+
+    proc = run_cli("run", "--resume", str(part), env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    resumed = load_report(part)
+    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step_in_epoch"]) == (1, 4)
+    assert_same_run(whole, part)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """A real SIGKILL at whatever point epoch 2 has reached; --resume restarts from epoch 1."""
+    common = [CONFIG, *TINY, "train.epochs=3", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 40}"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli("run", *common, "--output", str(whole), env=ENV).returncode == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *common, "--output", str(part)],
+                            cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(part / "checkpoints" / "epoch_0001", proc)
+    time.sleep(0.15)  # into epoch 2 (about 0.3 s of steps)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (part / "report.yaml").exists()  # killed before the end: no report, not a torn one
+
+    done = run_cli("run", "--resume", str(part), env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert load_report(part)["resumed_from_epoch"] >= 1
+    assert_same_run(whole, part)
+
+
+# --- a diverging loss ---------------------------------------------------------------
+
+def test_nan_loss_stops_with_status_diverged(tmp_path):
+    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:NanAfter", "model.kwargs={step: 6}",
+                   "--output", str(tmp_path), env=ENV)
+    assert proc.returncode == 3, proc.stderr
+    report = load_report(tmp_path)
+    assert report["status"] == "diverged"
+    assert report["divergence"]["step"] == 6 and report["divergence"]["epoch"] == 1
+    assert "nan at step 6" in report["error"] and "nan at step 6" in proc.stderr
+    assert report["nonfinite"]["first_nonfinite_step"] == 6
+
+
+def test_nan_loss_is_only_recorded_when_asked(tmp_path):
+    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:NanAfter", "model.kwargs={step: 6}",
+                   "train.on_nonfinite=record", "--output", str(tmp_path), env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(tmp_path)
+    assert report["status"] == "completed"
+    # 2 epochs of 8 steps; from step 6 on every loss is NaN (the weights are NaN after it).
+    assert report["nonfinite"] == {"nonfinite_loss_steps": 11, "first_nonfinite_step": 6}
+
+
+# --- corrupt images -------------------------------------------------------------------
+
+def image_folder(root: Path, per_class: int = 24) -> Path:
+    from PIL import Image
+
+    for c in range(2):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), color=40 + 150 * c + i).save(root / f"class{c}" / f"{i:02d}.png")
+    return root
+
+
+FOLDER_RUN = ["data.name=imagefolder", "data.transforms.augment.rotation_deg=0", "train.epochs=1",
+              "measure.warmup_steps=0", "loader.batch_size=8", "output.progress=false"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_image_fails_naming_the_file(tmp_path, damage):
+    root = image_folder(tmp_path / "images")
+    bad = root / "class1" / "07.png"
+    if damage == "garbage":
+        bad.write_bytes(b"this is not a png")
+    else:
+        bad.write_bytes(bad.read_bytes()[:-20])
+    out = tmp_path / "out"
+    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "--output", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and str(bad) in proc.stderr and "data.corrupt_images" in proc.stderr
+    assert not out.exists()
+
+
+def test_corrupt_image_is_skipped_when_asked(tmp_path):
+    root = image_folder(tmp_path / "images")
+    bad = root / "class0" / "03.png"
+    bad.write_bytes(b"\x89PNG garbage")
+    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "data.corrupt_images=skip",
+                   "--output", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    report = load_report(tmp_path / "out")
+    assert report["data"]["skipped_files"] == [str(bad)]
+    assert sum(report["data"]["sizes"].values()) == 47
+
+
+def test_unscanned_corrupt_image_fails_the_run_naming_the_file(tmp_path):
+    root = image_folder(tmp_path / "images")
+    bad = root / "class0" / "11.png"
+    bad.write_bytes(b"garbage")
+    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "data.scan_images=false",
+                   "--output", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    report = load_report(tmp_path / "out")
+    assert report["status"] == "failed" and str(bad) in report["error"]
+
+
+# --- a failing rank --------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_failing_rank_ends_the_job_with_its_error(tmp_path):
+    """Rank 1 raises at its 3rd step while rank 0 waits in DDP's all-reduce: no hang."""
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY,
+                   "model.name=custom_models:FailOnRank", "model.kwargs={rank: 1, step: 3}",
+                   "--output", str(out), env=ENV, timeout=180)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    assert "boom on rank 1 at step 3" in proc.stderr
+    report = load_report(out)
+    assert report["status"] == "failed" and report["failed_rank"] == 1
+    assert "boom on rank 1 at step 3" in report["error"]
+    assert elapsed < 150, f"the job took {elapsed:.0f} s to end"
