@@ -68,6 +68,14 @@ def cmd_run(args) -> int:
     cfg = load_config(config_path, overrides)
     output = Path(args.resume or args.output or cfg.output.dir)
     cfg.output.dir = str(output)
+    if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
+        from harness import repeats
+
+        repeats.check_can_repeat(bool(args.resume))
+        report, code = repeats.run_repeats(cfg, config_path, overrides, output)
+        if report.get("throughput"):
+            print(_summary_table(report, output / "report.yaml"))
+        return code
     report, code = execute(cfg, output, resume=bool(args.resume))
     from accelerate import PartialState
 

@@ -117,3 +117,19 @@ class FailOnRank(TinyNet):
             if self.forwards == self.at and int(os.environ.get("RANK", "0")) == self.rank:
                 raise RuntimeError(f"boom on rank {self.rank} at step {self.at}")
         return super().forward(x)
+
+
+class SlowByEnv(TinyNet):
+    """TinyNet whose training step sleeps ``$HARNESS_TEST_STEP_SLEEP_MS``.
+
+    The config is the same whatever the sleep, so two runs are the same recipe (same
+    config_hash) and differ only in speed: a commit that made every step slower.
+    """
+
+    def forward(self, x):
+        import os
+        import time
+
+        if self.training:
+            time.sleep(float(os.environ.get("HARNESS_TEST_STEP_SLEEP_MS", "0")) / 1000.0)
+        return super().forward(x)

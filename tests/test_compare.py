@@ -136,3 +136,28 @@ def test_bad_threshold_exits_2(tmp_path, capsys):
 
 def test_the_u_test_needs_enough_samples_to_reach_significance():
     assert not can_reach(3, 3) and can_reach(3, 4) and can_reach(200, 200)
+
+
+@pytest.mark.slow
+def test_real_runs_a_slower_candidate_regresses(tmp_path):
+    """Two real ``harness run``s of one recipe; the candidate's steps sleep 150 ms more."""
+    from pathlib import Path
+
+    from conftest import TINY, run_cli
+
+    tests = str(Path(__file__).parent)
+    common = ["configs/digits_cnn.yaml", *TINY, "model.name=custom_models:SlowByEnv"]
+    for name, sleep_ms in (("base", "0"), ("cand", "150")):
+        proc = run_cli("run", *common, "--output", str(tmp_path / name),
+                       env={"PYTHONPATH": tests, "HARNESS_TEST_STEP_SLEEP_MS": sleep_ms})
+        assert proc.returncode == 0, proc.stderr
+    proc = run_cli("compare", str(tmp_path / "base"), str(tmp_path / "cand"), "--format", "json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {r["metric"]: r for r in json.loads(proc.stdout)["rows"]}
+    s = rows["samples/s"]
+    assert s["verdict"] == "worse" and s["candidate"] < 0.5 * s["baseline"]
+    assert rows["step time p50 (ms)"]["verdict"] == "worse"
+    assert rows["test accuracy"]["verdict"] != "worse"  # the same training, only slower
+
+    proc = run_cli("compare", str(tmp_path / "base"), str(tmp_path / "base"))
+    assert proc.returncode == 0, proc.stdout

@@ -131,3 +131,24 @@ def test_default_recipe_reaches_svm_accuracy(tmp_path):
     assert main(["run", CONFIG, "output.progress=false", "output.checkpoint_every_epoch=false",
                  "--output", str(tmp_path)]) == 0
     assert load_report(tmp_path)["accuracy"]["test_accuracy"] >= 0.97
+
+
+def test_whole_run_repeats_combine_fresh_processes(tmp_path):
+    proc = run_cli("run", CONFIG, *TINY, "train.epochs=1", "measure.repeats=3", "measure.repeat_unit=run",
+                   "--output", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    combined = load_report(tmp_path)
+    children = [load_report(tmp_path / f"repeat_{k:02d}") for k in (1, 2, 3)]
+    rates = [c["throughput"]["samples_per_s"] for c in children]
+    rep = combined["repeats"]
+    assert rep["unit"] == "run" and rep["count"] == 3 and rep["samples_per_s"] == rates
+    assert rep["median"] == sorted(rates)[1]
+    assert combined["throughput"]["samples_per_s"] == rep["median"]  # the shown run is the median one
+    assert rep["test_accuracy"] == [c["accuracy"]["test_accuracy"] for c in children]
+    assert combined["config"]["measure"]["repeat_unit"] == "run"
+    assert all(c["config"]["measure"]["repeats"] == 1 for c in children)
+
+
+def test_whole_run_repeats_refuse_resume(tmp_path):
+    proc = run_cli("run", CONFIG, *TINY, "measure.repeats=2", "measure.repeat_unit=run", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "measure.repeat_unit" in proc.stderr

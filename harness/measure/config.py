@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from harness.errors import ConfigValueError
 
@@ -14,8 +15,12 @@ class MeasureConfig:
     window_steps: int | None = None
     """Steps in one timed window; null times every step after warm-up (one window)."""
     repeats: int = 1
-    """Consecutive timed windows of window_steps each; the report gives every value,
-    the median and a confidence interval of the median."""
+    """Repeated measurements; the report gives every value, the median and a confidence
+    interval of the median."""
+    repeat_unit: Literal["window", "run"] = "window"
+    """window: consecutive timed windows of window_steps each, in one run. run: the whole
+    run again, each in a fresh process (setup, warm-up and caches included), so the
+    spread covers what differs between runs and not only between windows."""
     count_flops: bool = True
     """Count forward+backward FLOPs once, on one batch, for achieved FLOP/s and MFU."""
     measure_peak: bool = True
@@ -30,7 +35,8 @@ class MeasureConfig:
             raise ConfigValueError("window_steps", f"expected an integer > 0 or null, got {self.window_steps}")
         if self.repeats <= 0:
             raise ConfigValueError("repeats", f"expected an integer > 0, got {self.repeats}")
-        if self.repeats > 1 and self.window_steps is None:
-            raise ConfigValueError("repeats", "needs measure.window_steps (the length of each repeat)")
+        if self.repeats > 1 and self.repeat_unit == "window" and self.window_steps is None:
+            raise ConfigValueError("repeats", "needs measure.window_steps (the length of each repeat), "
+                                              "or measure.repeat_unit: run")
         if self.rss_interval_ms <= 0:
             raise ConfigValueError("rss_interval_ms", f"expected > 0, got {self.rss_interval_ms}")

@@ -1,0 +1,92 @@
+"""``measure.repeat_unit: run``: the whole run N times, each in a fresh process, in one report.
+
+Window repeats share one process, so they cannot see what changes from one run to
+the next: the allocator's state, the OS page cache, a CPU's clock, the placement
+of threads. Whole-run repeats can. Each repeat is an ordinary ``harness run`` into
+``repeat_NN/`` beside the combined report; the combined report is a copy of the
+repeat with the median samples/s (so all its figures come from one real run), and
+its ``repeats`` block holds every repeat's figures, their median and the
+confidence interval of the median.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.config import Config, config_hash, to_dict
+from harness.errors import BadInput
+from harness.measure.aggregate import median_ci
+from harness.report import load_report, write_report
+
+
+def _child_command(config_path: str | None, overrides: list[str], out: Path) -> list[str]:
+    config = [config_path] if config_path else []
+    return [sys.executable, "-m", "harness", "run", *config, *overrides,
+            "measure.repeats=1", "measure.repeat_unit=window", "--output", str(out)]
+
+
+def check_can_repeat(resume: bool) -> None:
+    if resume:
+        raise BadInput("measure.repeat_unit: run repeats whole runs; --resume continues one run, not several")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise BadInput("measure.repeat_unit: run starts its own processes; under a multi-process "
+                       "launcher use measure.repeat_unit: window, or launch once per repeat")
+
+
+def run_repeats(cfg: Config, config_path: str | None, overrides: list[str], output: Path) -> tuple[dict, int]:
+    n = cfg.measure.repeats
+    reports = []
+    for k in range(1, n + 1):
+        folder = output / f"repeat_{k:02d}"
+        print(f"repeat {k}/{n} -> {folder}", file=sys.stderr, flush=True)
+        code = subprocess.call(_child_command(config_path, overrides, folder))
+        if code != 0:
+            # The repeat's own report (if any) says why; the combined one points at it.
+            try:
+                child = load_report(folder)
+            except BadInput:
+                child = {}
+            report = {**child, "status": "failed",
+                      "error": f"repeat {k} of {n} ended with exit status {code}: {child.get('error')}"}
+            if child:
+                write_report(output / "report.yaml", report)
+            return report, code
+        reports.append(load_report(folder))
+    return combine(cfg, reports, output), 0
+
+
+def _values(reports: list[dict], *path: str) -> list:
+    out = []
+    for r in reports:
+        node = r
+        for key in path:
+            node = (node or {}).get(key)
+        out.append(node)
+    return out
+
+
+def combine(cfg: Config, reports: list[dict], output: Path) -> dict:
+    rates = _values(reports, "throughput", "samples_per_s")
+    order = sorted(range(len(reports)), key=lambda i: rates[i] or 0.0)
+    shown = order[(len(order) - 1) // 2]  # the (lower) median run
+    report = dict(reports[shown])
+    report["config"] = to_dict(cfg)
+    report["config_hash"] = config_hash(cfg)
+    numbers = [r for r in rates if r is not None]
+    report["repeats"] = {
+        "unit": "run",
+        "count": len(reports),
+        "shown": shown + 1,
+        "folders": [f"repeat_{k:02d}" for k in range(1, len(reports) + 1)],
+        "samples_per_s": rates,
+        **median_ci(numbers),
+        "step_time_ms_p50": _values(reports, "step_time_ms", "p50"),
+        "peak_rss_mb": _values(reports, "memory", "peak_rss_mb"),
+        "test_accuracy": _values(reports, "accuracy", "test_accuracy"),
+        "time_to_target_s": _values(reports, "accuracy", "time_to_target_s"),
+    }
+    write_report(output / "report.yaml", report)
+    return report
