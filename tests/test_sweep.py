@@ -231,3 +231,22 @@ def test_retry_failed_needs_resume(tmp_path, capsys):
     path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
     assert main(["sweep", str(path), "--output", str(tmp_path / "out"), "--retry-failed"]) == 2
     assert "--retry-failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_device_resident_under_two_process_ddp(tmp_path):
+    """Two real gloo ranks: each trains on its shard of the resident tensors; dev/test are gathered once."""
+    from conftest import TINY, run_cli
+    from harness.report import load_report
+
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/digits_cnn.yaml", *TINY,
+                   "loader.kind=device_resident", "--output", str(tmp_path), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = load_report(tmp_path)
+    assert report["status"] == "completed"
+    assert report["distributed"]["world_size"] == 2 and report["distributed"]["backend"] == "gloo"
+    # 252 train samples, 32 per rank per step: 4 global steps an epoch, the last one 60
+    # samples (30 a rank). Two epochs less the 1 warm-up step: 2 x 126 - 32 = 220 a rank.
+    assert [r["samples"] for r in report["per_rank"]] == [220, 220]
+    assert report["throughput"]["measured_samples"] == 440
+    assert report["accuracy"]["test_samples"] == report["data"]["sizes"]["test"]
