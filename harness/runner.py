@@ -67,17 +67,24 @@ def build(cfg: Config) -> Built:
     return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch)
 
 
+def _prepare_core(b: Built, *loaders):
+    """Hand model, optimizer, scheduler and ``loaders`` to the Accelerator; the prepared loaders."""
+    p = b.parts
+    core = [p.model, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
+    prepared = list(b.accelerator.prepare(*core, *loaders))
+    p.model, p.optimizer = prepared[:2]
+    if p.scheduler is not None:
+        p.scheduler = prepared[2]
+    return prepared[len(core):]
+
+
 def prepare(b: Built) -> None:
     """Hand model, optimizer, loaders and scheduler to the Accelerator."""
-    acc, p, ld = b.accelerator, b.parts, b.loaders
+    acc, ld = b.accelerator, b.loaders
     if isinstance(ld.train, DeviceResidentLoader):
         _prepare_device_resident(b)
         return
-    objs = [p.model, p.optimizer, ld.train] + ([p.scheduler] if p.scheduler is not None else [])
-    prepared = acc.prepare(*objs)
-    p.model, p.optimizer, ld.train = prepared[:3]
-    if p.scheduler is not None:
-        p.scheduler = prepared[3]
+    (ld.train,) = _prepare_core(b, ld.train)
     if ld.dev is not None:
         ld.dev = acc.prepare(ld.dev)
     if ld.test is not None:
@@ -92,12 +99,8 @@ def _prepare_device_resident(b: Built) -> None:
     go back through an ordinary DataLoader so Accelerate shards them and
     ``gather_for_metrics`` drops its padding, exactly as on the DataLoader path.
     """
-    acc, p, ld = b.accelerator, b.parts, b.loaders
-    objs = [p.model, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
-    prepared = acc.prepare(*objs)
-    p.model, p.optimizer = prepared[:2]
-    if p.scheduler is not None:
-        p.scheduler = prepared[2]
+    acc, ld = b.accelerator, b.loaders
+    _prepare_core(b)
     ld.train = ld.train.to(acc.device).shard(acc.process_index, acc.num_processes)
     for name in ("dev", "test"):
         loader = getattr(ld, name)
@@ -243,8 +246,14 @@ def count_flops(b: Built) -> float | None:
         return None
     import torch
 
-    n = min(b.cfg.loader.batch_size, len(b.data.train))
-    inputs, targets = zip(*(b.data.train[i] for i in range(n)))
+    from harness.data.split import TransformedSubset
+
+    train = b.data.train
+    n = min(b.cfg.loader.batch_size, len(train))
+    # The train samples through the eval transform: same shapes, and no augmentation
+    # draw moves the random state before training starts.
+    view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
+    inputs, targets = zip(*(view[i] for i in range(n)))
     return flops_per_sample(b.parts.model, torch.stack(inputs), torch.tensor(targets), b.parts.loss_fn)
 
 
@@ -379,7 +388,6 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
         summaries = gather_object(summaries)
     figures = aggregate(summaries, cfg.loader.batch_size * acc.num_processes)
     raw = figures.pop("raw")
-    figures["throughput"]["train_samples_per_s"] = figures["throughput"]["samples_per_s"]
     report.update(figures)
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])

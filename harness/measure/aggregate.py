@@ -81,6 +81,7 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
     return {
         "throughput": {
             "samples_per_s": samples_per_s,
+            "train_samples_per_s": samples_per_s,  # the schema-1 name, kept for its readers
             "samples_per_s_per_device": samples_per_s / world if samples_per_s else None,
             "steps_per_s": steps / slowest if slowest > 0 else None,
             "global_batch_size": global_batch_size,
