@@ -390,7 +390,10 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     raw = figures.pop("raw")
     report.update(figures)
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
-    report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])
+    # Only the main process reports; measuring the peak on every rank at once would
+    # have the ranks share the cores and cache a peak that is a fraction of the real one.
+    report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"]) \
+        if acc.is_main_process else {}
     report["warnings"] = warnings_for(figures)
     if multi and not ranks_in_step:
         report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
