@@ -1,0 +1,36 @@
+"""Run modes without starting processes: what `harness launch` runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import run_cli
+
+CONFIG = "configs/digits_cnn.yaml"
+
+
+# -- bad modes are bad input -------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_without_cuda_exits_2(tmp_path):
+    proc = run_cli("launch", "--mode", "gpu", CONFIG, "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr
+    assert "runtime.device: gpu was asked for but CUDA is not available" in proc.stderr
+
+
+def test_launch_checks_the_config_before_starting_processes(tmp_path):
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, "loader.batch_size=-4",
+                   "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {CONFIG}: loader.batch_size: expected an integer > 0, got -4"]
+
+
+def test_launch_puts_the_modes_overrides_before_run_options():
+    from harness.launch import build_command
+
+    cmd = build_command("cpu", 1, [CONFIG, "--output", "runs/x", "train.epochs=1"], precision="bf16")
+    run = cmd[cmd.index("harness") + 1:]
+    assert run == ["run", CONFIG, "train.epochs=1", "runtime.device=cpu", "runtime.precision=bf16",
+                   "--output", "runs/x"]
