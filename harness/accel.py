@@ -60,9 +60,18 @@ def resolve_precision(name: str, use_cuda: bool) -> Precision:
 
 def resolve_device(cfg: RuntimeConfig) -> bool:
     """True when the run uses CUDA."""
+    from accelerate.utils import parse_flag_from_env
+
     has_cuda = torch.cuda.is_available()
     if cfg.device == "gpu" and not has_cuda:
         raise BadInput("runtime.device: gpu was asked for but CUDA is not available on this machine")
+    # `accelerate launch --cpu` (or use_cpu: true) makes every Accelerator a CPU one;
+    # deciding precision for a GPU the run will not get would be wrong.
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        if cfg.device == "gpu":
+            raise BadInput("runtime.device: gpu, but the launcher asked for the CPU "
+                           "(accelerate launch --cpu or use_cpu: true)")
+        return False
     return cfg.device == "gpu" or (cfg.device == "auto" and has_cuda)
 
 
@@ -72,10 +81,15 @@ def build_accelerator(cfg: RuntimeConfig):
 
     use_cuda = resolve_device(cfg)
     precision = resolve_precision(cfg.precision, use_cuda)
-    dynamo = None
+    # Without a plugin, Accelerate would read ACCELERATE_DYNAMO_* from the launcher's
+    # environment; the harness config decides, so "no" is explicit.
+    dynamo = TorchDynamoPlugin(backend="no")
     if cfg.compile.enabled:
         dynamo = TorchDynamoPlugin(backend="inductor", mode=cfg.compile.mode,
                                    fullgraph=cfg.compile.fullgraph, dynamic=cfg.compile.dynamic)
+        # accelerate launch always exports ACCELERATE_DYNAMO_USE_DYNAMIC (False by
+        # default), which the plugin reads when dynamic is None: null must stay null.
+        dynamo.dynamic = cfg.compile.dynamic
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo)
     return accelerator, precision
 
