@@ -1,15 +1,85 @@
-"""Run modes without starting processes: what `harness launch` runs, modes the machine cannot give."""
+"""Run modes without starting processes: launch files, modes the machine cannot give."""
 
 from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from harness.accel import RuntimeConfig, resolve_device
 from harness.errors import BadInput
 
 CONFIG = "configs/digits_cnn.yaml"
+LAUNCH_FILES = sorted((REPO / "launch").glob("*.yaml"))
+
+
+# -- launch/ ---------------------------------------------------------------------------
+
+def test_launch_folder_has_every_mode():
+    names = {p.name for p in LAUNCH_FILES}
+    assert names == {"cpu.yaml", "cpu-ddp.yaml", "single-gpu.yaml", "multi-gpu.yaml", "multi-node.yaml"}
+    assert (REPO / "launch" / "slurm.sbatch").is_file() and (REPO / "launch" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.stem)
+def test_accelerate_accepts_the_launch_file(path):
+    """accelerate's own loader reads it (unknown keys are refused there), and its launch
+    validation turns it into launcher arguments without complaint."""
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    cfg = load_config_from_file(str(path))
+    assert isinstance(cfg, ClusterConfig)
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "harness", "run"])
+    args, defaults, _ = _validate_launch_command(args)
+    assert defaults is not None and args.mixed_precision == "no" and args.dynamo_backend == "no"
+    # Which launcher accelerate picks decides how many processes really start.
+    many = path.stem in ("cpu-ddp", "multi-gpu", "multi-node")
+    assert args.multi_gpu is many, "only the multi-process launcher starts N processes"
+    assert (args.num_processes >= 2) is many
+    assert args.use_cpu is path.stem.startswith("cpu")
+    if path.stem == "multi-node":
+        assert args.num_machines == 2 and args.num_processes % args.num_machines == 0
+
+
+def test_slurm_script_is_valid_bash():
+    proc = subprocess.run(["bash", "-n", str(REPO / "launch" / "slurm.sbatch")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _stub(path: Path, body: str) -> None:
+    path.write_text("#!/usr/bin/env bash\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+
+
+def test_slurm_script_builds_each_nodes_launch_line(tmp_path):
+    """With stand-ins for srun and scontrol, the script's launch line on node 1 of 2."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _stub(bin_dir / "scontrol", 'printf "gpu-node-07\\ngpu-node-08\\n"\n')
+    # srun: drop its own options and run the command as node 1 would.
+    _stub(bin_dir / "srun", 'while [[ $1 == --* ]]; do shift; done\nSLURM_NODEID=1 SLURM_PROCID=1 exec "$@"\n')
+    _stub(bin_dir / "python", 'printf "%s\\n" "$@"\n')
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HARNESS_PYTHON": str(bin_dir / "python"),
+           "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_ID": "123456",
+           "SLURM_JOB_NODELIST": "gpu-node-[07-08]"}
+    proc = subprocess.run(["bash", str(REPO / "launch" / "slurm.sbatch"), CONFIG, "train.epochs=1",
+                           "--output", "runs/x"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.splitlines()
+    assert args[args.index("--config_file") + 1] == "launch/multi-node.yaml"
+    flag = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    assert flag["--num_machines"] == "2"
+    assert flag["--num_processes"] == "8"
+    assert flag["--machine_rank"] == "1"
+    assert flag["--main_process_ip"] == "gpu-node-07"
+    assert flag["--main_process_port"] == str(29500 + 456)
+    assert args[-6:] == ["harness", "run", CONFIG, "train.epochs=1", "--output", "runs/x"]
 
 
 # -- bad modes are bad input -------------------------------------------------------------
