@@ -123,3 +123,32 @@ def test_a_cpu_launcher_overrides_device_auto(monkeypatch):
     assert resolve_device(RuntimeConfig(device="auto")) is False
     with pytest.raises(BadInput, match="the launcher asked for the CPU"):
         resolve_device(RuntimeConfig(device="gpu"))
+
+
+# -- the meter's window edges -----------------------------------------------------------
+
+def test_meter_tells_its_hooks_where_the_window_opens_and_closes():
+    """Hooks see the window's segments only: warm-up steps and the steps after it are outside."""
+    from harness.measure.config import MeasureConfig
+    from harness.measure.meter import Meter
+
+    class Recorder:
+        def __init__(self):
+            self.events, self.inside = [], False
+
+        def window_opened(self):
+            self.events.append("open")
+            self.inside = True
+
+        def window_closed(self):
+            self.events.append("close")
+            self.inside = False
+
+    hook = Recorder()
+    meter = Meter(MeasureConfig(warmup_steps=2, window_steps=3), torch.device("cpu"), hooks=[hook])
+    batches = [(torch.zeros(4, 2), torch.zeros(4)) for _ in range(7)]
+    inside = [hook.inside for _ in meter.steps(batches[:4])]  # epoch 1: 2 warm-up + 2 timed
+    inside += [hook.inside for _ in meter.steps(batches[4:])]  # epoch 2: 1 timed + 2 after the window
+    assert inside == [False, False, True, True, True, False, False]
+    assert hook.events == ["open", "close", "open", "close"]
+    assert meter.summary()["pid"] == os.getpid()
