@@ -22,6 +22,7 @@ from harness.data import DataBundle, build_data
 from harness.data.loaders import Loaders, build_loaders, epoch_seed
 from harness.data.resident import DeviceResidentLoader
 from harness.loop import TrainParts, evaluate, train_epoch
+from harness.measure import compile_stats
 from harness.measure.aggregate import aggregate
 from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
 from harness.measure.meter import Meter
@@ -264,6 +265,7 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     report["model"] = b.model_info
     fps = count_flops(b)
     prepare(b)
+    accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
     hist = History()
@@ -274,7 +276,8 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     if acc.is_main_process:
         from harness.atomic import write_text_atomic
         write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone)
+    compiled = compile_stats.CompileTracker(cfg.runtime.compile)
+    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=[compiled])
     setup_s = time.perf_counter() - t_start
     status, code = "completed", 0
     try:
@@ -300,7 +303,8 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     figures["throughput"]["train_samples_per_s"] = figures["throughput"]["samples_per_s"]
     report.update(figures)
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])
-    report["warnings"] = warnings_for(figures)
+    report["compile"] = compile_stats.combine(cfg.runtime.compile, gather_object([compiled.summary()]))
+    report["warnings"] = warnings_for(figures) + compile_stats.warnings_for(report["compile"])
     report["raw"] = raw
     report["timing"] = {
         "setup_s": setup_s,

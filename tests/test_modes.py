@@ -1,4 +1,4 @@
-"""Run modes without starting processes: launch files, modes the machine cannot give."""
+"""Run modes without starting processes: launch files, mode settings, compile tracking."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import REPO, run_cli
-from harness.accel import RuntimeConfig, resolve_device
+from harness.accel import CompileConfig, RuntimeConfig, resolve_device
+from harness.config import load_config
 from harness.errors import BadInput
+from harness.measure.compile_stats import CompileTracker
 
 CONFIG = "configs/digits_cnn.yaml"
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.yaml"))
@@ -125,6 +128,18 @@ def test_a_cpu_launcher_overrides_device_auto(monkeypatch):
         resolve_device(RuntimeConfig(device="gpu"))
 
 
+@pytest.mark.parametrize("overrides, key", [
+    (["runtime.compile.fail_on_recompile=true"], "runtime.compile.fail_on_recompile: needs"),
+    (["runtime.compile.enabled=true", "runtime.compile.backend=eager", "runtime.compile.mode=max-autotune"],
+     "runtime.compile.mode: max-autotune needs backend inductor"),
+    (["runtime.compile.enabled=true", "measure.warmup_steps=0"], "measure.warmup_steps: expected >= 1"),
+    (["runtime.compile.backend=tvm"], "runtime.compile.backend: expected one of"),
+])
+def test_compile_settings_are_validated(overrides, key):
+    with pytest.raises(BadInput, match=key):
+        load_config(CONFIG, overrides)
+
+
 # -- the meter's window edges -----------------------------------------------------------
 
 def test_meter_tells_its_hooks_where_the_window_opens_and_closes():
@@ -152,3 +167,66 @@ def test_meter_tells_its_hooks_where_the_window_opens_and_closes():
     assert inside == [False, False, True, True, True, False, False]
     assert hook.events == ["open", "close", "open", "close"]
     assert meter.summary()["pid"] == os.getpid()
+
+
+# -- compile tracking --------------------------------------------------------------------
+
+def tracked(**compile_cfg) -> CompileTracker:
+    torch._dynamo.reset()  # forgets earlier tests' graphs (and clears registered callbacks)
+    return CompileTracker(CompileConfig(enabled=True, backend="eager", **compile_cfg))
+
+
+def _compiled_linear(dynamic):
+    return torch.compile(nn.Linear(4, 2), backend="eager", dynamic=dynamic)
+
+
+def test_tracker_counts_a_recompile_and_places_it_in_the_window():
+    tracker = tracked(dynamic=False)
+    try:
+        model = _compiled_linear(dynamic=False)
+        model(torch.randn(8, 4))  # first compile, before the window
+        tracker.window_opened()
+        model(torch.randn(8, 4))  # cached
+        model(torch.randn(3, 4))  # a new batch size: recompile, in the window
+        tracker.window_closed()
+        model(torch.randn(3, 4))  # cached
+    finally:
+        s = tracker.summary()
+    assert s["compiles"] == 2 and s["recompiles"] == 1 and s["recompiles_in_window"] == 1
+    assert s["compile_time_s"] >= s["compile_time_in_window_s"] > 0
+
+
+def test_fail_on_recompile_raises_only_inside_the_window():
+    tracker = tracked(dynamic=False, fail_on_recompile=True)
+    try:
+        model = _compiled_linear(dynamic=False)
+        model(torch.randn(8, 4))
+        model(torch.randn(5, 4))  # outside the window: allowed
+        tracker.window_opened()
+        with pytest.raises(Exception, match="[Rr]ecompil"):
+            model(torch.randn(3, 4))
+        tracker.window_closed()
+        assert torch._dynamo.config.error_on_recompile is False
+        model(torch.randn(3, 4))  # after the window: allowed again
+    finally:
+        tracker.close()
+
+
+def test_marked_batch_dimension_does_not_recompile_for_a_short_last_batch():
+    from harness.accel import DynamicBatchDim
+
+    tracker = tracked()
+    try:
+        model = _compiled_linear(dynamic=None)
+        for x, _ in DynamicBatchDim([(torch.randn(8, 4), 0), (torch.randn(8, 4), 0), (torch.randn(3, 4), 0)]):
+            model(x)
+    finally:
+        s = tracker.summary()
+    assert s["compiles"] == 1 and s["recompiles"] == 0
+
+
+def test_tracker_is_inert_when_compile_is_off():
+    torch._dynamo.reset()
+    tracker = CompileTracker(CompileConfig())
+    _compiled_linear(dynamic=False)(torch.randn(2, 4))
+    assert tracker.summary()["compiles"] == 0
