@@ -29,6 +29,8 @@ class EpochResult:
     loss: float
     samples: int
     steps: int
+    skipped_steps: int = 0
+    """Optimizer steps the fp16 gradient scaler skipped (inf/NaN gradients)."""
 
 
 def train_epoch(parts: TrainParts, loader, meter, max_steps: int | None = None) -> EpochResult:
@@ -36,13 +38,15 @@ def train_epoch(parts: TrainParts, loader, meter, max_steps: int | None = None) 
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.zeros((), device=acc.device)
-    samples = steps = 0
+    samples = steps = skipped = 0
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
         outputs = model(inputs)
         loss = parts.loss_fn(outputs, targets)
         acc.backward(loss)
         opt.step()
+        # A host-side flag, set by the scaler's own step (which has synchronised already).
+        skipped += int(acc.optimizer_step_was_skipped)
         if parts.scheduler is not None:
             parts.scheduler.step()
         n = targets.shape[0]
@@ -50,7 +54,7 @@ def train_epoch(parts: TrainParts, loader, meter, max_steps: int | None = None) 
         samples += n
         steps += 1
     return EpochResult(loss=(loss_sum.item() / samples) if samples else float("nan"),
-                       samples=samples, steps=steps)
+                       samples=samples, steps=steps, skipped_steps=skipped)
 
 
 @dataclass

@@ -116,6 +116,8 @@ class History:
     train_elapsed_s: float = 0.0
     """Wall time spent in training and dev evaluation, across resumes."""
     time_to_target_s: float | None = None
+    skipped_steps: int = 0
+    """Optimizer steps the fp16 gradient scaler skipped."""
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -154,6 +156,7 @@ def fit(b: Built, meter: Meter, output: Path, hist: History) -> str:
             hist.epoch_wall_s.append(time.perf_counter() - t0)
             hist.epochs_done = epoch + 1
             hist.steps_done += result.steps
+            hist.skipped_steps += result.skipped_steps
             hist.train_elapsed_s = time.perf_counter() - started
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
                              "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
@@ -304,6 +307,7 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
     report.update(figures)
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"])
     report["compile"] = compile_stats.combine(cfg.runtime.compile, gather_object([compiled.summary()]))
+    report["distributed"]["scaler_skipped_steps"] = hist.skipped_steps if b.precision.uses_grad_scaler else None
     report["warnings"] = warnings_for(figures) + compile_stats.warnings_for(report["compile"])
     report["raw"] = raw
     report["timing"] = {

@@ -1,4 +1,4 @@
-"""Run modes without starting processes: launch files, mode settings, compile tracking."""
+"""Run modes without starting processes: launch files, mode settings, compile and scaler counting."""
 
 from __future__ import annotations
 
@@ -230,3 +230,31 @@ def test_tracker_is_inert_when_compile_is_off():
     tracker = CompileTracker(CompileConfig())
     _compiled_linear(dynamic=False)(torch.randn(2, 4))
     assert tracker.summary()["compiles"] == 0
+
+
+# -- fp16 scaler bookkeeping -------------------------------------------------------------
+
+@pytest.mark.parametrize("model_name, skipped", [("finite", 0), ("infinite", 3)])
+def test_loop_counts_the_steps_a_gradient_scaler_skipped(model_name, skipped):
+    """accelerate's fp16 scaler is a CUDA one; here a CPU GradScaler is put in its place so
+    the loop's count is checked against accelerate's real optimizer wrapper on any machine."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from harness.loop import TrainParts, train_epoch
+    from harness.measure.config import MeasureConfig
+    from harness.measure.meter import NullMeter
+    from mode_models import InfiniteGradients
+
+    acc = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = InfiniteGradients(1, (2, 2), 3) if model_name == "infinite" else nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    model, opt = acc.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    scaler = torch.amp.GradScaler("cpu")
+    acc.scaler = scaler
+    opt = AcceleratedOptimizer(opt.optimizer, scaler=scaler)
+    acc._optimizers = [opt]
+    batches = [(torch.randn(4, 1, 2, 2), torch.randint(0, 3, (4,))) for _ in range(3)]
+    parts = TrainParts(acc, model, opt, None, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="none"))
+    result = train_epoch(parts, batches, NullMeter(MeasureConfig(warmup_steps=0), acc.device))
+    assert result.steps == 3 and result.skipped_steps == skipped
