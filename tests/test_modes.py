@@ -229,7 +229,7 @@ def test_tracker_is_inert_when_compile_is_off():
     torch._dynamo.reset()
     tracker = CompileTracker(CompileConfig())
     _compiled_linear(dynamic=False)(torch.randn(2, 4))
-    assert tracker.summary()["compiles"] == 0
+    assert tracker.summary()["compiles"] is None  # null in the report, not a measured 0
 
 
 # -- fp16 scaler bookkeeping -------------------------------------------------------------

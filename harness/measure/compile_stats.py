@@ -37,11 +37,14 @@ class CompileTracker:
         self._handler = None
         if cfg.enabled:
             import torch._dynamo
-            from torch._dynamo.callback import callback_handler
 
             # A run's compile figures are its own: graphs cached by an earlier run in
             # this process (tests, notebooks) would hide its compiles and recompiles.
             torch._dynamo.reset()
+            try:
+                from torch._dynamo.callback import callback_handler
+            except ImportError:  # a torch without compile callbacks: figures stay null
+                return
             callback_handler.register_start_callback(self._start)
             callback_handler.register_end_callback(self._end)
             self._handler = callback_handler
@@ -108,7 +111,11 @@ class CompileTracker:
             self._handler = None
 
     def summary(self) -> dict:
+        measured = self._handler is not None
         self.close()
+        if not measured:
+            return dict.fromkeys(("compile_time_s", "compile_time_in_window_s", "compiles", "recompiles",
+                                  "recompiles_in_window"))
         return {"compile_time_s": self.compile_s, "compile_time_in_window_s": self.window_compile_s,
                 "compiles": self.compiles, "recompiles": self.recompiles,
                 "recompiles_in_window": self.window_recompiles}
@@ -125,7 +132,8 @@ def combine(cfg: CompileConfig, per_rank: list[dict]) -> dict:
              "fullgraph": cfg.fullgraph, "fail_on_recompile": cfg.fail_on_recompile}
     keys = ("compile_time_s", "compile_time_in_window_s", "compiles", "recompiles", "recompiles_in_window")
     for key in keys:
-        block[key] = max(r[key] for r in per_rank) if cfg.enabled and per_rank else None
+        values = [r[key] for r in per_rank if r[key] is not None]
+        block[key] = max(values) if values else None
     return block
 
 
