@@ -11,17 +11,33 @@ from typing import Literal
 
 import torch
 
-from harness.errors import BadInput
+from harness.errors import BadInput, ConfigValueError
 
 
 @dataclass
 class CompileConfig:
     enabled: bool = False
-    """Compile the model with torch.compile (inductor)."""
+    """Compile the model with torch.compile."""
+    backend: Literal["inductor", "aot_eager", "eager"] = "inductor"
+    """inductor generates kernels; aot_eager and eager only trace (for finding graph
+    breaks and recompiles without paying for code generation)."""
     mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """inductor's mode; the others need backend inductor."""
     fullgraph: bool = False
+    """A graph break is an error instead of a split graph."""
     dynamic: bool | None = None
-    """null lets torch decide; false specialises every shape."""
+    """null: the batch dimension is marked dynamic, so a last batch of another size
+    reuses the graph (see ``DynamicBatchDim``), other shapes as torch decides;
+    true: every dimension symbolic; false: every shape specialised, so each new batch
+    size compiles once more (pair it with loader.drop_last: true)."""
+    fail_on_recompile: bool = False
+    """Any recompilation inside the timed window stops the run (status failed)."""
+
+    def __post_init__(self):
+        if self.fail_on_recompile and not self.enabled:
+            raise ConfigValueError("fail_on_recompile", "needs runtime.compile.enabled: true")
+        if self.mode != "default" and self.backend != "inductor":
+            raise ConfigValueError("mode", f"{self.mode} needs backend inductor, got {self.backend}")
 
 
 @dataclass
@@ -60,9 +76,18 @@ def resolve_precision(name: str, use_cuda: bool) -> Precision:
 
 def resolve_device(cfg: RuntimeConfig) -> bool:
     """True when the run uses CUDA."""
+    from accelerate.utils import parse_flag_from_env
+
     has_cuda = torch.cuda.is_available()
     if cfg.device == "gpu" and not has_cuda:
         raise BadInput("runtime.device: gpu was asked for but CUDA is not available on this machine")
+    # `accelerate launch --cpu` (or use_cpu: true) makes every Accelerator a CPU one;
+    # deciding precision for a GPU the run will not get would be wrong.
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        if cfg.device == "gpu":
+            raise BadInput("runtime.device: gpu, but the launcher asked for the CPU "
+                           "(accelerate launch --cpu or use_cpu: true)")
+        return False
     return cfg.device == "gpu" or (cfg.device == "auto" and has_cuda)
 
 
@@ -72,10 +97,15 @@ def build_accelerator(cfg: RuntimeConfig):
 
     use_cuda = resolve_device(cfg)
     precision = resolve_precision(cfg.precision, use_cuda)
-    dynamo = None
+    # Without a plugin, Accelerate would read ACCELERATE_DYNAMO_* from the launcher's
+    # environment; the harness config decides, so "no" is explicit.
+    dynamo = TorchDynamoPlugin(backend="no")
     if cfg.compile.enabled:
-        dynamo = TorchDynamoPlugin(backend="inductor", mode=cfg.compile.mode,
+        dynamo = TorchDynamoPlugin(backend=cfg.compile.backend, mode=cfg.compile.mode,
                                    fullgraph=cfg.compile.fullgraph, dynamic=cfg.compile.dynamic)
+        # accelerate launch always exports ACCELERATE_DYNAMO_USE_DYNAMIC (False by
+        # default), which the plugin reads when dynamic is None: null must stay null.
+        dynamo.dynamic = cfg.compile.dynamic
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo)
     return accelerator, precision
 
@@ -94,3 +124,43 @@ def describe(accelerator) -> dict:
         "device": str(accelerator.device),
         "mixed_precision": str(accelerator.mixed_precision),
     }
+
+
+class DynamicBatchDim:
+    """A loader whose input batches have their first dimension marked dynamic.
+
+    A recipe's last batch is usually smaller than the others. A graph specialised on
+    the full batch would recompile there: inside the timed window at the end of the
+    first epoch, and again for dev/test's last batch. Marking dimension 0 dynamic
+    before the first compile makes one graph serve every batch size, so the recipe
+    keeps its batches (no drop_last forced by the mode) and no recompile lands in the
+    window. ``maybe_mark_dynamic`` lets torch specialise anyway where it must.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        from torch._dynamo import maybe_mark_dynamic
+
+        for batch in self.loader:
+            inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if isinstance(inputs, torch.Tensor) and inputs.dim() > 0:
+                maybe_mark_dynamic(inputs, 0)
+            yield batch
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def mark_batch_dynamic(loaders, cfg: CompileConfig) -> None:
+    """Wrap ``loaders``' train/dev/test in ``DynamicBatchDim`` when compiling with dynamic: null."""
+    if not cfg.enabled or cfg.dynamic is not None:
+        return
+    for name in ("train", "dev", "test"):
+        loader = getattr(loaders, name)
+        if loader is not None:
+            setattr(loaders, name, DynamicBatchDim(loader))

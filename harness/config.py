@@ -50,6 +50,10 @@ class Config:
     def __post_init__(self):
         if self.seed < 0:
             raise ConfigValueError("seed", f"expected an integer >= 0, got {self.seed}")
+        if self.runtime.compile.enabled and self.measure.warmup_steps < 1:
+            # The first step compiles; compile time must never be timed as throughput.
+            raise ConfigValueError("measure.warmup_steps",
+                                   "expected >= 1 with runtime.compile.enabled (the first step compiles)")
 
 
 # --- YAML -> dataclasses ---------------------------------------------------------

@@ -50,11 +50,47 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
         overrides.append(f"runtime.precision={precision}")
     if compile_model:
         overrides.append("runtime.compile.enabled=true")
-    return cmd + ["-m", "harness", "run", *run_args, *overrides]
+    positional, options = split_run_args(run_args)
+    # The mode's overrides come after the user's, so the mode wins, and before the
+    # options: `harness run`'s parser takes no KEY=VALUE after --output DIR.
+    return cmd + ["-m", "harness", "run", *positional, *overrides, *options]
+
+
+def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
+    """``harness run``'s arguments as (CONFIG and KEY=VALUE items, --option VALUE pairs)."""
+    positional, options = [], []
+    it = iter(run_args)
+    for arg in it:
+        if not arg.startswith("--"):
+            positional.append(arg)
+            continue
+        options.append(arg)
+        if "=" not in arg:
+            value = next(it, None)
+            if value is not None:
+                options.append(value)
+    return positional, options
+
+
+def preflight(run_args: list[str]) -> None:
+    """Refuse here what every launched process would refuse: a bad config, or a device or
+    precision this machine cannot give. One line and exit 2, instead of N tracebacks
+    from the ranks and the launcher's exit 1."""
+    from harness import accel
+    from harness.cli import _split_positionals, parser
+    from harness.config import load_config
+
+    ns = parser().parse_args(["run", *run_args])
+    if ns.resume:
+        return  # the config lies in the run folder; `harness run --resume` checks it
+    config, overrides = _split_positionals(ns.items)
+    runtime = load_config(config, overrides).runtime
+    accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
 
 
 def cmd_launch(args) -> int:
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
+    preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0

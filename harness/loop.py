@@ -32,6 +32,8 @@ class EpochResult:
     """Sum over this process's samples of the per-sample training loss."""
     samples: int
     steps: int
+    skipped_steps: int = 0
+    """Optimizer steps the fp16 gradient scaler skipped (inf/NaN gradients)."""
     stop: Verdict | None = None
     """What the guard said when the epoch ended: a signal or a diverged loss, if either."""
     finished: bool = False
@@ -49,7 +51,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
-    samples, steps = (carry.samples, carry.steps) if carry else (0, 0)
+    samples, steps, skipped = (carry.samples, carry.steps, carry.skipped_steps) if carry else (0, 0, 0)
     stop, finished = None, False
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
@@ -57,6 +59,8 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
         loss = parts.loss_fn(outputs, targets)
         acc.backward(loss)
         opt.step()
+        # A host-side flag, set by the scaler's own step (which has synchronised already).
+        skipped += int(acc.optimizer_step_was_skipped)
         if parts.scheduler is not None:
             parts.scheduler.step()
         n = targets.shape[0]
@@ -69,7 +73,8 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     else:
         # The last steps since the guard's previous check are checked before the epoch ends.
         stop, finished = guard.check(), True
-    return EpochResult(loss_sum=loss_sum.item(), samples=samples, steps=steps, stop=stop, finished=finished)
+    return EpochResult(loss_sum=loss_sum.item(), samples=samples, steps=steps, skipped_steps=skipped,
+                       stop=stop, finished=finished)
 
 
 @dataclass

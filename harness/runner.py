@@ -24,6 +24,7 @@ from harness.data.loaders import Loaders, build_loaders, epoch_seed, skip_batche
 from harness.data.resident import DeviceResidentLoader
 from harness.guard import Diverged, Interrupted, StepGuard, StopSignals
 from harness.loop import EpochResult, TrainParts, evaluate, train_epoch
+from harness.measure import compile_stats
 from harness.measure.aggregate import aggregate
 from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
 from harness.measure.meter import Meter
@@ -120,10 +121,13 @@ class History:
     train_elapsed_s: float = 0.0
     """Wall time spent in training and dev evaluation, across resumes."""
     time_to_target_s: float | None = None
+    skipped_steps: int = 0
+    """Optimizer steps the fp16 gradient scaler skipped (whole epochs)."""
     step_in_epoch: int = 0
     """Steps of epoch ``epochs_done + 1`` done when a signal stopped the run inside it."""
     partial_loss_sum: float = 0.0
     partial_samples: int = 0
+    partial_skipped_steps: int = 0
     partial_wall_s: float = 0.0
 
     def as_dict(self) -> dict:
@@ -132,17 +136,19 @@ class History:
     def carry(self) -> EpochResult | None:
         if not self.step_in_epoch:
             return None
-        return EpochResult(self.partial_loss_sum, self.partial_samples, self.step_in_epoch)
+        return EpochResult(self.partial_loss_sum, self.partial_samples, self.step_in_epoch,
+                           skipped_steps=self.partial_skipped_steps)
 
     def stopped_inside(self, result: EpochResult, wall_s: float) -> None:
         self.step_in_epoch = result.steps
         self.partial_loss_sum, self.partial_samples = result.loss_sum, result.samples
+        self.partial_skipped_steps = result.skipped_steps
         self.partial_wall_s += wall_s
 
     def epoch_done(self, wall_s: float) -> None:
         self.epoch_wall_s.append(self.partial_wall_s + wall_s)
         self.epochs_done += 1
-        self.step_in_epoch = self.partial_samples = 0
+        self.step_in_epoch = self.partial_samples = self.partial_skipped_steps = 0
         self.partial_loss_sum = self.partial_wall_s = 0.0
 
 
@@ -202,6 +208,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                                            cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch)
                 raise Interrupted(stop.signum)
             dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
+            hist.skipped_steps += result.skipped_steps
             hist.epoch_done(time.perf_counter() - t0)
             hist.train_elapsed_s = time.perf_counter() - started
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
@@ -339,6 +346,7 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     if acc.is_main_process:  # before prepare(), which every rank passes together
         shutil.rmtree(_failures_dir(output), ignore_errors=True)
     prepare(b)
+    accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
     hist = History()
@@ -350,7 +358,8 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     if acc.is_main_process:
         from harness.atomic import write_text_atomic
         write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone)
+    compiled = compile_stats.CompileTracker(cfg.runtime.compile)
+    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=[compiled])
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
     status, code = "completed", 0
@@ -382,9 +391,10 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     multi = acc.num_processes > 1
     if multi and not ranks_in_step:
         _note_rank_failure(output, acc.process_index, report)
+    from accelerate.utils import gather_object
+
     summaries = [meter.summary()]
     if multi and ranks_in_step:
-        from accelerate.utils import gather_object
         summaries = gather_object(summaries)
     figures = aggregate(summaries, cfg.loader.batch_size * acc.num_processes)
     raw = figures.pop("raw")
@@ -394,7 +404,13 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"]) \
         if acc.is_main_process else {}
-    report["warnings"] = warnings_for(figures)
+    compile_summaries = [compiled.summary()]
+    if multi and ranks_in_step:
+        compile_summaries = gather_object(compile_summaries)
+    report["compile"] = compile_stats.combine(cfg.runtime.compile, compile_summaries)
+    report["distributed"]["scaler_skipped_steps"] = \
+        hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
+    report["warnings"] = warnings_for(figures) + compile_stats.warnings_for(report["compile"])
     if multi and not ranks_in_step:
         report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
     report["raw"] = raw

@@ -59,7 +59,8 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
         wait = sum(w["data_wait_s"] for w in r["windows"])
         steps = sum(w["steps"] for w in r["windows"])
         rank_rows.append({
-            "rank": rank, "samples": samples, "steps": steps, "window_s": wall,
+            "rank": rank, "pid": r.get("pid"), "hostname": r.get("hostname"),
+            "samples": samples, "steps": steps, "window_s": wall,
             "samples_per_s": samples / wall if wall > 0 else None,
             "data_wait_fraction": wait / wall if wall > 0 else None,
             "step_time_ms_p50": (distribution(r["step_times_ms"]) or {}).get("p50"),

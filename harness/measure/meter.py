@@ -8,9 +8,11 @@ the do-nothing variant.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -22,6 +24,11 @@ from harness.measure.stats import distribution
 def batch_size_of(batch) -> int:
     first = batch[0] if isinstance(batch, (list, tuple)) else batch
     return int(first.shape[0]) if hasattr(first, "shape") else len(first)
+
+
+def process_identity() -> dict:
+    """Which OS process on which host measured: tells real ranks apart in per_rank."""
+    return {"pid": os.getpid(), "hostname": socket.gethostname()}
 
 
 @dataclass
@@ -39,10 +46,19 @@ class Window:
                 "data_wait_s": sum(self.data_wait_s)}
 
 
+class WindowHook(Protocol):
+    """Told when a timed window's segment opens and closes (e.g. the compile tracker)."""
+
+    def window_opened(self) -> None: ...
+
+    def window_closed(self) -> None: ...
+
+
 class Meter:
     def __init__(self, cfg: MeasureConfig, device: torch.device,
-                 barrier: Callable[[], None] | None = None):
+                 barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = ()):
         self.cfg = cfg
+        self.hooks = list(hooks)
         self.cuda = device.type == "cuda"
         self.device = device
         self.barrier = barrier or (lambda: None)
@@ -78,11 +94,15 @@ class Meter:
         if self.cuda and not self._cuda_reset:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._cuda_reset = True
+        for hook in self.hooks:
+            hook.window_opened()
         return time.perf_counter()
 
     def _close(self, k: int, start: float, barrier: bool = True) -> None:
         self._sync()
         self.windows[k].wall_s += time.perf_counter() - start
+        for hook in self.hooks:
+            hook.window_closed()
         if barrier:
             self.barrier()
 
@@ -163,6 +183,7 @@ class Meter:
         waits = [t for w in self.windows for t in w.data_wait_s]
         measured = [w for w in self.windows if w.step_s]
         return {
+            **process_identity(),
             "warmup_steps": self.cfg.warmup_steps,
             "windows": [w.as_dict() for w in measured],
             "step_times_ms": [s * 1000 for s in steps],
@@ -184,5 +205,5 @@ class NullMeter(Meter):
             self.step += 1
 
     def summary(self) -> dict:
-        return {"warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
+        return {**process_identity(), "warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
                 "peak_rss_mb": None, "baseline_rss_mb": None, **self.device_memory()}
