@@ -20,8 +20,8 @@ from benchmarks.conftest import reset_accelerate
 from benchmarks.plain_loop import plain_loop
 
 REPO = Path(__file__).resolve().parent.parent
-EPOCHS = 4
-ROUNDS = 7
+EPOCHS = 6
+ROUNDS = 9
 GOAL = 0.97
 OVERRIDES = [f"train.epochs={EPOCHS}", "output.progress=false", "output.checkpoint_every_epoch=false",
              "output.save_model=false"]
