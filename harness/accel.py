@@ -7,6 +7,7 @@ shuffling, the seeds and the meaning of a batch are the recipe's and stay put.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 import torch
@@ -47,6 +48,13 @@ class RuntimeConfig:
     precision: Literal["no", "bf16", "fp16"] = "no"
     """Mixed precision for the forward pass; fp16 adds a gradient scaler."""
     compile: CompileConfig = field(default_factory=CompileConfig)
+    collective_timeout_s: float = 600.0
+    """Longest wait of one collective (all-reduce, barrier) across processes. A rank that
+    hangs without dying then ends the job with an error after this long, not never."""
+
+    def __post_init__(self):
+        if self.collective_timeout_s <= 0:
+            raise ConfigValueError("collective_timeout_s", f"expected seconds > 0, got {self.collective_timeout_s}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def resolve_device(cfg: RuntimeConfig) -> bool:
 
 def build_accelerator(cfg: RuntimeConfig):
     from accelerate import Accelerator
-    from accelerate.utils import TorchDynamoPlugin
+    from accelerate.utils import InitProcessGroupKwargs, TorchDynamoPlugin
 
     use_cuda = resolve_device(cfg)
     precision = resolve_precision(cfg.precision, use_cuda)
@@ -106,7 +114,9 @@ def build_accelerator(cfg: RuntimeConfig):
         # accelerate launch always exports ACCELERATE_DYNAMO_USE_DYNAMIC (False by
         # default), which the plugin reads when dynamic is None: null must stay null.
         dynamo.dynamic = cfg.compile.dynamic
-    accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo)
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.collective_timeout_s))
+    accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
+                              kwargs_handlers=[timeout])
     return accelerator, precision
 
 

@@ -133,3 +133,21 @@ class SlowByEnv(TinyNet):
         if self.training:
             time.sleep(float(os.environ.get("HARNESS_TEST_STEP_SLEEP_MS", "0")) / 1000.0)
         return super().forward(x)
+
+
+class HangOnRank(TinyNet):
+    """Stops answering (sleeps for an hour) at training step ``step`` on rank ``rank``."""
+
+    def __init__(self, in_channels: int, num_classes: int, rank: int = 1, step: int = 3):
+        super().__init__(in_channels, num_classes)
+        self.rank, self.at, self.forwards = rank, step, 0
+
+    def forward(self, x):
+        import os
+        import time
+
+        if self.training and torch.is_grad_enabled():
+            self.forwards += 1
+            if self.forwards == self.at and int(os.environ.get("RANK", "0")) == self.rank:
+                time.sleep(3600)
+        return super().forward(x)

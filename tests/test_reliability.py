@@ -192,3 +192,18 @@ def test_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert report["status"] == "failed" and report["failed_rank"] == 1
     assert "boom on rank 1 at step 3" in report["error"]
     assert elapsed < 150, f"the job took {elapsed:.0f} s to end"
+
+
+@pytest.mark.slow
+def test_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
+    """Rank 1 stops answering; rank 0's all-reduce gives up after runtime.collective_timeout_s."""
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY,
+                   "model.name=custom_models:HangOnRank", "model.kwargs={rank: 1, step: 3}",
+                   "runtime.collective_timeout_s=10", "--output", str(out), env=ENV, timeout=240)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    report = load_report(out)
+    assert report["status"] == "failed" and report["failed_rank"] == 0  # the rank that noticed
+    assert elapsed < 180, f"the job took {elapsed:.0f} s to end"
