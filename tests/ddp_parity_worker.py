@@ -34,6 +34,7 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def main(out: str) -> None:
     from harness.accel import RuntimeConfig, build_accelerator
+    from harness.guard import StepGuard, StopSignals
     from harness.loop import TrainParts, train_epoch
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import NullMeter
@@ -54,7 +55,8 @@ def main(out: str) -> None:
             yield batch
 
     parts = TrainParts(acc, model, optimizer, None, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="none"))
-    result = train_epoch(parts, recording(loader), NullMeter(MeasureConfig(warmup_steps=0), acc.device))
+    result = train_epoch(parts, recording(loader), NullMeter(MeasureConfig(warmup_steps=0), acc.device),
+                         StepGuard(acc, StopSignals()))
     state = {k: v.detach().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
     torch.save({"state": state, "inputs": torch.cat(seen), "steps": result.steps, "world_size": world,
                 "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
