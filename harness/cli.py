@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BadInput as err:
-        print(f"error: {err}", file=sys.stderr)
+        one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
+        print(f"error: {one_line}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         _destroy_process_group()

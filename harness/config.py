@@ -157,7 +157,10 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     known = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in raw.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        # A key is the user's text: one with a newline or another control character is
+        # shown quoted, so the error stays one line.
+        shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+        dotted = f"{prefix}.{shown}" if prefix else shown
         if key not in known:
             raise BadInput(f"{dotted}: unknown key (expected one of: {', '.join(known)})")
         kwargs[key] = _convert(hints[key], value, dotted)

@@ -331,6 +331,38 @@ def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]
         return _execute(cfg, output, resume, signals)
 
 
+def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
+                    report: dict) -> tuple[str, int, bool]:
+    """Fit, test and save the model; (status, exit status, whether the ranks are still in step).
+
+    Whatever stops the run is recorded in ``report``. After a failure or a second
+    signal the ranks may stand at different collectives, so none may be started.
+    """
+    acc = b.accelerator
+    try:
+        report["stop_reason"] = fit(b, meter, guard, output, hist)
+        test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
+        report["accuracy"] = accuracy_block(b.cfg, hist, test)
+        if b.cfg.output.save_model:
+            checkpoint.save_model(acc, b.parts.model, output / "model.pt")
+            report["artifacts"] = {"model": "model.pt"}
+    except Interrupted as err:
+        report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
+        return "interrupted", 128 + err.signum, True
+    except Diverged as err:
+        report["error"] = str(err)
+        report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
+        return "diverged", EXIT_DIVERGED, True
+    except KeyboardInterrupt:  # a second signal: out now, without a checkpoint
+        report["error"] = "interrupted by the user (a second signal: no checkpoint of this epoch)"
+        return "interrupted", 130, False
+    except Exception as err:  # a failed run is data: the report says what went wrong
+        report["error"] = f"{err.__class__.__name__}: {err}"
+        report["traceback"] = traceback.format_exc(limit=8)
+        return "failed", 1, False
+    return "completed", 0, True
+
+
 def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> tuple[dict, int]:
     t_start = time.perf_counter()
     b = build(cfg)
@@ -362,41 +394,18 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=[compiled])
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
-    status, code = "completed", 0
-    # After a failure the ranks are no longer in step: a collective could wait forever.
-    ranks_in_step = True
-    try:
-        report["stop_reason"] = fit(b, meter, guard, output, hist)
-        test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
-        report["accuracy"] = accuracy_block(cfg, hist, test)
-        if cfg.output.save_model:
-            checkpoint.save_model(acc, b.parts.model, output / "model.pt")
-            report["artifacts"] = {"model": "model.pt"}
-    except Interrupted as err:
-        status, code = "interrupted", 128 + err.signum
-        report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
-    except Diverged as err:
-        status, code = "diverged", EXIT_DIVERGED
-        report["error"] = str(err)
-        report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
-    except KeyboardInterrupt:  # a second signal: out now, without a checkpoint
-        status, code, ranks_in_step = "interrupted", 130, False
-        report["error"] = "interrupted by the user (a second signal: no checkpoint of this epoch)"
-    except Exception as err:  # a failed run is data: the report says what went wrong
-        status, code, ranks_in_step = "failed", 1, False
-        report["error"] = f"{err.__class__.__name__}: {err}"
-        report["traceback"] = traceback.format_exc(limit=8)
+    status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
     if not report["accuracy"]:
         report["accuracy"] = accuracy_block(cfg, hist, None)
     multi = acc.num_processes > 1
     if multi and not ranks_in_step:
         _note_rank_failure(output, acc.process_index, report)
-    from accelerate.utils import gather_object
-
-    summaries = [meter.summary()]
+    # One gather for every per-rank summary, and only while the ranks are in step.
+    local = [(meter.summary(), compiled.summary())]
     if multi and ranks_in_step:
-        summaries = gather_object(summaries)
-    figures = aggregate(summaries, cfg.loader.batch_size * acc.num_processes)
+        from accelerate.utils import gather_object
+        local = gather_object(local)
+    figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
     raw = figures.pop("raw")
     report.update(figures)
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
@@ -404,10 +413,7 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
     report["compute"] = compute_block(b, fps, figures["throughput"]["samples_per_s"]) \
         if acc.is_main_process else {}
-    compile_summaries = [compiled.summary()]
-    if multi and ranks_in_step:
-        compile_summaries = gather_object(compile_summaries)
-    report["compile"] = compile_stats.combine(cfg.runtime.compile, compile_summaries)
+    report["compile"] = compile_stats.combine(cfg.runtime.compile, [c for _, c in local])
     report["distributed"]["scaler_skipped_steps"] = \
         hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
     report["warnings"] = warnings_for(figures) + compile_stats.warnings_for(report["compile"])

@@ -102,12 +102,15 @@ class Slow(TinyNet):
         return super().forward(x)
 
 
-class FailOnRank(TinyNet):
-    """Raises at training step ``step`` on rank ``rank`` of a distributed run."""
+class _OnRankAtStep(TinyNet):
+    """TinyNet that misbehaves at training step ``step`` on rank ``rank`` of a distributed run."""
 
     def __init__(self, in_channels: int, num_classes: int, rank: int = 1, step: int = 3):
         super().__init__(in_channels, num_classes)
         self.rank, self.at, self.forwards = rank, step, 0
+
+    def misbehave(self) -> None:
+        raise NotImplementedError
 
     def forward(self, x):
         import os
@@ -115,8 +118,22 @@ class FailOnRank(TinyNet):
         if self.training and torch.is_grad_enabled():
             self.forwards += 1
             if self.forwards == self.at and int(os.environ.get("RANK", "0")) == self.rank:
-                raise RuntimeError(f"boom on rank {self.rank} at step {self.at}")
+                self.misbehave()
         return super().forward(x)
+
+
+class FailOnRank(_OnRankAtStep):
+    def misbehave(self) -> None:
+        raise RuntimeError(f"boom on rank {self.rank} at step {self.at}")
+
+
+class HangOnRank(_OnRankAtStep):
+    """Stops answering (sleeps for an hour) without dying."""
+
+    def misbehave(self) -> None:
+        import time
+
+        time.sleep(3600)
 
 
 class SlowByEnv(TinyNet):
@@ -132,22 +149,4 @@ class SlowByEnv(TinyNet):
 
         if self.training:
             time.sleep(float(os.environ.get("HARNESS_TEST_STEP_SLEEP_MS", "0")) / 1000.0)
-        return super().forward(x)
-
-
-class HangOnRank(TinyNet):
-    """Stops answering (sleeps for an hour) at training step ``step`` on rank ``rank``."""
-
-    def __init__(self, in_channels: int, num_classes: int, rank: int = 1, step: int = 3):
-        super().__init__(in_channels, num_classes)
-        self.rank, self.at, self.forwards = rank, step, 0
-
-    def forward(self, x):
-        import os
-        import time
-
-        if self.training and torch.is_grad_enabled():
-            self.forwards += 1
-            if self.forwards == self.at and int(os.environ.get("RANK", "0")) == self.rank:
-                time.sleep(3600)
         return super().forward(x)

@@ -127,3 +127,12 @@ def test_config_hash_ignores_output_but_not_recipe():
     c = load_config(None, ["loader.batch_size=32"])
     assert config_hash(a) == config_hash(b)
     assert config_hash(a) != config_hash(c)
+
+
+def test_a_key_with_a_newline_is_refused_on_one_line(tmp_path):
+    """Found by the property test: {data: {"\\n": null}} gave a two-line message."""
+    path = tmp_path / "c.yaml"
+    path.write_text('data: {"\\n": null}\n')
+    with pytest.raises(BadInput) as err:
+        load_config(path)
+    assert "\n" not in str(err.value) and "data.'\\n': unknown key" in str(err.value)

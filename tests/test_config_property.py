@@ -5,6 +5,10 @@ strings, booleans, null, lists, mappings) at every key of the config, one key or
 several at a time, in a YAML file and as ``KEY=VALUE`` overrides. The loader must
 return a Config or raise ``BadInput`` with one line that names the key: never a
 traceback of another kind.
+
+The examples are derandomized (the same every run: tests/conftest.py's default
+profile), so CI is deterministic; to search afresh, run
+``pytest tests/test_config_property.py --hypothesis-profile=explore``.
 """
 
 from __future__ import annotations

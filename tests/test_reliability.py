@@ -177,15 +177,19 @@ def test_unscanned_corrupt_image_fails_the_run_naming_the_file(tmp_path):
 
 # --- a failing rank --------------------------------------------------------------------
 
+def launch_two_ranks(out: Path, model: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Two gloo ranks whose ``model`` misbehaves on rank 1 at step 3; (process, seconds taken)."""
+    t0 = time.monotonic()
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY, f"model.name=custom_models:{model}",
+                   "model.kwargs={rank: 1, step: 3}", *extra, "--output", str(out), env=ENV, timeout=240)
+    return proc, time.monotonic() - t0
+
+
 @pytest.mark.slow
 def test_failing_rank_ends_the_job_with_its_error(tmp_path):
     """Rank 1 raises at its 3rd step while rank 0 waits in DDP's all-reduce: no hang."""
     out = tmp_path / "out"
-    t0 = time.monotonic()
-    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY,
-                   "model.name=custom_models:FailOnRank", "model.kwargs={rank: 1, step: 3}",
-                   "--output", str(out), env=ENV, timeout=180)
-    elapsed = time.monotonic() - t0
+    proc, elapsed = launch_two_ranks(out, "FailOnRank")
     assert proc.returncode != 0
     assert "boom on rank 1 at step 3" in proc.stderr
     report = load_report(out)
@@ -198,11 +202,7 @@ def test_failing_rank_ends_the_job_with_its_error(tmp_path):
 def test_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     """Rank 1 stops answering; rank 0's all-reduce gives up after runtime.collective_timeout_s."""
     out = tmp_path / "out"
-    t0 = time.monotonic()
-    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY,
-                   "model.name=custom_models:HangOnRank", "model.kwargs={rank: 1, step: 3}",
-                   "runtime.collective_timeout_s=10", "--output", str(out), env=ENV, timeout=240)
-    elapsed = time.monotonic() - t0
+    proc, elapsed = launch_two_ranks(out, "HangOnRank", "runtime.collective_timeout_s=10")
     assert proc.returncode != 0
     report = load_report(out)
     assert report["status"] == "failed" and report["failed_rank"] == 0  # the rank that noticed
