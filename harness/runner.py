@@ -433,6 +433,9 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
             _blame_first_failure(output, report)
         write_report(output / "report.yaml", report)
     if ranks_in_step:
+        # The ranks leave together: one tearing down its process group while another
+        # still finishes the last collective can abort inside gloo.
+        acc.wait_for_everyone()
         acc.end_training()
     return report, code
 

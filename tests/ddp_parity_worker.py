@@ -62,6 +62,10 @@ def main(out: str) -> None:
                 "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                 "wrapped": type(model).__name__, "pid": os.getpid()},
                os.path.join(out, f"rank{acc.process_index}.pt"))
+    # Leave together: a rank tearing down its process group while the other is still
+    # finishing the last collective aborts in gloo ("terminate called without an active
+    # exception", seen once in CI).
+    acc.wait_for_everyone()
     acc.end_training()
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
