@@ -137,27 +137,32 @@ FOLDER_RUN = ["data.name=imagefolder", "data.transforms.augment.rotation_deg=0",
               "measure.warmup_steps=0", "loader.batch_size=8", "output.progress=false"]
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_corrupt_image_fails_naming_the_file(tmp_path, damage):
+def damaged_folder(tmp_path: Path, name: str, damage) -> tuple[Path, Path]:
+    """An image folder whose file ``name`` is rewritten as ``damage(its bytes)``."""
     root = image_folder(tmp_path / "images")
-    bad = root / "class1" / "07.png"
-    if damage == "garbage":
-        bad.write_bytes(b"this is not a png")
-    else:
-        bad.write_bytes(bad.read_bytes()[:-20])
+    bad = root / name
+    bad.write_bytes(damage(bad.read_bytes()))
+    return root, bad
+
+
+def run_on_folder(root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides, "--output", str(out))
+
+
+@pytest.mark.parametrize("damage", [lambda _: b"this is not a png", lambda png: png[:-20]],
+                         ids=["garbage", "truncated"])
+def test_corrupt_image_fails_naming_the_file(tmp_path, damage):
+    root, bad = damaged_folder(tmp_path, "class1/07.png", damage)
     out = tmp_path / "out"
-    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "--output", str(out))
+    proc = run_on_folder(root, out)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and str(bad) in proc.stderr and "data.corrupt_images" in proc.stderr
     assert not out.exists()
 
 
 def test_corrupt_image_is_skipped_when_asked(tmp_path):
-    root = image_folder(tmp_path / "images")
-    bad = root / "class0" / "03.png"
-    bad.write_bytes(b"\x89PNG garbage")
-    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "data.corrupt_images=skip",
-                   "--output", str(tmp_path / "out"))
+    root, bad = damaged_folder(tmp_path, "class0/03.png", lambda _: b"\x89PNG garbage")
+    proc = run_on_folder(root, tmp_path / "out", "data.corrupt_images=skip")
     assert proc.returncode == 0, proc.stderr
     report = load_report(tmp_path / "out")
     assert report["data"]["skipped_files"] == [str(bad)]
@@ -165,11 +170,8 @@ def test_corrupt_image_is_skipped_when_asked(tmp_path):
 
 
 def test_unscanned_corrupt_image_fails_the_run_naming_the_file(tmp_path):
-    root = image_folder(tmp_path / "images")
-    bad = root / "class0" / "11.png"
-    bad.write_bytes(b"garbage")
-    proc = run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", "data.scan_images=false",
-                   "--output", str(tmp_path / "out"))
+    root, bad = damaged_folder(tmp_path, "class0/11.png", lambda _: b"garbage")
+    proc = run_on_folder(root, tmp_path / "out", "data.scan_images=false")
     assert proc.returncode == 1
     report = load_report(tmp_path / "out")
     assert report["status"] == "failed" and str(bad) in report["error"]
