@@ -3,9 +3,10 @@
 Everything a user would write without the harness, and nothing more: torchvision's
 ImageFolder over the same digits PNGs, the same transforms, split, batch size,
 model, optimizer and schedule, and ``zero_grad -> forward -> loss -> backward ->
-step``. No Accelerate, no meter, no guard, no checkpoints. Its clock reads what the
-harness's window reads: from the end of warm-up to the last step, data loading
-included, evaluation excluded.
+step`` for the epochs, with dev accuracy under ``model.eval()`` and
+``torch.inference_mode()`` after each, as the recipe does. No Accelerate, no meter,
+no guard, no checkpoints. Its clock reads what the harness's window reads: from the
+end of warm-up to the last step, data loading included, evaluation excluded.
 """
 
 from __future__ import annotations
@@ -28,18 +29,35 @@ class PlainResult:
     measured_steps: int
     measured_samples: int
     window_s: float
+    iteration_ms: list[float]
+    """Each measured step's whole iteration: the wait for its batch and the step."""
+    dev_accuracy: float
+
+
+def evaluate(model: nn.Module, loader: DataLoader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for inputs, targets in loader:
+            correct += (model(inputs).argmax(dim=1) == targets).sum().item()
+            total += targets.shape[0]
+    return correct / total
 
 
 def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: int = 10,
                seed: int = 0, lr: float = 0.002) -> PlainResult:
     torch.manual_seed(seed)
     train_tf = T.Compose([T.Grayscale(1), T.RandomRotation(10), T.ToTensor(), T.Normalize([0.3], [0.4])])
+    eval_tf = T.Compose([T.Grayscale(1), T.ToTensor(), T.Normalize([0.3], [0.4])])
     pool = ImageFolder(root, transform=train_tf)
     perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_train = len(pool) - 2 * round(0.15 * len(pool))
+    n_dev = round(0.15 * len(pool))
+    n_train = len(pool) - 2 * n_dev
     train = Subset(pool, perm[:n_train])
+    dev = Subset(ImageFolder(root, transform=eval_tf), perm[n_train:n_train + n_dev])
     loader = DataLoader(train, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
+    dev_loader = DataLoader(dev, batch_size=batch_size)
 
     model = CNN(in_channels=1, image_size=(8, 8), num_classes=len(pool.classes))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -47,13 +65,16 @@ def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: i
     loss_fn = nn.CrossEntropyLoss()
 
     step = samples = 0
+    dev_accuracy = float("nan")
     window = 0.0
+    iteration_ms: list[float] = []
     for _ in range(epochs):
         model.train()
         it = iter(loader)
         # As in the harness's meter: each epoch's segment opens before its first batch is
         # fetched (after the iterator exists) and closes after its last step.
         opened = time.perf_counter() if step >= warmup_steps else None
+        last = opened
         for inputs, targets in it:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
@@ -63,8 +84,12 @@ def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: i
             step += 1
             if opened is not None:
                 samples += targets.shape[0]
+                now = time.perf_counter()
+                iteration_ms.append((now - last) * 1000.0)
+                last = now
             if step == warmup_steps:
-                opened = time.perf_counter()
+                opened = last = time.perf_counter()
         if opened is not None:
             window += time.perf_counter() - opened
-    return PlainResult(samples / window, step - warmup_steps, samples, window)
+        dev_accuracy = evaluate(model, dev_loader)
+    return PlainResult(samples / window, step - warmup_steps, samples, window, iteration_ms, dev_accuracy)

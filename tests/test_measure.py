@@ -75,8 +75,9 @@ def test_data_wait_fraction_of_a_sleeping_loader():
     waits = []
 
     def slow_loader(n):
-        for _ in range(n):
-            waits.append(spin(0.020) * 1000)
+        for i in range(n):
+            # 10 and 30 ms in turn, so the raw waits below can be matched to their steps.
+            waits.append(spin(0.010 if i % 2 else 0.030) * 1000)
             yield torch.zeros(4, 3), torch.zeros(4, dtype=torch.long)
 
     meter = Meter(MeasureConfig(warmup_steps=1), CPU)
@@ -85,6 +86,11 @@ def test_data_wait_fraction_of_a_sleeping_loader():
     expected = sum(waits[1:]) / (sum(waits[1:]) + sum(took))  # nominally 20 / (20 + 60) = 0.25
     assert s["data_wait_fraction"] == pytest.approx(expected, rel=0.10)
     assert s["data_wait_ms"]["p50"] == pytest.approx(median(waits[1:]), rel=0.10)
+    # The raw waits line up with the raw steps: entry i is the wait just before step i
+    # (each within 10 ms of its own sleep, i.e. nearer it than the other length).
+    raw = s["raw"]
+    assert len(raw["data_wait_ms"]) == len(raw["step_time_ms"]) == 12
+    assert all(abs(measured - slept) < 10.0 for measured, slept in zip(raw["data_wait_ms"], waits[1:]))
 
 
 def test_throughput_is_samples_over_window():

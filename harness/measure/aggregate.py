@@ -103,5 +103,5 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
         "per_rank": rank_rows,
         "imbalance": (slowest / fastest) if fastest > 0 else None,
         "repeats": {"unit": "window", "count": len(rates), "samples_per_s": rates, **median_ci(rates)},
-        "raw": {"step_time_ms": r0["step_times_ms"]},
+        "raw": {"step_time_ms": r0["step_times_ms"], "data_wait_ms": r0["data_wait_ms"]},
     }
