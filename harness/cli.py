@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a run that failed (its report says why), 2 bad input
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -141,14 +142,30 @@ def main(argv: list[str] | None = None) -> int:
         parser().parse_args(argv)  # reports the unknown arguments and exits 2
     if extra:
         args.items = list(args.items) + extra  # e.g. --output DIR, passed on to `harness run`
+    from harness import launch
+
+    # Only a run reports its status to `harness launch`, which started it.
+    note_exit = launch.note_exit if args.command == "run" else (lambda code, message=None: None)
+    # Each status is noted before the process group is torn down: the teardown is what
+    # makes the other ranks fail, and the launch blames the rank whose note came first.
     try:
-        return args.func(args)
+        code = args.func(args)
+        note_exit(code)
     except BadInput as err:
         one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
+        note_exit(EXIT_BAD_INPUT, f"error: {one_line}")
         print(f"error: {one_line}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code = EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        note_exit(128 + signal.SIGINT)
+        raise
+    except BaseException as err:
+        note_exit(err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else EXIT_FAILED,
+                  f"error: {type(err).__name__}: {err}".splitlines()[0])
+        raise
     finally:
         _destroy_process_group()
+    return code
 
 
 def _destroy_process_group() -> None:

@@ -8,14 +8,26 @@ joins a gloo process group of N ranks.
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 from harness.errors import BadInput
 
 MODES = ("cpu", "gpu", "ddp")
+
+# The launchers (accelerate's, torchrun) end with their own status, 1, whatever a
+# rank exited with. ``harness launch`` hands each rank a folder in this variable;
+# a rank notes its exit status and one-line error there, and the launch ends with
+# the status of the rank that failed first: 2 for bad input, 3 for a diverged loss,
+# 128+N for a signal, as `harness run` alone would.
+EXIT_DIR_ENV = "HARNESS_EXIT_DIR"
 
 
 def free_port() -> int:
@@ -88,13 +100,46 @@ def preflight(run_args: list[str]) -> None:
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
 
 
+def note_exit(code: int, message: str | None = None) -> None:
+    """Called by ``harness run`` as it exits: record this rank's status for ``harness launch``."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return
+    rank = int(os.environ.get("RANK", "0"))
+    record = {"rank": rank, "code": code, "message": message, "time": time.time()}
+    try:
+        Path(folder, f"rank{rank}.json").write_text(json.dumps(record))
+    except OSError:
+        pass  # the launch is gone or its folder with it; the exit status still stands
+
+
+def first_failure(folder: Path) -> dict | None:
+    """The record of the rank that failed first (the cause; the others were stopped after)."""
+    records = []
+    for path in folder.glob("rank*.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    failed = [r for r in records if r.get("code")]
+    return min(failed, key=lambda r: r["time"]) if failed else None
+
+
 def cmd_launch(args) -> int:
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
     preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
-    return subprocess.call(cmd)
+    with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
+        code = subprocess.call(cmd, env={**os.environ, EXIT_DIR_ENV: exits})
+        first = first_failure(Path(exits)) if code else None
+    if first is None:
+        return code
+    if first.get("message"):
+        # Repeated last, below the launcher's own report, so the cause is the final line.
+        print(f"{first['message']} (rank {first['rank']})", file=sys.stderr)
+    return int(first["code"])
 
 
 def add_parser(sub) -> None:

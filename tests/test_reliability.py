@@ -201,6 +201,36 @@ def test_failing_rank_ends_the_job_with_its_error(tmp_path):
 
 
 @pytest.mark.slow
+def test_bad_input_only_the_ranks_see_ends_the_launch_with_exit_2(tmp_path):
+    """The launchers end with 1 whatever a rank exited with; `harness launch` passes on
+    the ranks' own status and puts their one-line error last."""
+    out = tmp_path / "out"
+    missing = tmp_path / "no-images"  # found out by the data code, inside each rank
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY, "data.name=imagefolder",
+                   f"data.root={missing}", "--output", str(out), env=ENV, timeout=240)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data.root: {missing} is not a folder"), last
+    assert not (out / "report.yaml").exists()
+
+
+def test_the_launch_ends_with_the_status_of_the_rank_that_failed_first(tmp_path, monkeypatch):
+    from harness.launch import EXIT_DIR_ENV, first_failure, note_exit
+
+    monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))
+    for rank, code in ((2, 0), (1, 3), (0, 143)):  # in the order they exit
+        monkeypatch.setenv("RANK", str(rank))
+        note_exit(code, f"rank {rank} exits {code}")
+        time.sleep(0.01)
+    first = first_failure(tmp_path)
+    assert (first["rank"], first["code"], first["message"]) == (1, 3, "rank 1 exits 3")
+    (tmp_path / "rank1.json").unlink()
+    assert first_failure(tmp_path)["rank"] == 0  # a rank that exited 0 is never the cause
+    (tmp_path / "rank0.json").unlink()
+    assert first_failure(tmp_path) is None
+
+
+@pytest.mark.slow
 def test_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     """Rank 1 stops answering; rank 0's all-reduce gives up after runtime.collective_timeout_s."""
     out = tmp_path / "out"
