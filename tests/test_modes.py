@@ -128,6 +128,23 @@ def test_a_cpu_launcher_overrides_device_auto(monkeypatch):
         resolve_device(RuntimeConfig(device="gpu"))
 
 
+def test_the_optimizer_step_asks_importlib_about_lomo_once(monkeypatch):
+    import accelerate.optimizer as optimizer_module
+    import importlib.util
+
+    from harness.accel import keep_lomo_answer
+
+    original = optimizer_module.is_lomo_available
+    monkeypatch.setattr(optimizer_module, "is_lomo_available", getattr(original, "__wrapped__", original))
+    asked = []
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: asked.append(name) or find_spec(name, *a))
+    keep_lomo_answer()
+    answers = {bool(optimizer_module.is_lomo_available()) for _ in range(3)}
+    assert asked.count("lomo_optim") == 1
+    assert answers == {find_spec("lomo_optim") is not None}
+
+
 @pytest.mark.parametrize("overrides, key", [
     (["runtime.compile.fail_on_recompile=true"], "runtime.compile.fail_on_recompile: needs"),
     (["runtime.compile.enabled=true", "runtime.compile.backend=eager", "runtime.compile.mode=max-autotune"],
