@@ -29,8 +29,10 @@ class PlainResult:
     measured_steps: int
     measured_samples: int
     window_s: float
-    iteration_ms: list[float]
-    """Each measured step's whole iteration: the wait for its batch and the step."""
+    wait_ms: list[float]
+    """Each measured step's wait for its batch."""
+    step_ms: list[float]
+    """Each measured step, from the batch in hand to the scheduler's step."""
     dev_accuracy: float
 
 
@@ -67,29 +69,34 @@ def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: i
     step = samples = 0
     dev_accuracy = float("nan")
     window = 0.0
-    iteration_ms: list[float] = []
+    wait_ms: list[float] = []
+    step_ms: list[float] = []
     for _ in range(epochs):
         model.train()
         it = iter(loader)
         # As in the harness's meter: each epoch's segment opens before its first batch is
         # fetched (after the iterator exists) and closes after its last step.
         opened = time.perf_counter() if step >= warmup_steps else None
-        last = opened
-        for inputs, targets in it:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                inputs, targets = next(it)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
             if opened is not None:
                 samples += targets.shape[0]
-                now = time.perf_counter()
-                iteration_ms.append((now - last) * 1000.0)
-                last = now
+                wait_ms.append((t1 - t0) * 1000.0)
+                step_ms.append((time.perf_counter() - t1) * 1000.0)
+            step += 1
             if step == warmup_steps:
-                opened = last = time.perf_counter()
+                opened = time.perf_counter()
         if opened is not None:
             window += time.perf_counter() - opened
         dev_accuracy = evaluate(model, dev_loader)
-    return PlainResult(samples / window, step - warmup_steps, samples, window, iteration_ms, dev_accuracy)
+    return PlainResult(samples / window, step - warmup_steps, samples, window, wait_ms, step_ms, dev_accuracy)
