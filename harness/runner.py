@@ -270,7 +270,8 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None) -> d
     device = acc.device
     name = environment.gpus()[0]["name"] if device.type == "cuda" else environment.cpu_model()
     block = {"flops_per_sample": fps, "achieved_tflops": None, "achieved_tflops_per_device": None,
-             "measured_peak_tflops": None, "datasheet_peak_tflops": None,
+             "measured_peak_tflops": None, "measured_peak_at": None, "measured_peak_load_avg_1m": None,
+             "datasheet_peak_tflops": None,
              "mfu_measured_peak": None, "mfu_datasheet": None, "peak_device": name,
              "peak_dtype": str(b.precision.compute_dtype).replace("torch.", "")}
     if fps is None or not samples_per_s:
@@ -279,8 +280,10 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None) -> d
     block["achieved_tflops"] = fps * samples_per_s / 1e12
     block["achieved_tflops_per_device"] = per_device / 1e12
     if b.cfg.measure.measure_peak:
-        peak = measured_peak_flops(device, b.precision.compute_dtype, name)
+        peak, context = measured_peak_flops(device, b.precision.compute_dtype, name)
         block["measured_peak_tflops"] = peak / 1e12
+        block["measured_peak_at"] = context["measured_at"]
+        block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
         block["mfu_measured_peak"] = per_device / peak
     sheet = datasheet_peak_tflops(name, b.precision.name) if device.type == "cuda" else None
     if sheet:

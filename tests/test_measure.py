@@ -207,10 +207,25 @@ def test_measured_peak_is_cached_per_device_dtype_and_threads(monkeypatch):
     calls = []
     monkeypatch.setattr(flops, "measure_matmul_peak", lambda device, dtype: calls.append(dtype) or 1e12)
     name = f"test-device-{len(calls)}-{torch.get_num_threads()}-{id(calls)}"
-    assert flops.measured_peak_flops(CPU, torch.float32, name) == 1e12
-    assert flops.measured_peak_flops(CPU, torch.float32, name) == 1e12
-    assert flops.measured_peak_flops(CPU, torch.bfloat16, name) == 1e12
+    first, context = flops.measured_peak_flops(CPU, torch.float32, name)
+    assert first == 1e12
+    assert context["measured_at"] and context["load_avg_1m"] >= 0  # when, and how busy the machine was
+    assert flops.measured_peak_flops(CPU, torch.float32, name) == (1e12, context)  # the same entry, read back
+    assert flops.measured_peak_flops(CPU, torch.bfloat16, name)[0] == 1e12
     assert calls == [torch.float32, torch.bfloat16]  # measured once per (device, dtype)
+
+
+def test_a_peak_cached_without_its_context_is_still_used(monkeypatch, tmp_path):
+    import yaml
+
+    from harness.measure import flops
+
+    monkeypatch.setattr(flops, "_cache_file", lambda: tmp_path / "peak_flops.yaml")
+    monkeypatch.setattr(flops, "measure_matmul_peak", lambda device, dtype: pytest.fail("measured again"))
+    key = f"old-device|{torch.float32}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    (tmp_path / "peak_flops.yaml").write_text(yaml.safe_dump({key: 2.5e11}))
+    assert flops.measured_peak_flops(CPU, torch.float32, "old-device") == \
+        (2.5e11, {"measured_at": None, "load_avg_1m": None})
 
 
 def test_matmul_peak_is_a_rate_of_dense_products():

@@ -9,7 +9,9 @@ counted either.
 from __future__ import annotations
 
 import copy
+import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -95,8 +97,13 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int | No
     return best
 
 
-def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str) -> float:
-    """The measured peak for (device model, dtype, torch version, threads), cached on disk."""
+def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str) -> tuple[float, dict]:
+    """The measured peak for (device model, dtype, torch version, threads), cached on disk.
+
+    Returns the peak FLOP/s and when it was measured, with the machine's 1-minute load
+    average then: a peak is measured once per machine, so a reader of any later report
+    can see whether that one measurement shared the machine.
+    """
     key = f"{device_name}|{dtype}|torch {torch.__version__}|threads {torch.get_num_threads()}"
     path = _cache_file()
     cache = {}
@@ -105,7 +112,14 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: s
             cache = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError:
             cache = {}
-    if key not in cache:
-        cache[key] = measure_matmul_peak(device, dtype)
+    entry = cache.get(key)
+    if isinstance(entry, (int, float)):  # written before the context was kept
+        entry = {"flops": float(entry), "measured_at": None, "load_avg_1m": None}
+    if not isinstance(entry, dict) or not isinstance(entry.get("flops"), (int, float)):
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        entry = {"flops": measure_matmul_peak(device, dtype),
+                 "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "load_avg_1m": load}
+        cache[key] = entry
         write_text_atomic(path, yaml.safe_dump(cache))
-    return float(cache[key])
+    return float(entry["flops"]), {"measured_at": entry.get("measured_at"), "load_avg_1m": entry.get("load_avg_1m")}
