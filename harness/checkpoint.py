@@ -69,7 +69,8 @@ def latest_checkpoint(output: Path) -> Path | None:
     folder = checkpoints_dir(output)
     if not folder.is_dir():
         return None
-    done = [(_progress(p), p) for p in folder.iterdir() if _progress(p) and (p / STATE_FILE).is_file()]
+    done = [(progress, p) for p in folder.iterdir()
+            if (progress := _progress(p)) and (p / STATE_FILE).is_file()]
     return max(done)[1] if done else None
 
 

@@ -114,17 +114,19 @@ class StepGuard:
             return Verdict("signal", self.signals.signum)
         return None
 
+    def _rows(self, *values: torch.Tensor) -> list[list[int]]:
+        """``values`` (device scalars) as one row per rank, read on the host: the one
+        transfer a check costs, and with several processes its one collective."""
+        state = torch.stack(values).reshape(1, len(values))
+        if self.multi:
+            state = self.acc.gather(state)
+        return state.tolist()
+
     def check(self) -> Verdict | None:
         """Read the record on the host; with several processes, every rank must call this together."""
         self._since_check = 0
-        state = torch.stack([
-            torch.tensor(self.signals.signum or 0, device=self._first_bad.device),
-            self._first_bad,
-            self._bad_count,
-        ]).reshape(1, 3)
-        if self.multi:
-            state = self.acc.gather(state)
-        rows = state.tolist()
+        signum = torch.tensor(self.signals.signum or 0, device=self._first_bad.device)
+        rows = self._rows(signum, self._first_bad, self._bad_count)
         first = min(r[1] for r in rows)
         if self.stop_on_nonfinite and first != NO_STEP:
             # The bad value itself is known on the rank(s) where it happened.
@@ -140,10 +142,7 @@ class StepGuard:
 
         With several processes every rank must call this together.
         """
-        state = torch.stack([self._first_bad, self._bad_count]).reshape(1, 2)
-        if self.multi:
-            state = self.acc.gather(state)
-        rows = state.tolist()
+        rows = self._rows(self._first_bad, self._bad_count)
         first = min(r[0] for r in rows)
         return {"nonfinite_loss_steps": sum(r[1] for r in rows),
                 "first_nonfinite_step": None if first == NO_STEP else first}
