@@ -89,7 +89,7 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from harness.config import load_config
-    from harness.runner import build
+    from harness.build import build
 
     cfg = load_config(args.config, args.overrides)
     b = build(cfg)

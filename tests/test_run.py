@@ -40,7 +40,7 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    import harness.runner as runner
+    import harness.fit as runner
 
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert run(whole, "train.epochs=3") == 0

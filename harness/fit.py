@@ -1,0 +1,140 @@
+"""Fit: train the remaining epochs with a dev evaluation after each, checkpointing as asked.
+
+``History`` is what the run has done so far; every checkpoint carries it, so a
+resumed run continues the same epochs, steps and timings.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import checkpoint
+from harness.build import Built
+from harness.data.loaders import epoch_seed, skip_batches
+from harness.guard import Diverged, Interrupted, StepGuard
+from harness.loop import EpochResult, evaluate, train_epoch
+from harness.measure.meter import Meter
+
+
+@dataclass
+class History:
+    """What the run has done so far; saved in every checkpoint so a resume continues it."""
+
+    epochs_done: int = 0
+    steps_done: int = 0
+    dev: list[dict] = field(default_factory=list)
+    epoch_wall_s: list[float] = field(default_factory=list)
+    train_elapsed_s: float = 0.0
+    """Wall time spent in training and dev evaluation, across resumes."""
+    time_to_target_s: float | None = None
+    skipped_steps: int = 0
+    """Optimizer steps the fp16 gradient scaler skipped (whole epochs)."""
+    step_in_epoch: int = 0
+    """Steps of epoch ``epochs_done + 1`` done when a signal stopped the run inside it."""
+    partial_loss_sum: float = 0.0
+    partial_samples: int = 0
+    partial_skipped_steps: int = 0
+    partial_wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def carry(self) -> EpochResult | None:
+        if not self.step_in_epoch:
+            return None
+        return EpochResult(self.partial_loss_sum, self.partial_samples, self.step_in_epoch,
+                           skipped_steps=self.partial_skipped_steps)
+
+    def stopped_inside(self, result: EpochResult, wall_s: float) -> None:
+        self.step_in_epoch = result.steps
+        self.partial_loss_sum, self.partial_samples = result.loss_sum, result.samples
+        self.partial_skipped_steps = result.skipped_steps
+        self.partial_wall_s += wall_s
+
+    def epoch_done(self, wall_s: float) -> None:
+        self.epoch_wall_s.append(self.partial_wall_s + wall_s)
+        self.epochs_done += 1
+        self.step_in_epoch = self.partial_samples = self.partial_skipped_steps = 0
+        self.partial_loss_sum = self.partial_wall_s = 0.0
+
+
+def _progress(b: Built, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    show = b.cfg.output.progress
+    if show is None:
+        show = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, unit="epoch", desc=b.cfg.name,
+                disable=not (show and b.accelerator.is_main_process))
+
+
+def _epoch_loader(b: Built, hist: History, epoch: int):
+    """The train loader for ``epoch``, seeded so its order and draws match an uninterrupted run."""
+    from accelerate.utils import set_seed
+
+    b.loaders.reseed(b.cfg.seed, epoch)
+    if hist.step_in_epoch:
+        # Resuming inside the epoch: the random state saved at the stop is already
+        # restored by the checkpoint, and re-seeding would rewind it to the epoch's start.
+        return skip_batches(b.loaders.train, hist.step_in_epoch, b.accelerator)
+    # Same order, augmentation and dropout for epoch k in every mode and after a resume.
+    set_seed(epoch_seed(b.cfg.seed, epoch))
+    return b.loaders.train
+
+
+def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -> str:
+    """Train the remaining epochs; returns why training ended.
+
+    Raises ``Interrupted`` after checkpointing when a signal asked to stop, and
+    ``Diverged`` when the loss stopped being finite (with train.on_nonfinite: stop).
+    """
+    cfg, acc = b.cfg, b.accelerator
+    bar = _progress(b, cfg.train.epochs, hist.epochs_done)
+    started = time.perf_counter() - hist.train_elapsed_s
+    guard.step = hist.steps_done
+    reason = "epochs"
+    try:
+        for epoch in range(hist.epochs_done, cfg.train.epochs):
+            budget = None if cfg.train.max_steps is None else cfg.train.max_steps - hist.steps_done
+            if budget is not None and budget <= 0:
+                reason = "max_steps"
+                break
+            t0 = time.perf_counter()
+            carry = hist.carry()
+            result = train_epoch(b.parts, _epoch_loader(b, hist, epoch), meter, guard,
+                                 max_steps=budget, carry=carry)
+            hist.steps_done += result.steps - (carry.steps if carry else 0)
+            stop = result.stop
+            if stop is not None and stop.reason == "diverged":
+                raise Diverged(stop.step, epoch + 1, stop.loss)
+            if not result.finished:  # a signal, between two steps of this epoch
+                hist.stopped_inside(result, time.perf_counter() - t0)
+                hist.train_elapsed_s = time.perf_counter() - started
+                checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
+                                           cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch)
+                raise Interrupted(stop.signum)
+            dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
+            hist.skipped_steps += result.skipped_steps
+            hist.epoch_done(time.perf_counter() - t0)
+            hist.train_elapsed_s = time.perf_counter() - started
+            hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
+                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
+            target = cfg.train.target_accuracy
+            if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
+                hist.time_to_target_s = hist.train_elapsed_s
+            stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
+            if cfg.output.checkpoint_every_epoch or stop is not None:
+                checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints)
+            if stop is not None:
+                raise Interrupted(stop.signum)
+            bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")
+            bar.update(1)
+            if cfg.train.stop_at_target and hist.time_to_target_s is not None:
+                reason = "target_accuracy"
+                break
+    finally:
+        bar.close()
+    return reason
