@@ -306,8 +306,12 @@ def write(items: list[Loaded], output: Path) -> tuple[Path, Path, bool]:
 
 def cmd_report(args) -> int:
     output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise BadInput(f"--output: {output} is a file; expected a folder for report.md, report.html and plots/")
+    for folder in (output, *output.parents):  # the nearest existing one must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise BadInput(f"--output: {folder} is a file; expected a folder for report.md, "
+                               "report.html and plots/")
+            break
     items = [item for source in args.reports for item in collect(source)]
     if not items:
         raise BadInput("no reports found in " + ", ".join(args.reports))

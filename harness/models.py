@@ -251,7 +251,7 @@ def check_fits(model: nn.Module, sample_shape: tuple[int, ...], num_classes: int
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *sample_shape))
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         detail = str(err).splitlines()[0] if str(err) else err.__class__.__name__
         if entered:
             name, module, shapes = entered[-1]
