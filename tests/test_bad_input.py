@@ -186,7 +186,18 @@ CASES = [
     Case("model_output_wrong_classes", run("model.name=custom_models:WrongClasses"), ("output has shape",)),
     Case("pretrained_missing", run_with(lambda inp: [f"model.pretrained={inp / 'w.pt'}"]),
          ("model.pretrained", "not a file")),
+    Case("pretrained_not_a_state_dict", run_with(lambda inp: [f"model.pretrained={text(inp, 'w.pt', 'garbage')}"]),
+         ("model.pretrained", "not a loadable state_dict")),
+    Case("fake_with_one_class", run("data.name=fake", "data.fake.num_classes=1"), ("data.fake.num_classes",)),
+    Case("digits_root_not_a_cache", run_with(lambda inp: [f"data.root={Path(a_file(inp)).parent}"]),
+         ("data.root", "not a complete digits cache")),
+    Case("mnist_files_missing", run_with(lambda inp: ["data.name=mnist", f"data.root={inp}"]),
+         ("data.root", "mnist files not found")),
+    Case("target_accuracy_over_1", run("train.target_accuracy=1.5"), ("train.target_accuracy",)),
+    Case("stop_at_target_without_target", run("train.stop_at_target=true", "train.target_accuracy=null"), ("train.stop_at_target",)),
     # --- modes and output ---------------------------------------------------------------
+    Case("repeats_refuse_resume", lambda inp, out: ["run", CONFIG, "measure.repeats=2", "measure.repeat_unit=run",
+                                                    "--resume", str(inp)], ("measure.repeat_unit",)),
     Case("fp16_on_cpu", run("runtime.device=cpu", "runtime.precision=fp16"), ("runtime.precision",)),
     Case("output_under_a_file", lambda inp, out: ["run", CONFIG, "data.subset=40", "--output",
                                                    str(Path(a_file(inp)) / "out")], ("output.dir: cannot write",)),
@@ -199,6 +210,11 @@ CASES = [
     Case("sweep_bad_cell", sweep_file("cells: [{loader.batch_size: -4}]\n"), ("cell", "loader.batch_size")),
     Case("sweep_duplicate_key", sweep_file("cells: [{seed: 1}]\ncells: [{seed: 2}]\n"), ("cells", "given twice")),
     Case("report_output_is_a_file", report_into_file, ("--output", "is a file")),
+    Case("compare_unknown_schema", lambda inp, out: ["compare", _report(inp), text(inp, "bad.yaml", "schema_version: 99\n")],
+         ("bad.yaml", "schema_version 99")),
+    Case("report_unknown_schema", lambda inp, out: ["report", text(inp, "bad.yaml", "schema_version: 99\n"),
+                                                     "--output", str(out)], ("bad.yaml",)),
+    Case("sweep_grid_and_cells", sweep_file("cells: [{seed: 1}]\ngrid: {seed: [1, 2]}\n"), ("exactly one of grid",)),
     Case("compare_bad_threshold", lambda inp, out: ["compare", _report(inp), _report(inp), "--threshold", "speed=5"],
          ("--threshold speed=5",)),
 ]
@@ -224,8 +240,9 @@ def _report(inp: Path) -> str:
 
 
 def _snapshot(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under ``folder`` (Python's own bytecode cache aside)."""
     return {str(p.relative_to(folder)): (p.is_dir(), None if p.is_dir() else p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if not p.is_symlink()}
+            for p in folder.rglob("*") if not p.is_symlink() and "__pycache__" not in p.parts}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
