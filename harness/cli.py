@@ -67,8 +67,8 @@ def _warn_single_process_launch() -> None:
     import os
 
     if "MASTER_ADDR" in os.environ and "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
-        print("warning: accelerate launch started a single process (with --cpu it ignores "
-              "--num_processes); for several CPU processes use `harness launch --mode ddp --nproc N`",
+        print("warning: this is a single process although accelerate launch was given --num_processes > 1 "
+              "(with --cpu it starts one); for several CPU processes use `harness launch --mode ddp --nproc N`",
               file=sys.stderr)
 
 

@@ -9,7 +9,6 @@ so does a persistent-worker run stopped mid-epoch by a signal and resumed.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import pytest
 
