@@ -19,9 +19,9 @@ import yaml
 from harness.errors import BadInput
 
 MAX_BYTES = 1 << 20
-"""A config, a sweep spec or a report is a few kilobytes; a megabyte is no config."""
+"""A config or a sweep spec is a few kilobytes; a megabyte is no config."""
 MAX_DEPTH = 64
-"""Nesting deeper than any config or report needs (a config is about four levels)."""
+"""Nesting deeper than any config needs (a config is about four levels)."""
 
 # YAML 1.2's float: the exponent form needs no dot and its sign is optional.
 _FLOAT_1_2 = re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""")
@@ -44,18 +44,36 @@ class StrictLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_mapping(self, node, deep=False):
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(node)
+        return node
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """A key given twice in one mapping, named by its dotted path and both lines."""
+    stack, seen = [(root, "")], set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias: its mapping is checked once, however often it is used
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += [(child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+            continue
+        if not isinstance(node, yaml.MappingNode):
+            continue
         first_line: dict[tuple, int] = {}
-        for key_node, _ in node.value:
+        for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            ident = (key_node.tag, key_node.value)
-            line = key_node.start_mark.line + 1
+            dotted = f"{path}.{key_node.value}" if path else key_node.value
+            ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
             if ident in first_line:
-                raise BadInput(f"{key_node.value}: the key is given twice in one mapping, "
-                               f"at lines {first_line[ident]} and {line}")
+                raise BadInput(f"{dotted}: the key is given twice, at lines {first_line[ident]} and {line}")
             first_line[ident] = line
-        return super().construct_mapping(node, deep=deep)
+            stack.append((value_node, dotted))
 
 
 StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789"))

@@ -114,7 +114,7 @@ CASES = [
     Case("config_not_utf8", lambda inp, out: ["run", _binary(inp)], ("not UTF-8",)),
     Case("malformed_yaml", config_file("loader: {batch_size: 8\n"), ("c.yaml", "malformed YAML at line")),
     Case("top_level_not_mapping", config_file("- 1\n- 2\n"), ("c.yaml", "mapping of sections")),
-    Case("duplicate_key", config_file("optim:\n  lr: 0.1\n  lr: 0.2\n"), ("c.yaml", "lr", "lines 2 and 3")),
+    Case("duplicate_key", config_file("optim:\n  lr: 0.1\n  lr: 0.2\n"), ("c.yaml", "optim.lr: the key is given twice", "lines 2 and 3")),
     Case("duplicate_section", config_file("loader: {batch_size: 8}\nseed: 1\nloader: {batch_size: 9}\n"),
          ("loader", "lines 1 and 3")),
     Case("nested_thousands_deep", config_file(FLOAT_AT_DEPTH), ("c.yaml", "nested more than"), process=True),
