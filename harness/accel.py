@@ -41,6 +41,9 @@ class CompileConfig:
             raise ConfigValueError("mode", f"{self.mode} needs backend inductor, got {self.backend}")
 
 
+MAX_COLLECTIVE_TIMEOUT_S = 365 * 24 * 3600.0
+
+
 @dataclass
 class RuntimeConfig:
     device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -53,8 +56,10 @@ class RuntimeConfig:
     hangs without dying then ends the job with an error after this long, not never."""
 
     def __post_init__(self):
-        if self.collective_timeout_s <= 0:
-            raise ConfigValueError("collective_timeout_s", f"expected seconds > 0, got {self.collective_timeout_s}")
+        if not 0 < self.collective_timeout_s <= MAX_COLLECTIVE_TIMEOUT_S:
+            # The process group holds the timeout in int64 milliseconds; a year is already "never".
+            raise ConfigValueError("collective_timeout_s", f"expected seconds in (0, {MAX_COLLECTIVE_TIMEOUT_S:g}] "
+                                   f"(a year), got {self.collective_timeout_s:g}")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def _summary_table(report: dict, path: Path) -> str:
                  f"precision {report['distributed']['precision']}"),
         ("best dev accuracy", fmt(acc.get("best_dev_accuracy"), ".4f")),
         ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
-        ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f")),
+        ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
         ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
         ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),
         ("peak RSS (MB)", fmt(mem.get("peak_rss_mb"), ",.1f")),
@@ -54,10 +54,29 @@ def _summary_table(report: dict, path: Path) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _why_no_throughput(thr: dict) -> str:
+    if thr.get("train_samples_per_s") is not None or thr.get("measured_steps") != 0:
+        return ""
+    return (f" (warm-up took all {thr.get('warmup_steps')} steps: lower measure.warmup_steps "
+            "or train longer)")
+
+
+def _warn_single_process_launch() -> None:
+    """``accelerate launch --cpu --num_processes N`` starts one process, not N: its simple
+    launcher sets MASTER_ADDR for N > 1 but no WORLD_SIZE, and nothing else says so."""
+    import os
+
+    if "MASTER_ADDR" in os.environ and "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
+        print("warning: this is a single process although accelerate launch was given --num_processes > 1 "
+              "(with --cpu it starts one); for several CPU processes use `harness launch --mode ddp --nproc N`",
+              file=sys.stderr)
+
+
 def cmd_run(args) -> int:
     from harness.config import load_config
     from harness.runner import execute
 
+    _warn_single_process_launch()
     config_path, overrides = _split_positionals(args.items)
     if args.resume:
         output = Path(args.resume)
@@ -138,6 +157,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
+    if extra and args.command in ("run", "validate") and not any(e.startswith("-") for e in extra):
+        # Positionals after an option (`run CONFIG --output DIR KEY=VALUE`) are still positionals.
+        if args.command == "run":
+            args.items, extra = list(args.items) + extra, []
+        elif all("=" in e for e in extra):
+            args.overrides, extra = list(args.overrides) + extra, []
     if extra and args.command != "launch":
         parser().parse_args(argv)  # reports the unknown arguments and exits 2
     if extra:

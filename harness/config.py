@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
+from harness import strict_yaml
 from harness.accel import RuntimeConfig
 from harness.checkpoint import OutputConfig
 from harness.data.datasets import DataConfig
@@ -48,8 +47,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self):
-        if self.seed < 0:
-            raise ConfigValueError("seed", f"expected an integer >= 0, got {self.seed}")
+        if not 0 <= self.seed < 2**32:
+            # numpy's seed, which every per-epoch seed also feeds, takes 32 bits.
+            raise ConfigValueError("seed", f"expected an integer in [0, 2**32), got {self.seed}")
         if self.runtime.compile.enabled and self.measure.warmup_steps < 1:
             # The first step compiles; compile time must never be timed as throughput.
             raise ConfigValueError("measure.warmup_steps",
@@ -88,7 +88,7 @@ def _describe(tp: Any) -> str:
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    wrong = BadInput(f"{key}: expected {_describe(tp)}, got {value!r}")
+    wrong = BadInput(f"{key}: expected {_describe(tp)}, got {value!r}", key=key)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -128,7 +128,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 number = math.inf
             if math.isfinite(number):
                 return number
-            raise BadInput(f"{key}: expected a finite number, got {value!r}")
+            raise BadInput(f"{key}: expected a finite number, got {value!r}", key=key)
         raise wrong
     if tp is str:
         if isinstance(value, str):
@@ -152,7 +152,7 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise BadInput(f"{where}: expected a mapping, got {raw!r}")
+        raise BadInput(f"{where}: expected a mapping, got {raw!r}", key=prefix or None)
     hints = typing.get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
@@ -162,13 +162,13 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
         shown = key if isinstance(key, str) and key.isprintable() else repr(key)
         dotted = f"{prefix}.{shown}" if prefix else shown
         if key not in known:
-            raise BadInput(f"{dotted}: unknown key (expected one of: {', '.join(known)})")
+            raise BadInput(f"{dotted}: unknown key (expected one of: {', '.join(known)})", key=dotted)
         kwargs[key] = _convert(hints[key], value, dotted)
     try:
         return cls(**kwargs)
     except ConfigValueError as err:
         dotted = f"{prefix}.{err.field}" if prefix else err.field
-        raise BadInput(f"{dotted}: {err.message}") from None
+        raise BadInput(f"{dotted}: {err.message}", key=dotted) from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -180,9 +180,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(parts):
         raise BadInput(f"override {text!r}: {key!r} is not a dotted key")
     try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
-    except yaml.YAMLError:
-        raise BadInput(f"override {text!r}: the value is not valid YAML") from None
+        value = strict_yaml.loads(raw_value) if raw_value.strip() else None
+    except BadInput as err:
+        raise BadInput(f"override {text!r}: the value is not valid YAML ({err})") from None
     return parts, value
 
 
@@ -204,18 +204,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    text = strict_yaml.read_text(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such config file") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise BadInput(f"{path}: cannot read config ({err.__class__.__name__})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise BadInput(f"{path}: malformed YAML{where}") from None
+        raw = strict_yaml.loads(text)
+    except BadInput as err:
+        raise BadInput(f"{path}: {err}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -223,15 +216,33 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def _override_of(key: str | None, overrides: list[str]) -> str | None:
+    """The last override that set ``key`` (or a section holding it, or a key inside it)."""
+    if not key:
+        return None
+    for text in reversed(overrides):
+        dotted = text.split("=", 1)[0].strip()
+        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            return text
+    return None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load ``path`` (or the defaults), apply ``KEY=VALUE`` overrides, validate."""
+    """Load ``path`` (or the defaults), apply ``KEY=VALUE`` overrides, validate.
+
+    An error in a value an override set names the override, not the file.
+    """
     raw = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "defaults"
+    overrides = list(overrides or [])
+    raw = apply_overrides(raw, overrides)  # its errors already name the override
     try:
-        raw = apply_overrides(raw, list(overrides or []))
         return from_dict(Config, raw)
     except BadInput as err:
-        raise BadInput(f"{source}: {err}") from None
+        blamed = _override_of(getattr(err, "key", None), overrides)
+        if blamed is not None:
+            raise BadInput(f"override {blamed!r}: {err}", key=err.key) from None
+        raise BadInput(f"{source}: {err}", key=getattr(err, "key", None)) from None
 
 
 def to_dict(cfg: Config) -> dict:

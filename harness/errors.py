@@ -6,9 +6,19 @@ anything is written. Any other exception during a run is a failed run: status 1,
 and the report says ``status: failed``.
 """
 
+from __future__ import annotations
+
 
 class BadInput(Exception):
-    """Input the harness refuses; the message names the key, file or layer."""
+    """Input the harness refuses; the message names the key, file or layer.
+
+    ``key`` is the dotted config key at fault, when there is one: the loader uses it
+    to blame the ``KEY=VALUE`` override that set the key rather than the file.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class ConfigValueError(ValueError):

@@ -305,10 +305,17 @@ def write(items: list[Loaded], output: Path) -> tuple[Path, Path, bool]:
 
 
 def cmd_report(args) -> int:
+    output = Path(args.output)
+    for folder in (output, *output.parents):  # the nearest existing one must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise BadInput(f"--output: {folder} is a file; expected a folder for report.md, "
+                               "report.html and plots/")
+            break
     items = [item for source in args.reports for item in collect(source)]
     if not items:
         raise BadInput("no reports found in " + ", ".join(args.reports))
-    md, page, plotted = write(items, Path(args.output))
+    md, page, plotted = write(items, output)
     if not plotted:
         print("matplotlib is not installed: wrote tables without plots (pip install 'harness[plots]')",
               file=sys.stderr)

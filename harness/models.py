@@ -67,6 +67,9 @@ class CNN(nn.Module):
                  channels: list[int] = (32, 64), hidden: int = 128, dropout: float = 0.25):
         super().__init__()
         c1, c2 = channels
+        if min(image_size) < 4:
+            raise BadInput(f"model.name: cnn pools twice by 2 and needs images of at least 4x4, got "
+                           f"{image_size[0]}x{image_size[1]}; set data.transforms.resize")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, c1, kernel_size=3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c1, c1, kernel_size=3, padding=1), nn.ReLU(inplace=True),
@@ -113,8 +116,8 @@ def _import_model(spec: str) -> Callable[..., nn.Module]:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as err:  # any import-time failure is the user's to fix
-        raise BadInput(f"model.name: cannot import {module_name!r}: {err.__class__.__name__}: {err}") from None
+    except (Exception, SystemExit) as err:  # any import-time failure, sys.exit too, is the user's to fix
+        raise BadInput(f"model.name: cannot import {module_name!r}: {_why(err)}") from None
     obj = getattr(module, attr, None)
     if obj is None:
         raise BadInput(f"model.name: module {module_name!r} has no attribute {attr!r}")
@@ -133,8 +136,21 @@ def _call(builder: Callable[..., nn.Module], name: str, standard: dict, kwargs: 
         raise BadInput(f"model.kwargs.{unknown[0]}: {name} takes no such argument")
     try:
         return builder(**args, **kwargs)
+    except BadInput:
+        raise
     except TypeError as err:
-        raise BadInput(f"model.kwargs: {name}: {err}") from None
+        raise BadInput(f"model.kwargs: {name}: {_why(err)}") from None
+    except (Exception, SystemExit) as err:  # the user's constructor refused its arguments, or failed
+        given = "(**model.kwargs)" if kwargs else "()"
+        raise BadInput(f"model: {name}{given} raised {_why(err)}") from None
+
+
+def _why(err: BaseException) -> str:
+    """``Type: first line of the message``, one line whatever the message held."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit({err.code!r}): the model code called sys.exit"
+    text = str(err).strip().splitlines()
+    return f"{err.__class__.__name__}: {text[0]}" if text else err.__class__.__name__
 
 
 def head_name(model: nn.Module) -> str:
@@ -202,6 +218,8 @@ def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: in
     model = _call(builder, cfg.name, standard, cfg.kwargs)
     if not isinstance(model, nn.Module):
         raise BadInput(f"model.name: {cfg.name} did not return an nn.Module")
+    if not any(True for _ in model.parameters()):
+        raise BadInput(f"model.name: {cfg.name} has no parameters, so there is nothing to train")
     check_fits(model, tuple(sample_shape), num_classes)
     info: dict = {"name": cfg.name}
     if cfg.pretrained:
@@ -233,7 +251,7 @@ def check_fits(model: nn.Module, sample_shape: tuple[int, ...], num_classes: int
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *sample_shape))
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         detail = str(err).splitlines()[0] if str(err) else err.__class__.__name__
         if entered:
             name, module, shapes = entered[-1]

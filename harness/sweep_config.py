@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,8 +137,9 @@ def _axes_list(raw: dict) -> list[dict[str, Any]]:
 
 def _positive_number(raw: dict, key: str, default: float) -> float:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise BadInput(f"{key}: expected a number of seconds > 0, got {value!r}")
+    # NaN fails no comparison, so "<= 0" alone would let .nan through and turn the limit off.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise BadInput(f"{key}: expected a finite number of seconds > 0, got {value!r}")
     return float(value)
 
 

@@ -136,3 +136,31 @@ def test_a_key_with_a_newline_is_refused_on_one_line(tmp_path):
     with pytest.raises(BadInput) as err:
         load_config(path)
     assert "\n" not in str(err.value) and "data.'\\n': unknown key" in str(err.value)
+
+
+@pytest.mark.parametrize("written, value", [("3e-4", 3e-4), ("1e5", 1e5), ("1.0e-3", 1e-3), ("2E+2", 200.0)])
+def test_exponent_numbers_are_numbers_in_files_and_overrides(tmp_path, written, value):
+    """YAML 1.1 reads 3e-4 as a string; every ML user writes it as a number."""
+    from harness.config import parse_override
+
+    assert load_config(write(tmp_path, f"optim:\n  lr: {written}\n")).optim.lr == value
+    assert load_config(None, [f"optim.lr={written}"]).optim.lr == value
+    assert parse_override(f"x=-{written}")[1] == -value
+
+
+def test_strings_that_look_like_numbers_stay_strings():
+    from harness.config import parse_override
+
+    assert parse_override("name=1e")[1] == "1e" and parse_override("name=e5")[1] == "e5"
+
+
+def test_resize_accepts_one_integer_as_a_square():
+    assert load_config(None, ["data.transforms.resize=8"]).data.transforms.resize == [8, 8]
+    assert load_config(None, ["data.transforms.resize=[8, 6]"]).data.transforms.resize == [8, 6]
+
+
+def test_an_override_error_names_the_override_and_a_file_error_the_file(tmp_path):
+    path = write(tmp_path, "loader: {batch_size: 8}\nseed: -1\n")
+    msg = refused(path, "loader.batch_size=0")
+    assert msg.startswith("override 'loader.batch_size=0': loader.batch_size") and "c.yaml" not in msg
+    assert refused(path).startswith(f"{path}: seed")

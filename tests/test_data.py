@@ -141,3 +141,63 @@ def test_loader_settings_are_applied():
 def test_drop_last_with_too_few_samples():
     with pytest.raises(BadInput, match="loader.drop_last: the train split has 5 samples"):
         build_loaders(_tensor_set(5), _tensor_set(1), _tensor_set(1), LoaderConfig(batch_size=8, drop_last=True), 0)
+
+
+def _folder(root: Path, classes=("a", "b"), per_class: int = 3) -> Path:
+    for c in classes:
+        (root / c / "sub").mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("L", (8, 8), color=20 * i).save(root / c / f"{i}.png")
+            Image.new("L", (8, 8), color=20 * i + 5).save(root / c / "sub" / f"s{i}.png")
+    return root
+
+
+def test_imagefolder_scan_orders_samples_as_torchvision_does(tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    root = _folder(tmp_path / "images")
+    pool = load_pool(DataConfig(name="imagefolder", root=str(root)))
+    assert pool.dataset.samples == ImageFolder(str(root)).samples and len(pool.dataset) == 12
+
+
+def test_imagefolder_symlink_loop_is_refused_naming_the_link(tmp_path):
+    import os
+
+    root = _folder(tmp_path / "images")
+    os.symlink("..", root / "a" / "sub" / "up")
+    with pytest.raises(BadInput, match=r"data.root: .*a/sub/up links back .*symlink loop"):
+        load_pool(DataConfig(name="imagefolder", root=str(root)))
+
+
+def test_imagefolder_keeps_each_real_file_once_and_says_so(tmp_path, capsys):
+    import os
+
+    root = _folder(tmp_path / "images")
+    os.symlink(root / "a" / "sub", root / "b" / "also_a")  # a folder reached twice
+    os.symlink(root / "a" / "0.png", root / "b" / "copy.png")  # a file reached twice
+    pool = load_pool(DataConfig(name="imagefolder", root=str(root)))
+    paths = [os.path.realpath(p) for p, _ in pool.dataset.samples]
+    assert len(paths) == len(set(paths)) == 12
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 paths" in err and "kept once" in err
+
+
+def test_imagefolder_needs_two_classes(tmp_path):
+    root = _folder(tmp_path / "images", classes=("only",))
+    with pytest.raises(BadInput, match=r"data.root: .* 1 class folder \(only\); a classifier needs at least 2"):
+        load_pool(DataConfig(name="imagefolder", root=str(root)))
+
+
+def test_persistent_workers_draw_the_same_train_order_every_epoch():
+    """A persistent iterator draws its workers' base seed once per run, a fresh one once per
+    epoch: that draw must not come from the generator that orders the samples."""
+    def orders(**kw):
+        loaders = build_loaders(_tensor_set(40), _tensor_set(5), _tensor_set(5),
+                                LoaderConfig(batch_size=10, **kw), seed=3)
+        out = []
+        for epoch in range(3):
+            loaders.reseed(3, epoch)
+            out.append(torch.cat([x for x, _ in loaders.train]).flatten().tolist())
+        return out
+
+    assert orders() == orders(num_workers=2, persistent_workers=True) == orders(num_workers=2)

@@ -108,7 +108,7 @@ def test_launch_checks_the_config_before_starting_processes(tmp_path):
                    "--output", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: {CONFIG}: loader.batch_size: expected an integer > 0, got -4"]
+        "error: override 'loader.batch_size=-4': loader.batch_size: expected an integer > 0, got -4"]
 
 
 def test_launch_puts_the_modes_overrides_before_run_options():

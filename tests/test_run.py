@@ -95,7 +95,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     proc = run_cli("run", CONFIG, "loader.batch_size=-4", "--output", str(out))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == [f"error: {CONFIG}: loader.batch_size: expected an integer > 0, got -4"]
+    assert lines == ["error: override 'loader.batch_size=-4': loader.batch_size: expected an integer > 0, got -4"]
     assert not out.exists()
 
 

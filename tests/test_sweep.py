@@ -208,7 +208,6 @@ def test_device_resident_shards_are_contiguous_slices_of_each_global_batch():
         dr.reseed(3, 0)
         per_rank.append([x[:, 0] for x, _ in shard])
     g = torch.Generator().manual_seed(3 * 100_003)
-    torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader iterator's base seed
     order = torch.randperm(45, generator=g).float()
     assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 6  # ceil(45 / 8)
     for step, (a, b) in enumerate(zip(*per_rank)):

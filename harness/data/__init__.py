@@ -10,6 +10,7 @@ import torch
 from harness.data.datasets import DataConfig, Pool, load_pool
 from harness.data.split import TransformedSubset, split_indices
 from harness.data.transforms import build_transform
+from harness.errors import BadInput
 
 
 @dataclass
@@ -45,6 +46,9 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
         g = torch.Generator().manual_seed(seed + 1)
         indices = sorted(torch.randperm(n, generator=g)[: cfg.subset].tolist())
     tr, dv, te = split_indices(len(indices), cfg.split, seed)
+    if not tr:
+        raise BadInput(f"data.split.train: {cfg.split.train:g} of {len(indices)} samples leaves no "
+                       "training sample after dev and test take theirs; use more samples or a larger fraction")
     pick = lambda idx: [indices[i] for i in idx]  # noqa: E731
 
     probe = build_transform(dataclasses.replace(cfg.transforms, normalize=False), train=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,30 +131,35 @@ def write_digits_cache(root: Path) -> None:
 
 
 def _digits(cfg: DataConfig) -> Pool:
-    from torchvision.datasets import ImageFolder
+    from harness.data.folder import OnceImageFolder
 
     root = Path(cfg.root) if cfg.root else default_cache() / "digits"
     if not _digits_complete(root):
         if root.exists() and any(root.iterdir()):
             raise BadInput(f"data.root: {root} exists but is not a complete digits cache; remove it")
-        if root.exists():
-            root.rmdir()
-        write_digits_cache(root)
-    ds = ImageFolder(str(root))
+        try:
+            if root.exists():
+                root.rmdir()
+            write_digits_cache(root)
+        except OSError as err:
+            where = "data.root" if cfg.root else "HARNESS_CACHE"
+            raise BadInput(f"{where}: cannot write the digits cache at {root} ({err.__class__.__name__}: "
+                           f"{err.strerror or err}); point {where} at a writable folder") from None
+    ds = OnceImageFolder(str(root))
     return Pool(ds, list(ds.classes), f"digits:{root}", _drop_corrupt(ds, cfg))
 
 
-def _is_corrupt(path: str) -> str | None:
-    """Why the image at ``path`` cannot be used, or None. Decodes it in full: a
-    truncated file passes a header check and fails only at the first training epoch."""
+def _is_corrupt(path: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(why the image at ``path`` cannot be used or None, its (width, height)). Decodes it in
+    full: a truncated file passes a header check and fails only at the first training epoch."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
+            return None, img.size
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        return f"{err.__class__.__name__}: {err}"
-    return None
+        return f"{err.__class__.__name__}: {err}", None
 
 
 def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
@@ -161,19 +167,26 @@ def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
 
     The scan decodes each file once (a second or two per ten thousand small images),
     which is cheaper than a run that dies hours in, on the one file no one looked at.
+    It also finds images of different sizes, which no batch can stack without a resize.
     """
     if not cfg.scan_images:
         return []
     policy = cfg.corrupt_images
     bad = []
+    first_of_size: dict[tuple[int, int], str] = {}
     for path, _ in ds.samples:
-        why = _is_corrupt(path)
+        why, size = _is_corrupt(path)
         if why is None:
+            first_of_size.setdefault(size, path)
             continue
         if policy == "fail":
             raise BadInput(f"data.corrupt_images: {path} is not a readable image ({why}); "
                            "fix or remove it, or set data.corrupt_images: skip")
         bad.append(path)
+    if len(first_of_size) > 1 and cfg.transforms.resize is None:
+        (s1, p1), (s2, p2) = list(first_of_size.items())[:2]
+        raise BadInput(f"data.transforms.resize: the images differ in size ({p1} is {s1[0]}x{s1[1]}, "
+                       f"{p2} is {s2[0]}x{s2[1]}, width x height); set resize: [height, width]")
     if bad:
         keep = set(bad)
         ds.samples = [s for s in ds.samples if s[0] not in keep]
@@ -186,7 +199,7 @@ def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
 # --- a user's folder ---------------------------------------------------------------
 
 def _imagefolder(cfg: DataConfig) -> Pool:
-    from torchvision.datasets import ImageFolder
+    from harness.data.folder import OnceImageFolder
 
     if not cfg.root:
         raise BadInput("data.root: the imagefolder data set needs root: a folder with one sub-folder per class")
@@ -195,9 +208,16 @@ def _imagefolder(cfg: DataConfig) -> Pool:
         raise BadInput(f"data.root: {root} is not a folder; expected one sub-folder per class")
     try:
         # ImageFolder refuses a class folder without images, and a root without classes.
-        ds = ImageFolder(str(root))
+        ds = OnceImageFolder(str(root))
     except FileNotFoundError as err:
         raise BadInput(f"data.root: {root}: {str(err).splitlines()[0]}") from None
+    if len(ds.classes) < 2:
+        raise BadInput(f"data.root: {root} holds {len(ds.classes)} class folder ({', '.join(ds.classes)}); "
+                       "a classifier needs at least 2")
+    if ds.duplicates:
+        print(f"warning: data.root: {len(ds.duplicates)} paths lead to files or folders already found "
+              f"through another path (symlinks), each kept once; first: {ds.duplicates[0]}",
+              file=sys.stderr)
     return Pool(ds, list(ds.classes), f"imagefolder:{root}", _drop_corrupt(ds, cfg))
 
 
@@ -253,4 +273,6 @@ DATASETS: dict[str, Callable[[DataConfig], Pool]] = {
 
 
 def load_pool(cfg: DataConfig) -> Pool:
+    if cfg.root and Path(cfg.root).exists() and not Path(cfg.root).is_dir():
+        raise BadInput(f"data.root: {cfg.root} is a file; expected a folder")
     return DATASETS[cfg.name](cfg)

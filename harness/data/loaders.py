@@ -69,10 +69,16 @@ class Loaders:
     dev: DataLoader | DeviceResidentLoader | None
     test: DataLoader | DeviceResidentLoader | None
     generator: torch.Generator
-    """Drives the train order and the workers' base seeds; see ``reseed``."""
+    """Drives the train order alone; see ``reseed``."""
+    worker_seeds: torch.Generator | None = None
+    """What a DataLoader iterator draws its workers' base seed from. Kept apart from the
+    order: a persistent iterator draws it once per run, a fresh one once per epoch, and
+    sharing one generator made persistent workers shuffle epochs 2+ differently."""
 
     def reseed(self, seed: int, epoch: int) -> None:
         self.generator.manual_seed(epoch_seed(seed, epoch))
+        if self.worker_seeds is not None:
+            self.worker_seeds.manual_seed(epoch_seed(seed, epoch))
         batches = getattr(self.train, "batch_sampler", None)
         # Accelerate wraps the batch sampler (a shard, a skipper); the seeded one is inside.
         while batches is not None and not isinstance(batches, SeededBatchSampler):
@@ -82,7 +88,8 @@ class Loaders:
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
+    # numpy takes 32-bit seeds; seeds below 42,949 (every one that ran before) are unchanged.
+    return (seed * 100_003 + epoch) % 2**32
 
 
 def skip_batches(loader, n: int, accelerator):
@@ -114,7 +121,11 @@ class SeededBatchSampler(BatchSampler):
             yield [(i, seed) for i in batch]
 
 
-def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, generator) -> DataLoader:
+def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, generator,
+            worker_seeds: torch.Generator) -> DataLoader:
+    """``generator`` orders the train split; ``worker_seeds`` feeds only the iterator's
+    base seed, so neither the order nor the main random state (which a loader without
+    a generator would draw from) depends on how often an iterator is created."""
     extra = {}
     if cfg.num_workers > 0:
         extra["persistent_workers"] = cfg.persistent_workers
@@ -125,15 +136,16 @@ def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, genera
         sampler = RandomSampler(ds, generator=generator) if cfg.shuffle else SequentialSampler(ds)
         batches = SeededBatchSampler(sampler, batch_size, drop_last)
         return DataLoader(ds, batch_sampler=batches, num_workers=cfg.num_workers,
-                          pin_memory=cfg.pin_memory, generator=generator, **extra)
+                          pin_memory=cfg.pin_memory, generator=worker_seeds, **extra)
+    if train and cfg.shuffle:
+        extra["sampler"] = RandomSampler(ds, generator=generator)
     return DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=cfg.shuffle and train,
         num_workers=cfg.num_workers,
         pin_memory=cfg.pin_memory,
         drop_last=drop_last,
-        generator=generator,
+        generator=worker_seeds,
         **extra,
     )
 
@@ -153,9 +165,12 @@ def build_loaders(train: Dataset, dev: Dataset, test: Dataset, cfg: LoaderConfig
             test=DeviceResidentLoader(test, eval_bs) if len(test) else None,
             generator=generator,
         )
+    worker_seeds = torch.Generator().manual_seed(epoch_seed(seed, 0))
+    eval_seeds = torch.Generator().manual_seed(epoch_seed(seed, 0))
     return Loaders(
-        train=_loader(train, cfg, cfg.batch_size, True, generator),
-        dev=_loader(dev, cfg, eval_bs, False, None) if len(dev) else None,
-        test=_loader(test, cfg, eval_bs, False, None) if len(test) else None,
+        train=_loader(train, cfg, cfg.batch_size, True, generator, worker_seeds),
+        dev=_loader(dev, cfg, eval_bs, False, None, eval_seeds) if len(dev) else None,
+        test=_loader(test, cfg, eval_bs, False, None, eval_seeds) if len(test) else None,
         generator=generator,
+        worker_seeds=worker_seeds,
     )

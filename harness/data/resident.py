@@ -5,10 +5,11 @@ taken by indexing: no workers, no collation, no host-to-device copy per step.
 The train split's augmentation is therefore drawn once and fixed for the run,
 not redrawn each epoch as the DataLoader path does.
 
-The order matches the DataLoader path exactly: a DataLoader iterator first
-draws one int64 base seed from its generator, then its ``RandomSampler`` draws
-``torch.randperm(n, generator=generator)``; ``__iter__`` draws the same two, so
-after ``Loaders.reseed(seed, epoch)`` both paths visit the same indices.
+The order matches the DataLoader path exactly: its ``RandomSampler`` draws
+``torch.randperm(n, generator=generator)`` from the order generator alone (the
+DataLoader's workers draw their base seed from another, see loaders.py), and
+``__iter__`` draws the same, so after ``Loaders.reseed(seed, epoch)`` both paths
+visit the same indices.
 
 Under DDP (``shard``), each global batch of ``batch_size x world_size``
 consecutive indices of the permutation is cut into ``world_size`` contiguous
@@ -73,8 +74,6 @@ class DeviceResidentLoader:
         n = self.num_samples
         if not self.shuffle:
             return torch.arange(n)
-        # Mirror DataLoader: the iterator's base seed is drawn before the sampler's permutation.
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         return torch.randperm(n, generator=self.generator)
 
     def _rank_indices(self, order: torch.Tensor) -> list[torch.Tensor]:

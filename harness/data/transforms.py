@@ -36,12 +36,16 @@ class AugmentConfig:
             )
 
 
+MIN_STD = 1e-6
+"""Normalize divides by std: below this a pixel in [0, 1] would exceed 1e6."""
+
+
 @dataclass
 class TransformConfig:
     grayscale: bool = False
     """Convert images to one channel (Grayscale)."""
-    resize: list[int] | None = None
-    """[height, width] to Resize to; null keeps the data set's size."""
+    resize: list[int] | int | None = None
+    """[height, width] to Resize to, or one integer for a square; null keeps the data set's size."""
     normalize: bool = True
     mean: list[float] = field(default_factory=lambda: [0.5])
     """Per-channel mean for Normalize (one value is broadcast to every channel)."""
@@ -50,6 +54,8 @@ class TransformConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
+        if isinstance(self.resize, int):
+            self.resize = [self.resize, self.resize]
         if self.resize is not None and (
             len(self.resize) != 2 or any(v <= 0 for v in self.resize)
         ):
@@ -60,8 +66,9 @@ class TransformConfig:
             raise ConfigValueError(
                 "std", f"expected as many values as mean ({len(self.mean)}), got {len(self.std)}"
             )
-        if any(s <= 0 for s in self.std):
-            raise ConfigValueError("std", f"expected values > 0, got {self.std}")
+        if any(s < MIN_STD for s in self.std):
+            # Dividing by a std near 0 (1e-320 is a subnormal) gives inf pixels and a NaN loss.
+            raise ConfigValueError("std", f"expected values >= {MIN_STD:g}, got {self.std}")
 
 
 class GaussianNoise(torch.nn.Module):
@@ -102,7 +109,7 @@ def build_transform(cfg: TransformConfig, train: bool, channels: int | None = No
         if channels is not None and len(mean) not in (1, channels):
             raise BadInput(
                 f"data.transforms.mean: has {len(mean)} values but the images have "
-                f"{channels} channel(s); give 1 or {channels}"
+                f"{channels} channel(s); give " + ("1" if channels == 1 else f"1 or {channels}")
             )
         if channels is not None and len(mean) == 1:
             mean, std = mean * channels, std * channels
