@@ -56,14 +56,21 @@ def read_lock(folder: Path) -> dict | None:
     return owner
 
 
-def holder_alive(owner: dict) -> bool:
+TORN_AFTER_S = 5.0
+"""A lock file without its owner's pid and host this old was left by a writer killed
+between creating it and writing it (a live one takes microseconds)."""
+
+
+def holder_alive(owner: dict, age_s: float = 0.0) -> bool:
     """Whether the lock's owner may still run (a lock from another host is presumed alive)."""
+    if not owner.get("pid") or not owner.get("host"):
+        return age_s < TORN_AFTER_S
     if owner.get("host") != socket.gethostname():
         return True
     try:
         pid = int(owner["pid"])
-    except (KeyError, ValueError):
-        return False  # a torn lock file on this host: its writer died while writing it
+    except ValueError:
+        return False
     started = owner.get("started")
     return _alive(pid, int(started) if started and started.isdigit() else None)
 
@@ -71,7 +78,14 @@ def holder_alive(owner: dict) -> bool:
 def live_owner(folder: Path) -> dict | None:
     """The owner of ``folder``'s lock when it is held by a live run, else None."""
     owner = read_lock(folder)
-    return owner if owner is not None and holder_alive(owner) else None
+    return owner if owner is not None and holder_alive(owner, _age_s(Path(folder) / LOCK_FILE)) else None
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class RunLock:
@@ -98,7 +112,7 @@ class RunLock:
                 owner = read_lock(self.path.parent)
                 if owner is None:
                     continue  # released between our two looks
-                if holder_alive(owner):
+                if holder_alive(owner, _age_s(self.path)):
                     raise BadInput(
                         f"--output: {self.path.parent} is in use by another run (pid {owner.get('pid')} on "
                         f"{owner.get('host')}, lock file {self.path}); wait for it, or choose another folder"
