@@ -58,10 +58,13 @@ def _existing_parent(path: Path) -> Path:
 
 
 def is_disk_full(err: BaseException) -> bool:
-    """ENOSPC/EDQUOT, or torch's zip writer reporting a short write ("unexpected pos ...")."""
+    """ENOSPC/EDQUOT, as an OSError or in the words of a writer that wraps it: torch's zip
+    writer reporting its short write ("unexpected pos ..."), safetensors' "os error 28"."""
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(err)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
     return isinstance(err, RuntimeError) and ("unexpected pos" in text or "failed writing" in text)
 
 

@@ -93,11 +93,26 @@ def preflight(run_args: list[str]) -> None:
     from harness.config import load_config
 
     ns = parser().parse_args(["run", *run_args])
-    if ns.resume:
-        return  # the config lies in the run folder; `harness run --resume` checks it
     config, overrides = _split_positionals(ns.items)
-    runtime = load_config(config, overrides).runtime
+    if ns.resume:
+        from harness import resume
+        from harness.config import to_dict
+
+        config = config or str(Path(ns.resume) / "config.yaml")
+        cfg = load_config(config, overrides)
+        cfg.output.dir = ns.resume
+        resume.plan(Path(ns.resume), to_dict(cfg), ns.resume_from)  # refuses what every rank would
+    else:
+        cfg = load_config(config, overrides)
+    runtime = cfg.runtime
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
+    # The model and its probe batch, as `harness validate` builds them: a layer that
+    # does not fit is named here once, not by every rank.
+    from harness.data import build_data
+    from harness.models import build_model
+
+    data = build_data(cfg.data, cfg.seed)
+    build_model(cfg.model, data.sample_shape, data.num_classes)
 
 
 def note_exit(code: int, message: str | None = None) -> None:
@@ -125,14 +140,60 @@ def first_failure(folder: Path) -> dict | None:
     return min(failed, key=lambda r: r["time"]) if failed else None
 
 
+GROUP_GRACE_S = 60.0
+"""After the launcher exits, how long its process group may take to finish checkpointing."""
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
+    """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
+
+    The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
+    the signal on to its workers and waits for them); we wait for the whole group, so
+    nothing is left running re-parented to PID 1.
+    """
+    import signal
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+        deadline = time.monotonic() + GROUP_GRACE_S
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a single-process launcher can die before its child has reported
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def cmd_launch(args) -> int:
+    for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
+        if value is not None:
+            args.items = [*args.items, flag, value]
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
     preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code = subprocess.call(cmd, env={**os.environ, EXIT_DIR_ENV: exits})
+        code = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
         first = first_failure(Path(exits)) if code else None
     if first is None:
         return code
@@ -149,5 +210,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
     p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    p.add_argument("--output", help="passed on to `harness run`")
+    p.add_argument("--resume", metavar="DIR", help="passed on to `harness run`: continue the run in DIR")
+    p.add_argument("--resume-from", metavar="epoch_NNNN", help="passed on to `harness run`")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...] [--output DIR]")
     p.set_defaults(func=cmd_launch)

@@ -420,3 +420,92 @@ def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_p
     wa = torch.load(whole / "model.pt", weights_only=True)
     wb = torch.load(part / "model.pt", weights_only=True)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# --- 9, 10. sweeps: signals, orphans, changed recipes ---------------------------------------
+
+def _sweep_file(tmp_path: Path, seed: int) -> Path:
+    import yaml
+
+    spec = {"base": {"config": str(REPO / CONFIG), "overrides": {"seed": seed, "train.epochs": 1}},
+            "cells": [{"loader.batch_size": 32}, {"loader.batch_size": 64}], "time_limit_s": 60}
+    path = tmp_path / "sweep.in.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """Cells that 'run' instantly: the sweep's bookkeeping is under test, not training."""
+    from harness import sweep
+    from harness.config import config_hash
+
+    ran = []
+
+    def fake(spec, cell, cell_dir):
+        ran.append(cell.id)
+        return {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
+                "status": "completed", "error": None}
+
+    monkeypatch.setattr(sweep, "run_with_backoff", fake)
+    return ran
+
+
+def test_sweep_resume_reruns_a_cell_whose_resolved_config_changed(tmp_path, fake_cells):
+    out = tmp_path / "out"
+    assert main(["sweep", str(_sweep_file(tmp_path, seed=0)), "--output", str(out)]) == 0
+    assert len(fake_cells) == 2
+    assert main(["sweep", str(_sweep_file(tmp_path, seed=0)), "--output", str(out), "--resume"]) == 0
+    assert len(fake_cells) == 2  # nothing changed: nothing re-run
+    assert main(["sweep", str(_sweep_file(tmp_path, seed=1)), "--output", str(out), "--resume"]) == 0
+    assert len(fake_cells) == 4  # same axes, another base: both re-run
+
+
+def test_sweep_resume_refuses_to_run_beside_a_live_orphan(tmp_path, fake_cells, capsys):
+    from harness.report import dump
+
+    out = tmp_path / "out"
+    path = _sweep_file(tmp_path, seed=0)
+    assert main(["sweep", str(path), "--output", str(out)]) == 0
+    body = __import__("yaml").safe_load((out / "sweep.yaml").read_text())
+    body["cells"] = body["cells"][:1]  # as if the sweep was killed during the second cell
+    (out / "sweep.yaml").write_text(dump(body))
+    orphan = out / "cells" / body_id(path, 1)
+    with RunLock(orphan):  # the orphan: a live process holding the cell's folder
+        capsys.readouterr()
+        assert main(["sweep", str(path), "--output", str(out), "--resume"]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"{orphan} is still being run by pid {os.getpid()}" in line
+    assert len(fake_cells) == 2
+
+
+def body_id(path: Path, index: int) -> str:
+    from harness.sweep_config import load_sweep
+
+    return load_sweep(str(path)).cells[index].id
+
+
+def test_sigterm_to_a_sweep_records_the_running_cell(tmp_path, monkeypatch, capsys):
+    from harness import sweep
+
+    def signalled(spec, overrides, cell_dir):
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        raise sweep.SweepStopped(signal.SIGTERM)  # as the handler does, the cell stopped with it
+
+    monkeypatch.setattr(sweep, "run_cell", signalled)
+    out = tmp_path / "out"
+    assert main(["sweep", str(_sweep_file(tmp_path, seed=0)), "--output", str(out)]) == 143
+    assert "interrupted (stopped by SIGTERM)" in capsys.readouterr().err
+    rows = __import__("yaml").safe_load((out / "sweep.yaml").read_text())["cells"]
+    assert [r["status"] for r in rows] == ["interrupted", "pending"]
+
+
+# --- 13. launch ----------------------------------------------------------------------------
+
+def test_launch_keeps_resume_and_its_value(done_run, tmp_path, capsys):
+    out = copy_of(done_run, tmp_path)
+    assert main(["launch", "--mode", "ddp", "--nproc", "2", "--resume", str(out), "--dry-run"]) == 0
+    cmd = capsys.readouterr().out.split()
+    run_args = cmd[cmd.index("harness") + 2:]
+    assert run_args[-2:] == ["--resume", str(out)]
+    assert str(out) not in run_args[:-1]  # not taken for the config
