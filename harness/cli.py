@@ -72,8 +72,11 @@ def cmd_run(args) -> int:
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
         from harness import repeats
 
+        from harness.lock import RunLock
+
         repeats.check_can_repeat(bool(args.resume))
-        report, code = repeats.run_repeats(cfg, config_path, overrides, output)
+        with RunLock(output):  # each repeat locks its own repeat_NN/
+            report, code = repeats.run_repeats(cfg, config_path, overrides, output)
         if report.get("throughput"):
             print(_summary_table(report, output / "report.yaml"))
         return code

@@ -89,6 +89,17 @@ def _progress(b: Built, total: int, initial: int):
                 disable=not (show and b.accelerator.is_main_process))
 
 
+def skip_in_epoch(loader, n: int, accelerator):
+    """``skip_batches`` that keeps the compile wrapper: skipping on ``DynamicBatchDim``
+    itself would hand back a plain DataLoader, without the prepared loader's device
+    placement and without the dynamic batch mark (a recompile inside the timed window)."""
+    from harness.accel import DynamicBatchDim
+
+    if isinstance(loader, DynamicBatchDim):
+        return DynamicBatchDim(skip_batches(loader.loader, n, accelerator))
+    return skip_batches(loader, n, accelerator)
+
+
 def _epoch_loader(b: Built, hist: History, epoch: int):
     """The train loader for ``epoch``, seeded so its order and draws match an uninterrupted run."""
     from accelerate.utils import set_seed
@@ -97,7 +108,7 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     if hist.step_in_epoch:
         # Resuming inside the epoch: the random state saved at the stop is already
         # restored by the checkpoint, and re-seeding would rewind it to the epoch's start.
-        return skip_batches(b.loaders.train, hist.step_in_epoch, b.accelerator)
+        return skip_in_epoch(b.loaders.train, hist.step_in_epoch, b.accelerator)
     # Same order, augmentation and dropout for epoch k in every mode and after a resume.
     set_seed(epoch_seed(b.cfg.seed, epoch))
     return b.loaders.train

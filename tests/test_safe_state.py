@@ -509,3 +509,26 @@ def test_launch_keeps_resume_and_its_value(done_run, tmp_path, capsys):
     run_args = cmd[cmd.index("harness") + 2:]
     assert run_args[-2:] == ["--resume", str(out)]
     assert str(out) not in run_args[:-1]  # not taken for the config
+
+
+# --- 12. mid-epoch resume with compile -------------------------------------------------------
+
+def test_skipping_batches_keeps_the_compile_wrapper_and_device_placement():
+    from accelerate import Accelerator
+    from accelerate.data_loader import DataLoaderShard
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness.accel import DynamicBatchDim
+    from harness.fit import skip_in_epoch
+
+    acc = Accelerator(cpu=True)
+    data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(20, 2), torch.zeros(20, dtype=torch.long))
+    loader = DynamicBatchDim(acc.prepare(DataLoader(data, batch_size=6)))
+    skipped = skip_in_epoch(loader, 2, acc)
+    assert isinstance(skipped, DynamicBatchDim) and isinstance(skipped.loader, DataLoaderShard)
+    batches = list(skipped)
+    assert [len(x) for x, _ in batches] == [6, 2]  # batches 3 and 4 of 4
+    assert torch.equal(batches[0][0][0], torch.tensor([24.0, 25.0]))
+    assert all(x.device == acc.device for x, _ in batches)
+    # maybe_mark_dynamic(inputs, 0) ran on every batch
+    assert all(0 in getattr(x, "_dynamo_weak_dynamic_indices", ()) for x, _ in batches)
