@@ -101,13 +101,20 @@ class RunLock:
     def acquire(self) -> None:
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            if is_disk_full(err):
+                raise DiskFull(self.path.parent, None) from None
+            raise BadInput(f"output.dir: cannot write to {self.path.parent} ({err.strerror or err})") from None
         pid = os.getpid()
         body = (f"pid: {pid}\nhost: {socket.gethostname()}\nstarted: {_start_ticks(pid) or ''}\n"
                 f"since: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except PermissionError as err:
+                raise BadInput(f"output.dir: cannot write to {self.path.parent} ({err.strerror})") from None
             except FileExistsError:
                 owner = read_lock(self.path.parent)
                 if owner is None:

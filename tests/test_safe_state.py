@@ -532,3 +532,30 @@ def test_skipping_batches_keeps_the_compile_wrapper_and_device_placement():
     assert all(x.device == acc.device for x, _ in batches)
     # maybe_mark_dynamic(inputs, 0) ran on every batch
     assert all(0 in getattr(x, "_dynamo_weak_dynamic_indices", ()) for x, _ in batches)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+
+
+@pytest.mark.slow
+def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
+                             "train.epochs=30", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}",
+                             "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "epoch_0001").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the ranks never reached epoch 1"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-3000:]
+    report = load_report(out)
+    assert report["status"] == "interrupted" and "SIGTERM" in report["error"]
+    assert not _processes_mentioning(str(out))  # no rank left running, re-parented to PID 1
+    assert not (out / LOCK_FILE).exists()
