@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only a run reports its status to `harness launch`, which started it.
     note_exit = launch.note_exit if args.command == "run" else (lambda code, message=None: None)
+    if args.command == "run":
+        launch.note_start()
     # Each status is noted before the process group is torn down: the teardown is what
     # makes the other ranks fail, and the launch blames the rank whose note came first.
     try:

@@ -84,7 +84,7 @@ def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
     return positional, options
 
 
-def preflight(run_args: list[str]) -> None:
+def preflight(run_args: list[str]) -> Path:
     """Refuse here what every launched process would refuse: a bad config, or a device or
     precision this machine cannot give. One line and exit 2, instead of N tracebacks
     from the ranks and the launcher's exit 1."""
@@ -113,6 +113,82 @@ def preflight(run_args: list[str]) -> None:
 
     data = build_data(cfg.data, cfg.seed)
     build_model(cfg.model, data.sample_shape, data.num_classes)
+    return Path(ns.resume or ns.output or cfg.output.dir)
+
+
+_FAULT_FILE = None  # kept open for faulthandler for the life of the process
+
+
+def note_start() -> None:
+    """Called by ``harness run`` as it starts: a rank that later ends without an exit note
+    (os._exit, a segfault, the OOM killer, or a hang the launcher ended) is then known
+    by name; a fatal signal's Python traceback goes to ``rank{N}.fault``."""
+    global _FAULT_FILE
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return
+    import faulthandler
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        Path(folder, f"rank{rank}.start.json").write_text(
+            json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
+        _FAULT_FILE = open(Path(folder, f"rank{rank}.fault"), "w")
+        faulthandler.enable(file=_FAULT_FILE)
+    except OSError:
+        pass
+
+
+def silent_ranks(folder: Path) -> list[dict]:
+    """Ranks that started but never noted an exit, each with its fatal error if Python saw one."""
+    out = []
+    for start in sorted(folder.glob("rank*.start.json")):
+        try:
+            record = json.loads(start.read_text())
+        except (OSError, ValueError):
+            continue
+        rank = record["rank"]
+        if (folder / f"rank{rank}.json").exists():
+            continue
+        fault = (folder / f"rank{rank}.fault")
+        text = fault.read_text(errors="replace").strip() if fault.is_file() else ""
+        record["fault"] = text.splitlines()[0] if text else None
+        out.append(record)
+    return out
+
+
+def _silent_message(silent: list[dict], first: dict | None) -> str:
+    r = silent[0]
+    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit; "
+                           "its exit status is in the launcher's failure summary above), or it hung and the "
+                           "launcher stopped it")
+    text = f"error: rank {r['rank']} (pid {r['pid']}) ended without a note: {cause}"
+    if first is not None and first.get("message"):
+        after = first["message"].removeprefix("error: ")
+        text += f"; then rank {first['rank']} failed: {after}"
+    return text
+
+
+def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
+    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
+    import yaml
+
+    from harness.report import write_report
+
+    path = None if output is None else output / "report.yaml"
+    try:
+        report = yaml.safe_load(path.read_text()) if path is not None else None
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(report, dict) or report.get("status") == "completed":
+        return
+    r = silent[0]
+    report["status"] = "failed"
+    report["failed_rank"] = r["rank"]
+    report["error"] = message.removeprefix("error: ")
+    report["rank_failures"] = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"}
+                               for s in silent] + list(report.get("rank_failures") or [])
+    write_report(path, report)
 
 
 def note_exit(code: int, message: str | None = None) -> None:
@@ -188,13 +264,19 @@ def cmd_launch(args) -> int:
         if value is not None:
             args.items = [*args.items, flag, value]
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
-    preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
+    output = preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
         code = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
         first = first_failure(Path(exits)) if code else None
+        silent = silent_ranks(Path(exits)) if code else []
+    if silent:
+        message = _silent_message(silent, first)
+        _blame_silent(output, silent, message)
+        print(message, file=sys.stderr)  # last, below the launcher's own report
+        return 1
     if first is None:
         return code
     if first.get("message"):

@@ -559,3 +559,36 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     assert report["status"] == "interrupted" and "SIGTERM" in report["error"]
     assert not _processes_mentioning(str(out))  # no rank left running, re-parented to PID 1
     assert not (out / LOCK_FILE).exists()
+
+
+def test_a_rank_without_an_exit_note_is_named(tmp_path):
+    import json
+
+    from harness.launch import _silent_message, first_failure, silent_ranks
+
+    for rank in (0, 1):
+        (tmp_path / f"rank{rank}.start.json").write_text(json.dumps({"rank": rank, "pid": 100 + rank, "time": 1.0}))
+    (tmp_path / "rank0.json").write_text(json.dumps(
+        {"rank": 0, "code": 1, "message": "error: RuntimeError: Connection closed by peer", "time": 2.0}))
+    (tmp_path / "rank1.fault").write_text("Fatal Python error: Segmentation fault\n\nThread 0x01 ...\n")
+    silent = silent_ranks(tmp_path)
+    assert [(s["rank"], s["fault"]) for s in silent] == [(1, "Fatal Python error: Segmentation fault")]
+    message = _silent_message(silent, first_failure(tmp_path))
+    assert message == ("error: rank 1 (pid 101) ended without a note: Fatal Python error: Segmentation fault; "
+                       "then rank 0 failed: RuntimeError: Connection closed by peer")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, cause", [("ExitOnRank", "died without a word"),
+                                          ("SegfaultOnRank", "Segmentation fault")])
+def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
+                           f"model.name=custom_models:{model}", "model.kwargs={rank: 1, step: 3}",
+                           "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": TESTS})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: rank 1 (pid ") and cause in last, last
+    report = load_report(out)
+    assert report["status"] == "failed" and report["failed_rank"] == 1 and cause in report["error"]
