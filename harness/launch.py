@@ -159,6 +159,12 @@ def silent_ranks(folder: Path) -> list[dict]:
 
 def _silent_message(silent: list[dict], first: dict | None) -> str:
     r = silent[0]
+    noticed = (first or {}).get("message") or ""
+    if r["fault"] is None and ("timed out" in noticed.lower() or "timeout" in noticed.lower()):
+        after = noticed.removeprefix("error: ")
+        return (f"error: rank {r['rank']} (pid {r['pid']}) stopped advancing: rank {first['rank']} timed out "
+                f"waiting for it (runtime.collective_timeout_s) and the launcher then stopped it; "
+                f"rank {first['rank']}: {after}")
     cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit; "
                            "its exit status is in the launcher's failure summary above), or it hung and the "
                            "launcher stopped it")

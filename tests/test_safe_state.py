@@ -592,3 +592,12 @@ def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause):
     assert last.startswith("error: rank 1 (pid ") and cause in last, last
     report = load_report(out)
     assert report["status"] == "failed" and report["failed_rank"] == 1 and cause in report["error"]
+
+
+def test_the_launch_preflight_probes_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(TESTS)
+    code = main(["launch", "--mode", "ddp", "--nproc", "2", *RECIPE, "model.name=custom_models:WrongWidth",
+                 "--output", str(tmp_path / "out"), "--dry-run"])
+    assert code == 2
+    assert "layer 'fc2'" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
