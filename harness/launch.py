@@ -157,6 +157,16 @@ def silent_ranks(folder: Path) -> list[dict]:
     return out
 
 
+PEER_ERRORS = ("connection", "peer", "timed out", "timeout", "broken pipe", "gloo", "nccl")
+
+
+def _caused_by_a_peer(first: dict) -> bool:
+    """Whether the first noted failure reads as another rank's doing (a closed connection, a
+    collective that timed out), not its own (bad input, a divergence, a signal, its exception)."""
+    message = (first.get("message") or "").lower()
+    return first.get("code") == 1 and any(word in message for word in PEER_ERRORS)
+
+
 def _silent_message(silent: list[dict], first: dict | None) -> str:
     r = silent[0]
     noticed = (first or {}).get("message") or ""
@@ -278,7 +288,7 @@ def cmd_launch(args) -> int:
         code = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
-    if silent:
+    if silent and (first is None or _caused_by_a_peer(first)):
         message = _silent_message(silent, first)
         _blame_silent(output, silent, message)
         print(message, file=sys.stderr)  # last, below the launcher's own report
