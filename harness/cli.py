@@ -90,6 +90,8 @@ def cmd_run(args) -> int:
         print(_summary_table(report, output / "report.yaml"))
         if report.get("error"):
             print(f"error: {report['error']}", file=sys.stderr)
+    if code and report.get("error"):
+        args.exit_message = f"error: {report['error']}".splitlines()[0]  # for `harness launch`
     return code
 
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # makes the other ranks fail, and the launch blames the rank whose note came first.
     try:
         code = args.func(args)
-        note_exit(code)
+        note_exit(code, getattr(args, "exit_message", None))
     except BadInput as err:
         one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
         note_exit(EXIT_BAD_INPUT, f"error: {one_line}")

@@ -164,7 +164,7 @@ def _caused_by_a_peer(first: dict) -> bool:
     """Whether the first noted failure reads as another rank's doing (a closed connection, a
     collective that timed out), not its own (bad input, a divergence, a signal, its exception)."""
     message = (first.get("message") or "").lower()
-    return first.get("code") == 1 and any(word in message for word in PEER_ERRORS)
+    return first.get("code") == 1 and (not message or any(word in message for word in PEER_ERRORS))
 
 
 def _silent_message(silent: list[dict], first: dict | None) -> str:
