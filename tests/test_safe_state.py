@@ -83,6 +83,7 @@ def test_resume_of_a_completed_run_changes_nothing(done_run, tmp_path, capsys):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_resume_of_a_completed_run_with_more_epochs_trains_on(done_run, tmp_path):
     out = copy_of(done_run, tmp_path)
     (out / ".report.yaml.dead0001.tmp").write_text("left by a SIGKILL")
@@ -265,6 +266,7 @@ def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, 
     assert not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_second_sigterm_while_a_checkpoint_is_put_in_place_keeps_it(tmp_path, monkeypatch, capsys):
     import harness.checkpoint as ckpt
 
@@ -327,6 +329,7 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_offered(done_run, tmp_pa
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_resume_from_an_older_checkpoint(done_run, tmp_path):
     out = copy_of(done_run, tmp_path)
     (out / "report.yaml").unlink()
@@ -601,3 +604,33 @@ def test_the_launch_preflight_probes_the_model(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert "layer 'fc2'" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_real_sweep_stops_and_records_its_cell(tmp_path):
+    import yaml
+
+    spec = {"base": {"config": str(REPO / CONFIG),
+                     "overrides": {"data.subset": 360, "train.epochs": 30, "measure.warmup_steps": 1,
+                                   "output.progress": False, "model.name": "custom_models:Slow",
+                                   "model.kwargs": {"sleep_ms": 20}}},
+            "cells": [{"loader.batch_size": 32}, {"loader.batch_size": 64}], "time_limit_s": 300}
+    path = tmp_path / "sweep.in.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(path), "--output", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("cells/*/checkpoints/epoch_0001")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the first cell never reached epoch 1"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-3000:]
+    rows = yaml.safe_load((out / "sweep.yaml").read_text())["cells"]
+    assert [r["status"] for r in rows] == ["interrupted", "pending"]
+    cell = out / "cells" / rows[0]["id"]
+    assert load_report(cell)["status"] == "interrupted"
+    assert not _processes_mentioning(str(cell))  # the cell did not run on
