@@ -8,6 +8,7 @@ joins a gloo process group of N ranks.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shlex
@@ -169,16 +170,16 @@ def _caused_by_a_peer(first: dict) -> bool:
 
 def _silent_message(silent: list[dict], first: dict | None) -> str:
     r = silent[0]
+    how = f", {r['status']}" if r.get("status") else ""
     noticed = (first or {}).get("message") or ""
     if r["fault"] is None and ("timed out" in noticed.lower() or "timeout" in noticed.lower()):
         after = noticed.removeprefix("error: ")
-        return (f"error: rank {r['rank']} (pid {r['pid']}) stopped advancing: rank {first['rank']} timed out "
+        return (f"error: rank {r['rank']} (pid {r['pid']}{how}) stopped advancing: rank {first['rank']} timed out "
                 f"waiting for it (runtime.collective_timeout_s) and the launcher then stopped it; "
                 f"rank {first['rank']}: {after}")
-    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit; "
-                           "its exit status is in the launcher's failure summary above), or it hung and the "
-                           "launcher stopped it")
-    text = f"error: rank {r['rank']} (pid {r['pid']}) ended without a note: {cause}"
+    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit), "
+                           "or it hung and the launcher stopped it")
+    text = f"error: rank {r['rank']} (pid {r['pid']}{how}) ended without a note: {cause}"
     if first is not None and first.get("message"):
         after = first["message"].removeprefix("error: ")
         text += f"; then rank {first['rank']} failed: {after}"
@@ -236,7 +237,7 @@ GROUP_GRACE_S = 60.0
 """After the launcher exits, how long its process group may take to finish checkpointing."""
 
 
-def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
+def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
     """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
 
     The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
@@ -244,8 +245,20 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
     nothing is left running re-parented to PID 1.
     """
     import signal
+    import threading
 
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+
+    def pump():  # the launcher's stderr passes through; its tail holds each rank's exit code
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
 
     def forward(signum, frame):
         try:
@@ -261,10 +274,28 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
             time.sleep(0.1)  # a single-process launcher can die before its child has reported
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(timeout=5)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    return code
+    return code, "".join(tail)
+
+
+def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
+    """A worker's exit code or signal from torchrun's failure summary ("exitcode : -9 (pid: N)")."""
+    import re
+    import signal
+
+    m = re.search(rf"exitcode\s*:\s*(-?\d+)\s*\(pid:\s*{pid}\)", launcher_stderr)
+    if m is None:
+        return None
+    code = int(m.group(1))
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _group_alive(pgid: int) -> bool:
@@ -285,9 +316,11 @@ def cmd_launch(args) -> int:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
+        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
+        for r in silent:
+            r["status"] = exit_status_in(launcher_stderr, r["pid"])
     if silent and (first is None or _caused_by_a_peer(first)):
         message = _silent_message(silent, first)
         _blame_silent(output, silent, message)

@@ -581,10 +581,27 @@ def test_a_rank_without_an_exit_note_is_named(tmp_path):
                        "then rank 0 failed: RuntimeError: Connection closed by peer")
 
 
+def test_a_silent_ranks_exit_status_is_read_from_the_launchers_summary():
+    from harness.launch import exit_status_in
+
+    summary = """Failures:
+[1]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 15909)  (SIGKILL)
+Root Cause (first observed failure):
+[0]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : 7 (pid: 15908)
+"""
+    assert exit_status_in(summary, 15909) == "killed by SIGKILL"
+    assert exit_status_in(summary, 15908) == "exit code 7"
+    assert exit_status_in(summary, 4242) is None
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("model, cause", [("ExitOnRank", "died without a word"),
-                                          ("SegfaultOnRank", "Segmentation fault")])
-def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause):
+@pytest.mark.parametrize("model, cause, status", [("ExitOnRank", "died without a word", "exit code 7"),
+                                                  ("SegfaultOnRank", "Segmentation fault", "killed by SIGSEGV")])
+def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause, status):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
                            f"model.name=custom_models:{model}", "model.kwargs={rank: 1, step: 3}",
@@ -593,6 +610,7 @@ def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause):
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: rank 1 (pid ") and cause in last, last
+    assert status in last, last
     report = load_report(out)
     assert report["status"] == "failed" and report["failed_rank"] == 1 and cause in report["error"]
 
