@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import atomic, checkpoint, resume
+from harness import atomic, resume
 from harness.cli import main
 from harness.errors import BadInput
 from harness.guard import SecondSignal, StopSignals, deferred_signals
