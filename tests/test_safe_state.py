@@ -652,3 +652,26 @@ def test_sigterm_to_a_real_sweep_stops_and_records_its_cell(tmp_path):
     cell = out / "cells" / rows[0]["id"]
     assert load_report(cell)["status"] == "interrupted"
     assert not _processes_mentioning(str(cell))  # the cell did not run on
+
+
+@pytest.mark.slow
+def test_sigterm_to_whole_run_repeats_reaches_the_repeat_and_writes_the_report(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *RECIPE, "train.epochs=30",
+                             "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}", "measure.repeats=2",
+                             "measure.repeat_unit=run", "--output", str(out)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": TESTS}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "repeat_01" / "checkpoints" / "epoch_0001").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the first repeat never reached epoch 1"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-3000:]
+    assert load_report(out)["status"] == "interrupted"  # the top-level report
+    assert load_report(out / "repeat_01")["status"] == "interrupted"
+    assert not (out / "repeat_02").exists()
+    assert not _processes_mentioning(str(out))
+    assert not (out / LOCK_FILE).exists()
