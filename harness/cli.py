@@ -91,19 +91,45 @@ def cmd_run(args) -> int:
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
         from harness import repeats
 
+        from harness.lock import RunLock
+
         repeats.check_can_repeat(bool(args.resume))
-        report, code = repeats.run_repeats(cfg, config_path, overrides, output)
+        with RunLock(output):  # each repeat locks its own repeat_NN/
+            report, code = repeats.run_repeats(cfg, config_path, overrides, output)
         if report.get("throughput"):
             print(_summary_table(report, output / "report.yaml"))
         return code
-    report, code = execute(cfg, output, resume=bool(args.resume))
+    resume = _plan_resume(args, cfg, output)
+    if resume is None:
+        return EXIT_OK
+    report, code = execute(cfg, output, resume=resume)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
         print(_summary_table(report, output / "report.yaml"))
         if report.get("error"):
             print(f"error: {report['error']}", file=sys.stderr)
+    if code and report.get("error"):
+        args.exit_message = f"error: {report['error']}".splitlines()[0]  # for `harness launch`
     return code
+
+
+def _plan_resume(args, cfg, output: Path):
+    """``execute``'s ``resume`` (False, or the checkpoint to load); None: nothing to do."""
+    if not args.resume:
+        if args.resume_from:
+            raise BadInput("--resume-from: needs --resume DIR (the run to continue)")
+        return False
+    from harness import resume
+    from harness.config import to_dict
+
+    plan = resume.plan(output, to_dict(cfg), args.resume_from)
+    if plan.done:
+        resume.say(plan.done)
+        return None
+    if plan.note:
+        resume.say(plan.note)
+    return plan.checkpoint or False
 
 
 def cmd_validate(args) -> int:
@@ -136,6 +162,8 @@ def parser() -> argparse.ArgumentParser:
                      help="a YAML config and dotted overrides such as loader.batch_size=128")
     run.add_argument("--output", help="output folder (default: output.dir of the config)")
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    run.add_argument("--resume-from", metavar="epoch_NNNN",
+                     help="with --resume: continue from this (older) checkpoint of DIR instead")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a config and build its data and model; train nothing")
@@ -171,19 +199,33 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only a run reports its status to `harness launch`, which started it.
     note_exit = launch.note_exit if args.command == "run" else (lambda code, message=None: None)
+    if args.command == "run":
+        launch.note_start()
     # Each status is noted before the process group is torn down: the teardown is what
     # makes the other ranks fail, and the launch blames the rank whose note came first.
     try:
         code = args.func(args)
-        note_exit(code)
+        note_exit(code, getattr(args, "exit_message", None))
     except BadInput as err:
         one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
         note_exit(EXIT_BAD_INPUT, f"error: {one_line}")
         print(f"error: {one_line}", file=sys.stderr)
         code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        note_exit(128 + signal.SIGINT)
-        raise
+    except KeyboardInterrupt as err:
+        # guard.SecondSignal carries the signal (not imported: cheap commands stay torch-free).
+        signum = getattr(err, "signum", signal.SIGINT)
+        note_exit(128 + signum)
+        if not hasattr(err, "signum"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        code = 128 + signum
+    except OSError as err:
+        if not _is_disk_full(err):
+            note_exit(EXIT_FAILED, f"error: {type(err).__name__}: {err}".splitlines()[0])
+            raise
+        note_exit(EXIT_FAILED, f"error: {err}")
+        print(f"error: {err}", file=sys.stderr)  # the run failed; its last good report stays
+        code = EXIT_FAILED
     except BaseException as err:
         note_exit(err.code if isinstance(err, SystemExit) and isinstance(err.code, int) else EXIT_FAILED,
                   f"error: {type(err).__name__}: {err}".splitlines()[0])
@@ -191,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _destroy_process_group()
     return code
+
+
+def _is_disk_full(err: OSError) -> bool:
+    from harness.atomic import DiskFull
+
+    return isinstance(err, DiskFull)
 
 
 def _destroy_process_group() -> None:

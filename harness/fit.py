@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from harness import checkpoint
 from harness.build import Built
+from harness.config import to_dict
 from harness.data.loaders import epoch_seed, skip_batches
 from harness.guard import Diverged, Interrupted, StepGuard
 from harness.loop import EpochResult, evaluate, train_epoch
@@ -38,9 +39,26 @@ class History:
     partial_samples: int = 0
     partial_skipped_steps: int = 0
     partial_wall_s: float = 0.0
+    run_wall_s: float = 0.0
+    """Wall time of every process of this run up to this checkpoint (setup included);
+    what a killed process did after its last checkpoint is lost with it."""
+
+    @classmethod
+    def restore(cls, state: dict) -> "History":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names})
+
+    def segment_started(self, t0: float) -> None:
+        """This process began at ``t0`` (perf_counter) and continues ``run_wall_s`` of earlier ones."""
+        self._t0, self._before_s = t0, self.run_wall_s
+
+    def run_wall_s_now(self) -> float:
+        t0 = getattr(self, "_t0", None)
+        return self.run_wall_s if t0 is None else self._before_s + time.perf_counter() - t0
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        self.run_wall_s = self.run_wall_s_now()
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def carry(self) -> EpochResult | None:
         if not self.step_in_epoch:
@@ -71,6 +89,17 @@ def _progress(b: Built, total: int, initial: int):
                 disable=not (show and b.accelerator.is_main_process))
 
 
+def skip_in_epoch(loader, n: int, accelerator):
+    """``skip_batches`` that keeps the compile wrapper: skipping on ``DynamicBatchDim``
+    itself would hand back a plain DataLoader, without the prepared loader's device
+    placement and without the dynamic batch mark (a recompile inside the timed window)."""
+    from harness.accel import DynamicBatchDim
+
+    if isinstance(loader, DynamicBatchDim):
+        return DynamicBatchDim(skip_batches(loader.loader, n, accelerator))
+    return skip_batches(loader, n, accelerator)
+
+
 def _epoch_loader(b: Built, hist: History, epoch: int):
     """The train loader for ``epoch``, seeded so its order and draws match an uninterrupted run."""
     from accelerate.utils import set_seed
@@ -79,7 +108,7 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     if hist.step_in_epoch:
         # Resuming inside the epoch: the random state saved at the stop is already
         # restored by the checkpoint, and re-seeding would rewind it to the epoch's start.
-        return skip_batches(b.loaders.train, hist.step_in_epoch, b.accelerator)
+        return skip_in_epoch(b.loaders.train, hist.step_in_epoch, b.accelerator)
     # Same order, augmentation and dropout for epoch k in every mode and after a resume.
     set_seed(epoch_seed(b.cfg.seed, epoch))
     return b.loaders.train
@@ -114,7 +143,8 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 hist.stopped_inside(result, time.perf_counter() - t0)
                 hist.train_elapsed_s = time.perf_counter() - started
                 checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
-                                           cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch)
+                                           cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
+                                           recipe=to_dict(cfg))
                 raise Interrupted(stop.signum)
             dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
             hist.skipped_steps += result.skipped_steps
@@ -127,7 +157,8 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 hist.time_to_target_s = hist.train_elapsed_s
             stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
             if cfg.output.checkpoint_every_epoch or stop is not None:
-                checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints)
+                checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
+                                           recipe=to_dict(cfg))
             if stop is not None:
                 raise Interrupted(stop.signum)
             bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")

@@ -16,6 +16,7 @@ Costs, kept off the hot path:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from dataclasses import dataclass
@@ -47,33 +48,70 @@ class Diverged(Exception):
                          "lower optim.lr, or set train.on_nonfinite: record to only count such steps")
 
 
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: out now, without a checkpoint of the epoch (exit 128+N)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by a second {signal.Signals(signum).name}")
+
+
 class StopSignals:
     """SIGINT and SIGTERM set a flag instead of unwinding the stack mid-step.
 
-    A second signal raises KeyboardInterrupt at once: a user who presses Ctrl-C twice
-    wants out now, checkpoint or not. Only the main thread can install handlers; in
-    any other thread (a test runner's worker, say) signals keep their default action.
+    A second signal raises ``SecondSignal`` at once: a user who presses Ctrl-C twice
+    wants out now, checkpoint or not -- except inside ``deferred_signals()`` (a
+    checkpoint being put in place, the final report being written), which it waits
+    for: the report is the last thing that must not be lost. Only the main thread
+    can install handlers; in any other thread (a test runner's worker, say) signals
+    keep their default action.
     """
+
+    active: "StopSignals | None" = None
 
     def __init__(self):
         self.signum: int | None = None
         self._old: dict[int, object] = {}
+        self._defer = 0
+        self._pending: int | None = None
 
     def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+        elif self._defer:
+            self._pending = signum
+        else:
+            raise SecondSignal(signum)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+        if not self._defer and self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise SecondSignal(signum)
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+        StopSignals.active = self
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+        StopSignals.active = None
+
+
+def deferred_signals():
+    """Hold a second signal until the block ends (a no-op outside a run)."""
+    active = StopSignals.active
+    return active.deferred() if active is not None else contextlib.nullcontext()
 
 
 @dataclass

@@ -8,6 +8,7 @@ joins a gloo process group of N ranks.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shlex
@@ -84,7 +85,7 @@ def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
     return positional, options
 
 
-def preflight(run_args: list[str]) -> None:
+def preflight(run_args: list[str]) -> Path:
     """Refuse here what every launched process would refuse: a bad config, or a device or
     precision this machine cannot give. One line and exit 2, instead of N tracebacks
     from the ranks and the launcher's exit 1."""
@@ -93,11 +94,118 @@ def preflight(run_args: list[str]) -> None:
     from harness.config import load_config
 
     ns = parser().parse_args(["run", *run_args])
-    if ns.resume:
-        return  # the config lies in the run folder; `harness run --resume` checks it
     config, overrides = _split_positionals(ns.items)
-    runtime = load_config(config, overrides).runtime
+    if ns.resume:
+        from harness import resume
+        from harness.config import to_dict
+
+        config = config or str(Path(ns.resume) / "config.yaml")
+        cfg = load_config(config, overrides)
+        cfg.output.dir = ns.resume
+        resume.plan(Path(ns.resume), to_dict(cfg), ns.resume_from)  # refuses what every rank would
+    else:
+        cfg = load_config(config, overrides)
+    runtime = cfg.runtime
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
+    # The model and its probe batch, as `harness validate` builds them: a layer that
+    # does not fit is named here once, not by every rank.
+    from harness.data import build_data
+    from harness.models import build_model
+
+    data = build_data(cfg.data, cfg.seed)
+    build_model(cfg.model, data.sample_shape, data.num_classes)
+    return Path(ns.resume or ns.output or cfg.output.dir)
+
+
+_FAULT_FILE = None  # kept open for faulthandler for the life of the process
+
+
+def note_start() -> None:
+    """Called by ``harness run`` as it starts: a rank that later ends without an exit note
+    (os._exit, a segfault, the OOM killer, or a hang the launcher ended) is then known
+    by name; a fatal signal's Python traceback goes to ``rank{N}.fault``."""
+    global _FAULT_FILE
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return
+    import faulthandler
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        Path(folder, f"rank{rank}.start.json").write_text(
+            json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
+        _FAULT_FILE = open(Path(folder, f"rank{rank}.fault"), "w")
+        faulthandler.enable(file=_FAULT_FILE)
+    except OSError:
+        pass
+
+
+def silent_ranks(folder: Path) -> list[dict]:
+    """Ranks that started but never noted an exit, each with its fatal error if Python saw one."""
+    out = []
+    for start in sorted(folder.glob("rank*.start.json")):
+        try:
+            record = json.loads(start.read_text())
+        except (OSError, ValueError):
+            continue
+        rank = record["rank"]
+        if (folder / f"rank{rank}.json").exists():
+            continue
+        fault = (folder / f"rank{rank}.fault")
+        text = fault.read_text(errors="replace").strip() if fault.is_file() else ""
+        record["fault"] = text.splitlines()[0] if text else None
+        out.append(record)
+    return out
+
+
+PEER_ERRORS = ("connection", "peer", "timed out", "timeout", "broken pipe", "gloo", "nccl")
+
+
+def _caused_by_a_peer(first: dict) -> bool:
+    """Whether the first noted failure reads as another rank's doing (a closed connection, a
+    collective that timed out), not its own (bad input, a divergence, a signal, its exception)."""
+    message = (first.get("message") or "").lower()
+    return first.get("code") == 1 and (not message or any(word in message for word in PEER_ERRORS))
+
+
+def _silent_message(silent: list[dict], first: dict | None) -> str:
+    r = silent[0]
+    how = f", {r['status']}" if r.get("status") else ""
+    noticed = (first or {}).get("message") or ""
+    if r["fault"] is None and ("timed out" in noticed.lower() or "timeout" in noticed.lower()):
+        after = noticed.removeprefix("error: ")
+        return (f"error: rank {r['rank']} (pid {r['pid']}{how}) stopped advancing: rank {first['rank']} timed out "
+                f"waiting for it (runtime.collective_timeout_s) and the launcher then stopped it; "
+                f"rank {first['rank']}: {after}")
+    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit), "
+                           "or it hung and the launcher stopped it")
+    text = f"error: rank {r['rank']} (pid {r['pid']}{how}) ended without a note: {cause}"
+    if first is not None and first.get("message"):
+        after = first["message"].removeprefix("error: ")
+        text += f"; then rank {first['rank']} failed: {after}"
+    return text
+
+
+def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
+    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
+    import yaml
+
+    from harness.report import write_report
+
+    path = None if output is None else output / "report.yaml"
+    try:
+        report = yaml.safe_load(path.read_text()) if path is not None else None
+    except (OSError, yaml.YAMLError):
+        return
+    if not isinstance(report, dict) or report.get("status") == "completed":
+        return
+    r = silent[0]
+    report["status"] = "failed"
+    report["failed_rank"] = r["rank"]
+    report["error"] = message.removeprefix("error: ")
+    report["rank_failures"] = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"}
+                               for s in silent] + list(report.get("rank_failures") or [])
+    write_report(path, report)
 
 
 def note_exit(code: int, message: str | None = None) -> None:
@@ -125,15 +233,99 @@ def first_failure(folder: Path) -> dict | None:
     return min(failed, key=lambda r: r["time"]) if failed else None
 
 
+GROUP_GRACE_S = 60.0
+"""After the launcher exits, how long its process group may take to finish checkpointing."""
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
+    """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
+
+    The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
+    the signal on to its workers and waits for them); we wait for the whole group, so
+    nothing is left running re-parented to PID 1.
+    """
+    import signal
+    import threading
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+
+    def pump():  # the launcher's stderr passes through; its tail holds each rank's exit code
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+
+    def forward(signum, frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+        deadline = time.monotonic() + GROUP_GRACE_S
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)  # a single-process launcher can die before its child has reported
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(timeout=5)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return code, "".join(tail)
+
+
+def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
+    """A worker's exit code or signal from torchrun's failure summary ("exitcode : -9 (pid: N)")."""
+    import re
+    import signal
+
+    m = re.search(rf"exitcode\s*:\s*(-?\d+)\s*\(pid:\s*{pid}\)", launcher_stderr)
+    if m is None:
+        return None
+    code = int(m.group(1))
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 def cmd_launch(args) -> int:
+    for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
+        if value is not None:
+            args.items = [*args.items, flag, value]
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
-    preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
+    output = preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code = subprocess.call(cmd, env={**os.environ, EXIT_DIR_ENV: exits})
+        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
         first = first_failure(Path(exits)) if code else None
+        silent = silent_ranks(Path(exits)) if code else []
+        for r in silent:
+            r["status"] = exit_status_in(launcher_stderr, r["pid"])
+    if silent and (first is None or _caused_by_a_peer(first)):
+        message = _silent_message(silent, first)
+        _blame_silent(output, silent, message)
+        print(message, file=sys.stderr)  # last, below the launcher's own report
+        return 1
     if first is None:
         return code
     if first.get("message"):
@@ -149,5 +341,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
     p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    p.add_argument("--output", help="passed on to `harness run`")
+    p.add_argument("--resume", metavar="DIR", help="passed on to `harness run`: continue the run in DIR")
+    p.add_argument("--resume-from", metavar="epoch_NNNN", help="passed on to `harness run`")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...] [--output DIR]")
     p.set_defaults(func=cmd_launch)

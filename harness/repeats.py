@@ -42,20 +42,45 @@ def run_repeats(cfg: Config, config_path: str | None, overrides: list[str], outp
     for k in range(1, n + 1):
         folder = output / f"repeat_{k:02d}"
         print(f"repeat {k}/{n} -> {folder}", file=sys.stderr, flush=True)
-        code = subprocess.call(_child_command(config_path, overrides, folder))
+        code = _call_forwarding_signals(_child_command(config_path, overrides, folder))
         if code != 0:
             # The repeat's own report (if any) says why; the combined one points at it.
             try:
                 child = load_report(folder)
             except BadInput:
                 child = {}
-            report = {**child, "status": "failed",
+            status = "interrupted" if child.get("status") == "interrupted" else "failed"
+            report = {**child, "status": status,
                       "error": f"repeat {k} of {n} ended with exit status {code}: {child.get('error')}"}
             if child:
                 write_report(output / "report.yaml", report)
             return report, code
         reports.append(load_report(folder))
     return combine(cfg, reports, output), 0
+
+
+def _call_forwarding_signals(cmd: list[str]) -> int:
+    """Run one repeat in its own session; SIGINT/SIGTERM to us are passed on to it, once.
+
+    Its own session, so a terminal's Ctrl-C does not reach it twice (directly and
+    forwarded), which it would take as "quit now, without a checkpoint".
+    """
+    import signal
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _values(reports: list[dict], *path: str) -> list:

@@ -6,6 +6,7 @@ bad input raised while setting up propagates before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 import traceback
@@ -13,11 +14,12 @@ from pathlib import Path
 
 import yaml
 
-from harness import accel, checkpoint, finish
+from harness import accel, atomic, checkpoint, finish
 from harness.build import Built, build, prepare
 from harness.config import Config, to_dict
 from harness.fit import History, fit
-from harness.guard import Diverged, Interrupted, StepGuard, StopSignals
+from harness.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
+from harness.lock import RunLock
 from harness.loop import evaluate
 from harness.measure import compile_stats
 from harness.measure.aggregate import aggregate
@@ -28,15 +30,18 @@ from harness.report import write_report
 EXIT_DIVERGED = 3
 
 
-def execute(cfg: Config, output: Path, resume: bool = False) -> tuple[dict, int]:
+def execute(cfg: Config, output: Path, resume: bool | Path = False) -> tuple[dict, int]:
     """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates.
 
-    Exit status: 0 completed, 1 failed, 3 diverged, 128+N stopped by signal N
-    (130 Ctrl-C, 143 SIGTERM). SIGINT and SIGTERM are held for the whole run, so
-    one arriving during setup still stops it cleanly at the first step.
+    ``resume``: True continues from the newest checkpoint, a path from that checkpoint
+    (resume.py chose and checked it). Exit status: 0 completed, 1 failed, 3 diverged,
+    128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM). SIGINT and SIGTERM are held
+    for the whole run, so one arriving during setup still stops it cleanly at the
+    first step. A full disk raises ``DiskFull`` when not even the report could be
+    written (the previous report and checkpoints stay).
     """
-    with StopSignals() as signals:
-        return _execute(cfg, output, resume, signals)
+    with StopSignals() as signals, contextlib.ExitStack() as held:
+        return _execute(cfg, output, resume, signals, held)
 
 
 def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
@@ -61,9 +66,13 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
         report["error"] = str(err)
         report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
         return "diverged", EXIT_DIVERGED, True
-    except KeyboardInterrupt:  # a second signal: out now, without a checkpoint
-        report["error"] = "interrupted by the user (a second signal: no checkpoint of this epoch)"
-        return "interrupted", 130, False
+    except KeyboardInterrupt as err:  # a second signal: out now, without a checkpoint
+        signum = err.signum if isinstance(err, SecondSignal) else 2
+        report["error"] = f"{err or 'interrupted by the user'} (a second signal: no checkpoint of this epoch)"
+        return "interrupted", 128 + signum, False
+    except atomic.DiskFull as err:  # one line says it all: no traceback
+        report["error"] = str(err)
+        return "failed", 1, False
     except Exception as err:  # a failed run is data: the report says what went wrong
         report["error"] = f"{err.__class__.__name__}: {err}"
         report["traceback"] = traceback.format_exc(limit=8)
@@ -71,11 +80,18 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
     return "completed", 0, True
 
 
-def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> tuple[dict, int]:
+def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignals,
+             held: contextlib.ExitStack) -> tuple[dict, int]:
     t_start = time.perf_counter()
     b = build(cfg)
     acc = b.accelerator
+    # One run per folder (the main process holds it for the job), taken once the
+    # recipe is known good, so refused input writes nothing; then what a killed
+    # run left half-written is cleared away.
+    held.enter_context(RunLock(output, enabled=acc.is_main_process))
     if acc.is_main_process:
+        atomic.clean_leftovers(output)
+        atomic.clean_leftovers(checkpoint.checkpoints_dir(output))
         checkpoint.check_writable(output)
     report = finish.base_report(cfg)
     report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes,
@@ -90,9 +106,13 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
     hist = History()
-    last = checkpoint.latest_checkpoint(output) if resume else None
+    hist.segment_started(t_start)
+    last = checkpoint.latest_checkpoint(output) if resume is True else (resume or None)
     if last is not None:
-        hist = History(**checkpoint.load_checkpoint(acc, last))
+        hist = History.restore(checkpoint.load_checkpoint(acc, last))
+        hist.segment_started(t_start)
+        if acc.is_main_process:
+            checkpoint.drop_newer(output, last)
         report["resumed_from_epoch"] = hist.epochs_done
         report["resumed_from_step_in_epoch"] = hist.step_in_epoch
     if acc.is_main_process:
@@ -103,6 +123,9 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
     status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
+    # The report is the last thing that must not be lost: a second signal from here
+    # on waits until it is written (and then ends the process, 128+N).
+    held.enter_context(signals.deferred())
     if not report["accuracy"]:
         report["accuracy"] = finish.accuracy_block(cfg, hist, None)
     multi = acc.num_processes > 1
@@ -132,14 +155,21 @@ def _execute(cfg: Config, output: Path, resume: bool, signals: StopSignals) -> t
         "setup_s": setup_s,
         "epoch_wall_s": hist.epoch_wall_s,
         "train_wall_s": hist.train_elapsed_s,
-        "total_wall_s": time.perf_counter() - t_start,
+        "total_wall_s": hist.run_wall_s_now(),
+        "process_wall_s": time.perf_counter() - t_start,
     }
     report["status"] = status
     report["finished_at"] = finish.now()
     if acc.is_main_process:
         if multi:
             finish.blame_first_failure(output, report)
-        write_report(output / "report.yaml", report)
+        try:
+            write_report(output / "report.yaml", report)
+        except atomic.DiskFull as err:
+            # The run's own error (a checkpoint that did not fit) is the cause to name.
+            first = report["error"] if str(report.get("error") or "").startswith("no space left") else str(err)
+            raise atomic.DiskFull.with_message(f"{first}; report.yaml not rewritten "
+                                               "(the previous report and checkpoints are intact)") from None
     if ranks_in_step:
         # The ranks leave together: one tearing down its process group while another
         # still finishes the last collective can abort inside gloo.

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +21,9 @@ import yaml
 
 import harness
 from harness.atomic import write_text_atomic
+from harness.config import config_hash
 from harness.errors import BadInput
+from harness.lock import live_owner
 from harness.report import dump, load_report
 from harness.sweep_config import Cell, SweepSpec, load_sweep, override_text
 
@@ -94,18 +97,20 @@ def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path) -> Attempt:
             raise
     seconds = time.perf_counter() - t0
     stderr = (cell_dir / "stderr.log").read_text(errors="replace")
-    report = None
-    if (cell_dir / "report.yaml").is_file():
-        try:
-            report = load_report(cell_dir / "report.yaml")
-        except BadInput:
-            report = None
+    report = _read_report(cell_dir)
     if timed_out:
         return Attempt("failed", f"timed out after {spec.time_limit_s:g} s", seconds, report, stderr)
     if proc.returncode == 0 and report is not None and report["status"] == "completed":
         return Attempt("completed", None, seconds, report, stderr)
     error = (report or {}).get("error") or _last_line(stderr) or f"exit status {proc.returncode}"
     return Attempt("failed", error, seconds, report, stderr)
+
+
+def _read_report(cell_dir: Path) -> dict | None:
+    try:
+        return load_report(cell_dir / "report.yaml") if (cell_dir / "report.yaml").is_file() else None
+    except BadInput:
+        return None
 
 
 def _is_oom(attempt: Attempt) -> bool:
@@ -127,12 +132,33 @@ def figures(report: dict | None) -> dict:
     }
 
 
+class SweepStopped(KeyboardInterrupt):
+    """SIGTERM/SIGINT to the sweep: the running cell was stopped (and reported) with it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def _stop_on(signum, frame):
+    raise SweepStopped(signum)
+
+
 def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
     """Run a cell (halving the batch size after an out-of-memory error if asked); its row."""
     requested = batch = cell.config.loader.batch_size
     overrides, seconds, attempts = list(cell.overrides), 0.0, 0
     while True:
-        attempt = run_cell(spec, overrides, cell_dir)
+        try:
+            attempt = run_cell(spec, overrides, cell_dir)
+        except SweepStopped as stop:
+            # The cell got the signal too and checkpointed: the row says so, never "pending".
+            report = _read_report(cell_dir)
+            stop.row = {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
+                        "status": "interrupted", "error": f"the sweep was {stop}", "attempts": attempts + 1,
+                        "report": f"cells/{cell.id}/report.yaml" if report is not None else None,
+                        **figures(report)}
+            raise
         seconds += attempt.seconds
         attempts += 1
         if not (spec.oom_backoff and _is_oom(attempt) and batch > 1):
@@ -141,6 +167,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
         overrides = list(cell.overrides) + [override_text("loader.batch_size", batch)]
     return {
         "id": cell.id,
+        "config_hash": config_hash(cell.config),
         "axes": cell.axes,
         "status": attempt.status,
         "error": attempt.error,
@@ -234,11 +261,19 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
     out.mkdir(parents=True, exist_ok=True)
 
     def keep(cell: Cell) -> bool:
-        status = previous.get(cell.id, {}).get("status")
-        return status == "completed" or (status == "failed" and not retry_failed)
+        row = previous.get(cell.id, {})
+        if row.get("config_hash") != config_hash(cell.config):
+            return False  # the base config or an override changed since: the row is another recipe's
+        return row.get("status") == "completed" or (row.get("status") == "failed" and not retry_failed)
 
     rows = [previous[c.id] if keep(c) else pending_row(c) for c in spec.cells]
     todo = [i for i, c in enumerate(spec.cells) if not keep(c)]
+    for i in todo:  # a killed sweep's cell may still run on, orphaned: never run a second beside it
+        owner = live_owner(out / "cells" / spec.cells[i].id)
+        if owner is not None:
+            raise BadInput(f"--resume: {out / 'cells' / spec.cells[i].id} is still being run by pid "
+                           f"{owner.get('pid')} on {owner.get('host')} (left by a killed sweep?); "
+                           "stop it or let it finish, then resume")
     started_at = _now()
     write_sweep(out, spec, rows, started_at)
     bar = _progress(len(todo), spec.name)
@@ -246,7 +281,12 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
         for i in todo:
             cell = spec.cells[i]
             bar.set_postfix_str(cell.id)
-            rows[i] = run_with_backoff(spec, cell, out / "cells" / cell.id)
+            try:
+                rows[i] = run_with_backoff(spec, cell, out / "cells" / cell.id)
+            except SweepStopped as stop:
+                rows[i] = stop.row
+                write_sweep(out, spec, rows, started_at)
+                raise
             write_sweep(out, spec, rows, started_at)
             bar.update(1)
     finally:
@@ -259,12 +299,17 @@ def cmd_sweep(args) -> int:
         raise BadInput("--retry-failed: only with --resume (it reruns the failed cells of an earlier sweep)")
     spec = load_sweep(args.sweep)
     out = Path(args.output or Path("sweeps") / spec.name)
+    old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
     try:
         rows = run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed)
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: harness sweep {args.sweep} --output {out} --resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"error: interrupted ({err or 'SIGINT'}); continue with: harness sweep {args.sweep} "
+              f"--output {out} --resume", file=sys.stderr)
+        return 128 + getattr(err, "signum", signal.SIGINT)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
     print(summary_table(rows))
     print(f"\nsweep  {out / 'sweep.yaml'}")
     return 0

@@ -150,3 +150,20 @@ class SlowByEnv(TinyNet):
         if self.training:
             time.sleep(float(os.environ.get("HARNESS_TEST_STEP_SLEEP_MS", "0")) / 1000.0)
         return super().forward(x)
+
+
+class ExitOnRank(_OnRankAtStep):
+    """Dies without a note: no exception, no exit hook (as the OOM killer or os._exit)."""
+
+    def misbehave(self) -> None:
+        import os
+
+        os._exit(7)
+
+
+class SegfaultOnRank(_OnRankAtStep):
+    def misbehave(self) -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)

@@ -237,5 +237,8 @@ def test_hung_rank_ends_the_job_after_the_collective_timeout(tmp_path):
     proc, elapsed = launch_two_ranks(out, "HangOnRank", "runtime.collective_timeout_s=10")
     assert proc.returncode != 0
     report = load_report(out)
-    assert report["status"] == "failed" and report["failed_rank"] == 0  # the rank that noticed
+    # The rank that stopped advancing is blamed, not rank 0, which only noticed.
+    assert report["status"] == "failed" and report["failed_rank"] == 1, report["error"]
+    assert "rank 1" in report["error"] and "stopped advancing" in report["error"]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: rank 1 (pid ")
     assert elapsed < 180, f"the job took {elapsed:.0f} s to end"
