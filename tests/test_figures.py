@@ -1,0 +1,109 @@
+"""Every figure against physical truth: tree memory by PSS, peaks per phase, the report
+always written, time-to-target without checkpoint writes."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import TINY
+from harness.cli import main
+from harness.measure.memory import MB, read_tree, tree_rss_bytes
+from harness.report import load_report
+
+MLP = "configs/digits_mlp.yaml"
+
+
+class WholeTensorReads(Dataset):
+    """Each item reads every page of one shared tensor, so each worker maps all of it."""
+
+    def __init__(self, data: torch.Tensor, items: int):
+        self.data, self.items = data, items
+
+    def __len__(self) -> int:
+        return self.items
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.data.sum()
+
+
+def test_tree_pss_counts_pages_shared_with_forked_workers_once():
+    """Two forked workers over a 200 MB tensor: the tree's PSS is the parent's own PSS
+    plus what the workers allocated themselves; summed RSS counts the tensor three times."""
+    data = torch.ones(200 * MB // 4)  # 200 MB, every page touched
+    proc = psutil.Process()
+    single = read_tree(proc, children=[])
+    loader = DataLoader(WholeTensorReads(data, items=4), batch_size=1, num_workers=2,
+                        multiprocessing_context="fork", persistent_workers=True)
+    try:
+        assert len(list(loader)) == 4  # both workers have now read the whole tensor
+        workers = proc.children(recursive=True)
+        assert len(workers) == 2
+        own = sum(w.memory_full_info().uss for w in workers)
+        tree = read_tree(proc, workers)
+        summed_rss = tree_rss_bytes(proc, workers)
+    finally:
+        del loader
+    expected = single.pss + own
+    assert tree.pss == pytest.approx(expected, rel=0.15)
+    # The old figure: shared pages once per process, far outside the same tolerance.
+    assert summed_rss != pytest.approx(expected, rel=0.15)
+    assert summed_rss > expected + 1.5 * 200 * MB
+
+
+def _fake_save(real, megabytes: int, hold_s: float, calls: list):
+    def save(*args, **kwargs):
+        buffer = torch.ones(megabytes * MB // 4)  # touched: resident, not just reserved
+        time.sleep(hold_s)  # the sampler (every 10 ms) sees it
+        calls.append(float(buffer[0]))
+        del buffer
+        return real(*args, **kwargs)
+    return save
+
+
+@pytest.mark.slow
+def test_a_checkpoints_host_buffer_shows_in_the_checkpoint_phase_not_train(tmp_path, monkeypatch):
+    import harness.fit as fit
+
+    calls: list = []
+    monkeypatch.setattr(fit.checkpoint, "save_checkpoint", _fake_save(fit.checkpoint.save_checkpoint, 300, 0.5, calls))
+    # Dev accuracy reads 0 after epoch 1 and 1 after epoch 2: the target falls after one checkpoint.
+    real_evaluate = fit.evaluate
+
+    def evaluate(parts, loader):
+        result = real_evaluate(parts, loader)
+        result.accuracy = float(len(calls) >= 1)
+        return result
+
+    monkeypatch.setattr(fit, "evaluate", evaluate)
+    assert main(["run", MLP, *TINY, "measure.rss_interval_ms=10", "train.target_accuracy=0.5",
+                 "--output", str(tmp_path)]) == 0
+    report = load_report(tmp_path / "report.yaml")
+    assert len(calls) == 2
+    mem = report["memory"]
+    train, ckpt = mem["train"]["peak_pss_mb"], mem["checkpoint"]["peak_pss_mb"]
+    assert ckpt - train == pytest.approx(300, rel=0.15)
+    assert mem["peak_pss_mb"] == train and mem["eval"]["peak_pss_mb"] < ckpt - 250
+    assert mem["peak_rss_mb"] == mem["train"]["peak_rss_mb"] > 0
+    # Time-to-target: training and dev evaluation only; epoch 1's 0.5 s checkpoint is outside.
+    acc = report["accuracy"]
+    assert acc["time_to_target_wall_s"] - acc["time_to_target_s"] >= 0.5
+    assert acc["time_to_target_s"] <= report["timing"]["train_wall_s"]
+
+
+def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monkeypatch):
+    import harness.finish as finish
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(finish, "flops_per_sample", explode)
+    assert main(["run", MLP, *TINY, "train.epochs=1", "--output", str(tmp_path)]) == 0
+    report = load_report(tmp_path / "report.yaml")
+    assert report["status"] == "completed"
+    assert report["compute"]["flops_per_sample"] is None and report["compute"]["mfu_measured_peak"] is None
+    assert any("RuntimeError: probe exploded" in w and "flops_per_sample" in w for w in report["warnings"])
