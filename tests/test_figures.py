@@ -107,3 +107,19 @@ def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monke
     assert report["status"] == "completed"
     assert report["compute"]["flops_per_sample"] is None and report["compute"]["mfu_measured_peak"] is None
     assert any("RuntimeError: probe exploded" in w and "flops_per_sample" in w for w in report["warnings"])
+
+
+@pytest.mark.slow
+def test_ddp_counts_each_sample_once_when_the_data_set_does_not_divide(tmp_path):
+    """Two gloo ranks, 252 train samples in global batches of 64: Accelerate pads the last
+    batch (60 real) to 64; the padding is not samples."""
+    from conftest import run_cli
+
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", MLP, *TINY, "measure.warmup_steps=0",
+                   "--output", str(tmp_path), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = load_report(tmp_path / "report.yaml")
+    train = report["data"]["sizes"]["train"]
+    assert train % 64 and report["distributed"]["world_size"] == 2
+    assert report["throughput"]["measured_samples"] == 2 * train  # two epochs, each sample once
+    assert [r["samples"] for r in report["per_rank"]] == [2 * 128, 2 * (train - 128)]
