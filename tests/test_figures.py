@@ -123,3 +123,33 @@ def test_ddp_counts_each_sample_once_when_the_data_set_does_not_divide(tmp_path)
     assert train % 64 and report["distributed"]["world_size"] == 2
     assert report["throughput"]["measured_samples"] == 2 * train  # two epochs, each sample once
     assert [r["samples"] for r in report["per_rank"]] == [2 * 128, 2 * (train - 128)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_bound_step_with_a_ready_loader_reads_almost_no_data_wait():
+    """Each step is a known-length GPU sleep and every batch is ready on the host: the
+    host must never wait for a batch. A blocking copy inside next() would wait for the
+    previous step's sleep, and the data-wait fraction would read most of the window."""
+    from torch.utils.data import TensorDataset
+
+    from harness.accel import RuntimeConfig, build_accelerator
+    from harness.measure.aggregate import aggregate
+    from harness.measure.config import MeasureConfig
+    from harness.measure.meter import Meter
+
+    acc, _ = build_accelerator(RuntimeConfig(device="gpu"))
+    ds = TensorDataset(torch.randn(64 * 40, 3, 64, 64), torch.zeros(64 * 40, dtype=torch.long))
+    loader = acc.prepare(DataLoader(ds, batch_size=64, pin_memory=True))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    torch.cuda.synchronize()
+    cycles = int(10_000_000 * 20.0 / start.elapsed_time(end))  # ~20 ms of GPU time
+    meter = Meter(MeasureConfig(warmup_steps=3), acc.device)
+    for inputs, _ in meter.steps(loader):
+        torch.cuda._sleep(cycles)
+        inputs.add_(1)  # the step uses the batch: its copy is ordered before it
+    figures = aggregate([meter.summary()], 64)
+    assert figures["step_time_ms"]["p50"] == pytest.approx(20.0, rel=0.25)
+    assert figures["data_wait_fraction"] < 0.05

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from harness.data.split import TransformedSubset
+
 
 @dataclass
 class BatchAugment:
@@ -82,7 +84,8 @@ def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.
 
 
 def _rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Each image by its own angle (counter-clockwise, as PIL), about its centre, nearest, zero fill."""
+    """Each image by its own angle about its centre, nearest, zero fill (the angle is drawn
+    symmetric about 0, so the direction of a positive angle does not change the recipe)."""
     rad = degrees * (math.pi / 180)
     cos, sin = torch.cos(rad), torch.sin(rad)
     h, w = x.shape[-2:]
@@ -129,3 +132,40 @@ def split_pipeline(transform) -> tuple[object, BatchAugment | None]:
         else:
             keep.append(s)
     return T.Compose(keep), aug
+
+
+def augmented_subset(base, indices: list[int], transform):
+    """The train view: ``transform``'s random steps applied per batch (``AugmentedSubset``),
+    or a plain ``TransformedSubset`` when it draws nothing."""
+    fixed, augment = split_pipeline(transform)
+    if augment is None:
+        return TransformedSubset(base, indices, transform)
+    return AugmentedSubset(base, indices, fixed, augment)
+
+
+class AugmentedSubset(TransformedSubset):
+    """A train view whose augmentation is ``BatchAugment``, applied to each batch as loaded.
+
+    The DataLoader path's workers and the device-resident loader run the same
+    function on the same tensors with the same per-batch seed (the one
+    ``SeededBatchSampler`` puts on each batch), so both paths draw the same.
+    """
+
+    def __init__(self, base, indices, transform, augment: BatchAugment):
+        super().__init__(base, indices, transform)
+        self.augment = augment
+
+    def __getitems__(self, items: list) -> list:
+        samples = super().__getitems__(items)
+        if not samples:
+            return samples
+        if isinstance(items[0], tuple):
+            seed = items[0][1]
+        else:  # a position without a batch seed: a fresh draw
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        x = self.augment(torch.stack([s[0] for s in samples]), seed)
+        return [(x[j], t) for j, (_, t) in enumerate(samples)]
+
+    def __getitem__(self, item):
+        return self.__getitems__([item])[0]
+

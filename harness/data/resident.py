@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from harness.data.augment import BatchAugment, split_pipeline
+from harness.data.augment import AugmentedSubset, BatchAugment, split_pipeline
 
 
 def materialise(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,14 +42,16 @@ def materialise(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _split_augmentation(ds: Dataset) -> tuple[Dataset, BatchAugment | None]:
     """``ds`` without its random steps, and those steps for batches (None: nothing is drawn)."""
+    from harness.data.split import TransformedSubset
+
+    if isinstance(ds, AugmentedSubset):  # the train view: the same augmentation as the DataLoader path's
+        return TransformedSubset(ds.base, ds.indices, ds.transform), ds.augment
     transform = getattr(ds, "transform", None)
-    if transform is None:
+    if not isinstance(ds, TransformedSubset) or transform is None:
         return ds, None
     fixed, augment = split_pipeline(transform)
     if augment is None:
         return ds, None
-    from harness.data.split import TransformedSubset
-
     return TransformedSubset(ds.base, ds.indices, fixed), augment
 
 
@@ -151,7 +153,8 @@ class DeviceResidentLoader:
         batches = list(self._batch_sampler())
         # The epoch's positions go to the device in one copy, not one per step: a
         # per-step copy would wait for the GPU's queue inside the data wait.
-        flat = torch.tensor([i for items in batches for i, _ in items], dtype=torch.long).to(device)
+        flat = torch.tensor([i for items in batches for i, _ in items], dtype=torch.long)
+        flat = (flat.pin_memory() if device.type == "cuda" else flat).to(device, non_blocking=True)
         start = 0
         for k, items in enumerate(batches):
             idx = flat[start:start + len(items)]
