@@ -107,10 +107,11 @@ class MemorySampler:
     # sampler's share of the GIL stays negligible next to the training loop.
     CHILDREN_REFRESH_S = 1.0
     # Reading smaps_rollup walks the page tables in the kernel: ~0.5 ms for a small
-    # process, ~12 ms for a torch process on a loaded 2-core VM. The sampler waits at
-    # least this many times its last read between samples, so it never takes more
-    # than ~1/(1+DUTY_RATIO) of a core from the run it measures.
-    DUTY_RATIO = 9.0
+    # process, ~12 ms for a torch process on a loaded 2-core VM. The main process's RSS
+    # (statm, ~20 us) is read every interval; the tree's PSS and USS only once at least
+    # FULL_READ_RATIO times the last full read has passed, so that read takes at most
+    # ~1/(1+FULL_READ_RATIO) of one core from the run it measures.
+    FULL_READ_RATIO = 19.0
 
     def __init__(self, interval_s: float = 0.05, cuda_device=None):
         self.interval_s = interval_s
@@ -125,28 +126,36 @@ class MemorySampler:
         self.current: str | None = None
         self.baseline: TreeMemory | None = None
         self.last_read_s = 0.0
+        self._full_at = float("-inf")
 
-    def sample(self) -> TreeMemory:
+    def sample(self, full: bool | None = None) -> TreeMemory:
+        """One reading (PSS/USS too when ``full``, or when due); counted towards the open phase."""
         now = time.monotonic()
-        if now - self._listed_at > self.CHILDREN_REFRESH_S:
-            self._children = self._proc.children(recursive=True)
-            self._listed_at = now
-        t0 = time.perf_counter()
-        m = read_tree(self._proc, self._children)
-        self.last_read_s = time.perf_counter() - t0
+        if full is None:
+            full = now - self._full_at >= self.FULL_READ_RATIO * self.last_read_s
+        if not full:
+            m = TreeMemory(self._proc.memory_info().rss, None, None)
+        else:
+            if now - self._listed_at > self.CHILDREN_REFRESH_S:
+                self._children = self._proc.children(recursive=True)
+                self._listed_at = now
+            t0 = time.perf_counter()
+            m = read_tree(self._proc, self._children)
+            self.last_read_s = time.perf_counter() - t0
+            self._full_at = now
         with self._lock:
             if self.current is not None:
                 self.phases[self.current].add(m)
         return m
 
     def _run(self) -> None:
-        while not self._stop.wait(max(self.interval_s, self.DUTY_RATIO * self.last_read_s)):
+        while not self._stop.wait(self.interval_s):
             self.sample()
 
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.baseline = self.sample()
+        self.baseline = self.sample(full=True)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
         self._thread.start()
@@ -171,14 +180,14 @@ class MemorySampler:
         with self._lock:
             self.phases.setdefault(name, PhasePeak()).entered += 1
             self.current = name
-        self.sample()
+        self.sample(full=True)
         return previous
 
     def leave(self, previous: str | None = None) -> None:
         """Close the open phase (one last sample, its CUDA peaks) and reopen ``previous``."""
         if self.current is None:
             return
-        self.sample()
+        self.sample(full=True)
         self._fold_cuda(self.current)
         with self._lock:
             self.current = None
