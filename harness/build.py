@@ -38,7 +38,7 @@ def build(cfg: Config) -> Built:
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         data = build_data(cfg.data, cfg.seed)
-    loaders = build_loaders(data.train, data.dev, data.test, cfg.loader, cfg.seed)
+    loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
     set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
     model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
     steps_per_epoch = len(loaders.train)

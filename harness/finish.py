@@ -39,11 +39,17 @@ def accuracy_block(cfg: Config, hist: History, test) -> dict:
         "test_samples": test.samples if test else 0,
         "target_accuracy": cfg.train.target_accuracy,
         "time_to_target_s": hist.time_to_target_s,
+        "time_to_target_wall_s": hist.time_to_target_wall_s,
     }
 
 
+PROBE_BATCH = 8
+"""Samples in the FLOP-counting batch: per-sample FLOPs of conv and linear layers do
+not depend on the batch size, and a small batch fits beside a nearly full device."""
+
+
 def count_flops(b: Built) -> float | None:
-    """Forward+backward FLOPs per sample, on one batch of the train split (before prepare)."""
+    """Forward+backward FLOPs per sample, on a small probe batch of the train split, on the run's device."""
     if not b.cfg.measure.count_flops:
         return None
     import torch
@@ -51,39 +57,84 @@ def count_flops(b: Built) -> float | None:
     from harness.data.split import TransformedSubset
 
     train = b.data.train
-    n = min(b.cfg.loader.batch_size, len(train))
+    n = min(PROBE_BATCH, b.cfg.loader.batch_size, len(train))
     # The train samples through the eval transform: same shapes, and no augmentation
-    # draw moves the random state before training starts.
+    # draw moves the random state.
     view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
     inputs, targets = zip(*(view[i] for i in range(n)))
-    return flops_per_sample(b.parts.model, torch.stack(inputs), torch.tensor(targets), b.parts.loss_fn)
+    device = b.accelerator.device
+    # The bare module: no DDP hooks (no collective on one rank), no compiled graph
+    # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
+    model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    return flops_per_sample(model, torch.stack(inputs).to(device), torch.tensor(targets).to(device),
+                            b.parts.loss_fn)
 
 
-def compute_block(b: Built, fps: float | None, samples_per_s: float | None) -> dict:
+def _failed(what: str, err: Exception) -> str:
+    return f"{what} is null: {err.__class__.__name__}: {err}"
+
+
+def compute_figures(b: Built, samples_per_s: float | None) -> tuple[dict, list[str]]:
+    """The compute block and its warnings; a failure in counting or measuring leaves its fields null.
+
+    Runs after training, inside the run's failure handling: whatever goes wrong here
+    (a model FlopCounterMode cannot trace, a device too full for the peak's matrices)
+    costs those figures and a warning, never the report or the run's status.
+    """
+    warnings: list[str] = []
+    try:
+        fps = count_flops(b)
+    except Exception as err:  # noqa: BLE001 -- any failure is recorded, not raised
+        fps = None
+        warnings.append(_failed("compute.flops_per_sample", err))
+    return compute_block(b, fps, samples_per_s, warnings), warnings
+
+
+def _has_conv(model) -> bool:
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
+                  warnings: list[str] | None = None) -> dict:
     """Achieved FLOP/s and MFU against a measured peak and a datasheet peak (null when unknown)."""
+    from harness.measure.flops import peak_precision, tf32_switches
+
+    warnings = [] if warnings is None else warnings
     acc = b.accelerator
     device = acc.device
-    name = environment.gpus()[0]["name"] if device.type == "cuda" else environment.cpu_model()
+    cuda = device.type == "cuda"
+    name = environment.gpus()[0]["name"] if cuda else environment.cpu_model()
+    kind = peak_precision(b.precision.name, _has_conv(b.parts.model)) if cuda else \
+        ("fp32" if b.precision.name == "no" else b.precision.name)
     block = {"flops_per_sample": fps, "achieved_tflops": None, "achieved_tflops_per_device": None,
              "measured_peak_tflops": None, "measured_peak_at": None, "measured_peak_load_avg_1m": None,
              "datasheet_peak_tflops": None,
              "mfu_measured_peak": None, "mfu_datasheet": None, "peak_device": name,
-             "peak_dtype": str(b.precision.compute_dtype).replace("torch.", "")}
+             "peak_dtype": str(b.precision.compute_dtype).replace("torch.", ""),
+             "peak_precision": kind, "tf32": tf32_switches()}
     if fps is None or not samples_per_s:
         return block
     per_device = fps * samples_per_s / acc.num_processes
     block["achieved_tflops"] = fps * samples_per_s / 1e12
     block["achieved_tflops_per_device"] = per_device / 1e12
     if b.cfg.measure.measure_peak:
-        peak, context = measured_peak_flops(device, b.precision.compute_dtype, name)
-        block["measured_peak_tflops"] = peak / 1e12
-        block["measured_peak_at"] = context["measured_at"]
-        block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
-        block["mfu_measured_peak"] = per_device / peak
-    sheet = datasheet_peak_tflops(name, b.precision.name) if device.type == "cuda" else None
-    if sheet:
-        block["datasheet_peak_tflops"] = sheet
-        block["mfu_datasheet"] = per_device / (sheet * 1e12)
+        try:
+            peak, context = measured_peak_flops(device, b.precision.compute_dtype, name)
+            block["measured_peak_tflops"] = peak / 1e12
+            block["measured_peak_at"] = context["measured_at"]
+            block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
+            block["mfu_measured_peak"] = per_device / peak
+        except Exception as err:  # noqa: BLE001 -- e.g. out of memory beside the run's tensors
+            warnings.append(_failed("compute.measured_peak_tflops", err))
+    if cuda:
+        sheet = datasheet_peak_tflops(name, kind)
+        if sheet:
+            block["datasheet_peak_tflops"] = sheet
+            block["mfu_datasheet"] = per_device / (sheet * 1e12)
+        else:
+            warnings.append(f"compute.mfu_datasheet is null: no datasheet peak for {name!r} in {kind}")
     return block
 
 

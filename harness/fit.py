@@ -31,6 +31,11 @@ class History:
     train_elapsed_s: float = 0.0
     """Wall time spent in training and dev evaluation, across resumes."""
     time_to_target_s: float | None = None
+    """Training and dev-evaluation time until the target was first reached (``train_eval_s`` then)."""
+    time_to_target_wall_s: float | None = None
+    """Wall time since training started until then, checkpoint writes and compile included."""
+    train_eval_s: float = 0.0
+    """Training and dev-evaluation time alone, across resumes: no checkpoint writes, no compile."""
     skipped_steps: int = 0
     """Optimizer steps the fp16 gradient scaler skipped (whole epochs)."""
     step_in_epoch: int = 0
@@ -123,6 +128,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
     cfg, acc = b.cfg, b.accelerator
     bar = _progress(b, cfg.train.epochs, hist.epochs_done)
     started = time.perf_counter() - hist.train_elapsed_s
+    compile_s = lambda: sum(getattr(h, "compile_s", 0.0) for h in meter.hooks)  # noqa: E731
     guard.step = hist.steps_done
     reason = "epochs"
     try:
@@ -131,7 +137,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
             if budget is not None and budget <= 0:
                 reason = "max_steps"
                 break
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), compile_s()
             carry = hist.carry()
             result = train_epoch(b.parts, _epoch_loader(b, hist, epoch), meter, guard,
                                  max_steps=budget, carry=carry)
@@ -142,23 +148,29 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
             if not result.finished:  # a signal, between two steps of this epoch
                 hist.stopped_inside(result, time.perf_counter() - t0)
                 hist.train_elapsed_s = time.perf_counter() - started
-                checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
-                                           cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
-                                           recipe=to_dict(cfg))
+                hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
+                with meter.phase("checkpoint"):
+                    checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
+                                               cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
+                                               recipe=to_dict(cfg))
                 raise Interrupted(stop.signum)
-            dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
+            with meter.phase("eval"):
+                dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
             hist.skipped_steps += result.skipped_steps
             hist.epoch_done(time.perf_counter() - t0)
             hist.train_elapsed_s = time.perf_counter() - started
+            hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
                              "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
             target = cfg.train.target_accuracy
             if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
-                hist.time_to_target_s = hist.train_elapsed_s
+                hist.time_to_target_s = hist.train_eval_s
+                hist.time_to_target_wall_s = hist.train_elapsed_s
             stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
             if cfg.output.checkpoint_every_epoch or stop is not None:
-                checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
-                                           recipe=to_dict(cfg))
+                with meter.phase("checkpoint"):
+                    checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
+                                               recipe=to_dict(cfg))
             if stop is not None:
                 raise Interrupted(stop.signum)
             bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")

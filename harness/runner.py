@@ -54,10 +54,12 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
     acc = b.accelerator
     try:
         report["stop_reason"] = fit(b, meter, guard, output, hist)
-        test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
+        with meter.phase("eval"):
+            test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
         report["accuracy"] = finish.accuracy_block(b.cfg, hist, test)
         if b.cfg.output.save_model:
-            checkpoint.save_model(acc, b.parts.model, output / "model.pt")
+            with meter.phase("checkpoint"):
+                checkpoint.save_model(acc, b.parts.model, output / "model.pt")
             report["artifacts"] = {"model": "model.pt"}
     except Interrupted as err:
         report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
@@ -98,7 +100,6 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
                       "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes(),
                       "skipped_files": b.data.skipped}
     report["model"] = b.model_info
-    fps = finish.count_flops(b)
     if acc.is_main_process:  # before prepare(), which every rank passes together
         shutil.rmtree(finish.failures_dir(output), ignore_errors=True)
     prepare(b)
@@ -142,12 +143,16 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
     # Only the main process reports; measuring the peak on every rank at once would
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
-    report["compute"] = finish.compute_block(b, fps, figures["throughput"]["samples_per_s"]) \
-        if acc.is_main_process else {}
+    # FLOPs and the peak are counted after training, on the run's device, and a failure
+    # there costs those figures and a warning, never the report.
+    compute, compute_warnings = finish.compute_figures(b, figures["throughput"]["samples_per_s"]) \
+        if acc.is_main_process else ({}, [])
+    report["compute"] = compute
     report["compile"] = compile_stats.combine(cfg.runtime.compile, [c for _, c in local])
     report["distributed"]["scaler_skipped_steps"] = \
         hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
-    report["warnings"] = finish.warnings_for(figures) + compile_stats.warnings_for(report["compile"])
+    report["warnings"] = finish.warnings_for(figures) + compile_stats.warnings_for(report["compile"]) \
+        + compute_warnings
     if multi and not ranks_in_step:
         report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
     report["raw"] = raw

@@ -172,6 +172,51 @@ def test_datasheet_knows_h100_and_not_cpus():
     assert datasheet_peak_tflops(None, "bf16") is None
 
 
+def test_datasheet_matches_exact_device_names_only():
+    """A substring match read "NVIDIA L40" as an L4 and an H100 NVL as an SXM part."""
+    from harness.measure.flops import device_model
+
+    assert device_model("NVIDIA L40") == "L40" != device_model("NVIDIA L4") == "L4"
+    assert device_model("NVIDIA L40S") == "L40S"
+    assert datasheet_peak_tflops("NVIDIA L40", "bf16") != datasheet_peak_tflops("NVIDIA L4", "bf16")
+    assert device_model("NVIDIA H100 NVL") == "H100 NVL"
+    assert datasheet_peak_tflops("NVIDIA H100 NVL", "bf16") != datasheet_peak_tflops("NVIDIA H100 80GB HBM3", "bf16")
+    assert device_model("NVIDIA H100 PCIe") == "H100 PCIe"
+    assert device_model("NVIDIA A100-SXM4-40GB") == device_model("NVIDIA A100-SXM4-80GB") == "A100 SXM"
+    assert device_model("NVIDIA A100 80GB PCIe") == "A100 PCIe"
+    assert device_model("NVIDIA A10G") == "A10G" != device_model("NVIDIA A10")
+    assert device_model("NVIDIA RTX 9999") is None  # unknown: no guess
+    assert datasheet_peak_tflops("NVIDIA RTX 9999", "bf16") is None
+
+
+def test_fp32_with_tf32_on_is_measured_against_the_tf32_peak():
+    from harness.measure.flops import peak_precision
+
+    on = {"matmul": True, "cudnn_conv": True, "float32_matmul_precision": "high"}
+    off = {"matmul": False, "cudnn_conv": False, "float32_matmul_precision": "highest"}
+    convs_only = {"matmul": False, "cudnn_conv": True, "float32_matmul_precision": "highest"}
+    assert peak_precision("no", has_conv=False, switches=on) == "tf32"
+    assert peak_precision("no", has_conv=True, switches=off) == "fp32"
+    assert peak_precision("no", has_conv=True, switches=convs_only) == "tf32"  # cuDNN's default
+    assert peak_precision("no", has_conv=False, switches=convs_only) == "fp32"  # matmuls stay fp32
+    assert peak_precision("bf16", has_conv=True, switches=on) == "bf16"
+    a100_tf32 = datasheet_peak_tflops("NVIDIA A100-SXM4-80GB", "tf32")
+    assert a100_tf32 == pytest.approx(156.0) and a100_tf32 > 7 * datasheet_peak_tflops("NVIDIA A100-SXM4-80GB", "no")
+
+
+def test_measured_peak_cache_key_includes_the_tf32_switches():
+    from harness.measure import flops
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        highest = flops.peak_cache_key("dev", torch.float32)
+        torch.set_float32_matmul_precision("high")
+        assert flops.peak_cache_key("dev", torch.float32) != highest
+    finally:
+        torch.set_float32_matmul_precision(saved)
+
+
 def test_distribution_and_noise_verdicts():
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     steady = distribution([10.0] * 9 + [10.5])
@@ -222,7 +267,7 @@ def test_a_peak_cached_without_its_context_is_still_used(monkeypatch, tmp_path):
 
     monkeypatch.setattr(flops, "_cache_file", lambda: tmp_path / "peak_flops.yaml")
     monkeypatch.setattr(flops, "measure_matmul_peak", lambda device, dtype: pytest.fail("measured again"))
-    key = f"old-device|{torch.float32}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    key = flops.peak_cache_key("old-device", torch.float32)
     (tmp_path / "peak_flops.yaml").write_text(yaml.safe_dump({key: 2.5e11}))
     assert flops.measured_peak_flops(CPU, torch.float32, "old-device") == \
         (2.5e11, {"measured_at": None, "load_avg_1m": None})

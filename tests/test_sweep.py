@@ -196,26 +196,48 @@ def test_device_resident_digits_match_the_dataloader_without_augmentation():
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-def test_device_resident_shards_are_contiguous_slices_of_each_global_batch():
-    _, dr = _pair(n=45, batch_size=4)
+@pytest.mark.parametrize("n,world,drop_last", [(45, 2, False), (50, 3, False), (45, 2, True), (5, 2, False)])
+def test_device_resident_shards_exactly_as_accelerate_does(n, world, drop_last):
+    """Each rank's batches equal those Accelerate's own sharding of the same DataLoader gives it,
+    padding included; the real samples over all ranks are the data set, once each."""
+    from accelerate.data_loader import prepare_data_loader
+
+    dl, dr = _pair(n=n, batch_size=4, drop_last=drop_last)
     whole = dr.train
-    ranks = [DeviceResidentLoader.__new__(DeviceResidentLoader) for _ in range(2)]
-    for r, shard in enumerate(ranks):
+    real = []
+    for rank in range(world):
+        shard = DeviceResidentLoader.__new__(DeviceResidentLoader)
         shard.__dict__.update(whole.__dict__)
-        shard.shard(r, 2)
-    per_rank = []
-    for shard in ranks:
-        dr.reseed(3, 0)
-        per_rank.append([x[:, 0] for x, _ in shard])
-    g = torch.Generator().manual_seed(3 * 100_003)
-    order = torch.randperm(45, generator=g).float()
-    assert len(per_rank[0]) == len(per_rank[1]) == len(ranks[0]) == 6  # ceil(45 / 8)
-    for step, (a, b) in enumerate(zip(*per_rank)):
-        assert a.shape == b.shape
-        if step < 5:
-            assert torch.equal(torch.cat([a, b]), order[step * 8:(step + 1) * 8])
-    last = torch.cat(per_rank[0][-1:] + per_rank[1][-1:])  # 5 left, topped up to 6 from the start
-    assert torch.equal(last, torch.cat([order[40:], order[:1]]))
+        shard.shard(rank, world)
+        ref = prepare_data_loader(dl.train, num_processes=world, process_index=rank, put_on_device=False)
+        for epoch in (0, 1):
+            dr.reseed(3, epoch)
+            ours = [x[:, 0] for x, _ in shard]
+            dl.reseed(3, epoch)
+            theirs = [x[:, 0] for x, _ in ref]
+            assert len(ours) == len(theirs) == len(shard) == len(ref)
+            assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+        # What the meter counts as real: all but the last batch, and the last one's unpadded part.
+        kept = []
+        for x, y in shard:
+            k = real_batch_size_at(shard, x, rank, world)
+            kept.append(x[:k, 0])
+        real.append(torch.cat(kept) if kept else torch.empty(0))
+    seen = torch.cat(real)
+    expected = n - n % (4 * world) if drop_last else n
+    assert seen.numel() == expected and seen.unique().numel() == expected
+
+
+def real_batch_size_at(loader, x, rank, world):
+    """``real_batch_size`` as rank ``rank`` of ``world`` would compute it."""
+    from unittest import mock
+
+    from harness.measure import meter
+
+    with mock.patch.object(meter.torch.distributed, "is_initialized", lambda: True), \
+            mock.patch.object(meter.torch.distributed, "get_rank", lambda: rank), \
+            mock.patch.object(meter.torch.distributed, "get_world_size", lambda: world):
+        return meter.real_batch_size(loader, (x,))
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
@@ -244,8 +266,9 @@ def test_device_resident_under_two_process_ddp(tmp_path):
     report = load_report(tmp_path)
     assert report["status"] == "completed"
     assert report["distributed"]["world_size"] == 2 and report["distributed"]["backend"] == "gloo"
-    # 252 train samples, 32 per rank per step: 4 global steps an epoch, the last one 60
-    # samples (30 a rank). Two epochs less the 1 warm-up step: 2 x 126 - 32 = 220 a rank.
-    assert [r["samples"] for r in report["per_rank"]] == [220, 220]
-    assert report["throughput"]["measured_samples"] == 440
+    # 252 train samples, 32 per rank per step: 4 global steps an epoch, the last global
+    # batch 60 real samples, 32 on rank 0 and 28 on rank 1 (Accelerate's padding tops rank
+    # 1 up to 32 and is not counted). Two epochs less the 1 warm-up step of 32 a rank.
+    assert [r["samples"] for r in report["per_rank"]] == [2 * 128 - 32, 2 * 124 - 32]
+    assert report["throughput"]["measured_samples"] == 2 * 252 - 64
     assert report["accuracy"]["test_samples"] == report["data"]["sizes"]["test"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.data.augment import augmented_subset
 from harness.data.datasets import DataConfig, Pool, load_pool
 from harness.data.split import TransformedSubset, split_indices
 from harness.data.transforms import build_transform
@@ -56,7 +57,8 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
     train_tf = build_transform(cfg.transforms, train=True, channels=shape[0])
     eval_tf = build_transform(cfg.transforms, train=False, channels=shape[0])
     return DataBundle(
-        train=TransformedSubset(pool.dataset, pick(tr), train_tf),
+        # Augmentation is drawn per batch, by the same function on both loader paths.
+        train=augmented_subset(pool.dataset, pick(tr), train_tf),
         dev=TransformedSubset(pool.dataset, pick(dv), eval_tf),
         test=TransformedSubset(pool.dataset, pick(te), eval_tf),
         classes=pool.classes,

@@ -5,7 +5,7 @@ the order of epoch k is the same in every mode, on every rank, and after a resum
 
 ``loader.kind: device_resident`` replaces the DataLoaders with
 ``DeviceResidentLoader``s (harness/data/resident.py): every split is transformed
-once and kept as tensors on the device.
+once and kept as tensors on the device (train augmentation: per batch, on the device).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from harness.errors import BadInput, ConfigValueError
 class LoaderConfig:
     kind: Literal["dataloader", "device_resident"] = "dataloader"
     """dataloader: a torch DataLoader per split. device_resident: each split transformed
-    once and held as tensors on the device, batches by indexing (train augmentation is
-    then drawn once, not per epoch; num_workers, pin_memory and prefetch do not apply)."""
+    once and held as tensors on the device, batches by indexing; train augmentation is
+    drawn per batch on the device, the same draws as the DataLoader path's (num_workers,
+    pin_memory and prefetch do not apply)."""
     batch_size: int = 64
     """Samples per batch per device; the global batch is this times the world size."""
     eval_batch_size: int | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from harness.measure.memory import PHASES
 from harness.measure.stats import distribution
 
 # Two-sided 95% confidence interval of a median from order statistics.
@@ -49,6 +50,14 @@ def _window_rates(per_rank: list[dict]) -> list[float]:
     return rates
 
 
+def phase_peaks(per_rank: list[dict], name: str) -> dict | None:
+    """One phase's peaks: the largest rank's, key by key (null when no rank entered it)."""
+    seen = [r["phases"][name] for r in per_rank if name in (r.get("phases") or {})]
+    if not seen:
+        return None
+    return {key: max((p[key] for p in seen if p[key] is not None), default=None) for key in seen[0]}
+
+
 def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
     """``per_rank``: each rank's ``Meter.summary()``, rank 0 first."""
     world = len(per_rank)
@@ -65,6 +74,8 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
             "data_wait_fraction": wait / wall if wall > 0 else None,
             "step_time_ms_p50": (distribution(r["step_times_ms"]) or {}).get("p50"),
             "peak_rss_mb": r["peak_rss_mb"],
+            "peak_pss_mb": r.get("peak_pss_mb"),
+            "peak_uss_mb": r.get("peak_uss_mb"),
             "device_peak_allocated_mb": r["device_peak_allocated_mb"],
             "device_peak_reserved_mb": r["device_peak_reserved_mb"],
             "alloc_retries": r["alloc_retries"],
@@ -96,9 +107,12 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
         "data_wait_fraction": max(waits) if waits else None,
         "memory": {
             "peak_rss_mb": mem("peak_rss_mb"),
+            "peak_pss_mb": mem("peak_pss_mb"),
+            "peak_uss_mb": mem("peak_uss_mb"),
             "device_peak_allocated_mb": mem("device_peak_allocated_mb"),
             "device_peak_reserved_mb": mem("device_peak_reserved_mb"),
             "alloc_retries": mem("alloc_retries"),
+            **{name: phase_peaks(per_rank, name) for name in PHASES},
         },
         "per_rank": rank_rows,
         "imbalance": (slowest / fastest) if fastest > 0 else None,

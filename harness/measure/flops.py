@@ -20,30 +20,96 @@ from torch import nn
 
 from harness.atomic import write_text_atomic
 
-# Dense (no sparsity) tensor-core peaks in TFLOP/s from the vendors' datasheets,
-# by precision. SXM parts; a name match picks the first entry that fits.
+# Dense (no sparsity) peaks in TFLOP/s from the vendors' datasheets, per device model:
+# bf16/fp16/tf32 on the tensor cores, fp32 on the CUDA cores. Where a datasheet
+# gives only the sparse figure, the dense one is half of it.
 DATASHEET_TFLOPS = {
-    "H200": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
-    "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
-    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "no": 51.2},
-    "H100": {"bf16": 989.4, "fp16": 989.4, "no": 66.9},
-    "A100": {"bf16": 312.0, "fp16": 312.0, "no": 19.5},
-    "L40S": {"bf16": 362.05, "fp16": 362.05, "no": 91.6},
-    "L4": {"bf16": 121.0, "fp16": 121.0, "no": 30.3},
-    "A10G": {"bf16": 70.0, "fp16": 70.0, "no": 31.2},
-    "V100": {"fp16": 125.0, "no": 15.7},
-    "T4": {"fp16": 65.0, "no": 8.1},
+    "B200": {"bf16": 2250.0, "fp16": 2250.0, "tf32": 1125.0, "fp32": 75.0},
+    "H200 SXM": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H200 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
+    "GH200": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H100 SXM": {"bf16": 989.4, "fp16": 989.4, "tf32": 494.7, "fp32": 66.9},
+    "H100 PCIe": {"bf16": 756.0, "fp16": 756.0, "tf32": 378.0, "fp32": 51.2},
+    "H100 NVL": {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0},
+    "A100 SXM": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "A100 PCIe": {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5},
+    "L40S": {"bf16": 362.05, "fp16": 362.05, "tf32": 183.0, "fp32": 91.6},
+    "L40": {"bf16": 181.05, "fp16": 181.05, "tf32": 90.5, "fp32": 90.5},
+    "L4": {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3},
+    "A10": {"bf16": 125.0, "fp16": 125.0, "tf32": 62.5, "fp32": 31.2},
+    "A10G": {"bf16": 70.0, "fp16": 70.0, "tf32": 35.0, "fp32": 31.2},
+    "V100 SXM": {"fp16": 125.0, "fp32": 15.7},
+    "V100 PCIe": {"fp16": 112.0, "fp32": 14.0},
+    "T4": {"fp16": 65.0, "fp32": 8.1},
+}
+
+# torch.cuda.get_device_name() as drivers report it, normalised (see ``normalise_device_name``),
+# to the datasheet entry. Exact names only: a substring match reads "L40" as "L4" and an
+# H100 NVL as an SXM part. A name not here has no datasheet peak.
+DEVICE_MODELS = {
+    "b200": "B200",
+    "h200": "H200 SXM", "h200 141gb hbm3e": "H200 SXM", "h200 nvl": "H200 NVL",
+    "gh200 480gb": "GH200", "gh200 144g hbm3e": "GH200", "gh200": "GH200",
+    "h100 80gb hbm3": "H100 SXM", "h100 sxm5 80gb": "H100 SXM", "h100 sxm": "H100 SXM",
+    "h100 pcie": "H100 PCIe", "h100 80gb pcie": "H100 PCIe",
+    "h100 nvl": "H100 NVL",
+    "a100 sxm4 40gb": "A100 SXM", "a100 sxm4 80gb": "A100 SXM", "a100 sxm 80gb": "A100 SXM",
+    "a100 pcie 40gb": "A100 PCIe", "a100 pcie 80gb": "A100 PCIe", "a100 80gb pcie": "A100 PCIe",
+    "a100 40gb pcie": "A100 PCIe",
+    "l40s": "L40S", "l40": "L40", "l4": "L4",
+    "a10": "A10", "a10g": "A10G",
+    "v100 sxm2 16gb": "V100 SXM", "v100 sxm2 32gb": "V100 SXM",
+    "v100 pcie 16gb": "V100 PCIe", "v100 pcie 32gb": "V100 PCIe",
+    "t4": "T4",
 }
 
 
+def normalise_device_name(name: str) -> str:
+    """"NVIDIA A100-SXM4-80GB" -> "a100 sxm4 80gb": vendor prefix off, case and separators folded."""
+    words = name.replace("-", " ").replace("_", " ").lower().split()
+    while words and words[0] in ("nvidia", "tesla"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def device_model(device_name: str | None) -> str | None:
+    """The datasheet entry for a driver's device name; None when it is not known exactly."""
+    return DEVICE_MODELS.get(normalise_device_name(device_name)) if device_name else None
+
+
 def datasheet_peak_tflops(device_name: str | None, precision: str) -> float | None:
-    """The datasheet peak for ``precision`` on a known GPU; None when unknown."""
-    if not device_name:
+    """The datasheet peak for ``precision`` (bf16, fp16, tf32, fp32) on a known GPU; None when unknown.
+
+    ``precision`` "no" (the run-mode setting) reads as fp32; pick tf32 with ``peak_precision``.
+    """
+    model = device_model(device_name)
+    if model is None:
         return None
-    for key, table in DATASHEET_TFLOPS.items():
-        if key in device_name:
-            return table.get(precision)
-    return None
+    table = DATASHEET_TFLOPS[model]
+    precision = "fp32" if precision == "no" else precision
+    # A part without TF32 tensor cores (V100, T4) runs "TF32" work in plain fp32.
+    return table.get(precision) or (table.get("fp32") if precision == "tf32" else None)
+
+
+def tf32_switches() -> dict:
+    """The switches that decide whether fp32 work runs on the TF32 tensor cores."""
+    return {"matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_conv": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def peak_precision(precision: str, has_conv: bool, switches: dict | None = None) -> str:
+    """Which datasheet column the run's work really runs at.
+
+    Mixed precision: its dtype. fp32 ("no"): TF32 when TF32 is on for the work the
+    model does -- convolutions (cuDNN's switch, on by default) or matmuls (off by
+    default, on with ``set_float32_matmul_precision("high")``) -- else plain fp32.
+    """
+    if precision != "no":
+        return precision
+    s = switches or tf32_switches()
+    matmul_tf32 = s["matmul"] or s["float32_matmul_precision"] != "highest"
+    return "tf32" if matmul_tf32 or (has_conv and s["cudnn_conv"]) else "fp32"
 
 
 def flops_per_sample(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -97,6 +163,14 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int | No
     return best
 
 
+def peak_cache_key(device_name: str, dtype: torch.dtype) -> str:
+    """What a measured peak depends on; the matmul precision and TF32 switches decide
+    which units an fp32 product runs on (up to ~7x apart on an A100)."""
+    tf32 = tf32_switches()
+    return (f"{device_name}|{dtype}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+            f"|matmul {tf32['float32_matmul_precision']} tf32 {int(tf32['matmul'])}/{int(tf32['cudnn_conv'])}")
+
+
 def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str) -> tuple[float, dict]:
     """The measured peak for (device model, dtype, torch version, threads), cached on disk.
 
@@ -104,7 +178,7 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: s
     average then: a peak is measured once per machine, so a reader of any later report
     can see whether that one measurement shared the machine.
     """
-    key = f"{device_name}|{dtype}|torch {torch.__version__}|threads {torch.get_num_threads()}"
+    key = peak_cache_key(device_name, dtype)
     path = _cache_file()
     cache = {}
     if path.is_file():

@@ -17,13 +17,35 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import torch
 
 from harness.measure.config import MeasureConfig
-from harness.measure.memory import MB, RssSampler
+from harness.measure.memory import MB, MemorySampler
 from harness.measure.stats import distribution
 
 
 def batch_size_of(batch) -> int:
     first = batch[0] if isinstance(batch, (list, tuple)) else batch
     return int(first.shape[0]) if hasattr(first, "shape") else len(first)
+
+
+def real_batch_size(loader, batch) -> int:
+    """Samples of ``batch`` that are not padding.
+
+    With ``even_batches`` Accelerate tops the epoch's last global batch up with
+    samples from its start, so every rank takes as many steps; the duplicates are
+    not samples. They sit after the real ones in the global batch, so rank r's
+    last batch holds ``remainder - r * batch_size`` real ones, clamped to [0, its
+    size]. ``DeviceResidentLoader`` shards the same way and answers the same
+    attributes (``end_of_dataloader``, ``remainder``, ``total_batch_size``).
+    """
+    n = batch_size_of(batch)
+    if not getattr(loader, "end_of_dataloader", False):
+        return n
+    remainder, total = getattr(loader, "remainder", -1), getattr(loader, "total_batch_size", None)
+    if remainder is None or remainder <= 0 or not total:
+        return n
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return min(n, max(remainder - rank * (total // world), 0))
 
 
 def process_identity() -> dict:
@@ -65,9 +87,13 @@ class Meter:
         self.step = 0
         """Train steps seen by this process, warm-up included."""
         self.windows = [Window() for _ in range(cfg.repeats)]
-        self.rss = RssSampler(interval_s=cfg.rss_interval_ms / 1000.0)
+        self.memory = MemorySampler(interval_s=cfg.rss_interval_ms / 1000.0,
+                                    cuda_device=device if self.cuda else None)
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
-        self._cuda_reset = False
+
+    def phase(self, name: str):
+        """Context for a phase outside the train window ("eval", "checkpoint"): its own memory peaks."""
+        return self.memory.phase(name)
 
     # -- the windows --------------------------------------------------------------
 
@@ -89,11 +115,9 @@ class Meter:
         # so the barrier lines the ranks up at the window's edge.
         self._sync()
         self.barrier()
-        if not self.rss._thread:
-            self.rss.start()
-        if self.cuda and not self._cuda_reset:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._cuda_reset = True
+        # Each segment of the window is the train phase; its peaks start here (host
+        # and CUDA), so evaluation and checkpoints between segments stay out of them.
+        self.memory.enter("train")
         for hook in self.hooks:
             hook.window_opened()
         return time.perf_counter()
@@ -101,6 +125,7 @@ class Meter:
     def _close(self, k: int, start: float, barrier: bool = True) -> None:
         self._sync()
         self.windows[k].wall_s += time.perf_counter() - start
+        self.memory.leave()
         for hook in self.hooks:
             hook.window_closed()
         if barrier:
@@ -146,7 +171,7 @@ class Meter:
                         self._events.append((k, *ev))
                     w.data_wait_s.append(t1 - t0)
                     w.step_s.append(time.perf_counter() - t1)
-                    w.samples += batch_size_of(batch)
+                    w.samples += real_batch_size(loader, batch)
                 self.step += 1
                 taken += 1
             ended = True
@@ -166,19 +191,27 @@ class Meter:
             return [s.elapsed_time(e) / 1000.0 for _, s, e in self._events]
         return [t for w in self.windows for t in w.step_s]
 
-    def device_memory(self) -> dict:
-        if not self.cuda:
-            return {"device_peak_allocated_mb": None, "device_peak_reserved_mb": None, "alloc_retries": None}
-        stats = torch.cuda.memory_stats(self.device)
+    def memory_figures(self) -> dict:
+        """The train window's peaks at the top level (as before phases), and every phase's."""
+        self.memory.stop()
+        phases = self.memory.summary()
+        train = phases.get("train") or {}
+        base = self.memory.baseline
+        stats = torch.cuda.memory_stats(self.device) if self.cuda else {}
         return {
-            "device_peak_allocated_mb": torch.cuda.max_memory_allocated(self.device) / MB,
-            "device_peak_reserved_mb": torch.cuda.max_memory_reserved(self.device) / MB,
-            "alloc_retries": int(stats.get("num_alloc_retries", 0)),
+            "peak_rss_mb": train.get("peak_rss_mb"),
+            "peak_pss_mb": train.get("peak_pss_mb"),
+            "peak_uss_mb": train.get("peak_uss_mb"),
+            "baseline_rss_mb": base.rss / MB if base else None,
+            "baseline_pss_mb": base.pss / MB if base and base.pss else None,
+            "device_peak_allocated_mb": train.get("device_peak_allocated_mb"),
+            "device_peak_reserved_mb": train.get("device_peak_reserved_mb"),
+            "alloc_retries": int(stats.get("num_alloc_retries", 0)) if self.cuda else None,
+            "phases": phases,
         }
 
     def summary(self) -> dict:
         """This process's figures; ``aggregate`` combines the ranks'."""
-        self.rss.stop()
         steps = self.step_times_s()
         waits = [t for w in self.windows for t in w.data_wait_s]
         measured = [w for w in self.windows if w.step_s]
@@ -188,9 +221,7 @@ class Meter:
             "windows": [w.as_dict() for w in measured],
             "step_times_ms": [s * 1000 for s in steps],
             "data_wait_ms": [s * 1000 for s in waits],
-            "peak_rss_mb": self.rss.peak_bytes / MB if self.rss.peak_bytes else None,
-            "baseline_rss_mb": self.rss.baseline_bytes / MB if self.rss.baseline_bytes else None,
-            **self.device_memory(),
+            **self.memory_figures(),
         }
 
 
@@ -204,6 +235,11 @@ class NullMeter(Meter):
             yield batch
             self.step += 1
 
+    def phase(self, name: str):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
     def summary(self) -> dict:
         return {**process_identity(), "warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
-                "peak_rss_mb": None, "baseline_rss_mb": None, **self.device_memory()}
+                **self.memory_figures()}
