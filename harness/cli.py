@@ -127,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
 
+    # Each module keeps its heavy imports (torch, accelerate) inside its commands, so
+    # building the parser (and compare, report) stays cheap.
     from harness import compare, hwreport, launch, sweep
 
     launch.add_parser(sub)
@@ -169,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _destroy_process_group() -> None:
+    if "torch.distributed" not in sys.modules:  # never started one; importing torch costs seconds
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -20,14 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.atomic import write_text_atomic
-from harness.compare import Loaded, collect, dig, machine, mode
+from harness.compare import Loaded, collect, machine, mode
 from harness.errors import BadInput
+from harness.report import dig, figures
 
 # (column title, row field, format); the row fields are filled in ``result_row``.
 COLUMNS = (
     ("recipe", "name", "s"), ("batch", "batch_size", "d"),
     ("workers", "num_workers", "d"), ("pin", "pin_memory", "s"), ("status", "status", "s"),
-    ("samples/s", "samples_per_s", ",.1f"), ("step p50 (ms)", "step_p50_ms", ",.3f"),
+    ("samples/s", "samples_per_s", ",.1f"), ("step p50 (ms)", "step_time_p50_ms", ",.3f"),
     ("data wait", "data_wait_fraction", ".3f"), ("peak RSS (MB)", "peak_rss_mb", ",.1f"),
     ("device peak (MB)", "device_peak_mb", ",.1f"), ("test acc", "test_accuracy", ".4f"),
     ("time to target (s)", "time_to_target_s", ",.2f"), ("MFU", "mfu", ".3f"), ("report", "source", "s"),
@@ -41,15 +42,8 @@ def result_row(item: Loaded) -> dict:
         "batch_size": dig(r, "config.loader.batch_size"),
         "num_workers": dig(r, "config.loader.num_workers"),
         "pin_memory": dig(r, "config.loader.pin_memory"),
-        "samples_per_s": dig(r, "throughput.samples_per_s") if dig(r, "throughput.samples_per_s") is not None
-        else dig(r, "throughput.train_samples_per_s"),
-        "step_p50_ms": dig(r, "step_time_ms.p50"),
-        "data_wait_fraction": dig(r, "data_wait_fraction"),
-        "peak_rss_mb": dig(r, "memory.peak_rss_mb"),
-        "device_peak_mb": dig(r, "memory.device_peak_allocated_mb"),
-        "test_accuracy": dig(r, "accuracy.test_accuracy"),
-        "time_to_target_s": dig(r, "accuracy.time_to_target_s"),
-        "mfu": dig(r, "compute.mfu_measured_peak"),
+        **figures(r, ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "peak_rss_mb", "device_peak_mb",
+                      "test_accuracy", "time_to_target_s", "mfu")),
         "source": str(item.path),
     }
 
@@ -305,7 +299,8 @@ def write(items: list[Loaded], output: Path) -> tuple[Path, Path, bool]:
 
 
 def cmd_report(args) -> int:
-    items = [item for source in args.reports for item in collect(source)]
+    # A sweep row without a report (a cell that failed before writing one) has no figures to show.
+    items = [item for source in args.reports for item in collect(source) if item.report is not None]
     if not items:
         raise BadInput("no reports found in " + ", ".join(args.reports))
     md, page, plotted = write(items, Path(args.output))

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from harness import accel, checkpoint, environment
-from harness.config import Config, config_hash, to_dict
+from harness.config import Config, config_hash, recipe_hash, to_dict
 from harness.data import DataBundle, build_data
 from harness.data.loaders import Loaders, build_loaders, epoch_seed, skip_batches
 from harness.data.resident import DeviceResidentLoader
@@ -312,6 +312,7 @@ def base_report(cfg: Config) -> dict:
         "started_at": _now(),
         "finished_at": None,
         "config_hash": config_hash(cfg),
+        "recipe_hash": recipe_hash(cfg),
         "config": to_dict(cfg),
         "environment": environment.collect(cfg.seed),
         "accuracy": {},
