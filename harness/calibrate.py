@@ -72,7 +72,7 @@ def render(result: list[tuple[str, list[dict]]]) -> str:
             if r["metric"] == "time_to_target_s":
                 lines[-1] += f"  reached {r['reached']}"
         lines.append("")
-    lines += [f"range: (max - min) / median of the runs; cv: their standard deviation / median.",
+    lines += ["range: (max - min) / median of the runs; cv: their standard deviation / median.",
               f"detectable: the smallest shift the exact Mann-Whitney test finds at p < {ALPHA:g} when each "
               f"side holds this many runs with this spread (n/a below {repeats_needed(ALPHA)} runs).",
               "threshold: the A/A range rounded up; pass it as --threshold METRIC=VALUE."]

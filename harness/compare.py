@@ -296,12 +296,14 @@ def compare(baseline: list[Loaded], candidate: list[Loaded], opts: Options | Non
     lone_b = [c for c in bcells.values() if id(c) not in paired_b]
     lone_c = [c for c in ccells.values() if id(c) not in paired_c]
     for cell in lone_b:
-        rows.append(_cell_row(cell, MISSING, f"no candidate cell ({cell.loaded[0].path}); {nearest(cell, list(ccells.values()))}"))
+        near = nearest(cell, list(ccells.values()))
+        rows.append(_cell_row(cell, MISSING, f"no candidate cell ({cell.loaded[0].path}); {near}"))
     for cell in lone_c:
         if cell.broken and not cell.completed:
             rows.append(_cell_row(cell, FAILED, "did not complete, and has no baseline: " + "; ".join(cell.broken)))
         else:
-            rows.append(_cell_row(cell, NEW, f"no baseline cell ({cell.loaded[0].path}); {nearest(cell, list(bcells.values()))}"))
+            near = nearest(cell, list(bcells.values()))
+            rows.append(_cell_row(cell, NEW, f"no baseline cell ({cell.loaded[0].path}); {near}"))
     return Comparison(names[0], names[1], rows, compared, hardware, opts)
 
 

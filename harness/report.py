@@ -28,11 +28,10 @@ import yaml
 
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
+from harness.safe_yaml import read_yaml
 
 SCHEMA_VERSION = 2
 STATUSES = ("completed", "failed", "interrupted", "diverged", "running")
-MAX_REPORT_BYTES = 64 * 1024 * 1024
-"""A report of a long run with every step time is a few MB; anything near this is not one."""
 
 Num = Union[int, float]
 """A number; YAML writes 3.0 as 3.0 but a hand-made fixture may say 3."""
@@ -345,44 +344,6 @@ def validate(report) -> None:
         for name in COMPLETED_FIGURES:
             if all(dig(report, k, _ABSENT) is _ABSENT for k in FIGURES[name]):
                 raise ValueError(f"{FIGURES[name][0]}: report lacks the metric (a completed report holds it)")
-
-
-# --------------------------------------------------------------------------- YAML
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses aliases before expanding them.
-
-    The writer never emits one; a report holding ``*name`` is hand-made, and a few
-    nested aliases expand to gigabytes (the "billion laughs").
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, f"found the alias *{event.anchor}", event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def read_yaml(path: Path, what: str = "report"):
-    """Parse a YAML file that a harness command wrote: no aliases, bounded size."""
-    try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise BadInput(f"{path}: not a {what} (larger than {MAX_REPORT_BYTES >> 20} MB)")
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such {what}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise BadInput(f"{path}: cannot read the {what} ({err.__class__.__name__})") from None
-    try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.composer.ComposerError as err:
-        if "alias" in str(err.problem):
-            line = err.problem_mark.line + 1 if err.problem_mark else "?"
-            raise BadInput(f"{path}: not a {what} (YAML aliases are refused; {err.problem} at line {line})") \
-                from None
-        raise BadInput(f"{path}: not a {what} (malformed YAML)") from None
-    except yaml.YAMLError:
-        raise BadInput(f"{path}: not a {what} (malformed YAML)") from None
 
 
 # --------------------------------------------------------------------------- write, read
