@@ -280,13 +280,29 @@ def test_calibrate_prints_spread_and_detectable_change(tmp_path, capsys):
     assert line.split()[1] == "6" and "4.0%" in line  # (1020 - 980) / 1002.5
 
 
-def test_compare_never_imports_torch(tmp_path):
-    a = write(tmp_path, "a", make_report())
-    code = ("import sys; from harness.cli import main; "
-            f"rc = main(['compare', {str(a)!r}, {str(a)!r}, '--format', 'json']); "
-            "main(['compare', '--calibrate', " + repr(str(a)) + ", " + repr(str(a)) + "]); "
-            "heavy = [m for m in ('torch', 'accelerate', 'scipy', 'numpy') if m in sys.modules]; "
-            "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+def _imports_after(script: str) -> str:
+    code = f"import sys\nfrom harness.cli import main\n{script}\n" \
+           "print('HEAVY', [m for m in ('torch', 'accelerate', 'scipy') if m in sys.modules], file=sys.stderr)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "HEAVY []" in proc.stderr
+    return proc.stderr
+
+
+def test_help_and_compare_never_import_torch(tmp_path):
+    a = write(tmp_path, "a", make_report())
+    err = _imports_after(f"""
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+assert main(["compare", {str(a)!r}, {str(a)!r}, "--format", "json"]) == 0
+assert main(["compare", "--calibrate", {str(a)!r}, {str(a)!r}]) == 0
+""")
+    assert "HEAVY []" in err
+
+
+@pytest.mark.slow  # matplotlib draws the plots: seconds on a busy machine
+def test_report_never_imports_torch(tmp_path):
+    a = write(tmp_path, "a", make_report())
+    err = _imports_after(f"assert main(['report', {str(a)!r}, '--output', {str(tmp_path / 'hw')!r}]) == 0")
+    assert "HEAVY []" in err
