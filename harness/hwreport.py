@@ -280,12 +280,12 @@ def _relative_sources(rows: list[dict]) -> str:
     return str(base)
 
 
-def write(items: list[Loaded], output: Path) -> tuple[Path, Path, bool]:
+def write(items: list[Loaded], output: Path, plot: bool = True) -> tuple[Path, Path, bool]:
     """Write report.md, report.html and plots/*.png; returns the two paths and whether plots were made."""
     rows = [result_row(i) for i in items]
     base = _relative_sources(rows)
     groups = by_machine(rows, items)
-    plots = make_plots(rows)
+    plots = make_plots(rows) if plot else None
     output.mkdir(parents=True, exist_ok=True)
     plot_files = {}
     for plot in plots or []:
@@ -303,8 +303,8 @@ def cmd_report(args) -> int:
     items = [item for source in args.reports for item in collect(source) if item.report is not None]
     if not items:
         raise BadInput("no reports found in " + ", ".join(args.reports))
-    md, page, plotted = write(items, Path(args.output))
-    if not plotted:
+    md, page, plotted = write(items, Path(args.output), plot=not args.no_plots)
+    if not plotted and not args.no_plots:
         print("matplotlib is not installed: wrote tables without plots (pip install 'harness[plots]')",
               file=sys.stderr)
     print(f"wrote {md} and {page} from {len(items)} reports")
@@ -315,4 +315,6 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("report", help="group many reports by machine and mode into report.md and report.html")
     p.add_argument("reports", nargs="+", metavar="REPORTS", help="report.yaml files, sweep.yaml files or folders")
     p.add_argument("--output", required=True, help="folder for report.md, report.html and plots/")
+    p.add_argument("--no-plots", action="store_true",
+                   help="tables only: no matplotlib (its import and drawing are most of the command's time)")
     p.set_defaults(func=cmd_report)

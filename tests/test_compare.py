@@ -288,7 +288,7 @@ def _imports_after(script: str) -> str:
     return proc.stderr
 
 
-def test_help_and_compare_never_import_torch(tmp_path):
+def test_help_compare_and_report_never_import_torch(tmp_path):
     a = write(tmp_path, "a", make_report())
     err = _imports_after(f"""
 try:
@@ -297,12 +297,14 @@ except SystemExit:
     pass
 assert main(["compare", {str(a)!r}, {str(a)!r}, "--format", "json"]) == 0
 assert main(["compare", "--calibrate", {str(a)!r}, {str(a)!r}]) == 0
+assert main(["report", {str(a)!r}, "--output", {str(tmp_path / "hw")!r}, "--no-plots"]) == 0
+assert "matplotlib" not in sys.modules
 """)
-    assert "HEAVY []" in err
+    assert "HEAVY []" in err and (tmp_path / "hw" / "report.html").is_file()
 
 
 @pytest.mark.slow  # matplotlib draws the plots: seconds on a busy machine
-def test_report_never_imports_torch(tmp_path):
+def test_report_with_plots_never_imports_torch(tmp_path):
     a = write(tmp_path, "a", make_report())
     err = _imports_after(f"assert main(['report', {str(a)!r}, '--output', {str(tmp_path / 'hw')!r}]) == 0")
     assert "HEAVY []" in err
