@@ -28,6 +28,8 @@ import statistics
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks.budget import Budget
 from benchmarks.conftest import reset_accelerate
 from benchmarks.plain_loop import plain_loop
@@ -128,4 +130,8 @@ def test_harness_overhead_against_a_plain_loop(benchmark, tmp_path):
           f"{step_ci['median']:.3f}, {step_ci['ci_level']:.0%} CI {step_ci['ci_low']:.3f}-{step_ci['ci_high']:.3f}\n"
           f"pooled p50 ms: wait plain {p50['plain']['wait']:.2f} / harness {p50['harness']['wait']:.2f}; "
           f"step plain {p50['plain']['step']:.2f} / harness {p50['harness']['step']:.2f}")
+    if ci["ci_level"] < 0.95:
+        # Too few rounds fitted in the budget for a 95% interval: no answer, not a failure.
+        pytest.skip(f"{len(rounds)} round(s) in {budget.seconds:.0f} s: too few to judge the goal "
+                    f"(HARNESS_BENCH_BUDGET_SCALE gives more time)")
     assert ci["median"] >= GOAL, f"the harness keeps {ci['median']:.3f} of a plain loop's samples/s"
