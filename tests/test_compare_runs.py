@@ -98,8 +98,10 @@ def test_five_against_five_slower_runs_is_a_regression(repeats):
     assert code == 1
     for metric in ("samples/s", "step time p50 (ms)"):
         assert rows[metric]["verdict"] == "regression" and "n=5/5" in rows[metric]["note"], rows[metric]
-    s = rows["samples/s"]
-    assert s["candidate"] < 0.5 * s["baseline"]  # 6x the sleep: far beyond any load's effect
+    # No bound on the ratio itself: samples/s includes the wait for data, which a busy
+    # machine slows as much as anything (a 0.5 bound failed under two CPU burners). The
+    # verdict needs only the order of the runs, which the 250 ms extra sleep per step fixes.
+    assert rows["samples/s"]["candidate"] < rows["samples/s"]["baseline"]
     assert rows["test accuracy"]["verdict"] == "ok"  # the same training, only slower
 
 
