@@ -9,17 +9,22 @@ benchmark carries samples/s, step time, memory and accuracy beside the wall time
 
 Budgets are small (the suite takes well under a minute on two idle CPU cores), so these
 numbers track the harness's overhead and the recipes' speed, not accuracy at
-convergence.
+convergence. Each recipe also has a time budget (benchmarks/budget.py): a first,
+probing run says how long a round takes, and as many rounds as fit (1 to ROUNDS)
+follow; ``extra_info`` records how many.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 import pytest
 
+from benchmarks.budget import Budget
 from benchmarks.conftest import reset_accelerate
+from harness.report import figure
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["output.progress=false", "output.checkpoint_every_epoch=false", "output.save_model=false"]
@@ -33,18 +38,11 @@ RECIPES = {
                       "measure.warmup_steps=1"],
 }
 
-FIGURES = {
-    "samples_per_s": ("throughput.samples_per_s", "throughput.train_samples_per_s"),
-    "step_time_ms_p50": ("step_time_ms.p50",),
-    "peak_rss_mb": ("memory.peak_rss_mb",),
-    "test_accuracy": ("accuracy.test_accuracy",),
-}
-
-
-def figure(report: dict, keys: tuple[str, ...]):
-    from harness.compare import dig
-
-    return next((v for v in (dig(report, k) for k in keys) if v is not None), None)
+ROUNDS = 3
+BUDGET_S = 90.0
+# extra_info name -> harness.report.FIGURES name
+FIGURES = {"samples_per_s": "samples_per_s", "step_time_ms_p50": "step_time_p50_ms",
+           "peak_rss_mb": "peak_rss_mb", "test_accuracy": "test_accuracy"}
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
@@ -66,11 +64,20 @@ def test_recipe(benchmark, recipe, tmp_path):
         assert code == 0, report.get("error")
         reports.append(report)
 
-    benchmark.pedantic(run, setup=setup, rounds=3, iterations=1)
+    budget = Budget(BUDGET_S, max_rounds=ROUNDS)
+    t0 = time.perf_counter()
+    run(*setup()[0])  # the probe: how long a round takes here, now
+    probe_s = time.perf_counter() - t0
+    rounds = budget.rounds_for(probe_s)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
+    budget.record(benchmark.extra_info, rounds, "max_rounds" if rounds == ROUNDS else "budget")
+    benchmark.extra_info["probe_s"] = probe_s
 
+    reports = reports[1:]  # the probe's figures stay out, as its time does
     benchmark.extra_info["config_hash"] = reports[0]["config_hash"]
-    for name, keys in FIGURES.items():
-        values = [figure(r, keys) for r in reports]
+    benchmark.extra_info["recipe_hash"] = reports[0].get("recipe_hash")
+    for name, key in FIGURES.items():
+        values = [figure(r, key) for r in reports]
         benchmark.extra_info[name] = values  # one per round
         numbers = [v for v in values if isinstance(v, (int, float))]
         benchmark.extra_info[f"{name}_median"] = statistics.median(numbers) if numbers else None

@@ -46,7 +46,8 @@ def _summary_table(report: dict, path: Path) -> str:
         ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
         ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
         ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),
-        ("peak RSS (MB)", fmt(mem.get("peak_rss_mb"), ",.1f")),
+        ("peak RSS (MB)", fmt(mem.get("peak_rss_mb"), ",.1f") + " (main process)"),
+        ("peak PSS (MB)", fmt(mem.get("peak_pss_mb"), ",.1f") + " (with workers)"),
         ("total wall (s)", fmt(report["timing"].get("total_wall_s"), ".2f")),
         ("report", str(path)),
     ]
@@ -174,6 +175,8 @@ def parser() -> argparse.ArgumentParser:
     env = sub.add_parser("env", help="print the environment block of a report")
     env.set_defaults(func=cmd_env)
 
+    # Each module keeps its heavy imports (torch, accelerate) inside its commands, so
+    # building the parser (and compare, report) stays cheap.
     from harness import compare, hwreport, launch, sweep
 
     launch.add_parser(sub)
@@ -242,6 +245,8 @@ def _is_disk_full(err: OSError) -> bool:
 
 
 def _destroy_process_group() -> None:
+    if "torch.distributed" not in sys.modules:  # never started one; importing torch costs seconds
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

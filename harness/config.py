@@ -258,3 +258,16 @@ def config_hash(cfg: Config) -> str:
     body.pop("output", None)
     text = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recipe_hash(cfg: Config) -> str:
+    """A stable hash of what the run computes; ``harness compare`` matches cells on it.
+
+    Unlike ``config_hash`` it leaves out the labels (``name``), where results go
+    (``output``), how they are measured (``measure``) and where the data lives
+    (``data.root``, replaced by a fingerprint of its files): harness/recipe.py.
+    """
+    from harness.recipe import data_fingerprint, recipe_hash_of
+
+    body = to_dict(cfg)
+    return recipe_hash_of(body, data_fingerprint(body["data"]))

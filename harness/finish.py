@@ -16,7 +16,7 @@ import yaml
 
 from harness import environment
 from harness.build import Built
-from harness.config import Config, config_hash, to_dict
+from harness.config import Config, config_hash, recipe_hash, to_dict
 from harness.fit import History
 from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
 from harness.report import SCHEMA_VERSION
@@ -158,6 +158,7 @@ def base_report(cfg: Config) -> dict:
         "started_at": now(),
         "finished_at": None,
         "config_hash": config_hash(cfg),
+        "recipe_hash": recipe_hash(cfg),
         "config": to_dict(cfg),
         "environment": environment.collect(cfg.seed),
         "accuracy": {},

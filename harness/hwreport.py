@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.atomic import write_text_atomic
-from harness.compare import Loaded, collect, dig, machine, mode
+from harness.compare import Loaded, collect, machine, mode
 from harness.errors import BadInput
+from harness.report import dig, figures
 
 # (column title, row field, format); the row fields are filled in ``result_row``.
 COLUMNS = (
     ("recipe", "name", "s"), ("batch", "batch_size", "d"),
     ("workers", "num_workers", "d"), ("pin", "pin_memory", "s"), ("status", "status", "s"),
-    ("samples/s", "samples_per_s", ",.1f"), ("step p50 (ms)", "step_p50_ms", ",.3f"),
+    ("samples/s", "samples_per_s", ",.1f"), ("step p50 (ms)", "step_time_p50_ms", ",.3f"),
     ("data wait", "data_wait_fraction", ".3f"), ("peak RSS (MB)", "peak_rss_mb", ",.1f"),
+    ("peak PSS (MB)", "peak_pss_mb", ",.1f"),
     ("device peak (MB)", "device_peak_mb", ",.1f"), ("test acc", "test_accuracy", ".4f"),
     ("time to target (s)", "time_to_target_s", ",.2f"), ("MFU", "mfu", ".3f"), ("report", "source", "s"),
 )
@@ -41,15 +43,9 @@ def result_row(item: Loaded) -> dict:
         "batch_size": dig(r, "config.loader.batch_size"),
         "num_workers": dig(r, "config.loader.num_workers"),
         "pin_memory": dig(r, "config.loader.pin_memory"),
-        "samples_per_s": dig(r, "throughput.samples_per_s") if dig(r, "throughput.samples_per_s") is not None
-        else dig(r, "throughput.train_samples_per_s"),
-        "step_p50_ms": dig(r, "step_time_ms.p50"),
-        "data_wait_fraction": dig(r, "data_wait_fraction"),
-        "peak_rss_mb": dig(r, "memory.peak_rss_mb"),
-        "device_peak_mb": dig(r, "memory.device_peak_allocated_mb"),
-        "test_accuracy": dig(r, "accuracy.test_accuracy"),
-        "time_to_target_s": dig(r, "accuracy.time_to_target_s"),
-        "mfu": dig(r, "compute.mfu_measured_peak"),
+        **figures(r, ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "peak_rss_mb", "peak_pss_mb",
+                      "device_peak_mb",
+                      "test_accuracy", "time_to_target_s", "mfu")),
         "source": str(item.path),
     }
 
@@ -286,12 +282,12 @@ def _relative_sources(rows: list[dict]) -> str:
     return str(base)
 
 
-def write(items: list[Loaded], output: Path) -> tuple[Path, Path, bool]:
+def write(items: list[Loaded], output: Path, plot: bool = True) -> tuple[Path, Path, bool]:
     """Write report.md, report.html and plots/*.png; returns the two paths and whether plots were made."""
     rows = [result_row(i) for i in items]
     base = _relative_sources(rows)
     groups = by_machine(rows, items)
-    plots = make_plots(rows)
+    plots = make_plots(rows) if plot else None
     output.mkdir(parents=True, exist_ok=True)
     plot_files = {}
     for plot in plots or []:
@@ -312,11 +308,12 @@ def cmd_report(args) -> int:
                 raise BadInput(f"--output: {folder} is a file; expected a folder for report.md, "
                                "report.html and plots/")
             break
-    items = [item for source in args.reports for item in collect(source)]
+    # A sweep row without a report (a cell that failed before writing one) has no figures to show.
+    items = [item for source in args.reports for item in collect(source) if item.report is not None]
     if not items:
         raise BadInput("no reports found in " + ", ".join(args.reports))
-    md, page, plotted = write(items, output)
-    if not plotted:
+    md, page, plotted = write(items, output, plot=not args.no_plots)
+    if not plotted and not args.no_plots:
         print("matplotlib is not installed: wrote tables without plots (pip install 'harness[plots]')",
               file=sys.stderr)
     print(f"wrote {md} and {page} from {len(items)} reports")
@@ -327,4 +324,6 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("report", help="group many reports by machine and mode into report.md and report.html")
     p.add_argument("reports", nargs="+", metavar="REPORTS", help="report.yaml files, sweep.yaml files or folders")
     p.add_argument("--output", required=True, help="folder for report.md, report.html and plots/")
+    p.add_argument("--no-plots", action="store_true",
+                   help="tables only: no matplotlib (its import and drawing are most of the command's time)")
     p.set_defaults(func=cmd_report)

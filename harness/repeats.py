@@ -6,7 +6,7 @@ of threads. Whole-run repeats can. Each repeat is an ordinary ``harness run`` in
 ``repeat_NN/`` beside the combined report; the combined report is a copy of the
 repeat with the median samples/s (so all its figures come from one real run), and
 its ``repeats`` block holds every repeat's figures, their median and the
-confidence interval of the median.
+confidence interval of the median with its exact coverage (``ci_level``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.config import Config, config_hash, to_dict
+from harness.config import Config, config_hash, recipe_hash, to_dict
 from harness.errors import BadInput
-from harness.measure.aggregate import median_ci
+from harness.measure.stats import median_ci
 from harness.report import load_report, write_report
 
 
@@ -100,6 +100,7 @@ def combine(cfg: Config, reports: list[dict], output: Path) -> dict:
     report = dict(reports[shown])
     report["config"] = to_dict(cfg)
     report["config_hash"] = config_hash(cfg)
+    report["recipe_hash"] = recipe_hash(cfg)
     numbers = [r for r in rates if r is not None]
     report["repeats"] = {
         "unit": "run",
@@ -110,6 +111,7 @@ def combine(cfg: Config, reports: list[dict], output: Path) -> dict:
         **median_ci(numbers),
         "step_time_ms_p50": _values(reports, "step_time_ms", "p50"),
         "peak_rss_mb": _values(reports, "memory", "peak_rss_mb"),
+        "peak_pss_mb": _values(reports, "memory", "peak_pss_mb"),
         "test_accuracy": _values(reports, "accuracy", "test_accuracy"),
         "time_to_target_s": _values(reports, "accuracy", "time_to_target_s"),
     }

@@ -1,23 +1,384 @@
-"""report.yaml: write it atomically, read it back strictly.
+"""report.yaml: its schema, written atomically, read back strictly.
 
 Every key that holds a quantity carries its unit in its name (``_s``, ``_ms``,
 ``_mb``, ``samples_per_s``). docs/report.md documents each key.
+
+The schema is the TypedDicts below, and it is the one place that says what a
+report holds: the writer validates against it before writing, and every reader
+(compare, sweep, ``harness report``, the benchmarks, the test fixtures) reads
+through ``load_report`` and ``figure``. Blocks are open: a key the schema does not
+name passes (a newer writer may add one), but a named key of the wrong type is
+refused. Adding a key: declare it, with its type, in its block's TypedDict.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: TypedDict reads Required[...] from live annotations.
 import math
+import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any, Literal, Union
+
+if sys.version_info >= (3, 11):
+    from typing import NotRequired, Required, TypedDict, is_typeddict
+else:  # typing_extensions comes with torch
+    from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
 
 import yaml
 
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
+from harness.safe_yaml import read_yaml
 
 SCHEMA_VERSION = 2
-REQUIRED_KEYS = ("schema_version", "status", "config", "environment", "accuracy", "timing", "throughput")
 STATUSES = ("completed", "failed", "interrupted", "diverged", "running")
 
+Num = Union[int, float]
+"""A number; YAML writes 3.0 as 3.0 but a hand-made fixture may say 3."""
+OptNum = Union[int, float, None]
+
+
+# --------------------------------------------------------------------------- the schema
+
+class Comparability(TypedDict, total=False):
+    """What must match for two reports' numbers to be comparable (environment.py)."""
+    cpu_model: str | None
+    cpu_count: int | None
+    gpu_model: str | None
+    gpu_count: int | None
+    python: str | None
+    torch: str | None
+    torchvision: str | None
+    accelerate: str | None
+    cuda: str | None
+    harness_git_sha: str | None
+
+
+class Environment(TypedDict, total=False):
+    comparability: Comparability
+    switches: dict[str, Any]
+    seed: int | None
+    info: dict[str, Any]
+
+
+class Accuracy(TypedDict, total=False):
+    dev: list[dict[str, Any]]
+    best_dev_accuracy: OptNum
+    best_epoch: int | None
+    final_dev_accuracy: OptNum
+    test_accuracy: OptNum
+    test_loss: OptNum
+    test_samples: int | None
+    target_accuracy: OptNum
+    time_to_target_s: OptNum
+    """Training and dev-evaluation seconds until the target was first reached; null when never
+    reached (or none was set)."""
+    time_to_target_wall_s: OptNum
+    """Wall seconds since training started until then, checkpoint writes and compile included."""
+
+
+class Timing(TypedDict, total=False):
+    setup_s: OptNum
+    epoch_wall_s: list[OptNum]
+    train_wall_s: OptNum
+    total_wall_s: OptNum
+    """Every process of the run, across resumes (up to each one's last checkpoint)."""
+    process_wall_s: OptNum
+    """This process alone."""
+
+
+class Throughput(TypedDict, total=False):
+    samples_per_s: OptNum
+    train_samples_per_s: OptNum
+    """The schema-1 name of samples_per_s, still written for its readers."""
+    samples_per_s_per_device: OptNum
+    steps_per_s: OptNum
+    global_batch_size: int | None
+    measured_steps: int | None
+    measured_samples: int | None
+    warmup_steps: int | None
+    window_s: OptNum
+
+
+class Distribution(TypedDict, total=False):
+    """measure/stats.py ``distribution``: a sample of timings summarised."""
+    count: int
+    mean: Num
+    p25: Num
+    p50: Num
+    p75: Num
+    p90: Num
+    p99: Num
+    min: Num
+    max: Num
+    iqr: Num
+    cv: Num
+    iqr_over_median: Num
+    noise: str
+
+
+class PhaseMemory(TypedDict, total=False):
+    """The peaks of one phase (train window, evaluation, checkpoint writes)."""
+    peak_rss_mb: OptNum
+    peak_pss_mb: OptNum
+    peak_uss_mb: OptNum
+    device_peak_allocated_mb: OptNum
+    device_peak_reserved_mb: OptNum
+
+
+class Memory(TypedDict, total=False):
+    peak_rss_mb: OptNum
+    """The main process's RSS (DataLoader workers left out)."""
+    peak_pss_mb: OptNum
+    """The process tree's PSS: pages shared with forked workers counted once."""
+    peak_uss_mb: OptNum
+    device_peak_allocated_mb: OptNum
+    device_peak_reserved_mb: OptNum
+    alloc_retries: int | None
+    train: PhaseMemory | None
+    eval: PhaseMemory | None
+    checkpoint: PhaseMemory | None
+
+
+class Compute(TypedDict, total=False):
+    flops_per_sample: OptNum
+    achieved_tflops: OptNum
+    achieved_tflops_per_device: OptNum
+    measured_peak_tflops: OptNum
+    datasheet_peak_tflops: OptNum
+    mfu_measured_peak: OptNum
+    mfu_datasheet: OptNum
+    peak_precision: str | None
+    """The datasheet column the work runs at: bf16, fp16, tf32 or fp32."""
+    tf32: dict[str, Any] | None
+
+
+class Distributed(TypedDict, total=False):
+    distributed_type: str
+    world_size: int
+    backend: str | None
+    device: str | None
+    mixed_precision: str | None
+    precision: str | None
+    scaler_skipped_steps: int | None
+    non_blocking_copies: bool | None
+
+
+class Repeats(TypedDict, total=False):
+    """Independent replicates of the run's figures: timed windows or whole runs (repeats.py)."""
+    unit: Literal["window", "run"]
+    count: int
+    shown: int
+    folders: list[str]
+    samples_per_s: list[OptNum]
+    step_time_ms_p50: list[OptNum]
+    peak_rss_mb: list[OptNum]
+    peak_pss_mb: list[OptNum]
+    test_accuracy: list[OptNum]
+    time_to_target_s: list[OptNum]
+    median: OptNum
+    ci_low: OptNum
+    ci_high: OptNum
+    confidence: OptNum
+    """The level asked for (0.95)."""
+    ci_level: OptNum
+    """The interval's exact coverage; below ``confidence`` when there are too few repeats."""
+
+
+class Raw(TypedDict, total=False):
+    step_time_ms: list[OptNum]
+    data_wait_ms: list[OptNum]
+
+
+class Report(TypedDict, total=False):
+    schema_version: Required[int]
+    status: Required[Literal["completed", "failed", "interrupted", "diverged", "running"]]
+    config_hash: Required[str]
+    """Hash of the resolved config without ``output``."""
+    config: Required[dict[str, Any]]
+    environment: Required[Environment]
+    accuracy: Required[Accuracy]
+    timing: Required[Timing]
+    throughput: Required[Throughput]
+    recipe_hash: NotRequired[str]
+    """Hash of what the run computes (harness/recipe.py); absent in older reports."""
+    error: str | None
+    name: str | None
+    started_at: str | None
+    finished_at: str | None
+    data: dict[str, Any]
+    model: dict[str, Any]
+    distributed: Distributed
+    stop_reason: str | None
+    step_time_ms: Distribution | None
+    data_wait_ms: Distribution | None
+    data_wait_fraction: OptNum
+    memory: Memory
+    per_rank: list[dict[str, Any]]
+    imbalance: OptNum
+    repeats: Repeats
+    nonfinite: dict[str, Any] | None
+    compute: Compute | None
+    compile: dict[str, Any] | None
+    warnings: list[str]
+    raw: Raw
+    failed_rank: int | None
+    """A distributed run: the rank whose failure came first (or that died without a note)."""
+    rank_failures: list[dict[str, Any]]
+
+
+FIGURES: dict[str, tuple[str, ...]] = {
+    "samples_per_s": ("throughput.samples_per_s", "throughput.train_samples_per_s"),
+    "step_time_p50_ms": ("step_time_ms.p50",),
+    "peak_rss_mb": ("memory.peak_rss_mb",),
+    "peak_pss_mb": ("memory.peak_pss_mb",),
+    "test_accuracy": ("accuracy.test_accuracy",),
+    "time_to_target_s": ("accuracy.time_to_target_s",),
+    "data_wait_fraction": ("data_wait_fraction",),
+    "device_peak_mb": ("memory.device_peak_allocated_mb",),
+    "mfu": ("compute.mfu_measured_peak",),
+}
+"""The headline figures by name -> their dotted keys, the first non-null one wins
+(the schema-2 name first, then the schema-1 one). Every reader takes them from here."""
+
+COMPLETED_FIGURES = ("samples_per_s", "step_time_p50_ms", "peak_rss_mb", "test_accuracy", "time_to_target_s")
+"""A completed report holds a key (its value may be null) for each of these."""
+
+REPLICATES = {
+    "samples_per_s": "repeats.samples_per_s",
+    "step_time_p50_ms": "repeats.step_time_ms_p50",
+    "peak_rss_mb": "repeats.peak_rss_mb",
+    "peak_pss_mb": "repeats.peak_pss_mb",
+    "test_accuracy": "repeats.test_accuracy",
+    "time_to_target_s": "repeats.time_to_target_s",
+}
+"""Where one report keeps independent replicates of a figure (window or run repeats)."""
+
+_ABSENT = object()
+
+
+def dig(report: dict, dotted: str, default=None):
+    """``report['a']['b']`` for ``'a.b'``; ``default`` when a key is absent, None when a parent is null."""
+    node = report
+    for part in dotted.split("."):
+        if node is None:
+            return None
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def figure(report: dict, name: str):
+    """The headline figure ``name`` (a FIGURES key), or None when null or absent."""
+    return next((v for v in (dig(report, k) for k in FIGURES[name]) if v is not None), None)
+
+
+def figures(report: dict, names=tuple(FIGURES)) -> dict:
+    return {name: figure(report, name) for name in names}
+
+
+# --------------------------------------------------------------------------- validation
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(tp) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if tp in (int, float, str, bool):
+        return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}[tp]
+    if is_typeddict(tp) or origin is dict:
+        return "a mapping"
+    if origin is list:
+        return "a list"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if set(args) >= {int, float}:
+            args = tuple(a for a in args if a is not int)
+        return " or ".join(_describe(a) for a in args)
+    return "any value"
+
+
+def _fits(value, tp) -> bool:
+    """Shallow: whether ``value`` has the kind ``tp`` asks for (children checked apart)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if is_typeddict(tp) or origin is dict:
+        return isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, list)
+    if origin is Literal:
+        return value in typing.get_args(tp) and not isinstance(value, bool)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, a) for a in typing.get_args(tp))
+    raise TypeError(f"report schema type {tp!r} is not supported")
+
+
+def _check(value, tp, key: str) -> None:
+    if not _fits(value, tp):
+        raise ValueError(f"{key}: expected {_describe(tp)}, got {_short(value)}")
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if _fits(value, arg):
+                return _check(value, arg, key)
+    if is_typeddict(tp):
+        _check_block(value, tp, key)
+    elif origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        for i, v in enumerate(value):
+            _check(v, item, f"{key}[{i}]")
+    elif origin is dict:
+        _, item = typing.get_args(tp) or (str, Any)
+        for k, v in value.items():
+            _check(v, item, f"{key}.{k}")
+    return None
+
+
+def _check_block(block: dict, schema, prefix: str) -> None:
+    hints = typing.get_type_hints(schema)
+    for key in sorted(schema.__required_keys__):
+        if key not in block:
+            raise ValueError(f"{prefix + '.' if prefix else ''}{key}: required key missing")
+    for key, value in block.items():
+        if key in hints:
+            _check(value, hints[key], f"{prefix}.{key}" if prefix else str(key))
+
+
+def validate(report) -> None:
+    """Raise ValueError naming the dotted key when ``report`` does not fit the schema."""
+    if not isinstance(report, dict):
+        raise ValueError(f"expected a mapping of report keys, got {_short(report)}")
+    if "schema_version" not in report:
+        raise ValueError("schema_version: required key missing")
+    if report["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(f"schema_version: unknown report schema_version {_short(report['schema_version'])} "
+                         f"(this harness reads {SCHEMA_VERSION})")
+    _check_block(report, Report, "")
+    if report["status"] == "completed":
+        for name in COMPLETED_FIGURES:
+            if all(dig(report, k, _ABSENT) is _ABSENT for k in FIGURES[name]):
+                raise ValueError(f"{FIGURES[name][0]}: report lacks the metric (a completed report holds it)")
+
+
+# --------------------------------------------------------------------------- write, read
 
 def _plain(value):
     """YAML-safe values: tuples to lists, NaN/inf to null (YAML readers disagree on them)."""
@@ -39,30 +400,31 @@ def dump(report: dict) -> str:
 
 
 def write_report(path: str | Path, report: dict) -> Path:
-    return write_text_atomic(path, dump(report))
+    """Validate, then write atomically. A report that does not fit the schema is a bug here."""
+    plain = _plain(report)
+    validate(plain)
+    return write_text_atomic(path, dump(plain))
 
 
 def load_report(path: str | Path) -> dict:
-    """Read a report, refusing anything that is not one this version understands."""
+    """Read a report, refusing anything that is not one this version understands (BadInput)."""
     path = Path(path)
     if path.is_dir():
         path = path / "report.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such report") from None
-    except yaml.YAMLError:
-        raise BadInput(f"{path}: not a report (malformed YAML)") from None
+    data = read_yaml(path)
     if not isinstance(data, dict) or "schema_version" not in data:
         raise BadInput(f"{path}: not a report (no schema_version)")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise BadInput(
-            f"{path}: unknown report schema_version {data['schema_version']!r} "
-            f"(this harness reads {SCHEMA_VERSION})"
-        )
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise BadInput(f"{path}: report lacks the key {missing[0]!r}")
-    if data["status"] not in STATUSES:
-        raise BadInput(f"{path}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
+    if "status" in data and data["status"] not in STATUSES:
+        raise BadInput(f"{path}: status {_short(data['status'])} is not one of {', '.join(STATUSES)}")
+    try:
+        validate(data)
+    except ValueError as err:
+        key, _, why = str(err).partition(": ")
+        if why.startswith("required key missing"):
+            raise BadInput(f"{path}: report lacks the key {key!r}") from None
+        if why.startswith("report lacks the metric"):
+            raise BadInput(f"{path}: report lacks the metric {key}") from None
+        if key == "schema_version":
+            raise BadInput(f"{path}: {why}") from None
+        raise BadInput(f"{path}: {err}") from None
     return data

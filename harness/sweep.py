@@ -16,16 +16,19 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 import harness
 from harness.atomic import write_text_atomic
-from harness.config import config_hash
 from harness.errors import BadInput
 from harness.lock import live_owner
 from harness.report import dump, load_report
-from harness.sweep_config import Cell, SweepSpec, load_sweep, override_text
+from harness.report import figures as report_figures
+
+if TYPE_CHECKING:  # sweep_config builds configs, which imports torch: only the commands need it
+    from harness.sweep_config import Cell, SweepSpec
 
 SCHEMA_VERSION = 1
 OOM_MARKER = "out of memory"
@@ -113,25 +116,25 @@ def _read_report(cell_dir: Path) -> dict | None:
         return None
 
 
+def config_hash(cfg) -> str:
+    # config.py imports accel (torch): only running or resuming cells needs it, not compare or report.
+    from harness.config import config_hash as resolved_hash
+
+    return resolved_hash(cfg)
+
+
 def _is_oom(attempt: Attempt) -> bool:
     text = f"{attempt.stderr}\n{attempt.error or ''}".lower()
     return attempt.status == "failed" and OOM_MARKER in text
 
 
+SWEEP_FIGURES = ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "peak_rss_mb", "peak_pss_mb",
+                 "test_accuracy", "time_to_target_s")
+
+
 def figures(report: dict | None) -> dict:
-    """The key figures a sweep row copies from its cell's report."""
-    r = report or {}
-    thr, acc = r.get("throughput") or {}, r.get("accuracy") or {}
-    return {
-        "samples_per_s": thr.get("samples_per_s", thr.get("train_samples_per_s")),
-        "step_time_p50_ms": (r.get("step_time_ms") or {}).get("p50"),
-        "data_wait_fraction": r.get("data_wait_fraction"),
-        "peak_rss_mb": (r.get("memory") or {}).get("peak_rss_mb"),
-        # The tree's PSS: the workers' pages counted once (the main process's RSS leaves them out).
-        "peak_pss_mb": (r.get("memory") or {}).get("peak_pss_mb"),
-        "test_accuracy": acc.get("test_accuracy"),
-        "time_to_target_s": acc.get("time_to_target_s"),
-    }
+    """The key figures a sweep row copies from its cell's report (names from harness.report.FIGURES)."""
+    return report_figures(report or {}, SWEEP_FIGURES)
 
 
 class SweepStopped(KeyboardInterrupt):
@@ -166,6 +169,8 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
         if not (spec.oom_backoff and _is_oom(attempt) and batch > 1):
             break
         batch = max(1, batch // 2)
+        from harness.sweep_config import override_text
+
         overrides = list(cell.overrides) + [override_text("loader.batch_size", batch)]
     return {
         "id": cell.id,
@@ -299,6 +304,8 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
 def cmd_sweep(args) -> int:
     if args.retry_failed and not args.resume:
         raise BadInput("--retry-failed: only with --resume (it reruns the failed cells of an earlier sweep)")
+    from harness.sweep_config import load_sweep
+
     spec = load_sweep(args.sweep)
     out = Path(args.output or Path("sweeps") / spec.name)
     old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \

@@ -1,4 +1,4 @@
-"""report.yaml: atomic writes and a strict reader."""
+"""report.yaml: its schema, atomic writes and a strict reader."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import yaml
 
 from harness.atomic import write_atomic
 from harness.errors import BadInput
-from harness.report import SCHEMA_VERSION, load_report, write_report
+from harness.report import SCHEMA_VERSION, load_report, validate, write_report
+from synthetic_reports import make_report
 
 
 def minimal():
-    return {"schema_version": SCHEMA_VERSION, "status": "completed", "config": {}, "environment": {},
-            "accuracy": {}, "timing": {}, "throughput": {"train_samples_per_s": float("nan")}}
+    """The least a completed report holds: the required keys and a key per guarded figure."""
+    return {"schema_version": SCHEMA_VERSION, "status": "completed", "config_hash": "0123", "config": {},
+            "environment": {}, "accuracy": {"test_accuracy": None, "time_to_target_s": None}, "timing": {},
+            "throughput": {"train_samples_per_s": float("nan")}, "step_time_ms": None,
+            "memory": {"peak_rss_mb": None}}
 
 
 def test_round_trip_and_nan_becomes_null(tmp_path):
@@ -57,3 +61,42 @@ def test_reader_refuses_non_yaml(tmp_path):
     path.write_text("{{{")
     with pytest.raises(BadInput, match="malformed YAML"):
         load_report(path)
+
+
+@pytest.mark.parametrize("key", ["schema_version", "status", "config_hash", "config", "environment",
+                                 "accuracy", "timing", "throughput"])
+def test_a_fixture_missing_a_required_key_fails_validation(tmp_path, key):
+    report = make_report()
+    report.pop(key)
+    with pytest.raises(ValueError, match=key):
+        validate(report)
+    with pytest.raises(ValueError, match=key):
+        write_report(tmp_path / "report.yaml", report)
+    assert not (tmp_path / "report.yaml").exists()
+
+
+@pytest.mark.parametrize("dotted, value, expected", [
+    ("throughput.samples_per_s", "fast", "a number or null"),
+    ("distributed", 5, "a mapping"),
+    ("config_hash", ["a"], "a string"),
+    ("repeats.samples_per_s", [1.0, "x"], "a number or null"),
+    ("memory.peak_rss_mb", True, "a number or null"),
+    ("status", "exploded", "one of completed"),
+    ("environment.comparability.cpu_count", 2.5, "an integer or null"),
+])
+def test_wrong_types_name_the_key(dotted, value, expected):
+    report = make_report()
+    *parents, last = dotted.split(".")
+    node = report
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ValueError, match=f"{dotted.replace('.', '[.]')}.*: expected {expected}"):
+        validate(report)
+
+
+def test_blocks_are_open_to_new_keys():
+    report = make_report()
+    report["memory"]["peak_pss_mb"] = 12.0  # a newer writer's key: read, not refused
+    report["timing"]["wall_clock"] = {"anything": 1}
+    validate(report)

@@ -2,7 +2,7 @@
 
 # Every key the foundation promises in report.yaml (dotted paths).
 REPORT_KEYS = [
-    "schema_version", "status", "config", "config_hash",
+    "schema_version", "status", "config", "config_hash", "recipe_hash",
     "environment.comparability.python", "environment.comparability.torch",
     "environment.comparability.torchvision", "environment.comparability.accelerate",
     "environment.comparability.cpu_model", "environment.comparability.cpu_count",

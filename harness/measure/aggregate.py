@@ -7,35 +7,8 @@ window time: ranks step in lock-step under DDP, so the slowest sets the pace.
 
 from __future__ import annotations
 
-import math
-
 from harness.measure.memory import PHASES
-from harness.measure.stats import distribution
-
-# Two-sided 95% confidence interval of a median from order statistics.
-_Z95 = 1.959963984540054
-
-
-def median_ci(values: list[float]) -> dict:
-    """Median and a distribution-free ~95% confidence interval of it.
-
-    The interval's ends are the order statistics at ranks n/2 -+ z*sqrt(n)/2
-    (normal approximation to the binomial); with fewer than 6 values it is the
-    sample's range, the widest honest answer.
-    """
-    v = sorted(values)
-    n = len(v)
-    if n == 0:
-        return {"median": None, "ci_low": None, "ci_high": None, "confidence": 0.95}
-    med = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-    if n < 6:
-        lo, hi = v[0], v[-1]
-    else:
-        half = _Z95 * math.sqrt(n) / 2
-        j = max(1, math.floor(n / 2 - half))  # 1-based ranks
-        k = min(n, math.ceil(1 + n / 2 + half))
-        lo, hi = v[j - 1], v[k - 1]
-    return {"median": med, "ci_low": lo, "ci_high": hi, "confidence": 0.95}
+from harness.measure.stats import distribution, median_ci
 
 
 def _window_rates(per_rank: list[dict]) -> list[float]:

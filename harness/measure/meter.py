@@ -18,7 +18,6 @@ import torch
 
 from harness.measure.config import MeasureConfig
 from harness.measure.memory import MB, MemorySampler
-from harness.measure.stats import distribution
 
 
 def batch_size_of(batch) -> int:

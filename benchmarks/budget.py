@@ -1,0 +1,58 @@
+"""A benchmark's own time budget: fewer rounds when rounds are slow, a stop once the answer is known.
+
+On a busy machine a round can take five times as long as on an idle one; a fixed
+round count then runs into pytest's timeout and the suite fails without a figure.
+Each benchmark instead gets a budget in seconds (``HARNESS_BENCH_BUDGET_SCALE``
+multiplies every budget), runs rounds while the next one fits, stops early once the
+95% interval of the median is narrow enough, and records in ``extra_info`` how many
+rounds it managed and why it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from harness.measure.stats import median_ci
+
+
+@dataclass
+class Budget:
+    seconds: float
+    """Wall time the benchmark may take, setup included."""
+    min_rounds: int = 3
+    max_rounds: int = 61
+    narrow: float | None = None
+    """Stop when the 95% interval of the median is within +-this fraction of it."""
+    started: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self):
+        self.seconds *= float(os.environ.get("HARNESS_BENCH_BUDGET_SCALE", "1"))
+
+    def left(self) -> float:
+        return self.seconds - (time.perf_counter() - self.started)
+
+    def rounds_for(self, round_s: float) -> int:
+        """How many rounds of ``round_s`` seconds fit in what is left (at least one)."""
+        return max(1, min(self.max_rounds, int(self.left() // max(round_s, 1e-9))))
+
+    def stop_reason(self, values: list[float], round_s: float) -> str | None:
+        """Why to stop before another round of ``round_s`` seconds, or None to go on."""
+        n = len(values)
+        if n >= self.max_rounds:
+            return "max_rounds"
+        if self.left() < round_s:
+            return "budget"
+        if self.narrow is not None and n >= self.min_rounds:
+            ci = median_ci(values)
+            if ci["ci_level"] >= 0.95 and ci["median"] and \
+                    (ci["ci_high"] - ci["ci_low"]) / 2 <= self.narrow * abs(ci["median"]):
+                return "interval narrow"
+        return None
+
+    def record(self, info: dict, rounds: int, reason: str) -> None:
+        info["rounds"] = rounds
+        info["stopped_because"] = reason
+        info["budget_s"] = round(self.seconds, 1)
+        info["spent_s"] = round(time.perf_counter() - self.started, 1)

@@ -1,0 +1,86 @@
+"""What a run computes, apart from how it is labelled: the recipe behind ``recipe_hash``.
+
+``config_hash`` changes with any key but ``output.*``. Two runs that compute the same
+thing under another ``name``, with other ``measure.*`` settings (how they are timed,
+not what is trained) or with the same files at another ``data.root`` are one recipe,
+and ``harness compare`` must match them. This module is plain Python (no torch), so
+compare can diff two reports' configs with the same rules the writer hashed them by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+NOT_RECIPE = ("name", "output", "measure", "data.root", "data.download", "data.scan_images")
+"""Dotted config keys (and sections) that do not change what is computed.
+
+``data.root`` is where the files live: the recipe holds a fingerprint of the files
+instead (``data.content``). ``data.download`` and ``data.scan_images`` only decide
+whether files may be fetched or are checked first.
+"""
+
+BUILT_IN = ("digits", "fake", "mnist", "fashion_mnist", "cifar10")
+"""Data sets whose content the name (with ``data.fake.*``) fixes."""
+
+
+def _dropped(dotted: str) -> bool:
+    return any(dotted == k or dotted.startswith(k + ".") for k in NOT_RECIPE)
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists stay values."""
+    if isinstance(node, dict) and node:
+        out = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node} if prefix else {}
+
+
+def data_fingerprint(data: dict) -> str:
+    """Cheap identity of the data set's content: its name, or its files' names and sizes.
+
+    Sizes and relative names survive a copy to another folder (mtimes do not); reading
+    every byte would cost as much as a scan of the data set, on every run.
+    """
+    name = data.get("name")
+    root = data.get("root")
+    if name in BUILT_IN or not root:
+        return str(name)
+    base = Path(root)
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(base):
+        dirs.sort()
+        for f in sorted(files):
+            path = Path(folder) / f
+            try:
+                size = path.stat().st_size
+            except OSError:
+                size = -1
+            digest.update(f"{path.relative_to(base).as_posix()}\0{size}\n".encode())
+    return f"{name}:{digest.hexdigest()[:16]}"
+
+
+def recipe_view(config: dict, fingerprint: str | None = None) -> dict:
+    """The flat recipe of a resolved config: every computation-changing key, dotted."""
+    flat = {k: v for k, v in flatten(config).items() if not _dropped(k)}
+    if fingerprint is not None:
+        flat["data.content"] = fingerprint
+    return flat
+
+
+def recipe_hash_of(config: dict, fingerprint: str) -> str:
+    text = json.dumps(recipe_view(config, fingerprint), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differing_keys(a: dict, b: dict) -> list[str]:
+    """Dotted recipe keys whose values differ between two resolved configs."""
+    fa, fb = recipe_view(a), recipe_view(b)
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k, _MISSING) != fb.get(k, _MISSING))
+
+
+_MISSING = object()
