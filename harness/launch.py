@@ -247,6 +247,8 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
     import signal
     import threading
 
+    from harness.children import forwarding_signals
+
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
     tail: collections.deque[str] = collections.deque(maxlen=400)
 
@@ -260,14 +262,7 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
 
-    def forward(signum, frame):
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with forwarding_signals(proc):
         code = proc.wait()
         deadline = time.monotonic() + GROUP_GRACE_S
         while _group_alive(proc.pid) and time.monotonic() < deadline:
@@ -275,9 +270,6 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         reader.join(timeout=5)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
     return code, "".join(tail)
 
 

@@ -60,27 +60,12 @@ def run_repeats(cfg: Config, config_path: str | None, overrides: list[str], outp
 
 
 def _call_forwarding_signals(cmd: list[str]) -> int:
-    """Run one repeat in its own session; SIGINT/SIGTERM to us are passed on to it, once.
-
-    Its own session, so a terminal's Ctrl-C does not reach it twice (directly and
-    forwarded), which it would take as "quit now, without a checkpoint".
-    """
-    import signal
+    """Run one repeat in its own session; SIGINT/SIGTERM to us are passed on to it, once."""
+    from harness.children import forwarding_signals
 
     proc = subprocess.Popen(cmd, start_new_session=True)
-
-    def forward(signum, frame):
-        try:
-            os.killpg(proc.pid, signum)
-        except ProcessLookupError:
-            pass
-
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with forwarding_signals(proc):
         return proc.wait()
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 def _values(reports: list[dict], *path: str) -> list:

@@ -4,6 +4,8 @@
 grow a small file into gigabytes, and an error message that prints the value then
 exhausts memory. Files the harness writes never hold an alias, so they are refused
 before anything is expanded; and a file far larger than any report is not read.
+Files people write (configs, sweep specs) go through strict_yaml.py instead, which
+allows their anchors and refuses what YAML would resolve silently.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ number here, as in YAML 1.2. A key given twice in one mapping is refused (PyYAML
 keeps the last silently), a document nested deeper than any config needs is refused
 before Python's recursion limit turns it into a traceback, and a file is read with a
 size cap, so ``/dev/zero`` or a mistyped multi-gigabyte path is refused at once.
+This is for files people write (configs, sweep specs); what harness commands wrote
+(reports, sweep.yaml) is read by safe_yaml.py, which refuses aliases outright.
 """
 
 from __future__ import annotations
