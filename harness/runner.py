@@ -117,8 +117,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
         report["resumed_from_epoch"] = hist.epochs_done
         report["resumed_from_step_in_epoch"] = hist.step_in_epoch
     if acc.is_main_process:
-        from harness.atomic import write_text_atomic
-        write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=[compiled])
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
