@@ -14,21 +14,20 @@ refused. Adding a key: declare it, with its type, in its block's TypedDict.
 # No ``from __future__ import annotations``: TypedDict reads Required[...] from live annotations.
 import math
 import sys
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
 if sys.version_info >= (3, 11):
-    from typing import NotRequired, Required, TypedDict, is_typeddict
+    from typing import NotRequired, Required, TypedDict
 else:  # typing_extensions comes with torch
-    from typing_extensions import NotRequired, Required, TypedDict, is_typeddict
+    from typing_extensions import NotRequired, Required, TypedDict
 
 import yaml
 
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
 from harness.safe_yaml import read_yaml
+from harness.typecheck import check_block, short
 
 SCHEMA_VERSION = 2
 STATUSES = ("completed", "failed", "interrupted", "diverged", "running")
@@ -280,98 +279,16 @@ def figures(report: dict, names=tuple(FIGURES)) -> dict:
 
 # --------------------------------------------------------------------------- validation
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if tp in (int, float, str, bool):
-        return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}[tp]
-    if is_typeddict(tp) or origin is dict:
-        return "a mapping"
-    if origin is list:
-        return "a list"
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, typing.get_args(tp)))
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if set(args) >= {int, float}:
-            args = tuple(a for a in args if a is not int)
-        return " or ".join(_describe(a) for a in args)
-    return "any value"
-
-
-def _fits(value, tp) -> bool:
-    """Shallow: whether ``value`` has the kind ``tp`` asks for (children checked apart)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if tp is str:
-        return isinstance(value, str)
-    if is_typeddict(tp) or origin is dict:
-        return isinstance(value, dict)
-    if origin is list:
-        return isinstance(value, list)
-    if origin is Literal:
-        return value in typing.get_args(tp) and not isinstance(value, bool)
-    if origin in (Union, types.UnionType):
-        return any(_fits(value, a) for a in typing.get_args(tp))
-    raise TypeError(f"report schema type {tp!r} is not supported")
-
-
-def _check(value, tp, key: str) -> None:
-    if not _fits(value, tp):
-        raise ValueError(f"{key}: expected {_describe(tp)}, got {_short(value)}")
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if _fits(value, arg):
-                return _check(value, arg, key)
-    if is_typeddict(tp):
-        _check_block(value, tp, key)
-    elif origin is list:
-        (item,) = typing.get_args(tp) or (Any,)
-        for i, v in enumerate(value):
-            _check(v, item, f"{key}[{i}]")
-    elif origin is dict:
-        _, item = typing.get_args(tp) or (str, Any)
-        for k, v in value.items():
-            _check(v, item, f"{key}.{k}")
-    return None
-
-
-def _check_block(block: dict, schema, prefix: str) -> None:
-    hints = typing.get_type_hints(schema)
-    for key in sorted(schema.__required_keys__):
-        if key not in block:
-            raise ValueError(f"{prefix + '.' if prefix else ''}{key}: required key missing")
-    for key, value in block.items():
-        if key in hints:
-            _check(value, hints[key], f"{prefix}.{key}" if prefix else str(key))
-
-
 def validate(report) -> None:
     """Raise ValueError naming the dotted key when ``report`` does not fit the schema."""
     if not isinstance(report, dict):
-        raise ValueError(f"expected a mapping of report keys, got {_short(report)}")
+        raise ValueError(f"expected a mapping of report keys, got {short(report)}")
     if "schema_version" not in report:
         raise ValueError("schema_version: required key missing")
     if report["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(f"schema_version: unknown report schema_version {_short(report['schema_version'])} "
+        raise ValueError(f"schema_version: unknown report schema_version {short(report['schema_version'])} "
                          f"(this harness reads {SCHEMA_VERSION})")
-    _check_block(report, Report, "")
+    check_block(report, Report, "")
     if report["status"] == "completed":
         for name in COMPLETED_FIGURES:
             if all(dig(report, k, _ABSENT) is _ABSENT for k in FIGURES[name]):
@@ -415,7 +332,7 @@ def load_report(path: str | Path) -> dict:
     if not isinstance(data, dict) or "schema_version" not in data:
         raise BadInput(f"{path}: not a report (no schema_version)")
     if "status" in data and data["status"] not in STATUSES:
-        raise BadInput(f"{path}: status {_short(data['status'])} is not one of {', '.join(STATUSES)}")
+        raise BadInput(f"{path}: status {short(data['status'])} is not one of {', '.join(STATUSES)}")
     try:
         validate(data)
     except ValueError as err:
