@@ -1,0 +1,180 @@
+"""The report's charts as SVG text: speed-up per workload, the geometric-mean summary, scaling.
+
+Colours are fixed per machine-and-mode for the whole report (``colours``): a pair has
+the one colour in every panel, whatever else the panel holds, and every chart carries
+its legend. Bars, never lines, join the rows of a workload; only a scaling series
+draws a line, over the process counts of one family. matplotlib is optional (the
+``plots`` extra): without it ``figure_class`` answers None and the report is tables.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from harness.hwreport.compare_machines import Comparison, Summary, Workload
+from harness.hwreport.scaling import STRONG, Family
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+           "#dbdb8d", "#9edae5")
+"""matplotlib's tab10 then tab20's light shades: distinct at a glance."""
+
+WIDTH_IN = 12.0
+"""Every chart is drawn at one width and shown at the page's width, so text has one size."""
+
+
+def colours(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(machine, mode) -> colour, by the pair's place in the report's one fixed order."""
+    return {pair: PALETTE[i % len(PALETTE)] for i, pair in enumerate(pairs)}
+
+
+def label(pair: tuple[str, str]) -> str:
+    return f"{pair[0]} · {pair[1]}"
+
+
+@dataclass
+class Chart:
+    slug: str
+    title: str
+    svg: str
+
+
+def figure_class():
+    try:
+        from matplotlib.figure import Figure  # a bare Figure renders with Agg; no pyplot state
+    except ImportError:
+        return None
+    return Figure
+
+
+def _svg(fig) -> str:
+    import matplotlib
+
+    buf = io.StringIO()
+    # Text stays text (smaller, and the browser's font); no date, so one input gives one file.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "harness"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return buf.getvalue()
+
+
+def _legend(fig, handles_labels, ncol: int = 3) -> None:
+    handles, labels = zip(*handles_labels) if handles_labels else ((), ())
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, max(len(labels), 1)), frameon=False,
+               bbox_to_anchor=(0.5, -0.02 - 0.035 * math.ceil(len(labels) / ncol)), fontsize="medium")
+
+
+def _patch(colour: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=colour)
+
+
+def _err(est, value) -> list[float] | None:
+    if est is None or est.low is None:
+        return None
+    return [max(value - est.low, 0.0), max(est.high - value, 0.0)]
+
+
+def _barh(ax, ys, values, errs, cols) -> None:
+    for y, v, e, c in zip(ys, values, errs, cols):
+        if v is None:
+            continue
+        ax.barh(y, v, color=c, xerr=None if e is None else [[e[0]], [e[1]]], capsize=4, height=0.7)
+
+
+def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
+    """Three panels over the workload's rows: samples/s, speed-up, time to target."""
+    rows = w.rows
+    ys = list(range(len(rows)))[::-1]
+    fig = Figure(figsize=(WIDTH_IN, 1.2 + 0.42 * len(rows)))
+    axes = fig.subplots(1, 3, sharey=True)
+    cols = [colour[r.key] for r in rows]
+    sps = [r.samples_per_s.median for r in rows]
+    _barh(axes[0], ys, sps, [_err(r.samples_per_s, v) if v else None for r, v in zip(rows, sps)], cols)
+    axes[0].set_xlabel("samples/s (median, bar: interval of the median)")
+    ups = [r.speedup.median if r.speedup else None for r in rows]
+    _barh(axes[1], ys, ups, [_err(r.speedup, v) if v else None for r, v in zip(rows, ups)], cols)
+    axes[1].axvline(1.0, color="#444", lw=1, ls="--")
+    ref = label(w.reference.key) if w.reference else "no reference row"
+    axes[1].set_xlabel(f"speed-up over {ref}", wrap=True)
+    ttt = [r.ttt_s if r.ttt_reached else None for r in rows]
+    _barh(axes[2], ys, ttt, [None] * len(rows), cols)
+    for y, r in zip(ys, rows):
+        if r.ttt_tries:
+            text = f" {r.ttt_reached}/{r.ttt_tries} reached" if r.ttt_reached else f" never ({r.ttt_reached}/{r.ttt_tries})"
+            axes[2].text(r.ttt_s or 0.0, y, text, va="center", fontsize="small")
+        for ax, v, fmt in ((axes[0], r.samples_per_s.median, "{:,.0f}"), (axes[1], ups[rows.index(r)], "×{:.2f}")):
+            if v:
+                ax.text(v, y + 0.38, fmt.format(v), va="bottom", ha="right", fontsize="small")
+    axes[2].set_xlabel("time to target accuracy (s, median of the runs that reached it)")
+    axes[0].set_yticks(ys, [label(r.key) for r in rows], fontsize="small")
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+    fig.suptitle(w.title, x=0.02, ha="left", fontsize="large")
+    _legend(fig, [(_patch(colour[r.key]), label(r.key)) for r in rows])
+    return Chart(f"workload_{w.id}", f"{w.title}: samples/s, speed-up, time to target", _svg(fig))
+
+
+def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: dict) -> Chart | None:
+    """The geometric-mean speed-up of each machine and mode, each workload's speed-up a dot on its bar."""
+    if not summaries:
+        return None
+    fig = Figure(figsize=(WIDTH_IN, 1.4 + 0.45 * len(summaries)))
+    ax = fig.subplots()
+    ys = list(range(len(summaries)))[::-1]
+    for y, s in zip(ys, summaries):
+        c = colour[(s.machine, s.mode)]
+        ax.barh(y, s.geomean, color=c, height=0.7, alpha=0.85)
+        dots = [row.speedup.median for w in comp.workloads for row in w.rows
+                if row.key == (s.machine, s.mode) and row.speedup]
+        ax.scatter(dots, [y] * len(dots), color="#222", s=14, zorder=3)
+        ax.text(s.geomean, y, f" ×{s.geomean:.2f} over {s.workloads} workload{'s' * (s.workloads != 1)}",
+                va="center", fontsize="small")
+    ax.axvline(1.0, color="#444", lw=1, ls="--")
+    ax.set_yticks(ys, [label((s.machine, s.mode)) for s in summaries], fontsize="small")
+    ax.set_xlabel(f"geometric-mean speed-up over {label(comp.baseline)} (dots: each workload)")
+    ax.set_xlim(0, max(max(s.high, s.geomean) for s in summaries) * 1.35)
+    ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Speed-up across workloads", x=0.02, ha="left", fontsize="large")
+    _legend(fig, [(_patch(colour[(s.machine, s.mode)]), label((s.machine, s.mode))) for s in summaries])
+    return Chart("summary_speedup", "Geometric-mean speed-up across workloads", _svg(fig))
+
+
+def scaling_chart(Figure, fam: Family, index: int) -> Chart:
+    """Samples/s and efficiency against processes; one line per series, weak solid, strong dashed."""
+    fig = Figure(figsize=(WIDTH_IN, 4.2))
+    left, right = fig.subplots(1, 2)
+    entries = []
+    procs = sorted({p.processes for s in fam.series for p in s.points})
+    for i, s in enumerate(fam.series):
+        c = PALETTE[i % len(PALETTE)]
+        style = dict(color=c, ls="--" if s.kind == STRONG else "-", marker="s" if s.kind == STRONG else "o")
+        xs = [p.processes for p in s.points]
+        (line,) = left.plot(xs, [p.samples_per_s.median for p in s.points], **style)
+        right.plot(xs, [p.efficiency for p in s.points], **style)
+        entries.append((line, s.name))
+    right.axhline(1.0, color="#444", lw=1, ls=":")
+    for ax, ylabel in ((left, "samples/s (all processes)"), (right, "scaling efficiency (speed-up / processes)")):
+        ax.set_xticks(procs, [str(p) for p in procs])
+        ax.set_xlabel("processes (world size)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend([e[0] for e in entries], [e[1] for e in entries], fontsize="small")
+    right.set_ylim(0, max(1.2, max(p.efficiency or 0 for s in fam.series for p in s.points) * 1.1))
+    fig.suptitle(f"{fam.title} on {label(fam.key)}", x=0.02, ha="left", fontsize="large")
+    return Chart(f"scaling_{index}", f"Scaling: {fam.title} on {label(fam.key)}", _svg(fig))
+
+
+def make_charts(comp: Comparison, summaries: list[Summary], fams: list[Family]) -> dict[str, Chart] | None:
+    """Chart per slug (summary, one per workload, one per scaling family); None without matplotlib."""
+    Figure = figure_class()
+    if Figure is None:
+        return None
+    colour = colours(comp.pairs)
+    charts = [summary_chart(Figure, comp, summaries, colour)]
+    charts += [workload_chart(Figure, w, colour) for w in comp.workloads if w.rows]
+    charts += [scaling_chart(Figure, f, i) for i, f in enumerate(fams)]
+    return {c.slug: c for c in charts if c is not None}

@@ -1,0 +1,115 @@
+"""Scaling over processes: samples/s, speed-up and efficiency against the number of processes.
+
+A **family** is one workload less its per-device batch, on one machine, in one mode
+less its process count (``cpu ×1`` and ``ddp gloo ×2`` are one family). Within it:
+
+- **weak scaling** holds the per-device batch (``config.loader.batch_size``) and lets the
+  global batch grow with the processes;
+- **strong scaling** holds the global batch (``throughput.global_batch_size``, else the
+  per-device batch times the world size) and shrinks the per-device batch.
+
+A series is either, over at least two process counts. Its speed-up at ``n`` processes is
+samples/s at ``n`` over samples/s at the fewest processes measured (``n0``, one when
+measured); its efficiency is that speed-up over ``n / n0``: 1.0 is linear scaling.
+Samples/s is the whole run's (every rank's samples over the slowest rank's window).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from harness.compare import Loaded
+from harness.hwreport import identity
+from harness.hwreport.compare_machines import Estimate, replicates
+from harness.report import dig
+
+WEAK, STRONG = "weak", "strong"
+
+
+@dataclass
+class Point:
+    processes: int
+    per_device_batch: int | None
+    global_batch: int | None
+    samples_per_s: Estimate
+    speedup: float | None = None
+    efficiency: float | None = None
+
+
+@dataclass
+class Series:
+    kind: str
+    """weak (fixed per-device batch) or strong (fixed global batch)."""
+    batch: int
+    """The batch held fixed: per device for weak scaling, global for strong."""
+    points: list[Point]
+
+    @property
+    def name(self) -> str:
+        if self.kind == WEAK:
+            return f"weak scaling (per-device batch {self.batch})"
+        return f"strong scaling (global batch {self.batch})"
+
+
+@dataclass
+class Family:
+    title: str
+    machine: str
+    mode: str
+    series: list[Series]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.machine, self.mode
+
+
+def _global_batch(report: dict) -> int | None:
+    g = dig(report, "throughput.global_batch_size")
+    if isinstance(g, int):
+        return g
+    bs = dig(report, "config.loader.batch_size")
+    return bs * identity.world_size(report) if isinstance(bs, int) else None
+
+
+def series_of(points: list[Point]) -> list[Series]:
+    """Every weak and strong series the points hold, each with its speed-ups and efficiencies."""
+    out = []
+    for kind, batch_of in ((WEAK, lambda p: p.per_device_batch), (STRONG, lambda p: p.global_batch)):
+        by_batch = defaultdict(list)
+        for p in points:
+            if batch_of(p) is not None and p.samples_per_s.median:
+                by_batch[batch_of(p)].append(p)
+        for batch, ps in sorted(by_batch.items()):
+            if len({p.processes for p in ps}) < 2:
+                continue
+            ps = sorted(ps, key=lambda p: p.processes)
+            base = ps[0]
+            scaled = []
+            for p in ps:
+                up = p.samples_per_s.median / base.samples_per_s.median
+                scaled.append(Point(p.processes, p.per_device_batch, p.global_batch, p.samples_per_s,
+                                    up, up / (p.processes / base.processes)))
+            out.append(Series(kind, batch, scaled))
+    return out
+
+
+def families(items: list[Loaded], naming: identity.MachineNaming) -> list[Family]:
+    """The families that hold at least one scaling series."""
+    grouped: dict[tuple, dict] = {}
+    for item in items:
+        r = item.report
+        if r.get("status") != "completed":
+            continue
+        key = (identity.family_id(r), naming(r, item.path), identity.family_mode(r))
+        fam = grouped.setdefault(key, {"title": identity.workload_title(r, batch=False), "cells": defaultdict(list)})
+        cell = (identity.world_size(r), dig(r, "config.loader.batch_size"), _global_batch(r))
+        fam["cells"][cell].append(r)
+    out = []
+    for (_, machine, mode), fam in grouped.items():
+        points = [Point(ws, bs, gb, Estimate.of(replicates(reports, "samples_per_s")))
+                  for (ws, bs, gb), reports in fam["cells"].items()]
+        found = series_of(points)
+        if found:
+            out.append(Family(fam["title"], machine, mode, found))
+    return sorted(out, key=lambda f: (f.title, f.machine, f.mode))

@@ -1,0 +1,138 @@
+"""The report's tables, once, for markdown, HTML and CSV.
+
+A table is a header and rows of cells; a cell is ``(text, numeric)`` for the documents
+(numeric cells align right). The CSV rows hold the same figures unrounded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from harness.compare import Loaded
+from harness.hwreport.compare_machines import Comparison, Estimate, Row, Summary, Workload
+from harness.hwreport.scaling import Family
+from harness.report import dig
+
+Cell = tuple[str, bool]
+
+
+def num(value, spec: str = ",.1f", prefix: str = "") -> str:
+    return "-" if value is None else prefix + format(value, spec)
+
+
+def interval(est: Estimate | None, spec: str, prefix: str = "") -> str:
+    if est is None or est.median is None:
+        return "-"
+    if est.low is None:
+        return "one value: none"
+    level = f"{est.level:.0%}"
+    return f"{prefix}{est.low:{spec}} – {prefix}{est.high:{spec}} ({level})"
+
+
+def _replicates(row: Row) -> str:
+    text = str(row.samples_per_s.n)
+    return text + (f" (+{row.failed} not completed)" if row.failed else "")
+
+
+def _ttt(row: Row) -> tuple[str, str]:
+    if not row.ttt_tries:
+        return "-", "no target"
+    if not row.ttt_reached:
+        return "never", f"0/{row.ttt_tries}"
+    return num(row.ttt_s, ",.2f"), f"{row.ttt_reached}/{row.ttt_tries}"
+
+
+WORKLOAD_HEADER = ["machine", "mode", "replicates", "samples/s", "interval (coverage)", "speed-up",
+                   "speed-up interval (at least)", "MFU", "peak PSS (MB)", "device peak (MB)", "test acc",
+                   "time to target (s)", "reached target"]
+
+
+def workload_rows(w: Workload) -> list[list[Cell]]:
+    out = []
+    for r in w.rows:
+        up = "reference" if r is w.reference else num(r.speedup.median if r.speedup else None, ".2f", "×")
+        ttt, reached = _ttt(r)
+        out.append([(r.machine, False), (r.mode, False), (_replicates(r), True),
+                    (num(r.samples_per_s.median), True), (interval(r.samples_per_s, ",.1f"), True),
+                    (up, True), (interval(None if r is w.reference else r.speedup, ".2f", "×"), True),
+                    (num(r.mfu, ".4f"), True), (num(r.peak_pss_mb), True), (num(r.device_peak_mb), True),
+                    (num(r.test_accuracy, ".4f"), True), (ttt, True), (reached, True)])
+    return out
+
+
+SUMMARY_HEADER = ["machine", "mode", "geometric-mean speed-up", "lowest", "highest", "workloads"]
+
+
+def summary_rows(summaries: list[Summary]) -> list[list[Cell]]:
+    return [[(s.machine, False), (s.mode, False), (num(s.geomean, ".2f", "×"), True),
+             (num(s.low, ".2f", "×"), True), (num(s.high, ".2f", "×"), True), (str(s.workloads), True)]
+            for s in summaries]
+
+
+SCALING_HEADER = ["series", "processes", "per-device batch", "global batch", "samples/s", "speed-up", "efficiency"]
+
+
+def scaling_rows(fam: Family) -> list[list[Cell]]:
+    out = []
+    for s in fam.series:
+        base = s.points[0].processes
+        for p in s.points:
+            out.append([(s.name, False), (str(p.processes), True), (num(p.per_device_batch, "d"), True),
+                        (num(p.global_batch, "d"), True), (num(p.samples_per_s.median), True),
+                        (num(p.speedup, ".2f", "×") + ("" if base == 1 else f" over {base}"), True),
+                        (num(p.efficiency, ".0%"), True)])
+    return out
+
+
+def environment_rows(items: list[Loaded]) -> list[tuple[str, str]]:
+    """Each comparability key with every value seen on this machine (one, unless versions differ)."""
+    seen: dict[str, list] = defaultdict(list)
+    for item in items:
+        block = dict(dig(item.report, "environment.comparability") or {})
+        info = dig(item.report, "environment.info") or {}
+        for key in ("hostname", "os", "cpu_physical_cores", "ram_total_mb", "gpu_driver"):
+            block.setdefault(key, info.get(key))
+        for key, value in block.items():
+            if value not in seen[key]:
+                seen[key].append(value)
+    return [(k, ", ".join("-" if v is None else str(v) for v in vs)) for k, vs in seen.items()]
+
+
+# --------------------------------------------------------------------------- CSV
+
+CSV_ROWS = ["workload", "workload_id", "scenario", "machine", "mode", "reference", "replicates", "not_completed",
+            "samples_per_s", "samples_per_s_low", "samples_per_s_high", "samples_per_s_coverage", "speedup",
+            "speedup_low", "speedup_high", "speedup_coverage_at_least", "mfu_measured_peak", "mfu_datasheet",
+            "peak_pss_mb", "device_peak_allocated_mb", "test_accuracy", "time_to_target_s",
+            "time_to_target_reached", "time_to_target_tries", "reports"]
+
+
+def csv_rows(comp: Comparison) -> list[list]:
+    out = []
+    for w in comp.workloads:
+        for r in w.rows:
+            sp, up = r.samples_per_s, r.speedup or Estimate(None)
+            out.append([w.title, w.id, w.scenario, r.machine, r.mode, r is w.reference, sp.n, r.failed,
+                        sp.median, sp.low, sp.high, sp.level, up.median, up.low, up.high, up.level, r.mfu,
+                        r.mfu_datasheet, r.peak_pss_mb, r.device_peak_mb, r.test_accuracy, r.ttt_s,
+                        r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths)])
+    return out
+
+
+CSV_SUMMARY = ["machine", "mode", "reference_machine", "reference_mode", "geomean_speedup", "lowest_speedup",
+               "highest_speedup", "workloads"]
+
+
+def csv_summary(comp: Comparison, summaries: list[Summary]) -> list[list]:
+    ref = comp.baseline or (None, None)
+    return [[s.machine, s.mode, ref[0], ref[1], s.geomean, s.low, s.high, s.workloads] for s in summaries]
+
+
+CSV_SCALING = ["workload", "machine", "mode", "scaling", "fixed_batch", "processes", "per_device_batch",
+               "global_batch", "samples_per_s", "speedup", "efficiency"]
+
+
+def csv_scaling(fams: list[Family]) -> list[list]:
+    return [[f.title, f.machine, f.mode, s.kind, s.batch, p.processes, p.per_device_batch, p.global_batch,
+             p.samples_per_s.median, p.speedup, p.efficiency]
+            for f in fams for s in f.series for p in s.points]
