@@ -40,7 +40,8 @@ def make_report(*, samples_per_s: float = 1000.0, step_times_ms: list[float] | N
         "data_wait_fraction": 0.02 + 0.01 * num_workers,
         "memory": {"peak_rss_mb": peak_rss_mb},
         "compute": {"mfu_measured_peak": mfu},
-        "distributed": {"distributed_type": distributed_type, "world_size": world_size, "precision": "no"},
+        "distributed": {"distributed_type": distributed_type, "world_size": world_size, "precision": "no",
+                        "device": "cuda:0" if (machine or CPU_A).get("gpu_model") else "cpu"},
     }
     if step_times_ms:
         report["raw"] = {"step_time_ms": list(step_times_ms)}

@@ -10,7 +10,6 @@ draws a line, over the process counts of one family. matplotlib is optional (the
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 
 from harness.hwreport.compare_machines import Comparison, Summary, Workload
@@ -60,9 +59,9 @@ def _svg(fig) -> str:
 
 
 def _legend(fig, handles_labels, ncol: int = 3) -> None:
+    """Below the panels, outside them: constrained layout makes room, so nothing overlaps an axis label."""
     handles, labels = zip(*handles_labels) if handles_labels else ((), ())
-    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, max(len(labels), 1)), frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.035 * math.ceil(len(labels) / ncol)), fontsize="medium")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, max(len(labels), 1)), frameon=False)
 
 
 def _patch(colour: str):
@@ -88,17 +87,17 @@ def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
     """Three panels over the workload's rows: samples/s, speed-up, time to target."""
     rows = w.rows
     ys = list(range(len(rows)))[::-1]
-    fig = Figure(figsize=(WIDTH_IN, 1.2 + 0.42 * len(rows)))
+    fig = Figure(figsize=(WIDTH_IN, 1.9 + 0.42 * len(rows)), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     cols = [colour[r.key] for r in rows]
     sps = [r.samples_per_s.median for r in rows]
     _barh(axes[0], ys, sps, [_err(r.samples_per_s, v) if v else None for r, v in zip(rows, sps)], cols)
-    axes[0].set_xlabel("samples/s (median, bar: interval of the median)")
+    axes[0].set_xlabel("samples/s (bar: median; whisker: its interval)")
     ups = [r.speedup.median if r.speedup else None for r in rows]
     _barh(axes[1], ys, ups, [_err(r.speedup, v) if v else None for r, v in zip(rows, ups)], cols)
     axes[1].axvline(1.0, color="#444", lw=1, ls="--")
-    ref = label(w.reference.key) if w.reference else "no reference row"
-    axes[1].set_xlabel(f"speed-up over {ref}", wrap=True)
+    ref = label(w.reference.key) if w.reference else "not measured on this workload"
+    axes[1].set_xlabel("speed-up (× the reference, dashed)")
     ttt = [r.ttt_s if r.ttt_reached else None for r in rows]
     _barh(axes[2], ys, ttt, [None] * len(rows), cols)
     for y, r in zip(ys, rows):
@@ -108,12 +107,12 @@ def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
         for ax, v, fmt in ((axes[0], r.samples_per_s.median, "{:,.0f}"), (axes[1], ups[rows.index(r)], "×{:.2f}")):
             if v:
                 ax.text(v, y + 0.38, fmt.format(v), va="bottom", ha="right", fontsize="small")
-    axes[2].set_xlabel("time to target accuracy (s, median of the runs that reached it)")
+    axes[2].set_xlabel("time to target accuracy (s, median of runs that reached it)")
     axes[0].set_yticks(ys, [label(r.key) for r in rows], fontsize="small")
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-    fig.suptitle(w.title, x=0.02, ha="left", fontsize="large")
+    fig.suptitle(f"{w.title}; reference: {ref}", x=0.02, ha="left", fontsize="large")
     _legend(fig, [(_patch(colour[r.key]), label(r.key)) for r in rows])
     return Chart(f"workload_{w.id}", f"{w.title}: samples/s, speed-up, time to target", _svg(fig))
 
@@ -122,7 +121,7 @@ def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: di
     """The geometric-mean speed-up of each machine and mode, each workload's speed-up a dot on its bar."""
     if not summaries:
         return None
-    fig = Figure(figsize=(WIDTH_IN, 1.4 + 0.45 * len(summaries)))
+    fig = Figure(figsize=(WIDTH_IN, 1.9 + 0.45 * len(summaries)), layout="constrained")
     ax = fig.subplots()
     ys = list(range(len(summaries)))[::-1]
     for y, s in zip(ys, summaries):
@@ -145,7 +144,7 @@ def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: di
 
 def scaling_chart(Figure, fam: Family, index: int) -> Chart:
     """Samples/s and efficiency against processes; one line per series, weak solid, strong dashed."""
-    fig = Figure(figsize=(WIDTH_IN, 4.2))
+    fig = Figure(figsize=(WIDTH_IN, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     entries = []
     procs = sorted({p.processes for s in fam.series for p in s.points})
@@ -157,6 +156,7 @@ def scaling_chart(Figure, fam: Family, index: int) -> Chart:
         right.plot(xs, [p.efficiency for p in s.points], **style)
         entries.append((line, s.name))
     right.axhline(1.0, color="#444", lw=1, ls=":")
+    left.set_ylim(bottom=0)  # from zero: a small gain must not look like a large one
     for ax, ylabel in ((left, "samples/s (all processes)"), (right, "scaling efficiency (speed-up / processes)")):
         ax.set_xticks(procs, [str(p) for p in procs])
         ax.set_xlabel("processes (world size)")
