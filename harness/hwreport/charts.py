@@ -142,22 +142,29 @@ def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: di
     return Chart("summary_speedup", "Geometric-mean speed-up across workloads", _svg(fig))
 
 
-def scaling_chart(Figure, fam: Family, index: int) -> Chart:
-    """Samples/s and efficiency against processes; one line per series, weak solid, strong dashed."""
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def scaling_chart(Figure, fam: Family, index: int, colour: dict) -> Chart:
+    """Samples/s and efficiency against processes; one line per series, weak solid, strong dashed.
+
+    The lines take the colour of the family's machine and mode (its fewest processes),
+    so a colour means one machine and mode here as in every other panel.
+    """
+    c = next((colour[(fam.machine, m)] for m in fam.modes if (fam.machine, m) in colour), "#333333")
     fig = Figure(figsize=(WIDTH_IN, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     entries = []
     procs = sorted({p.processes for s in fam.series for p in s.points})
     for i, s in enumerate(fam.series):
-        c = PALETTE[i % len(PALETTE)]
-        style = dict(color=c, ls="--" if s.kind == STRONG else "-", marker="s" if s.kind == STRONG else "o")
+        style = dict(color=c, ls="--" if s.kind == STRONG else "-", marker=MARKERS[i % len(MARKERS)])
         xs = [p.processes for p in s.points]
         (line,) = left.plot(xs, [p.samples_per_s.median for p in s.points], **style)
         right.plot(xs, [p.efficiency for p in s.points], **style)
         entries.append((line, s.name))
     right.axhline(1.0, color="#444", lw=1, ls=":")
     left.set_ylim(bottom=0)  # from zero: a small gain must not look like a large one
-    for ax, ylabel in ((left, "samples/s (all processes)"), (right, "scaling efficiency (speed-up / processes)")):
+    for ax, ylabel in ((left, "samples/s (all processes)"), (right, "efficiency (speed-up ÷ processes)")):
         ax.set_xticks(procs, [str(p) for p in procs])
         ax.set_xlabel("processes (world size)")
         ax.set_ylabel(ylabel)
@@ -176,5 +183,5 @@ def make_charts(comp: Comparison, summaries: list[Summary], fams: list[Family]) 
     colour = colours(comp.pairs)
     charts = [summary_chart(Figure, comp, summaries, colour)]
     charts += [workload_chart(Figure, w, colour) for w in comp.workloads if w.rows]
-    charts += [scaling_chart(Figure, f, i) for i, f in enumerate(fams)]
+    charts += [scaling_chart(Figure, f, i, colour) for i, f in enumerate(fams)]
     return {c.slug: c for c in charts if c is not None}

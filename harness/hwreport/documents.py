@@ -45,8 +45,8 @@ def _chart_missing(c: Content) -> bool:
 
 # --------------------------------------------------------------------------- markdown
 
-def _md_table(header: list[str], rows: list[list[tables.Cell]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "".join(" ---: |" if i > 1 else " --- |"
+def _md_table(header: list[str], rows: list[list[tables.Cell]], numeric: bool = True) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "".join(" ---: |" if i > 1 and numeric else " --- |"
                                                           for i in range(len(header)))]
     return out + ["| " + " | ".join(t.replace("|", "\\|") for t, _ in row) + " |" for row in rows]
 
@@ -75,10 +75,7 @@ def render_markdown(c: Content, files: dict[str, str]) -> str:
         for i, f in enumerate(c.families):
             lines += [f"### {f.title} on {label(f.key)}", "", *_md_chart(c, f"scaling_{i}", files),
                       *_md_table(tables.SCALING_HEADER, tables.scaling_rows(f)), ""]
-    lines += ["## Machines", ""]
-    for name, items in c.environments.items():
-        lines += [f"### {name}", "", "| environment | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v} |" for k, v in tables.environment_rows(items)] + [""]
+    lines += ["## Machines", "", *_md_table(*tables.machines_table(c.environments), numeric=False), ""]
     return "\n".join(lines)
 
 
@@ -143,9 +140,6 @@ def render_html(c: Content) -> str:
         for i, f in enumerate(c.families):
             parts += [f"<h3>{html.escape(f.title)} on {html.escape(label(f.key))}</h3>",
                       _html_chart(c, f"scaling_{i}"), _html_table(tables.SCALING_HEADER, tables.scaling_rows(f))]
-    parts.append("<h2>Machines</h2>")
-    for name, items in c.environments.items():
-        parts += [f"<h3>{html.escape(name)}</h3>",
-                  _html_table(["key", "value"], [[(k, False), (v, False)] for k, v in tables.environment_rows(items)])]
+    parts += ["<h2>Machines</h2>", _html_table(*tables.machines_table(c.environments))]
     parts.append("</body></html>")
     return "\n".join(parts)

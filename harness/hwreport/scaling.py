@@ -58,6 +58,8 @@ class Family:
     machine: str
     mode: str
     series: list[Series]
+    modes: list[str]
+    """The full mode labels of its runs (``cpu ×1``, ``ddp gloo ×2``): the family takes the colour of the first."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -102,7 +104,10 @@ def families(items: list[Loaded], naming: identity.MachineNaming) -> list[Family
         if r.get("status") != "completed":
             continue
         key = (identity.family_id(r), naming(r, item.path), identity.family_mode(r))
-        fam = grouped.setdefault(key, {"title": identity.workload_title(r, batch=False), "cells": defaultdict(list)})
+        fam = grouped.setdefault(key, {"title": identity.workload_title(r, batch=False), "cells": defaultdict(list),
+                                       "modes": []})
+        if identity.mode_label(r) not in fam["modes"]:
+            fam["modes"].append(identity.mode_label(r))
         cell = (identity.world_size(r), dig(r, "config.loader.batch_size"), _global_batch(r))
         fam["cells"][cell].append(r)
     out = []
@@ -111,5 +116,6 @@ def families(items: list[Loaded], naming: identity.MachineNaming) -> list[Family
                   for (ws, bs, gb), reports in fam["cells"].items()]
         found = series_of(points)
         if found:
-            out.append(Family(fam["title"], machine, mode, found))
+            modes = sorted(fam["modes"], key=identity.mode_order)
+            out.append(Family(fam["title"], machine, mode, found, modes))
     return sorted(out, key=lambda f: (f.title, f.machine, f.mode))

@@ -98,6 +98,18 @@ def environment_rows(items: list[Loaded]) -> list[tuple[str, str]]:
     return [(k, ", ".join("-" if v is None else str(v) for v in vs)) for k, vs in seen.items()]
 
 
+def machines_table(environments: dict[str, list[Loaded]]) -> tuple[list[str], list[list[Cell]]]:
+    """One column per machine, one row per environment key; a row whose values differ is marked."""
+    per = {m: dict(environment_rows(items)) for m, items in environments.items()}
+    keys = list(dict.fromkeys(k for values in per.values() for k in values))
+    rows = []
+    for k in keys:
+        values = [per[m].get(k, "-") for m in per]
+        mark = "differs" if len(set(values)) > 1 else ""
+        rows.append([(k, False), *((v, False) for v in values), (mark, False)])
+    return ["environment", *per, ""], rows
+
+
 # --------------------------------------------------------------------------- CSV
 
 CSV_ROWS = ["workload", "workload_id", "scenario", "machine", "mode", "reference", "replicates", "not_completed",
