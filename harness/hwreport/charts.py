@@ -76,11 +76,28 @@ def _err(est, value) -> list[float] | None:
     return [max(value - est.low, 0.0), max(est.high - value, 0.0)]
 
 
-def _barh(ax, ys, values, errs, cols) -> None:
-    for y, v, e, c in zip(ys, values, errs, cols):
+def _barh(ax, ys, values, ests, cols, fmt: str | None = None) -> None:
+    """One bar per row, its interval as a whisker and its value written just past both."""
+    ends = []
+    for y, v, est, c in zip(ys, values, ests, cols):
         if v is None:
             continue
+        e = _err(est, v)
         ax.barh(y, v, color=c, xerr=None if e is None else [[e[0]], [e[1]]], capsize=4, height=0.7)
+        end = v + (e[1] if e else 0.0)
+        ends.append(end)
+        if fmt:
+            ax.text(end, y, "  " + fmt.format(v), va="center", ha="left", fontsize="small")
+    if ends:
+        ax.set_xlim(0, max(ends) * 1.3)  # room for the value written past the longest bar
+
+
+def _compact_ticks(ax) -> None:
+    """At most five ticks, thousands as k: 250,000 samples/s must not run into its neighbour."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 1000 else f"{v:g}"))
 
 
 def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
@@ -90,24 +107,27 @@ def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
     fig = Figure(figsize=(WIDTH_IN, 1.9 + 0.42 * len(rows)), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     cols = [colour[r.key] for r in rows]
-    sps = [r.samples_per_s.median for r in rows]
-    _barh(axes[0], ys, sps, [_err(r.samples_per_s, v) if v else None for r, v in zip(rows, sps)], cols)
-    axes[0].set_xlabel("samples/s (bar: median; whisker: its interval)")
-    ups = [r.speedup.median if r.speedup else None for r in rows]
-    _barh(axes[1], ys, ups, [_err(r.speedup, v) if v else None for r, v in zip(rows, ups)], cols)
+    _barh(axes[0], ys, [r.samples_per_s.median for r in rows], [r.samples_per_s for r in rows], cols, "{:,.0f}")
+    axes[0].set_xlabel("samples/s (whisker: interval of the median)")
+    _compact_ticks(axes[0])
+    _barh(axes[1], ys, [r.speedup.median if r.speedup else None for r in rows], [r.speedup for r in rows], cols,
+          "×{:.2f}")
     axes[1].axvline(1.0, color="#444", lw=1, ls="--")
     ref = label(w.reference.key) if w.reference else "not measured on this workload"
-    axes[1].set_xlabel("speed-up (× the reference, dashed)")
-    ttt = [r.ttt_s if r.ttt_reached else None for r in rows]
-    _barh(axes[2], ys, ttt, [None] * len(rows), cols)
+    axes[1].set_xlabel("speed-up (× the reference)")
+    if w.reference is None:
+        axes[1].text(0.5, 0.5, "the reference machine and mode\ndid not run this workload", ha="center",
+                     va="center", transform=axes[1].transAxes, color="#555")
+        axes[1].set_xticks([])
+    _barh(axes[2], ys, [r.ttt_s if r.ttt_reached else None for r in rows], [None] * len(rows), cols)
     for y, r in zip(ys, rows):
         if r.ttt_tries:
-            text = f" {r.ttt_reached}/{r.ttt_tries} reached" if r.ttt_reached else f" never ({r.ttt_reached}/{r.ttt_tries})"
-            axes[2].text(r.ttt_s or 0.0, y, text, va="center", fontsize="small")
-        for ax, v, fmt in ((axes[0], r.samples_per_s.median, "{:,.0f}"), (axes[1], ups[rows.index(r)], "×{:.2f}")):
-            if v:
-                ax.text(v, y + 0.38, fmt.format(v), va="bottom", ha="right", fontsize="small")
-    axes[2].set_xlabel("time to target accuracy (s, median of runs that reached it)")
+            text = f"  {r.ttt_s:,.1f} s, {r.ttt_reached}/{r.ttt_tries} reached" if r.ttt_reached \
+                else f"  never (0/{r.ttt_tries})"
+            axes[2].text(r.ttt_s or 0.0, y, text, va="center", ha="left", fontsize="small")
+    if not any(r.ttt_reached for r in rows):
+        axes[2].set_xticks([])
+    axes[2].set_xlabel("time to target accuracy (s)")
     axes[0].set_yticks(ys, [label(r.key) for r in rows], fontsize="small")
     for ax in axes:
         ax.grid(axis="x", alpha=0.3)
