@@ -106,6 +106,9 @@ def test_baseline_machine_and_labels(two_machines, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--baseline-machine" in err and MACHINE_A in err
     assert not (tmp_path / "o2").exists()
+    assert main(["report", str(two_machines), "--output", str(tmp_path / "o3"), "--baseline-mode", "gpu ×1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--baseline-mode" in err and "cpu ×1" in err
 
 
 def test_markdown_html_and_csv_agree(two_machines, tmp_path, capsys):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.compare import Loaded
+from harness.errors import BadInput
 from harness.hwreport import identity
 from harness.measure.stats import median_ci
 from harness.report import REPLICATES, dig, figure
@@ -69,6 +70,7 @@ class Row:
     mfu_datasheet: float | None = None
     peak_pss_mb: float | None = None
     device_peak_mb: float | None = None
+    data_wait_fraction: float | None = None
     test_accuracy: float | None = None
     ttt_s: float | None = None
     """Median time to target over the replicates that reached it."""
@@ -85,7 +87,7 @@ class Row:
         done = self.reports
         self.samples_per_s = Estimate.of(replicates(done, "samples_per_s"))
         for attr, name in (("mfu", "mfu"), ("peak_pss_mb", "peak_pss_mb"), ("device_peak_mb", "device_peak_mb"),
-                           ("test_accuracy", "test_accuracy")):
+                           ("data_wait_fraction", "data_wait_fraction"), ("test_accuracy", "test_accuracy")):
             setattr(self, attr, Estimate.of(replicates(done, name)).median)
         self.mfu_datasheet = Estimate.of([dig(r, "compute.mfu_datasheet") for r in done]).median
         targets = [r for r in done if _number(dig(r, "accuracy.target_accuracy"))]
@@ -151,7 +153,6 @@ def build(items: list[Loaded], naming: identity.MachineNaming, baseline_machine:
             row.failed += 1
     if baseline_machine is not None:
         if baseline_machine not in machines:
-            from harness.errors import BadInput
             raise BadInput(f"--baseline-machine: {baseline_machine!r} is not among the machines: "
                            + ", ".join(machines))
         machines.remove(baseline_machine)
@@ -162,7 +163,6 @@ def build(items: list[Loaded], naming: identity.MachineNaming, baseline_machine:
     pairs = sorted({row.key for row in rows.values()}, key=lambda k: (order[k[0]], identity.mode_order(k[1])))
     base_modes = [mode for machine, mode in pairs if machines and machine == machines[0]]
     if baseline_mode is not None and baseline_mode not in base_modes:
-        from harness.errors import BadInput
         raise BadInput(f"--baseline-mode: {baseline_mode!r} is not a mode of {machines[0]}: " + ", ".join(base_modes))
     baseline = (machines[0], baseline_mode or base_modes[0]) if base_modes else None
     identity.tell_apart(meta)

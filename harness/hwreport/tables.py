@@ -43,7 +43,7 @@ def _ttt(row: Row) -> tuple[str, str]:
 
 
 WORKLOAD_HEADER = ["machine", "mode", "replicates", "samples/s", "interval (coverage)", "speed-up",
-                   "speed-up interval (at least)", "MFU", "peak PSS (MB)", "device peak (MB)", "test acc",
+                   "speed-up interval (at least)", "MFU", "peak PSS (MB)", "device peak (MB)", "data wait", "test acc",
                    "time to target (s)", "reached target"]
 
 
@@ -56,7 +56,8 @@ def workload_rows(w: Workload) -> list[list[Cell]]:
                     (num(r.samples_per_s.median), True), (interval(r.samples_per_s, ",.1f"), True),
                     (up, True), (interval(None if r is w.reference else r.speedup, ".2f", "×"), True),
                     (num(r.mfu, ".4f"), True), (num(r.peak_pss_mb), True), (num(r.device_peak_mb), True),
-                    (num(r.test_accuracy, ".4f"), True), (ttt, True), (reached, True)])
+                    (num(r.data_wait_fraction, ".3f"), True), (num(r.test_accuracy, ".4f"), True), (ttt, True),
+                    (reached, True)])
     return out
 
 
@@ -115,7 +116,7 @@ def machines_table(environments: dict[str, list[Loaded]]) -> tuple[list[str], li
 CSV_ROWS = ["workload", "workload_id", "scenario", "machine", "mode", "reference", "replicates", "not_completed",
             "samples_per_s", "samples_per_s_low", "samples_per_s_high", "samples_per_s_coverage", "speedup",
             "speedup_low", "speedup_high", "speedup_coverage_at_least", "mfu_measured_peak", "mfu_datasheet",
-            "peak_pss_mb", "device_peak_allocated_mb", "test_accuracy", "time_to_target_s",
+            "peak_pss_mb", "device_peak_allocated_mb", "data_wait_fraction", "test_accuracy", "time_to_target_s",
             "time_to_target_reached", "time_to_target_tries", "reports"]
 
 
@@ -126,8 +127,8 @@ def csv_rows(comp: Comparison) -> list[list]:
             sp, up = r.samples_per_s, r.speedup or Estimate(None)
             out.append([w.title, w.id, w.scenario, r.machine, r.mode, r is w.reference, sp.n, r.failed,
                         sp.median, sp.low, sp.high, sp.level, up.median, up.low, up.high, up.level, r.mfu,
-                        r.mfu_datasheet, r.peak_pss_mb, r.device_peak_mb, r.test_accuracy, r.ttt_s,
-                        r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths)])
+                        r.mfu_datasheet, r.peak_pss_mb, r.device_peak_mb, r.data_wait_fraction, r.test_accuracy,
+                        r.ttt_s, r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths)])
     return out
 
 
