@@ -204,6 +204,10 @@ def test_every_panel_gives_a_machine_and_mode_one_colour(two_machines, tmp_path,
         assert svg in svgs
     summary = (out / "plots" / "summary_speedup.svg").read_text()
     assert _fills(summary) == {colour[p] for p in order}
+    scaling = (out / "plots" / "scaling_0.svg").read_text()
+    strokes = {c for c in re.findall(r"stroke: ?(#[0-9a-f]{6})", scaling) if c in charts.PALETTE}
+    assert strokes == {colour[(MACHINE_A, "cpu ×1")]}  # the family's lines: its 1-process pair's colour
+    assert scaling.count("weak scaling (per-device batch 64)") == 2  # a legend in each of the two panels
     md = (out / "report.md").read_text()
     assert "(plots/summary_speedup.svg)" in md and "(plots/scaling_0.svg)" in md
 
