@@ -150,7 +150,7 @@ def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: di
         dots = [row.speedup.median for w in comp.workloads for row in w.rows
                 if row.key == (s.machine, s.mode) and row.speedup]
         ax.scatter(dots, [y] * len(dots), color="#222", s=14, zorder=3)
-        ax.text(s.geomean, y, f" ×{s.geomean:.2f} over {s.workloads} workload{'s' * (s.workloads != 1)}",
+        ax.text(max(s.geomean, s.high), y, f"  ×{s.geomean:.2f} over {s.workloads} workload{'s' * (s.workloads != 1)}",
                 va="center", fontsize="small")
     ax.axvline(1.0, color="#444", lw=1, ls="--")
     ax.set_yticks(ys, [label((s.machine, s.mode)) for s in summaries], fontsize="small")

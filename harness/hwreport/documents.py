@@ -84,7 +84,7 @@ def render_markdown(c: Content, files: dict[str, str]) -> str:
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1.5em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:12.5px;width:100%}
 th,td{border:1px solid #ccc;padding:3px 6px}th{background:#f0f0f0;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td:nth-child(2){white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:0.5em 0}figure img{display:block;width:100%;height:auto}
 h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}h3{margin-bottom:0.2em}
 p.note{color:#555;font-size:14px;max-width:75em}code{font-size:12px}"""
