@@ -104,8 +104,10 @@ def mode(report: dict) -> str:
 
 
 def _mode_key(report: dict) -> tuple:
+    """What the config does not hold but a cell's identity needs: the mode, and the
+    scenario (an inference report never pairs with a training one; none: training)."""
     d = report.get("distributed") or {}
-    return d.get("distributed_type"), d.get("world_size")
+    return d.get("distributed_type"), d.get("world_size"), report.get("scenario") or "training"
 
 
 def cell_label(report: dict) -> str:
@@ -197,8 +199,10 @@ def nearest(cell: Cell, others: list[Cell]) -> str:
         if not other.reports:
             continue
         keys = differing_keys(cell.config, other.config)
-        if _mode_key(cell.reports[0]) != _mode_key(other.reports[0]):
+        if _mode_key(cell.reports[0])[:2] != _mode_key(other.reports[0])[:2]:
             keys = ["distributed (type, world size)"] + keys
+        if _mode_key(cell.reports[0])[2] != _mode_key(other.reports[0])[2]:
+            keys = ["scenario"] + keys
         if best_keys is None or len(keys) < len(best_keys):
             best, best_keys = other, keys
     if best is None:
