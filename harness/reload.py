@@ -52,7 +52,12 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunFold
     if not (run / "model.pt").is_file():
         raise BadInput(f"{run}: holds no model.pt (the run did not finish, or ran with output.save_model: false)")
     saved = load_config(config)
-    cfg = load_config(config, overrides or [])
+    overrides = list(overrides or [])
+    named = {o.split("=", 1)[0].strip() for o in overrides}
+    if named & {"data.name", "data.root"} and "data.subset" not in named:
+        # Another data set is evaluated whole: the run's subset was a choice among its own samples.
+        overrides.append("data.subset=null")
+    cfg = load_config(config, overrides)
     classes, shape = _card(run, saved)
     return RunFolder(run, cfg, saved, classes, shape)
 
