@@ -83,3 +83,31 @@ def test_bench_inference_refuses_weights_of_another_model(tmp_path, capsys):
     assert code == 2
     assert "other.pt" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_events_read_a_known_gpu_sleep():
+    """On a GPU each pass is timed by CUDA events: a forward that is a ~20 ms GPU sleep reads
+    20 ms, although the host only queues it (a host clock would read microseconds)."""
+    import torch
+
+    from harness.inference import time_batches
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    torch.cuda._sleep(10_000_000)
+    end.record()
+    torch.cuda.synchronize()
+    cycles = int(10_000_000 * 20.0 / start.elapsed_time(end))
+
+    class GpuSleep(torch.nn.Module):
+        def forward(self, x):
+            torch.cuda._sleep(cycles)
+            return x * 2
+
+    x = torch.ones(8, 4, device="cuda")
+    lat, wall = time_batches(GpuSleep(), x, warmup=2, batches=10, device=torch.device("cuda"))
+    assert len(lat) == 10
+    assert sorted(lat)[5] == pytest.approx(20.0, rel=0.10)
+    assert wall == pytest.approx(sum(lat) / 1000.0, rel=0.10)
