@@ -112,8 +112,11 @@ def _mode_key(report: dict) -> tuple:
 
 def cell_label(report: dict) -> str:
     bs = dig(report, "config.loader.batch_size")
+    if report.get("scenario") == "inference":
+        bs = ",".join(str(b) for b in dig(report, "config.inference.batch_sizes") or []) or None
     ident = report.get("recipe_hash") or report.get("config_hash") or "?"
-    return f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    return f"{label} inference" if report.get("scenario") == "inference" else label
 
 
 @dataclass
@@ -263,9 +266,16 @@ class Comparison:
         return EXIT_FAILED if self.failing else EXIT_OK
 
 
+TRAINING_ONLY = ("test_accuracy", "time_to_target_s")
+"""Metrics an inference report does not measure: its cells leave them out."""
+
+
 def _metric_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
     rows = []
+    inference = any(r.get("scenario") == "inference" for r in bc.reports)
     for metric in METRICS:
+        if inference and metric.name in TRAINING_ONLY:
+            continue
         limit = opts.thresholds.get(metric.name, metric.threshold)
         j = judge(metric, bc.completed, cc.completed, limit)
         rows.append(Row(bc.label, metric.label, j.baseline, j.candidate, j.change, f"{limit:g}{metric.unit}",
