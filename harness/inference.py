@@ -67,6 +67,23 @@ def sample_batch(data, size: int, device):
     return torch.stack([view[i % len(view)][0] for i in range(size)]).to(device)
 
 
+def _check_not_a_training_folder(output: Path) -> None:
+    """An inference report never replaces a training run's report (and leaves its model.pt
+    beside a config that no longer made it)."""
+    import yaml
+
+    path = output / "report.yaml"
+    if not path.is_file():
+        return
+    try:
+        scenario = (yaml.safe_load(path.read_text()) or {}).get("scenario", "training")
+    except (OSError, yaml.YAMLError, AttributeError):
+        scenario = None
+    if scenario != "inference":
+        raise BadInput(f"output.dir: {output} holds a training run's report.yaml, which an inference report "
+                       "would replace; give --output DIR (bench-inference RUN_DIR writes RUN_DIR/inference)")
+
+
 def _peaks(phases: dict) -> dict:
     keys = ("peak_rss_mb", "peak_pss_mb", "peak_uss_mb", "device_peak_allocated_mb", "device_peak_reserved_mb")
     out = {}
@@ -92,6 +109,10 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
     from harness.report import write_report
 
     t_start = time.perf_counter()
+    if cfg.measure.repeats > 1:
+        raise BadInput("measure.repeats: scenario: inference measures each batch size once "
+                       "(inference.batches timed passes); set measure.repeats: 1")
+    _check_not_a_training_folder(output)
     accelerator, precision = accel.build_accelerator(cfg.runtime)
     device = accelerator.device
     cuda = device.type == "cuda"
@@ -200,8 +221,8 @@ def run_and_print(cfg, output: Path) -> int:
 
 
 def cmd_bench_inference(args) -> int:
-    """CONFIG: random weights, output.dir (or --output). RUN_DIR: its config and model.pt,
-    into RUN_DIR/inference (or --output)."""
+    """CONFIG: random weights, into <output.dir>/inference. RUN_DIR: its config and model.pt,
+    into RUN_DIR/inference. --output DIR: into DIR."""
     from harness.cli import _split_positionals
     from harness.config import load_config
 
@@ -218,6 +239,7 @@ def cmd_bench_inference(args) -> int:
         output = Path(args.output) if args.output else run.path / "inference"
     else:
         cfg = load_config(source, overrides)
-        output = Path(args.output or cfg.output.dir)
+        # Beside the recipe's training run, if any, never over it.
+        output = Path(args.output) if args.output else Path(cfg.output.dir) / "inference"
     cfg.output.dir = str(output)
     return run_and_print(cfg, output)

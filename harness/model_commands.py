@@ -48,5 +48,5 @@ def add_parsers(sub) -> None:
     bi = sub.add_parser("bench-inference", help="measure inference latency and samples/s (scenario: inference)")
     bi.add_argument("items", nargs="+", metavar="CONFIG_OR_RUN_DIR [KEY=VALUE ...]",
                     help="a config (random weights) or a run folder (its model.pt), and overrides")
-    bi.add_argument("--output", metavar="DIR", help="default: output.dir (CONFIG) or RUN_DIR/inference")
+    bi.add_argument("--output", metavar="DIR", help="default: <output.dir>/inference (CONFIG) or RUN_DIR/inference")
     bi.set_defaults(func=cmd_bench_inference)

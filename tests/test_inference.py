@@ -111,3 +111,14 @@ def test_cuda_events_read_a_known_gpu_sleep():
     assert len(lat) == 10
     assert sorted(lat)[5] == pytest.approx(20.0, rel=0.10)
     assert wall == pytest.approx(sum(lat) / 1000.0, rel=0.10)
+
+
+def test_an_inference_report_never_replaces_a_training_one(tmp_path, capsys):
+    from synthetic_reports import make_report, write
+
+    write(tmp_path, "run", make_report())
+    before = (tmp_path / "run" / "report.yaml").read_text()
+    assert main(["run", *BASE, "scenario=inference", "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "training run's report.yaml" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "run" / "report.yaml").read_text() == before
