@@ -260,6 +260,8 @@ def config_hash(cfg: Config) -> str:
     """
     body = to_dict(cfg)
     body.pop("output", None)
+    if cfg.scenario == "training":  # keys a training run does not use: its hash is as before them
+        body.pop("scenario"), body.pop("inference")
     text = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
