@@ -122,3 +122,15 @@ def test_an_inference_report_never_replaces_a_training_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training run's report.yaml" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "run" / "report.yaml").read_text() == before
+
+
+def test_inference_keys_stay_out_of_training_hashes_and_in_inference_ones():
+    from harness.config import config_hash, load_config, recipe_hash
+
+    train, train_other = load_config(None), load_config(None, ["inference.batches=7"])
+    assert config_hash(train) == config_hash(train_other) and recipe_hash(train) == recipe_hash(train_other)
+    inf = load_config(None, ["scenario=inference"])
+    assert recipe_hash(inf) != recipe_hash(train)
+    assert recipe_hash(load_config(None, ["scenario=inference", "inference.batch_sizes=[4]"])) != recipe_hash(inf)
+    # The weights' values do not change what a forward pass costs: random and trained pair.
+    assert recipe_hash(load_config(None, ["scenario=inference", "inference.weights=a/model.pt"])) == recipe_hash(inf)
