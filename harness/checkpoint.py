@@ -192,3 +192,16 @@ def save_model(accelerator, model, path: Path) -> None:
         import torch
 
         write_atomic(path, lambda f: torch.save(state, f), binary=True)
+
+
+MODEL_CARD = "classes.json"
+"""Beside model.pt: the class names (index order of the model's outputs) and the sample
+shape the model takes, so a reloaded model prints names (reload.py). model.pt stays a
+plain state_dict that ``torch.load`` + ``load_state_dict`` read without the harness."""
+
+
+def save_model_card(output: Path, classes: list[str], sample_shape) -> None:
+    import json
+
+    card = {"classes": list(classes), "sample_shape": [int(v) for v in sample_shape]}
+    write_text_atomic(output / MODEL_CARD, json.dumps(card) + "\n")

@@ -89,6 +89,12 @@ def cmd_run(args) -> int:
     cfg = load_config(config_path, overrides)
     output = Path(args.resume or args.output or cfg.output.dir)
     cfg.output.dir = str(output)
+    if cfg.scenario == "inference":
+        from harness import inference
+
+        if args.resume:
+            raise BadInput("--resume: scenario: inference has nothing to resume; run it again")
+        return inference.run_and_print(cfg, output)
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
         from harness import repeats
 
@@ -177,8 +183,9 @@ def parser() -> argparse.ArgumentParser:
 
     # Each module keeps its heavy imports (torch, accelerate) inside its commands, so
     # building the parser (and compare, report) stays cheap.
-    from harness import compare, hwreport, launch, sweep
+    from harness import compare, hwreport, launch, model_commands, sweep
 
+    model_commands.add_parsers(sub)
     launch.add_parser(sub)
     sweep.add_parser(sub)
     compare.add_parser(sub)
@@ -188,9 +195,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parser().parse_known_args(argv)
-    if extra and args.command in ("run", "validate") and not any(e.startswith("-") for e in extra):
+    if extra and args.command in ("run", "validate", "evaluate", "bench-inference") \
+            and not any(e.startswith("-") for e in extra):
         # Positionals after an option (`run CONFIG --output DIR KEY=VALUE`) are still positionals.
-        if args.command == "run":
+        if args.command in ("run", "evaluate", "bench-inference"):
             args.items, extra = list(args.items) + extra, []
         elif all("=" in e for e in extra):
             args.overrides, extra = list(args.overrides) + extra, []

@@ -104,14 +104,19 @@ def mode(report: dict) -> str:
 
 
 def _mode_key(report: dict) -> tuple:
+    """What the config does not hold but a cell's identity needs: the mode, and the
+    scenario (an inference report never pairs with a training one; none: training)."""
     d = report.get("distributed") or {}
-    return d.get("distributed_type"), d.get("world_size")
+    return d.get("distributed_type"), d.get("world_size"), report.get("scenario") or "training"
 
 
 def cell_label(report: dict) -> str:
     bs = dig(report, "config.loader.batch_size")
+    if report.get("scenario") == "inference":
+        bs = ",".join(str(b) for b in dig(report, "config.inference.batch_sizes") or []) or None
     ident = report.get("recipe_hash") or report.get("config_hash") or "?"
-    return f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    return f"{label} inference" if report.get("scenario") == "inference" else label
 
 
 @dataclass
@@ -197,8 +202,10 @@ def nearest(cell: Cell, others: list[Cell]) -> str:
         if not other.reports:
             continue
         keys = differing_keys(cell.config, other.config)
-        if _mode_key(cell.reports[0]) != _mode_key(other.reports[0]):
+        if _mode_key(cell.reports[0])[:2] != _mode_key(other.reports[0])[:2]:
             keys = ["distributed (type, world size)"] + keys
+        if _mode_key(cell.reports[0])[2] != _mode_key(other.reports[0])[2]:
+            keys = ["scenario"] + keys
         if best_keys is None or len(keys) < len(best_keys):
             best, best_keys = other, keys
     if best is None:
@@ -259,9 +266,16 @@ class Comparison:
         return EXIT_FAILED if self.failing else EXIT_OK
 
 
+TRAINING_ONLY = ("test_accuracy", "time_to_target_s")
+"""Metrics an inference report does not measure: its cells leave them out."""
+
+
 def _metric_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
     rows = []
+    inference = any(r.get("scenario") == "inference" for r in bc.reports)
     for metric in METRICS:
+        if inference and metric.name in TRAINING_ONLY:
+            continue
         limit = opts.thresholds.get(metric.name, metric.threshold)
         j = judge(metric, bc.completed, cc.completed, limit)
         rows.append(Row(bc.label, metric.label, j.baseline, j.candidate, j.change, f"{limit:g}{metric.unit}",

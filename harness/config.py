@@ -24,6 +24,7 @@ from harness.checkpoint import OutputConfig
 from harness.data.datasets import DataConfig
 from harness.data.loaders import LoaderConfig
 from harness.errors import BadInput, ConfigValueError
+from harness.inference_config import InferenceConfig
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
 from harness.optim import LossConfig, OptimConfig
@@ -45,6 +46,9 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    scenario: Literal["training", "inference"] = "training"
+    """training: train, test and measure (runner.py); inference: measure the forward pass alone (inference.py)."""
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**32:
@@ -256,6 +260,8 @@ def config_hash(cfg: Config) -> str:
     """
     body = to_dict(cfg)
     body.pop("output", None)
+    if cfg.scenario == "training":  # keys a training run does not use: its hash is as before them
+        body.pop("scenario"), body.pop("inference")
     text = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -155,6 +155,7 @@ def base_report(cfg: Config) -> dict:
         "status": "running",
         "error": None,
         "name": cfg.name,
+        "scenario": cfg.scenario,
         "started_at": now(),
         "finished_at": None,
         "config_hash": config_hash(cfg),

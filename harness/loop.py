@@ -84,11 +84,14 @@ class EvalResult:
     samples: int
 
 
-def evaluate(parts: TrainParts, loader) -> EvalResult:
+def evaluate(parts: TrainParts, loader, collect: list | None = None) -> EvalResult:
     """Accuracy and mean loss over ``loader``, gathered across ranks.
 
     ``gather_for_metrics`` drops the samples a distributed sampler duplicated to
-    even out the last batch, so every sample counts exactly once.
+    even out the last batch, so every sample counts exactly once. ``collect``, when
+    given, receives each batch's (predictions, targets): ``harness evaluate`` builds
+    its confusion matrix from them on this very pass, so its accuracy and loss are
+    the run's own figures, computed the same way.
     """
     acc, model = parts.accelerator, parts.model
     model.eval()
@@ -101,6 +104,8 @@ def evaluate(parts: TrainParts, loader) -> EvalResult:
             losses = parts.eval_loss_fn(outputs.float(), targets)
             preds = outputs.argmax(dim=1)
             preds, targets, losses = acc.gather_for_metrics((preds, targets, losses))
+            if collect is not None:
+                collect.append((preds.cpu(), targets.cpu()))
             correct += (preds == targets).sum()
             loss_sum += losses.sum()
             count += targets.numel()

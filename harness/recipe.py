@@ -64,9 +64,24 @@ def data_fingerprint(data: dict) -> str:
     return f"{name}:{digest.hexdigest()[:16]}"
 
 
+INFERENCE_KEYS = ("scenario", "inference")
+"""Keys a training run does not use: left out of its recipe, so adding them kept every
+earlier training report's recipe_hash. An inference run keeps them (its scenario and
+batch sizes are what it computes) but for ``inference.weights``, a file's path: the
+forward pass costs the same whatever the weights' values."""
+
+
+def _dropped_for(config: dict, dotted: str) -> bool:
+    if _dropped(dotted):
+        return True
+    if config.get("scenario", "training") == "training":
+        return any(dotted == k or dotted.startswith(k + ".") for k in INFERENCE_KEYS)
+    return dotted == "inference.weights"
+
+
 def recipe_view(config: dict, fingerprint: str | None = None) -> dict:
     """The flat recipe of a resolved config: every computation-changing key, dotted."""
-    flat = {k: v for k, v in flatten(config).items() if not _dropped(k)}
+    flat = {k: v for k, v in flatten(config).items() if not _dropped_for(config, k)}
     if fingerprint is not None:
         flat["data.content"] = fingerprint
     return flat

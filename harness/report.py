@@ -224,6 +224,10 @@ class Report(TypedDict, total=False):
     failed_rank: int | None
     """A distributed run: the rank whose failure came first (or that died without a note)."""
     rank_failures: list[dict[str, Any]]
+    # The inference scenario (harness/inference.py, docs/report.md); a report without
+    # ``scenario`` is a training one.
+    scenario: NotRequired[Literal["training", "inference"]]
+    inference: NotRequired[dict[str, Any]]
 
 
 FIGURES: dict[str, tuple[str, ...]] = {
@@ -289,7 +293,7 @@ def validate(report) -> None:
         raise ValueError(f"schema_version: unknown report schema_version {short(report['schema_version'])} "
                          f"(this harness reads {SCHEMA_VERSION})")
     check_block(report, Report, "")
-    if report["status"] == "completed":
+    if report["status"] == "completed" and report.get("scenario", "training") == "training":
         for name in COMPLETED_FIGURES:
             if all(dig(report, k, _ABSENT) is _ABSENT for k in FIGURES[name]):
                 raise ValueError(f"{FIGURES[name][0]}: report lacks the metric (a completed report holds it)")

@@ -33,9 +33,11 @@ from harness.errors import BadInput
 # how long a hung collective is waited for, and when to stop (a target, a step budget).
 # train.epochs is checked apart: more only, and only when the learning-rate schedule
 # does not span the epochs (cosine and onecycle are shaped by the total).
-RESUMABLE_PREFIXES = ("output.", "measure.")
+# scenario and inference.* do not touch training (an inference run has nothing to resume), and a
+# checkpoint written before they existed lacks them.
+RESUMABLE_PREFIXES = ("output.", "measure.", "inference.")
 RESUMABLE_KEYS = {"name", "runtime.collective_timeout_s", "train.max_steps", "train.target_accuracy",
-                  "train.stop_at_target"}
+                  "train.stop_at_target", "scenario"}
 HORIZON_SCHEDULES = ("cosine", "onecycle")
 
 

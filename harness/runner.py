@@ -60,7 +60,9 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
         if b.cfg.output.save_model:
             with meter.phase("checkpoint"):
                 checkpoint.save_model(acc, b.parts.model, output / "model.pt")
-            report["artifacts"] = {"model": "model.pt"}
+                if acc.is_main_process:
+                    checkpoint.save_model_card(output, b.data.classes, b.data.sample_shape)
+            report["artifacts"] = {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
     except Interrupted as err:
         report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
         return "interrupted", 128 + err.signum, True
@@ -96,7 +98,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
         atomic.clean_leftovers(checkpoint.checkpoints_dir(output))
         checkpoint.check_writable(output)
     report = finish.base_report(cfg)
-    report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes,
+    report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes, "classes": b.data.classes,
                       "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes(),
                       "skipped_files": b.data.skipped}
     report["model"] = b.model_info
