@@ -216,13 +216,8 @@ def min_size(arch: str) -> tuple[int, int] | None:
     return tuple(size) if size else None
 
 
-def probe(arch: str, kwargs: dict, sample_shape: tuple[int, ...], num_classes: int) -> None:
-    """Build ``arch`` on the meta device and run a batch of 2 of ``sample_shape`` through it.
-
-    Nothing is allocated or computed, so even the largest model is refused in a
-    fraction of a second when it cannot take the data set's images (a ViT wants
-    exactly its image size; a deep CNN pools an 8x8 image away), with the reason.
-    """
+def meta_model(arch: str, kwargs: dict, num_classes: int) -> nn.Module:
+    """``arch`` with its parameters and buffers on the meta device: nothing allocated."""
     from accelerate import init_empty_weights
 
     # Parameters on the meta device, but not every tensor (as torch.device("meta") would):
@@ -230,8 +225,20 @@ def probe(arch: str, kwargs: dict, sample_shape: tuple[int, ...], num_classes: i
     # buffers (BatchNorm statistics, position indices) are small and follow afterwards.
     with init_empty_weights(include_buffers=False):
         model = _construct(arch, _builder_kwargs(arch, kwargs, False), num_classes, None)
-        fit_stem(model, sample_shape[0], keep_weights=False)
-    model.to("meta").eval()
+    return model.to("meta").eval()
+
+
+def probe(arch: str, kwargs: dict, sample_shape: tuple[int, ...], num_classes: int,
+          model: nn.Module | None = None) -> None:
+    """Run a batch of 2 of ``sample_shape`` through ``arch`` built on the meta device.
+
+    Nothing is allocated or computed, so even the largest model is refused in a
+    fraction of a second when it cannot take the data set's images (a ViT wants
+    exactly its image size; a deep CNN pools an 8x8 image away), with the reason.
+    ``model``: a ``meta_model`` to reuse (its stem is refitted to the channels).
+    """
+    model = model if model is not None else meta_model(arch, kwargs, num_classes)
+    fit_stem(model, sample_shape[0], keep_weights=False)
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *sample_shape, device="meta"))
