@@ -78,6 +78,8 @@ def cell_id(axes: dict[str, Any]) -> str:
     for key, value in axes.items():
         short = key.rsplit(".", 1)[-1]
         text = json.dumps(value) if not isinstance(value, str) else value
+        if key == "config" and isinstance(value, str):  # a cell's own config file: its name says it
+            short, text = "config", Path(value).stem
         parts.append(f"{short}-{text}")
     slug = re.sub(r"[^a-z0-9.-]+", "_", "_".join(parts).lower()).strip("_")[:60] or "base"
     digest = hashlib.sha1(json.dumps(axes, sort_keys=True, default=str).encode()).hexdigest()[:6]

@@ -123,7 +123,7 @@ def _construct(arch: str, kwargs: dict, num_classes: int, weights):
         raise
     except TypeError as err:
         raise BadInput(f"model.kwargs: torchvision:{arch}: {_why(err)}") from None
-    except (RuntimeError, ValueError, OSError, EOFError) as err:
+    except Exception as err:  # noqa: BLE001 -- the kwargs or the weights file are the user's to fix
         what = f"with {weights} ({weights_file(weights)})" if weights is not None else "(**model.kwargs)"
         raise BadInput(f"model: torchvision:{arch} {what} failed: {_why(err)}") from None
 

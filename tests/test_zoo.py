@@ -149,6 +149,12 @@ def test_pretrained_weights_load_from_the_hub_cache_and_the_head_is_replaced(tmp
     expected = home / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
     assert str(expected) in err and "model.download: true" in err and len(err.splitlines()) == 1
     assert not out.exists()
+    # A file that is not a state_dict: bad input naming it.
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"not a checkpoint")
+    assert main([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(expected) in err and len(err.splitlines()) == 1 and not out.exists()
     # With a file of ImageNet's shapes (a fresh model's state_dict under torchvision's name).
     torch.manual_seed(1)
     state = tvm.mobilenet_v3_small().state_dict()
