@@ -204,7 +204,8 @@ def test_the_weights_preset_is_the_weights_own_preprocessing():
     grey = Image.new("L", (8, 8), color=255)
     x = tf(grey)
     assert x.shape == (3, 224, 224)
-    mean, std = tvm.ResNet18_Weights.IMAGENET1K_V1.transforms().mean, tvm.ResNet18_Weights.IMAGENET1K_V1.transforms().std
+    reference = tvm.ResNet18_Weights.IMAGENET1K_V1.transforms()
+    mean, std = reference.mean, reference.std
     assert torch.allclose(x[:, 0, 0], (1 - torch.tensor(mean)) / torch.tensor(std))
     with pytest.raises(BadInput):
         load_config(DIGITS, ["data.transforms.preset=weights"])  # digits sets grayscale: true
