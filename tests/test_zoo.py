@@ -222,6 +222,26 @@ def test_channels_last_batches_are_channels_last():
     assert out[1][0].is_contiguous()  # not an image batch: untouched
 
 
+def test_a_resumed_epoch_keeps_channels_last_and_the_compile_mark():
+    from accelerate import Accelerator
+    from accelerate.data_loader import DataLoaderShard
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness.accel import ChannelsLast, DynamicBatchDim
+    from harness.fit import skip_in_epoch
+
+    acc = Accelerator(cpu=True)
+    data = TensorDataset(torch.arange(20 * 12, dtype=torch.float32).reshape(20, 3, 2, 2), torch.zeros(20))
+    loader = ChannelsLast(DynamicBatchDim(acc.prepare(DataLoader(data, batch_size=6))))
+    skipped = skip_in_epoch(loader, 2, acc)
+    assert isinstance(skipped, ChannelsLast) and isinstance(skipped.loader, DynamicBatchDim)
+    assert isinstance(skipped.loader.loader, DataLoaderShard)
+    batches = list(skipped)
+    assert [len(x) for x, _ in batches] == [6, 2]  # batches 3 and 4 of 4
+    assert torch.equal(batches[0][0][0], data[12][0])
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in batches)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides,shape", [
     (["model.name=torchvision:resnet18", "runtime.channels_last=true"], [1, 8, 8]),
