@@ -44,7 +44,7 @@ class ModelConfig:
         if self.name not in MODELS and ":" not in self.name:
             raise ConfigValueError(
                 "name",
-                f"unknown model {self.name!r} (expected one of: {', '.join(MODELS)}, "
+                f"unknown model {self.name!r} (expected one of: {', '.join(MODELS)}, torchvision:<name>, "
                 "or package.module:ClassName)",
             )
         if self.freeze_backbone and not self.pretrained:
