@@ -51,6 +51,10 @@ class RuntimeConfig:
     precision: Literal["no", "bf16", "fp16"] = "no"
     """Mixed precision for the forward pass; fp16 adds a gradient scaler."""
     compile: CompileConfig = field(default_factory=CompileConfig)
+    channels_last: bool = False
+    """Model weights and 4-D input batches in channels-last memory format (NHWC): the
+    layout cuDNN's and oneDNN's fastest convolutions want; the report's model block
+    says which ran (memory_format)."""
     collective_timeout_s: float = 600.0
     """Longest wait of one collective (all-reduce, barrier) across processes. A rank that
     hangs without dying then ends the job with an error after this long, not never."""
@@ -214,3 +218,37 @@ def mark_batch_dynamic(loaders, cfg: CompileConfig) -> None:
         loader = getattr(loaders, name)
         if loader is not None:
             setattr(loaders, name, DynamicBatchDim(loader))
+
+
+class ChannelsLast:
+    """A loader whose 4-D input batches come in channels-last memory format.
+
+    Wraps the prepared loader, so the conversion happens on the run's device, after
+    the copy; the recipe's batches are unchanged in value.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor) \
+                    and batch[0].dim() == 4:
+                batch = type(batch)([batch[0].contiguous(memory_format=torch.channels_last), *batch[1:]])
+            yield batch
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def channels_last_batches(loaders, cfg: RuntimeConfig) -> None:
+    """Wrap ``loaders``' train/dev/test in ``ChannelsLast`` when runtime.channels_last is on."""
+    if not cfg.channels_last:
+        return
+    for name in ("train", "dev", "test"):
+        loader = getattr(loaders, name)
+        if loader is not None:
+            setattr(loaders, name, ChannelsLast(loader))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from harness import accel
 from harness.config import Config
 from harness.data import DataBundle, build_data
@@ -36,11 +38,19 @@ def build(cfg: Config) -> Built:
 
     accelerator, precision = accel.build_accelerator(cfg.runtime)
     set_seed(cfg.seed)
+    preset = None
+    if cfg.data.transforms.preset == "weights":
+        from harness.zoo import preset_transform
+
+        preset = preset_transform(cfg.model)
     with accelerator.main_process_first():
-        data = build_data(cfg.data, cfg.seed)
+        data = build_data(cfg.data, cfg.seed, preset)
     loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
     set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
     model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
+    if cfg.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    info["memory_format"] = "channels_last" if cfg.runtime.channels_last else "contiguous"
     steps_per_epoch = len(loaders.train)
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)

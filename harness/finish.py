@@ -18,7 +18,7 @@ from harness import environment
 from harness.build import Built
 from harness.config import Config, config_hash, recipe_hash, to_dict
 from harness.fit import History
-from harness.measure.flops import datasheet_peak_tflops, flops_per_sample, measured_peak_flops
+from harness.measure.flops import datasheet_peak_tflops, measured_peak_flops, training_flops
 from harness.report import SCHEMA_VERSION
 
 
@@ -48,8 +48,14 @@ PROBE_BATCH = 8
 not depend on the batch size, and a small batch fits beside a nearly full device."""
 
 
-def count_flops(b: Built) -> float | None:
-    """Forward+backward FLOPs per sample, on a small probe batch of the train split, on the run's device."""
+def count_flops(b: Built) -> tuple[float, float] | None:
+    """(forward, forward+backward) FLOPs per sample, on a small probe batch of the train split.
+
+    Counted on the meta device: from shapes alone, so a ViT-B/16 costs a second instead
+    of a real step, and every machine counts the same figure (attention as the math
+    path, without the recompute a fused kernel's backward does). A model that cannot
+    run on meta (it reads a tensor's values) is counted on the run's device.
+    """
     if not b.cfg.measure.count_flops:
         return None
     import torch
@@ -66,8 +72,11 @@ def count_flops(b: Built) -> float | None:
     # The bare module: no DDP hooks (no collective on one rank), no compiled graph
     # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
     model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
-    return flops_per_sample(model, torch.stack(inputs).to(device), torch.tensor(targets).to(device),
-                            b.parts.loss_fn)
+    batch = (torch.stack(inputs), torch.tensor(targets))
+    try:
+        return training_flops(model, *batch, b.parts.loss_fn, device="meta")
+    except Exception:  # noqa: BLE001 -- data-dependent code: count where it really runs
+        return training_flops(model, batch[0].to(device), batch[1].to(device), b.parts.loss_fn)
 
 
 def _failed(what: str, err: Exception) -> str:
@@ -83,11 +92,13 @@ def compute_figures(b: Built, samples_per_s: float | None) -> tuple[dict, list[s
     """
     warnings: list[str] = []
     try:
-        fps = count_flops(b)
+        forward, fps = count_flops(b) or (None, None)
     except Exception as err:  # noqa: BLE001 -- any failure is recorded, not raised
-        fps = None
+        forward = fps = None
         warnings.append(_failed("compute.flops_per_sample", err))
-    return compute_block(b, fps, samples_per_s, warnings), warnings
+    block = compute_block(b, fps, samples_per_s, warnings)
+    block["forward_flops_per_sample"] = forward
+    return block, warnings
 
 
 def _has_conv(model) -> bool:

@@ -98,10 +98,11 @@ def skip_in_epoch(loader, n: int, accelerator):
     """``skip_batches`` that keeps the compile wrapper: skipping on ``DynamicBatchDim``
     itself would hand back a plain DataLoader, without the prepared loader's device
     placement and without the dynamic batch mark (a recompile inside the timed window)."""
-    from harness.accel import DynamicBatchDim
+    from harness.accel import ChannelsLast, DynamicBatchDim
 
-    if isinstance(loader, DynamicBatchDim):
-        return DynamicBatchDim(skip_batches(loader.loader, n, accelerator))
+    for wrapper in (ChannelsLast, DynamicBatchDim):  # runtime.channels_last's wrapper likewise
+        if isinstance(loader, wrapper):
+            return wrapper(skip_in_epoch(loader.loader, n, accelerator))
     return skip_batches(loader, n, accelerator)
 
 

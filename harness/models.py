@@ -21,23 +21,36 @@ from harness.errors import BadInput, ConfigValueError
 @dataclass
 class ModelConfig:
     name: str = "cnn"
-    """mlp, cnn, resnet18, or package.module:ClassName for your own nn.Module."""
+    """mlp, cnn, resnet18, torchvision:<name> for any torchvision classification model
+    (harness/zoo.py), or package.module:ClassName for your own nn.Module."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels)."""
     pretrained: str | None = None
-    """Local state_dict file to start from; a head of another class count is replaced."""
+    """Local state_dict file to start from; a head of another class count is replaced.
+    torchvision:<name> also takes a weights name (DEFAULT, IMAGENET1K_V1), read from
+    $TORCH_HOME/hub/checkpoints."""
     freeze_backbone: bool = False
     """Train only the head (needs pretrained)."""
+    download: bool = False
+    """Let torchvision download the pretrained weights named by ``pretrained`` (off: never fetch)."""
 
     def __post_init__(self):
+        if self.name.startswith("torchvision:"):
+            from harness.zoo import unknown_name
+
+            why = unknown_name(self.name)
+            if why:
+                raise ConfigValueError("name", why)
         if self.name not in MODELS and ":" not in self.name:
             raise ConfigValueError(
                 "name",
-                f"unknown model {self.name!r} (expected one of: {', '.join(MODELS)}, "
+                f"unknown model {self.name!r} (expected one of: {', '.join(MODELS)}, torchvision:<name>, "
                 "or package.module:ClassName)",
             )
         if self.freeze_backbone and not self.pretrained:
             raise ConfigValueError("freeze_backbone", "needs model.pretrained (a weights file)")
+        if self.download and not self.pretrained:
+            raise ConfigValueError("download", "needs model.pretrained (a torchvision weights name)")
 
 
 class MLP(nn.Module):
@@ -212,17 +225,25 @@ def build_model(cfg: ModelConfig, sample_shape: tuple[int, ...], num_classes: in
 
     The probe also materialises lazy layers, so parameter counts are real.
     """
-    builder = MODELS.get(cfg.name) or _import_model(cfg.name)
-    standard = {"in_channels": sample_shape[0], "image_size": tuple(sample_shape[1:]),
-                "num_classes": num_classes}
-    model = _call(builder, cfg.name, standard, cfg.kwargs)
+    from harness import zoo
+
+    loaded = None
+    if zoo.is_zoo(cfg.name):
+        model, loaded = zoo.build(cfg, tuple(sample_shape), num_classes)
+    else:
+        builder = MODELS.get(cfg.name) or _import_model(cfg.name)
+        standard = {"in_channels": sample_shape[0], "image_size": tuple(sample_shape[1:]),
+                    "num_classes": num_classes}
+        model = _call(builder, cfg.name, standard, cfg.kwargs)
     if not isinstance(model, nn.Module):
         raise BadInput(f"model.name: {cfg.name} did not return an nn.Module")
     if not any(True for _ in model.parameters()):
         raise BadInput(f"model.name: {cfg.name} has no parameters, so there is nothing to train")
     check_fits(model, tuple(sample_shape), num_classes)
     info: dict = {"name": cfg.name}
-    if cfg.pretrained:
+    if loaded is not None:  # torchvision weights by name, loaded by the zoo
+        info["pretrained"] = loaded
+    elif cfg.pretrained:
         info["pretrained"] = load_pretrained(model, cfg.pretrained, cfg.freeze_backbone)
     info["parameters"] = sum(p.numel() for p in model.parameters())
     info["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)

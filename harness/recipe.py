@@ -14,12 +14,12 @@ import json
 import os
 from pathlib import Path
 
-NOT_RECIPE = ("name", "output", "measure", "data.root", "data.download", "data.scan_images")
+NOT_RECIPE = ("name", "output", "measure", "data.root", "data.download", "data.scan_images", "model.download")
 """Dotted config keys (and sections) that do not change what is computed.
 
 ``data.root`` is where the files live: the recipe holds a fingerprint of the files
-instead (``data.content``). ``data.download`` and ``data.scan_images`` only decide
-whether files may be fetched or are checked first.
+instead (``data.content``). ``data.download``, ``model.download`` and ``data.scan_images``
+only decide whether files may be fetched or are checked first.
 """
 
 BUILT_IN = ("digits", "fake", "mnist", "fashion_mnist", "cifar10")

@@ -141,6 +141,8 @@ class Memory(TypedDict, total=False):
 
 class Compute(TypedDict, total=False):
     flops_per_sample: OptNum
+    forward_flops_per_sample: OptNum
+    """The train-mode forward alone (docs/report.md: what each FLOPs figure counts)."""
     achieved_tflops: OptNum
     achieved_tflops_per_device: OptNum
     measured_peak_tflops: OptNum

@@ -106,6 +106,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
         shutil.rmtree(finish.failures_dir(output), ignore_errors=True)
     prepare(b)
     accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
+    accel.channels_last_batches(b.loaders, cfg.runtime)
     report["distributed"] = accel.describe(acc)
     report["distributed"]["precision"] = b.precision.name
     hist = History()

@@ -79,11 +79,12 @@ def _last_line(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path) -> Attempt:
+def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, config_file: Path | None = None) -> Attempt:
     """One attempt of one cell in its own process group, killed at the time limit."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "report.yaml").unlink(missing_ok=True)  # never read a previous attempt's report
-    config = [str(spec.base_config)] if spec.base_config is not None else []
+    config_file = config_file or spec.base_config
+    config = [str(config_file)] if config_file is not None else []
     cmd = [sys.executable, "-m", "harness", "run", *config, *overrides, "--output", str(cell_dir)]
     write_text_atomic(cell_dir / "command.txt", " ".join(cmd) + "\n")
     t0 = time.perf_counter()
@@ -155,7 +156,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
     overrides, seconds, attempts = list(cell.overrides), 0.0, 0
     while True:
         try:
-            attempt = run_cell(spec, overrides, cell_dir)
+            attempt = run_cell(spec, overrides, cell_dir, cell.config_file)
         except SweepStopped as stop:
             # The cell got the signal too and checkpointed: the row says so, never "pending".
             report = _read_report(cell_dir)

@@ -11,6 +11,9 @@ grid:                            # cartesian product, in key order ...
 extra_cells:                     # ... plus these cells (grid only)
   - {loader.kind: device_resident}
 # or, instead of grid: cells: [{dotted.key: value, ...}, ...]
+#   a cell's ``config: other.yaml`` runs that file instead of base.config (a suite of
+#   different recipes, e.g. configs/sweeps/hardware.yaml); base.overrides still apply
+
 time_limit_s: 1800               # per cell, per attempt
 oom_backoff: false               # retry an out-of-memory cell with half the batch size
 ```
@@ -47,6 +50,8 @@ class Cell:
     """Base overrides then the cell's, as ``KEY=VALUE`` for ``harness run``."""
     config: Config
     """The resolved config, validated."""
+    config_file: Path | None = None
+    """The cell's own config file (its ``config`` key), in place of the base's."""
 
 
 @dataclass
@@ -73,6 +78,8 @@ def cell_id(axes: dict[str, Any]) -> str:
     for key, value in axes.items():
         short = key.rsplit(".", 1)[-1]
         text = json.dumps(value) if not isinstance(value, str) else value
+        if key == "config" and isinstance(value, str):  # a cell's own config file: its name says it
+            short, text = "config", Path(value).stem
         parts.append(f"{short}-{text}")
     slug = re.sub(r"[^a-z0-9.-]+", "_", "_".join(parts).lower()).strip("_")[:60] or "base"
     digest = hashlib.sha1(json.dumps(axes, sort_keys=True, default=str).encode()).hexdigest()[:6]
@@ -167,12 +174,14 @@ def load_sweep(path: str | Path) -> SweepSpec:
             if cid in seen:
                 raise BadInput(f"cell {i} ({cid}): the same cell as cell {seen[cid]}")
             seen[cid] = i
-            overrides = [override_text(k, v) for k, v in {**spec.base_overrides, **axes}.items()]
+            keys = {k: v for k, v in axes.items() if k != "config"}
+            own = _resolve_path(axes["config"], path, f"cell {cid}: config") if "config" in axes else None
+            overrides = [override_text(k, v) for k, v in {**spec.base_overrides, **keys}.items()]
             try:
-                cfg = load_config(spec.base_config, overrides)
+                cfg = load_config(own or spec.base_config, overrides)
             except BadInput as err:
                 raise BadInput(f"cell {cid}: {err}") from None
-            spec.cells.append(Cell(cid, axes, overrides, cfg))
+            spec.cells.append(Cell(cid, axes, overrides, cfg, own))
     except BadInput as err:
         raise BadInput(f"{path}: {err}") from None
     return spec

@@ -101,11 +101,12 @@ def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monke
     def explode(*args, **kwargs):
         raise RuntimeError("probe exploded")
 
-    monkeypatch.setattr(finish, "flops_per_sample", explode)
+    monkeypatch.setattr(finish, "training_flops", explode)
     assert main(["run", MLP, *TINY, "train.epochs=1", "--output", str(tmp_path)]) == 0
     report = load_report(tmp_path / "report.yaml")
     assert report["status"] == "completed"
     assert report["compute"]["flops_per_sample"] is None and report["compute"]["mfu_measured_peak"] is None
+    assert report["compute"]["forward_flops_per_sample"] is None
     assert any("RuntimeError: probe exploded" in w and "flops_per_sample" in w for w in report["warnings"])
 
 

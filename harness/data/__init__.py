@@ -38,7 +38,8 @@ class DataBundle:
         return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
 
 
-def build_data(cfg: DataConfig, seed: int) -> DataBundle:
+def build_data(cfg: DataConfig, seed: int, preset=None) -> DataBundle:
+    """``preset``: the transform data.transforms.preset names, resolved by the caller."""
     pool: Pool = load_pool(cfg)
     n = len(pool.dataset)
     indices = list(range(n))
@@ -52,10 +53,10 @@ def build_data(cfg: DataConfig, seed: int) -> DataBundle:
                        "training sample after dev and test take theirs; use more samples or a larger fraction")
     pick = lambda idx: [indices[i] for i in idx]  # noqa: E731
 
-    probe = build_transform(dataclasses.replace(cfg.transforms, normalize=False), train=False)
+    probe = build_transform(dataclasses.replace(cfg.transforms, normalize=False), train=False, preset=preset)
     shape = tuple(probe(pool.dataset[indices[0]][0]).shape)
-    train_tf = build_transform(cfg.transforms, train=True, channels=shape[0])
-    eval_tf = build_transform(cfg.transforms, train=False, channels=shape[0])
+    train_tf = build_transform(cfg.transforms, train=True, channels=shape[0], preset=preset)
+    eval_tf = build_transform(cfg.transforms, train=False, channels=shape[0], preset=preset)
     return DataBundle(
         # Augmentation is drawn per batch, by the same function on both loader paths.
         train=augmented_subset(pool.dataset, pick(tr), train_tf),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torchvision import transforms as T
@@ -52,8 +53,15 @@ class TransformConfig:
     std: list[float] = field(default_factory=lambda: [0.5])
     """Per-channel std for Normalize, each > 0."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preset: Literal["none", "weights"] = "none"
+    """weights: the pretrained weights' own preprocessing (resize, crop, ImageNet
+    normalisation) from torchvision's ``weights.transforms()``, in place of grayscale,
+    resize and normalize; augmentation still applies before it (harness/zoo.py)."""
 
     def __post_init__(self):
+        if self.preset == "weights" and (self.grayscale or self.resize is not None):
+            raise ConfigValueError("preset", "weights sets the size and three channels itself; "
+                                   "leave grayscale and resize unset")
         if isinstance(self.resize, int):
             self.resize = [self.resize, self.resize]
         if self.resize is not None and (
@@ -85,8 +93,22 @@ class GaussianNoise(torch.nn.Module):
         return f"GaussianNoise(std={self.std})"
 
 
-def build_transform(cfg: TransformConfig, train: bool, channels: int | None = None) -> T.Compose:
-    """The pipeline for PIL images; ``channels`` (known after a probe) checks Normalize."""
+class ToRGB:
+    """PIL image -> RGB (a grey image repeated on three channels), for the weights' preset."""
+
+    def __call__(self, img):
+        return img.convert("RGB")
+
+    def __repr__(self) -> str:
+        return "ToRGB()"
+
+
+def build_transform(cfg: TransformConfig, train: bool, channels: int | None = None,
+                    preset=None) -> T.Compose:
+    """The pipeline for PIL images; ``channels`` (known after a probe) checks Normalize.
+
+    ``preset`` (data.transforms.preset: weights) replaces resize, ToTensor and Normalize.
+    """
     steps: list = []
     if cfg.grayscale:
         steps.append(T.Grayscale(num_output_channels=1))
@@ -101,6 +123,12 @@ def build_transform(cfg: TransformConfig, train: bool, channels: int | None = No
         if aug.color_jitter:
             j = aug.color_jitter
             steps.append(T.ColorJitter(brightness=j, contrast=j, saturation=j))
+    if preset is not None:
+        # The weights' pipeline takes an RGB PIL image; noise goes on after it.
+        steps += [ToRGB(), preset]
+        if train and aug.gaussian_noise_std:
+            steps.append(GaussianNoise(aug.gaussian_noise_std))
+        return T.Compose(steps)
     steps.append(T.ToTensor())
     if train and aug.gaussian_noise_std:
         steps.append(GaussianNoise(aug.gaussian_noise_std))

@@ -112,21 +112,88 @@ def peak_precision(precision: str, has_conv: bool, switches: dict | None = None)
     return "tf32" if matmul_tf32 or (has_conv and s["cudnn_conv"]) else "fp32"
 
 
-def flops_per_sample(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                     loss_fn: nn.Module) -> float:
-    """Forward+backward FLOPs of one batch, divided by its size.
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
 
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _conv_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                   _output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """torch's ``conv_backward_flop`` with the weight gradient divided by ``groups``.
+
+    torch counts the weight gradient of a grouped convolution as if it were dense, so a
+    depthwise 3x3 over 64 channels counted 64 times its real cost (mobilenet_v3_small's
+    backward came out 17x its forward instead of about 2x).
+    """
+    from torch.utils.flop_counter import conv_flop_count
+
+    def t(shape):
+        return [shape[1], shape[0], *shape[2:]]
+
+    count = 0
+    if output_mask[0]:  # grad_input: a transposed convolution of grad_out with the weight
+        count += conv_flop_count(grad_out_shape, w_shape, out_shape[0], not transposed)
+    if output_mask[1]:  # grad_weight: a convolution of the input with grad_out, per group
+        a, b = (grad_out_shape, x_shape) if transposed else (x_shape, grad_out_shape)
+        count += conv_flop_count(t(a), t(b), t(out_shape[1]), transposed=False) // groups
+    return count
+
+
+def extra_formulas() -> dict:
+    """Formulas FlopCounterMode lacks, or gets wrong, for kernels a training step runs.
+
+    On the CPU, ``scaled_dot_product_attention`` with gradients runs the fused
+    ``_scaled_dot_product_flash_attention_for_cpu`` (and its backward), which torch
+    2.x does not count: a ViT-B/16 step would lose its attention matmuls (1.4 GFLOPs
+    of 35.1 per sample forward). They count as the CUDA flash kernels do. The
+    convolution backward is replaced for grouped convolutions (``_conv_backward``).
+    """
+    from torch.utils.flop_counter import flop_registry
+
+    aten = torch.ops.aten
+    pairs = (("_scaled_dot_product_flash_attention_for_cpu", _cpu_attention),
+             ("_scaled_dot_product_flash_attention_for_cpu_backward", _cpu_attention_backward))
+    extra = {getattr(aten, op): formula for op, formula in pairs
+             if hasattr(aten, op) and getattr(aten, op) not in flop_registry}
+    extra[aten.convolution_backward] = _conv_backward
+    return extra
+
+
+def training_flops(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                   loss_fn: nn.Module, device: torch.device | str | None = None) -> tuple[float, float]:
+    """(forward, forward+backward) FLOPs per sample of one training step of one batch.
+
+    The forward is the train-mode forward a step runs (dropout, batch statistics,
+    attention through scaled_dot_product_attention), not the inference fast path.
     Counted on a copy so the model's parameters, gradients and buffers (BatchNorm
-    statistics) are untouched.
+    statistics) are untouched; on ``device`` when given: "meta" counts from shapes
+    alone, without allocating or computing anything.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     probe = copy.deepcopy(model)
+    if device is not None:
+        probe, inputs, targets = probe.to(device), inputs.to(device), targets.to(device)
     probe.train()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=extra_formulas()) as counter:
         loss = loss_fn(probe(inputs), targets)
+        forward = counter.get_total_flops()
         loss.backward()
-    return counter.get_total_flops() / inputs.shape[0]
+    n = inputs.shape[0]
+    return forward / n, counter.get_total_flops() / n
+
+
+def flops_per_sample(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     loss_fn: nn.Module) -> float:
+    """Forward+backward FLOPs of one batch, divided by its size (see ``training_flops``)."""
+    return training_flops(model, inputs, targets, loss_fn)[1]
 
 
 def _cache_file() -> Path:
