@@ -132,11 +132,17 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
     block["achieved_tflops_per_device"] = per_device / 1e12
     if b.cfg.measure.measure_peak:
         try:
-            peak, context = measured_peak_flops(device, b.precision.compute_dtype, name)
+            peak, context = measured_peak_flops(device, b.precision.compute_dtype, name, at_least=per_device)
             block["measured_peak_tflops"] = peak / 1e12
             block["measured_peak_at"] = context["measured_at"]
             block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
-            block["mfu_measured_peak"] = per_device / peak
+            if per_device <= peak:
+                block["mfu_measured_peak"] = per_device / peak
+            else:  # measured again and still below what the run did: the peak is wrong, not MFU > 1
+                warnings.append(f"compute.mfu_measured_peak is null: the run achieved {per_device / 1e12:.4g} "
+                                f"TFLOP/s per device, above the measured matmul peak {peak / 1e12:.4g} "
+                                f"(measured under load average {context['load_avg_1m']}); a busy machine "
+                                "lowers a peak measurement")
         except Exception as err:  # noqa: BLE001 -- e.g. out of memory beside the run's tensors
             warnings.append(_failed("compute.measured_peak_tflops", err))
     if cuda:

@@ -273,6 +273,21 @@ def test_a_peak_cached_without_its_context_is_still_used(monkeypatch, tmp_path):
         (2.5e11, {"measured_at": None, "load_avg_1m": None})
 
 
+def test_a_cached_peak_below_what_a_run_achieved_is_measured_again_and_only_raised(monkeypatch, tmp_path):
+    """A peak taken on a busy machine (0.05 TFLOP/s where the run did 0.14) would give MFU 2.8."""
+    from harness.measure import flops
+
+    monkeypatch.setattr(flops, "_cache_file", lambda: tmp_path / "peak_flops.yaml")
+    measured = iter([5e10, 4e11, 1e11])
+    monkeypatch.setattr(flops, "measure_matmul_peak", lambda device, dtype: next(measured))
+    assert flops.measured_peak_flops(CPU, torch.float32, "busy-box")[0] == 5e10  # first, under load
+    assert flops.measured_peak_flops(CPU, torch.float32, "busy-box", at_least=1e10)[0] == 5e10  # plausible: kept
+    assert flops.measured_peak_flops(CPU, torch.float32, "busy-box", at_least=1.4e11)[0] == 4e11  # measured again
+    # A lower re-measurement never replaces a higher peak.
+    assert flops.measured_peak_flops(CPU, torch.float32, "busy-box", at_least=5e11)[0] == 4e11
+    assert flops.measured_peak_flops(CPU, torch.float32, "busy-box")[0] == 4e11
+
+
 def test_matmul_peak_is_a_rate_of_dense_products():
     """Two n^3 multiply-adds per product; the best chunk cannot beat a product timed alone by much."""
     import time

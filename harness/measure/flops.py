@@ -238,12 +238,17 @@ def peak_cache_key(device_name: str, dtype: torch.dtype) -> str:
             f"|matmul {tf32['float32_matmul_precision']} tf32 {int(tf32['matmul'])}/{int(tf32['cudnn_conv'])}")
 
 
-def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str) -> tuple[float, dict]:
+def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: str,
+                        at_least: float = 0.0) -> tuple[float, dict]:
     """The measured peak for (device model, dtype, torch version, threads), cached on disk.
 
     Returns the peak FLOP/s and when it was measured, with the machine's 1-minute load
     average then: a peak is measured once per machine, so a reader of any later report
     can see whether that one measurement shared the machine.
+
+    ``at_least`` is a rate the run itself achieved: a cached peak below it was measured
+    while other work shared the machine (a peak can only be underestimated), so it is
+    measured again and the cache keeps the higher of the two.
     """
     key = peak_cache_key(device_name, dtype)
     path = _cache_file()
@@ -256,11 +261,13 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: s
     entry = cache.get(key)
     if isinstance(entry, (int, float)):  # written before the context was kept
         entry = {"flops": float(entry), "measured_at": None, "load_avg_1m": None}
-    if not isinstance(entry, dict) or not isinstance(entry.get("flops"), (int, float)):
+    stale = isinstance(entry, dict) and isinstance(entry.get("flops"), (int, float)) and entry["flops"] < at_least
+    if not isinstance(entry, dict) or not isinstance(entry.get("flops"), (int, float)) or stale:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        entry = {"flops": measure_matmul_peak(device, dtype),
+        fresh = {"flops": measure_matmul_peak(device, dtype),
                  "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "load_avg_1m": load}
+        entry = fresh if not stale or fresh["flops"] > entry["flops"] else entry
         cache[key] = entry
         try:
             write_text_atomic(path, yaml.safe_dump(cache))
