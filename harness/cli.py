@@ -31,6 +31,7 @@ def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _summary_table(report: dict, path: Path) -> str:
+    from harness.hwreport.identity import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
     acc, thr, mem = report["accuracy"], report["throughput"], report.get("memory", {})
     step = report.get("step_time_ms") or {}
 
@@ -39,8 +40,7 @@ def _summary_table(report: dict, path: Path) -> str:
 
     rows = [
         ("status", report["status"]),
-        ("mode", f"{report['distributed']['distributed_type']} x{report['distributed']['world_size']}, "
-                 f"precision {report['distributed']['precision']}"),
+        ("mode", mode_label(report)),
         ("best dev accuracy", fmt(acc.get("best_dev_accuracy"), ".4f")),
         ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
         ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
