@@ -34,7 +34,9 @@ class Built:
 def build(cfg: Config) -> Built:
     from accelerate.utils import set_seed
 
-    accelerator, precision = accel.build_accelerator(cfg.runtime)
+    from harness.tracking import accelerator_kwargs
+
+    accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir))
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         data = build_data(cfg.data, cfg.seed)

@@ -27,6 +27,7 @@ from harness.errors import BadInput, ConfigValueError
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
 from harness.optim import LossConfig, OptimConfig
+from harness.tracking import TrackingConfig
 from harness.train_config import TrainConfig
 
 
@@ -45,6 +46,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**32:
@@ -102,6 +104,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         for arg in args:
             if arg is type(None):
                 continue
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return from_dict(arg, value, key)  # its own errors name the key inside it
             try:
                 return _convert(arg, value, key)
             except BadInput:

@@ -14,8 +14,9 @@ import json
 import os
 from pathlib import Path
 
-NOT_RECIPE = ("name", "output", "measure", "data.root", "data.download", "data.scan_images")
-"""Dotted config keys (and sections) that do not change what is computed.
+NOT_RECIPE = ("name", "output", "measure", "tracking", "data.root", "data.download", "data.scan_images")
+"""Dotted config keys (and sections) that do not change what is computed (``tracking`` only
+says where the figures are logged).
 
 ``data.root`` is where the files live: the recipe holds a fingerprint of the files
 instead (``data.content``). ``data.download`` and ``data.scan_images`` only decide
