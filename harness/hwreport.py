@@ -297,6 +297,8 @@ def write(items: list[Loaded], output: Path, plot: bool = True) -> tuple[Path, P
         plot_files[plot.slug] = f"plots/{plot.slug}.png"
     md = write_text_atomic(output / "report.md", render_markdown(groups, plots, plot_files, base))
     page = write_text_atomic(output / "report.html", render_html(groups, plots, base))
+    from harness import curves  # per-run curves from each run's metrics.jsonl
+    curves.append_to(Path(md), Path(page), [i.path for i in items], plot)
     return Path(md), Path(page), plots is not None
 
 

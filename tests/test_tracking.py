@@ -192,3 +192,24 @@ def test_an_unknown_tracker_is_named():
         load_config(None, ["tracking.log_with=[tensorbored]"])
     with pytest.raises(BadInput, match=r"measure.profile.steps: expected an integer > 0"):
         load_config(None, ["measure.profile={steps: 0}"])
+
+
+def test_report_curves_put_several_runs_on_one_axis(tmp_path):
+    from harness import curves
+
+    for name, slope in (("a", 0.1), ("b", 0.2)):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        rows = [{"kind": "interval", "step": s, "train_loss": 2 - slope * s, "samples_per_s": 100.0 + s}
+                for s in (2, 4, 6)] + [{"kind": "epoch", "step": 6, "epoch": 1, "dev_accuracy": slope}]
+        (folder / metrics_stream.FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "runs" / "old").mkdir()  # a run from before metrics.jsonl: left out
+    runs = curves.load(sorted((tmp_path / "runs").iterdir()))
+    assert [r.label for r in runs] == ["a", "b"]
+    assert runs[1].series("interval", "step", "train_loss") == ([2, 4, 6], [1.6, 1.2, pytest.approx(0.8)])
+    md, page = curves.embed(sorted((tmp_path / "runs").iterdir()), tmp_path / "out")
+    assert "| a | 6 | 1.4000 | 104.0 | 0.1000 |" in md and "| b | 6 | 0.8000 | 104.0 | 0.2000 |" in md
+    pytest.importorskip("matplotlib")
+    assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == \
+        {"curve_train_loss.png", "curve_samples_per_s.png", "curve_dev_accuracy.png"}
+    assert page.count("data:image/png;base64,") == 3
