@@ -62,7 +62,7 @@ class Recorder:
 
     def _reset(self) -> None:
         self._loss.zero_()
-        self._samples = 0
+        self._samples = self._loss_n = 0
         self._wait_s: list[float] = []
         self._step_s: list[float] = []
 
@@ -71,6 +71,7 @@ class Recorder:
     def add_loss(self, loss: torch.Tensor, samples: int) -> None:
         if self.enabled:
             self._loss.add_(loss.detach(), alpha=samples)  # stays on the device: no sync
+            self._loss_n += samples
 
     def before_step(self, step: int) -> None:
         pass
@@ -93,7 +94,7 @@ class Recorder:
         busy_s = sum(self._wait_s) + sum(self._step_s) + drain_s
         row = {
             "kind": "interval", "step": self.step, "steps": len(self._step_s), "samples": self._samples,
-            "train_loss": loss_sum / self._samples if self._samples else None,
+            "train_loss": loss_sum / self._loss_n if self._loss_n else None,
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             # Rank 0's samples times the world size: ranks step in lock-step under DDP.
             "samples_per_s": self._samples * self.world / busy_s if busy_s > 0 else None,
@@ -169,6 +170,8 @@ def start_trackers(acc, cfg: tracking.TrackingConfig, output: Path, config: dict
     if "tensorboard" in init:
         init["tensorboard"].setdefault("purge_step", steps_done + 1 if resumed else 0)
     acc.init_trackers(cfg.project, config=None, init_kwargs=init)
+    if not acc.is_main_process:  # the other ranks' trackers were never started
+        return
     hp = tracking.hparams(config)
     for tracker in acc.trackers:
         if tracker.name != "tensorboard":
