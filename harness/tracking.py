@@ -95,6 +95,8 @@ def local_defaults(names: list[str], output: Path, user: dict[str, dict]) -> dic
         os.environ.setdefault("WANDB_MODE", "offline")
     if "mlflow" in names:
         os.environ.setdefault("MLFLOW_TRACKING_URI", (output / "mlruns").resolve().as_uri())
+    if "comet_ml" in names:
+        os.environ.setdefault("COMET_OFFLINE_DIRECTORY", str(output / "comet"))
     if "clearml" in names:
         os.environ.setdefault("CLEARML_OFFLINE_MODE", "1")
     defaults = {"wandb": {"dir": str(output)}, "comet_ml": {"online": False},

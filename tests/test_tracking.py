@@ -213,3 +213,17 @@ def test_report_curves_put_several_runs_on_one_axis(tmp_path):
     assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == \
         {"curve_train_loss.png", "curve_samples_per_s.png", "curve_dev_accuracy.png"}
     assert page.count("data:image/png;base64,") == 3
+
+
+def test_trackers_stay_local_unless_the_user_says_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    init = tracking.local_defaults(["wandb", "mlflow", "comet_ml"], tmp_path, {"wandb": {"dir": "/elsewhere"}})
+    assert os.environ["WANDB_MODE"] == "offline"
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://example.invalid:5000"  # the user's own, kept
+    assert init["wandb"] == {"dir": "/elsewhere"} and init["comet_ml"] == {"online": False}
+    monkeypatch.setattr(tracking, "installed", lambda name: name in ("tensorboard", "mlflow"))
+    assert tracking.TrackingConfig(log_with=["all"]).names() == ["tensorboard", "mlflow"]
+    assert tracking.accelerator_kwargs(tracking.TrackingConfig(), tmp_path) == {}
+    hp = tracking.hparams({"a": {"b": None, "c": [1, 2], "d": 0.5}, "e": True})
+    assert hp == {"a.b": "null", "a.c": "[1, 2]", "a.d": 0.5, "e": True}
