@@ -75,9 +75,19 @@ class MetricStream:
         # Line-buffered append: each write reaches the OS at its newline, which is all a
         # SIGKILL needs (the kernel keeps the page); fsync would only guard a power cut.
         self._file = open(self.path, "w" if fresh else "a", buffering=1)
+        self.error: str | None = None
+        """Why lines stopped being written (a full disk): the run goes on, its report warns."""
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        if self.error is not None:
+            return
+        try:
+            self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        except OSError as err:  # the stream is a by-product: losing it must not lose the run
+            self.error = f"{self.path}: {err.strerror or err}"
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as err:
+            self.error = self.error or f"{self.path}: {err.strerror or err}"

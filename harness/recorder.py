@@ -148,8 +148,14 @@ class Recorder:
                **{k: heads.get(k) for k in FINAL if k in heads},
                "test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss"),
                "best_dev_accuracy": acc.get("best_dev_accuracy")}
-        self._emit(row)
+        try:
+            self._emit(row)
+        except Exception as err:  # noqa: BLE001 -- a tracker failing at the end costs a warning, not the report
+            report.setdefault("warnings", []).append(f"trackers: the end figures were not logged: "
+                                                     f"{err.__class__.__name__}: {err}")
         self.stream.close()
+        if self.stream.error:
+            report.setdefault("warnings", []).append(f"metrics.jsonl is incomplete: {self.stream.error}")
 
 
 def start_trackers(acc, cfg: tracking.TrackingConfig, output: Path, config: dict, steps_done: int,
