@@ -120,8 +120,10 @@ class Recorder:
         scaler = getattr(self.acc, "scaler", None)
         return float(scaler.get_scale()) if scaler is not None else None
 
-    def _emit(self, row: dict) -> None:
+    def _emit(self, row: dict, to_trackers: bool = True) -> None:
         self.stream.write(row)
+        if not to_trackers:
+            return
         values = {_tag(row["kind"], k): v for k, v in row.items()
                   if k not in NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.acc.trackers:
@@ -149,7 +151,9 @@ class Recorder:
                "test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss"),
                "best_dev_accuracy": acc.get("best_dev_accuracy")}
         try:
-            self._emit(row)
+            # Trackers get the end figures of a completed run only: an interrupted one is resumed
+            # and ends later, and its figures at the stop would stay beside the real ones.
+            self._emit(row, to_trackers=report.get("status") == "completed")
         except Exception as err:  # noqa: BLE001 -- a tracker failing at the end costs a warning, not the report
             report.setdefault("warnings", []).append(f"trackers: the end figures were not logged: "
                                                      f"{err.__class__.__name__}: {err}")
