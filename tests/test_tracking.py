@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import metrics_stream, tracking
 from harness.cli import main
@@ -114,8 +115,6 @@ def test_the_trace_parses_names_the_convolutions_and_stays_out_of_the_window(tra
 
 
 def test_profiled_steps_are_never_in_a_window():
-    import torch
-
     from harness.measure.meter import Meter
 
     cfg = MeasureConfig(warmup_steps=2, window_steps=4, repeats=2, profile=ProfileConfig(steps=3))
@@ -227,3 +226,17 @@ def test_trackers_stay_local_unless_the_user_says_otherwise(tmp_path, monkeypatc
     assert tracking.accelerator_kwargs(tracking.TrackingConfig(), tmp_path) == {}
     hp = tracking.hparams({"a": {"b": None, "c": [1, 2], "d": 0.5}, "e": True})
     assert hp == {"a.b": "null", "a.c": "[1, 2]", "a.d": 0.5, "e": True}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_the_lines_hold_device_memory_and_the_trace_device_time(tmp_path):
+    """fp16 on a GPU: CUDA memory and the scaler's scale in every interval; the trace's top ops by device time."""
+    out = tmp_path / "run"
+    assert main(["run", *CNN, "runtime.device=gpu", "runtime.precision=fp16", "measure.profile={steps: 3}",
+                 "--output", str(out)]) == 0
+    intervals = [r for r in metrics_stream.read(out) if r["kind"] == "interval"]
+    assert intervals and all(r["device_allocated_mb"] > 0 and r["device_reserved_mb"] >= r["device_allocated_mb"]
+                             and r["scaler_scale"] > 0 for r in intervals)
+    prof = load_report(out)["profile"]
+    assert prof["time_kind"] == "cuda" and prof["top_ops"] and prof["top_ops"][0]["self_time_ms"] > 0
