@@ -126,7 +126,8 @@ def keep_lomo_answer() -> None:
         optimizer_module.is_lomo_available = functools.cache(check)
 
 
-def build_accelerator(cfg: RuntimeConfig):
+def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None):
+    """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin
 
@@ -149,7 +150,8 @@ def build_accelerator(cfg: RuntimeConfig):
     # for the previous step's kernels, and the data wait would count the GPU's compute.
     loading = DataLoaderConfiguration(non_blocking=use_cuda)
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
-                              kwargs_handlers=[timeout], dataloader_config=loading)
+                              kwargs_handlers=[timeout], dataloader_config=loading,
+                              log_with=log_with, project_dir=project_dir)
     return accelerator, precision
 
 

@@ -36,7 +36,9 @@ class Built:
 def build(cfg: Config) -> Built:
     from accelerate.utils import set_seed
 
-    accelerator, precision = accel.build_accelerator(cfg.runtime)
+    from harness.tracking import accelerator_kwargs
+
+    accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir))
     set_seed(cfg.seed)
     preset = None
     if cfg.data.transforms.preset == "weights":

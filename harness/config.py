@@ -28,6 +28,7 @@ from harness.inference_config import InferenceConfig
 from harness.measure.config import MeasureConfig
 from harness.models import ModelConfig
 from harness.optim import LossConfig, OptimConfig
+from harness.tracking import TrackingConfig
 from harness.train_config import TrainConfig
 
 
@@ -49,6 +50,7 @@ class Config:
     scenario: Literal["training", "inference"] = "training"
     """training: train, test and measure (runner.py); inference: measure the forward pass alone (inference.py)."""
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
         if not 0 <= self.seed < 2**32:
@@ -106,6 +108,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         for arg in args:
             if arg is type(None):
                 continue
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return from_dict(arg, value, key)  # its own errors name the key inside it
             try:
                 return _convert(arg, value, key)
             except BadInput:

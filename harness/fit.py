@@ -163,6 +163,8 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
             hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
                              "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
+            if getattr(meter, "recorder", None) is not None:
+                meter.recorder.epoch_done(hist.dev[-1], hist.epoch_wall_s[-1])
             target = cfg.train.target_accuracy
             if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
                 hist.time_to_target_s = hist.train_eval_s

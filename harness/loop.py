@@ -53,6 +53,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
     samples, steps, skipped = (carry.samples, carry.steps, carry.skipped_steps) if carry else (0, 0, 0)
     stop, finished = None, False
+    recorder = getattr(meter, "recorder", None)
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
         outputs = model(inputs)
@@ -65,6 +66,8 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
             parts.scheduler.step()
         n = targets.shape[0]
         loss_sum += loss.detach().float() * n
+        if recorder is not None:
+            recorder.add_loss(loss, n)
         samples += n
         steps += 1
         stop = guard.after_step(loss)

@@ -14,8 +14,10 @@ import json
 import os
 from pathlib import Path
 
-NOT_RECIPE = ("name", "output", "measure", "data.root", "data.download", "data.scan_images", "model.download")
-"""Dotted config keys (and sections) that do not change what is computed.
+NOT_RECIPE = ("name", "output", "measure", "tracking", "data.root", "data.download", "data.scan_images",
+              "model.download")
+"""Dotted config keys (and sections) that do not change what is computed (``tracking`` only
+says where the figures are logged).
 
 ``data.root`` is where the files live: the recipe holds a fingerprint of the files
 instead (``data.content``). ``data.download``, ``model.download`` and ``data.scan_images``

@@ -191,6 +191,21 @@ class Raw(TypedDict, total=False):
     data_wait_ms: list[OptNum]
 
 
+class Profile(TypedDict, total=False):
+    """measure.profile: the torch.profiler trace (measure/profile.py); steps count this process's."""
+    folder: str
+    chrome_trace: str
+    tensorboard_traces: list[str]
+    first_step: int
+    last_step: int
+    steps: int
+    record_shapes: bool
+    profile_memory: bool
+    time_kind: Literal["cpu", "cuda"]
+    top_ops: list[dict[str, Any]]
+    """Top 10 ops by self time: name, calls, self_time_ms, share (of all ops' self time)."""
+
+
 class Report(TypedDict, total=False):
     schema_version: Required[int]
     status: Required[Literal["completed", "failed", "interrupted", "diverged", "running"]]
@@ -230,6 +245,8 @@ class Report(TypedDict, total=False):
     # ``scenario`` is a training one.
     scenario: NotRequired[Literal["training", "inference"]]
     inference: NotRequired[dict[str, Any]]
+    profile: NotRequired[Union[Profile, None]]
+    """measure.profile's trace; absent when none was asked for."""
 
 
 FIGURES: dict[str, tuple[str, ...]] = {

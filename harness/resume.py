@@ -28,14 +28,14 @@ from harness.errors import BadInput
 
 # Keys a resume may change, and why each cannot change the computation so far:
 # where results go and how progress shows (output.*), what is measured and how
-# (measure.*: the meter only reads clocks and counters; the FLOP count runs before
+# (measure.*: the meter only reads clocks and counters (and tracking.*, which only logs them); the FLOP count runs before
 # the checkpoint is loaded, which overwrites any state it touched), the run's label,
 # how long a hung collective is waited for, and when to stop (a target, a step budget).
 # train.epochs is checked apart: more only, and only when the learning-rate schedule
 # does not span the epochs (cosine and onecycle are shaped by the total).
 # scenario and inference.* do not touch training (an inference run has nothing to resume), and a
-# checkpoint written before they existed lacks them.
-RESUMABLE_PREFIXES = ("output.", "measure.", "inference.")
+# checkpoint written before they existed lacks them; tracking.* only says where figures are logged.
+RESUMABLE_PREFIXES = ("output.", "measure.", "inference.", "tracking.")
 RESUMABLE_KEYS = {"name", "runtime.collective_timeout_s", "train.max_steps", "train.target_accuracy",
                   "train.stop_at_target", "scenario"}
 HORIZON_SCHEDULES = ("cosine", "onecycle")
@@ -204,7 +204,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
             raise BadInput(f"--resume: the recipe differs from the checkpoint's in {', '.join(refused)}; "
                            "a resume may change only train.epochs (more), train.max_steps, "
                            "train.target_accuracy, train.stop_at_target, name, runtime.collective_timeout_s, "
-                           "measure.* and output.*")
+                           "measure.*, tracking.* and output.*")
 
     if report.get("status") == "completed" and resume_from is None:
         before = flatten(report.get("config") or {}).get("train.epochs")

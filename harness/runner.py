@@ -122,7 +122,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
     if acc.is_main_process:
         atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
-    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=[compiled])
+    meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
     status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
@@ -158,6 +158,8 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
     if multi and not ranks_in_step:
         report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
     report["raw"] = raw
+    if profiler is not None and acc.is_main_process:
+        report["profile"] = _finish_profile(profiler, report)
     report["timing"] = {
         "setup_s": setup_s,
         "epoch_wall_s": hist.epoch_wall_s,
@@ -170,6 +172,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
     if acc.is_main_process:
         if multi:
             finish.blame_first_failure(output, report)
+        recorder.finish(report)
         try:
             write_report(output / "report.yaml", report)
         except atomic.DiskFull as err:
@@ -183,3 +186,43 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
         acc.wait_for_everyone()
         acc.end_training()
     return report, code
+
+
+def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list):
+    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps."""
+    from harness.measure.profile import Profiler, first_step
+    from harness.recorder import Recorder, start_trackers
+
+    cfg, acc = b.cfg, b.accelerator
+    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed)
+    start_trackers(acc, cfg.tracking, output, to_dict(cfg), hist.steps_done, resumed)
+    profiler = None
+    if cfg.measure.profile is not None:
+        per_epoch = len(b.loaders.train)
+        left = (cfg.train.epochs - hist.epochs_done) * per_epoch - hist.step_in_epoch
+        if cfg.train.max_steps is not None:
+            left = min(left, cfg.train.max_steps - hist.steps_done)
+        # Every rank leaves the same steps untimed (the window edges are barriers); one traces.
+        profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
+                            cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
+    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
+                  listeners=[recorder] + ([profiler] if profiler else []))
+    if profiler is not None:
+        meter.untimed = profiler.steps
+    meter.recorder = recorder
+    recorder.memory = meter.memory
+    return meter, recorder, profiler
+
+
+def _finish_profile(profiler, report: dict) -> dict | None:
+    """The report's ``profile`` block; a trace that cannot be written costs a warning, not the run."""
+    try:
+        profiler.finish()  # a run that ended before the last traced step
+    except Exception as err:  # noqa: BLE001 -- e.g. a full disk under profile/
+        report["warnings"].append(f"profile is null: {err.__class__.__name__}: {err}")
+        return None
+    block = profiler.block()
+    if block is None:
+        report["warnings"].append(f"profile is null: the run ended before step {profiler.start} "
+                                  "(measure.profile.after)")
+    return block

@@ -90,7 +90,8 @@ def test_torchrun_gives_world_size_two_and_one_report(tmp_path):
     assert report["status"] == "completed"
     assert_two_gloo_ranks(report)
     # One report and one summary: rank 1 neither writes nor prints.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.json", "config.yaml", "model.pt", "report.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.json", "config.yaml", "metrics.jsonl", "model.pt",
+                                                          "report.yaml"]
     assert proc.stdout.count("best dev accuracy") == 1
 
 

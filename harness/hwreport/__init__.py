@@ -90,6 +90,9 @@ def cmd_report(args) -> int:
         raise BadInput("no reports found in " + ", ".join(args.reports))
     c = content(items, naming, args.baseline_machine, args.baseline_mode, plot=not args.no_plots)
     written = write(c, output)
+    from harness import curves  # each run's metrics.jsonl over time, after the comparison
+
+    curves.append_to(output / "report.md", output / "report.html", [i.path for i in items], not args.no_plots)
     if c.charts is None and not args.no_plots:
         print("matplotlib is not installed: wrote tables without plots (pip install 'harness[plots]')",
               file=sys.stderr)

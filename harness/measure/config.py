@@ -9,6 +9,28 @@ from harness.errors import ConfigValueError
 
 
 @dataclass
+class ProfileConfig:
+    """torch.profiler over a few training steps; profile.py runs it, writing <run folder>/profile/."""
+
+    steps: int = 5
+    """Training steps traced."""
+    after: int | None = None
+    """Steps of this process run before the trace starts (warm-up included). null: after the
+    timed window (the last steps of the run when measure.window_steps is null). Traced steps
+    are never timed: the meter leaves them out of every window."""
+    record_shapes: bool = False
+    """Record each op's input shapes (groups the top ops by shape in the trace)."""
+    profile_memory: bool = False
+    """Record tensor allocations and frees."""
+
+    def __post_init__(self):
+        if self.steps <= 0:
+            raise ConfigValueError("steps", f"expected an integer > 0, got {self.steps}")
+        if self.after is not None and self.after < 0:
+            raise ConfigValueError("after", f"expected an integer >= 0 or null, got {self.after}")
+
+
+@dataclass
 class MeasureConfig:
     warmup_steps: int = 10
     """Optimizer steps run before the timed window opens; never counted."""
@@ -27,6 +49,8 @@ class MeasureConfig:
     """Measure this machine's dense matmul peak once (cached) as an MFU reference."""
     rss_interval_ms: float = 50.0
     """How often the background thread samples resident memory."""
+    profile: ProfileConfig | None = None
+    """Trace some training steps with torch.profiler (null: no trace)."""
 
     def __post_init__(self):
         if self.warmup_steps < 0:

@@ -127,6 +127,8 @@ class MemorySampler:
         self.baseline: TreeMemory | None = None
         self.last_read_s = 0.0
         self._full_at = float("-inf")
+        self.last_full: TreeMemory | None = None
+        """The latest reading of the whole tree (PSS), for the recorder's interval lines."""
 
     def sample(self, full: bool | None = None) -> TreeMemory:
         """One reading (PSS/USS too when ``full``, or when due); counted towards the open phase."""
@@ -143,6 +145,7 @@ class MemorySampler:
             m = read_tree(self._proc, self._children)
             self.last_read_s = time.perf_counter() - t0
             self._full_at = now
+            self.last_full = m
         with self._lock:
             if self.current is not None:
                 self.phases[self.current].add(m)

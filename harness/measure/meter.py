@@ -75,11 +75,25 @@ class WindowHook(Protocol):
     def window_closed(self) -> None: ...
 
 
+class StepListener(Protocol):
+    """Told about every train step, timed window or not (the recorder, the profiler)."""
+
+    def before_step(self, step: int) -> None: ...
+
+    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None: ...
+
+
 class Meter:
     def __init__(self, cfg: MeasureConfig, device: torch.device,
-                 barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = ()):
+                 barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = (),
+                 listeners: Sequence[StepListener] = ()):
         self.cfg = cfg
         self.hooks = list(hooks)
+        self.listeners = list(listeners)
+        self.recorder = None
+        """The recorder (recorder.py), which the loop hands each step's loss; None: nothing recorded."""
+        self.untimed: range = range(0)
+        """Steps no window may time (the profiled ones): they split a window into segments."""
         self.cuda = device.type == "cuda"
         self.device = device
         self.barrier = barrier or (lambda: None)
@@ -98,7 +112,7 @@ class Meter:
 
     def window_of(self, step: int) -> int | None:
         """Index of the window ``step`` falls in, or None (warm-up, or after the last)."""
-        if step < self.cfg.warmup_steps:
+        if step < self.cfg.warmup_steps or step in self.untimed:
             return None
         if self.cfg.window_steps is None:
             return 0
@@ -152,6 +166,8 @@ class Meter:
                     open_k = k
                     if k is not None:
                         start = self._open()
+                for listener in self.listeners:
+                    listener.before_step(self.step)
                 t0 = time.perf_counter()
                 try:
                     batch = next(it)
@@ -163,14 +179,18 @@ class Meter:
                     ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                     ev[0].record()
                 yield batch
+                t2 = time.perf_counter()
+                n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
                 if k is not None:
                     w = self.windows[k]
                     if self.cuda:
                         ev[1].record()
                         self._events.append((k, *ev))
                     w.data_wait_s.append(t1 - t0)
-                    w.step_s.append(time.perf_counter() - t1)
-                    w.samples += real_batch_size(loader, batch)
+                    w.step_s.append(t2 - t1)
+                    w.samples += n
+                for listener in self.listeners:
+                    listener.after_step(self.step, t1 - t0, t2 - t1, n)
                 self.step += 1
                 taken += 1
             ended = True
