@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A single-node Slurm on this machine, for trying the harness's Slurm paths for real.
 #
+#   scripts/slurm-local.sh install  install the Debian packages (apt-get) if missing, nothing else
 #   scripts/slurm-local.sh up       install (Debian packages) if missing, configure, start, wait for idle
 #   scripts/slurm-local.sh down     stop the daemons this script started, by their own pids
 #   scripts/slurm-local.sh status   print sinfo, or say that nothing runs
@@ -113,8 +114,9 @@ down() {
 }
 
 case "${1:-}" in
+  install) install ;;
   up) up ;;
   down) down ;;
   status) sinfo 2>/dev/null || echo "slurm-local: no slurmctld answers" ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 install|up|down|status" ;;
 esac
