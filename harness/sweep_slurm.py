@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from harness.sweep_config import Cell, SweepSpec
 
 POLL_S = 2.0
+UNKNOWN_GRACE_S = 300.0
+"""How long a job the scheduler does not name (and that left no result) is waited for."""
 SUBMITIT_DIR = ".submitit"
 # Slurm must send submitit's pre-emption signal nowhere: SIGURG to the batch shell alone is
 # ignored. A time limit or pre-emption then reaches the run as Slurm's own SIGTERM.
@@ -165,9 +167,12 @@ def watch(out: Path, spec: SweepSpec, rows: list[dict], started_at: str, waiting
         changed = False
         for job_id, i in list(waiting.items()):
             state = known.get(job_id)
-            if state is None:  # forgotten (no accounting, MinJobAge passed): what the cell left says the rest
+            if state is None:
+                # Forgotten (no accounting and MinJobAge passed), or the controller did not answer:
+                # wait a while (longer if the job left no result), then say what the cell left.
                 first = unknown_since.setdefault(job_id, time.monotonic())
-                if time.monotonic() - first < 10 * poll_s:
+                grace = 10 * poll_s if _job_result(out, job_id) is not None else UNKNOWN_GRACE_S
+                if time.monotonic() - first < grace:
                     continue
                 state = "UNKNOWN"
             state = state.rstrip("+")
