@@ -160,7 +160,8 @@ def test_resume_waits_for_queued_jobs_and_submits_nothing_twice(slurm, tmp_path)
 
 def sbatch(tmp_path: Path, *args: str) -> tuple[int, str]:
     log = tmp_path / "slurm.out"
-    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # tests/custom_models.py
     proc = subprocess.run(["sbatch", "--wait", "--chdir", str(REPO), "--output", str(log), *args],
                           capture_output=True, text=True, timeout=600, env=env)
     return proc.returncode, log.read_text() if log.exists() else proc.stderr
@@ -185,3 +186,11 @@ def test_sbatch_bad_input_ends_the_job_with_one_line(slurm, tmp_path):
     lines = [ln for ln in log.splitlines() if ln.strip()]
     assert lines[-1].startswith("error: ") and "optim.lrr" in lines[-1], log[-3000:]
     assert "Traceback" not in log
+
+
+def test_sbatch_ends_with_the_failing_ranks_one_line(slurm, tmp_path):
+    code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_cnn.yaml",
+                       *TINY_ARGS, "model.name=custom_models:FailOnRank", "--output", str(tmp_path / "run"))
+    assert code == 1, log[-3000:]
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    assert lines[-1] == "error: RuntimeError: boom on rank 1 at step 3 (rank 1)", log[-3000:]
