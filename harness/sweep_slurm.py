@@ -12,9 +12,13 @@ by id and waits for them instead of submitting them again.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -84,29 +88,47 @@ def _executor(out: Path, spec: SweepSpec, res: SlurmResources, count: int):
     return ex
 
 
-def submit(out: Path, spec: SweepSpec, cells: list[Cell]) -> dict[str, tuple[str, dict]]:
-    """Submit the cells, one array per distinct resource set; {cell id: (job id, resources)}."""
-    from harness.slurm_job import run_cell_job
-
+def resource_groups(spec: SweepSpec, cells: list[Cell]) -> dict[SlurmResources, list[Cell]]:
+    """Cells by the resources they ask for: each group is one job array."""
     groups: dict[SlurmResources, list[Cell]] = defaultdict(list)
     for cell in cells:
         groups[cell_resources(spec.slurm, cell.resources, cell.launch)].append(cell)
+    return dict(groups)
+
+
+def submit_array(out: Path, spec: SweepSpec, res: SlurmResources, cells: list[Cell]) -> list[str]:
+    """One job array for these cells; their job ids, in order."""
+    from harness.slurm_job import run_cell_job
+
     python = spec.slurm.python or sys.executable
-    submitted = {}
-    for res, members in groups.items():
-        ex = _executor(out, spec, res, len(members))
+    ex = _executor(out, spec, res, len(cells))
+    with tempfile.TemporaryFile(mode="w+") as said:
         try:
-            with ex.batch():
+            with _stderr_to(said), ex.batch():
                 jobs = [ex.submit(run_cell_job, cell_command(spec, c.overrides, out / "cells" / c.id, c.launch,
                                                              python), str(out / "cells" / c.id))
-                        for c in members]
+                        for c in cells]
         except Exception as err:  # sbatch refused (a partition that does not exist, a limit)
             if type(err).__name__ not in ("FailedJobError", "FailedSubmissionError"):
                 raise
-            raise BadInput(f"slurm: sbatch refused the array: {_last_line(str(err))}") from None
-        for cell, job in zip(members, jobs):
-            submitted[cell.id] = (str(job.job_id), {**resource_dict(res), "time_limit_min": time_limit_min(spec, res)})
-    return submitted
+            said.seek(0)
+            why = _last_line(said.read()) or _last_line(str(err))
+            raise BadInput(f"slurm: sbatch refused the array: {why}") from None
+    return [str(job.job_id) for job in jobs]
+
+
+@contextlib.contextmanager
+def _stderr_to(file):
+    """sbatch writes its refusal to our stderr; bad input is one line, so it is caught here."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _job_result(out: Path, job_id: str) -> tuple[str, object] | None:
@@ -197,7 +219,6 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
     previous = read_rows(out) if resume else {}
     if not resume and (out / "sweep.yaml").exists():
         raise BadInput(f"--output: {out} already holds a sweep.yaml; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
     rows, todo, waiting = [], [], {}
     for i, cell in enumerate(spec.cells):
         row = previous.get(cell.id, {})
@@ -211,17 +232,25 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
             rows.append(pending_row(cell))
             todo.append(i)
     started_at = _now()
-    write_sweep(out, spec, rows, started_at)
-    if todo:
-        submitted = submit(out, spec, [spec.cells[i] for i in todo])
-        for i in todo:
-            cell = spec.cells[i]
-            job_id, res = submitted[cell.id]
+    existed = out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    index = {spec.cells[i].id: i for i in todo}
+    for n, (res, cells) in enumerate(resource_groups(spec, [spec.cells[i] for i in todo]).items()):
+        try:
+            job_ids = submit_array(out, spec, res, cells)
+        except BadInput:
+            if n == 0 and not existed:
+                shutil.rmtree(out, ignore_errors=True)  # bad input: nothing left behind
+            raise
+        for cell, job_id in zip(cells, job_ids):
+            i = index[cell.id]
             rows[i] = {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
                        "nproc": cell.launch.nproc if cell.launch else 1, "status": "queued", "job_id": job_id,
-                       "scheduler_state": "PENDING", "submitted_at": _now(), "resources": res}
+                       "scheduler_state": "PENDING", "submitted_at": _now(),
+                       "resources": {**resource_dict(res), "time_limit_min": time_limit_min(spec, res)}}
             waiting[job_id] = i
         write_sweep(out, spec, rows, started_at)  # the job ids are on disk before anything can stop us
+    write_sweep(out, spec, rows, started_at)
     print(f"slurm: {len(waiting)} job(s) with the scheduler ({len(todo)} submitted now); "
           f"following them in {out / 'sweep.yaml'}", file=sys.stderr)
     try:

@@ -158,13 +158,22 @@ def test_resume_waits_for_queued_jobs_and_submits_nothing_twice(slurm, tmp_path)
     assert len(list((out / ".submitit").glob("*/*_submission.sh"))) == 1
 
 
-def sbatch(tmp_path: Path, *args: str) -> tuple[int, str]:
+def sbatch(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
+    """Submit, then poll the controller every half second (``sbatch --wait`` polls far more slowly)."""
     log = tmp_path / "slurm.out"
     env = {**os.environ, "HARNESS_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # tests/custom_models.py
-    proc = subprocess.run(["sbatch", "--wait", "--chdir", str(REPO), "--output", str(log), *args],
-                          capture_output=True, text=True, timeout=600, env=env)
-    return proc.returncode, log.read_text() if log.exists() else proc.stderr
+    job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), *args],
+                         capture_output=True, text=True, timeout=60, env=env, check=True).stdout.strip()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        fields = dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
+        if fields.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return int(fields["ExitCode"].split(":")[0]), log.read_text() if log.exists() else ""
+        time.sleep(0.5)
+    subprocess.run(["scancel", job])
+    raise AssertionError(f"job {job} did not end within {timeout} s")
 
 
 def test_sbatch_on_a_cpu_node_starts_a_process_per_task_not_eight(slurm, tmp_path):
@@ -194,3 +203,14 @@ def test_sbatch_ends_with_the_failing_ranks_one_line(slurm, tmp_path):
     assert code == 1, log[-3000:]
     lines = [ln for ln in log.splitlines() if ln.strip()]
     assert lines[-1] == "error: RuntimeError: boom on rank 1 at step 3 (rank 1)", log[-3000:]
+
+
+def test_a_partition_sbatch_refuses_is_one_line_and_leaves_nothing(slurm, tmp_path):
+    spec = sweep_file(tmp_path, unique("nopart"), cells=[{"optim.lr": 0.01}],
+                      slurm={"partition": "no-such-partition"})
+    out = tmp_path / "out"
+    proc = harness("sweep", str(spec), "--output", str(out))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: slurm: sbatch refused the array:"), proc.stderr
+    assert not out.exists()
