@@ -105,3 +105,38 @@ def test_a_launch_nproc_axis_runs_one_and_two_processes_and_rows_say_so(tmp_path
     assert [(r["per_device_batch_size"], r["global_batch_size"]) for r in rows] == [(16, 16), (16, 32)]
     assert "harness launch" not in (out / "cells" / rows[0]["id"] / "command.txt").read_text()
     assert " launch --mode ddp --nproc 2 " in (out / "cells" / rows[1]["id"] / "command.txt").read_text()
+
+
+def test_a_job_that_cannot_write_the_sweep_folder_says_it_must_be_shared(tmp_path):
+    from harness.slurm_job import run_cell_job
+
+    result = run_cell_job(["true"], "/dev/null/cells/x")  # a folder no node could create
+    assert result["exit_code"] is None
+    assert "not writable from the job" in result["error"] and "the nodes share" in result["error"]
+
+
+def test_a_requeued_cell_resumes_from_its_folder(tmp_path, monkeypatch):
+    from harness.slurm_job import _resumable, resume_command
+
+    cmd = ["python", "-m", "harness", "run", "c.yaml", "a=1", "--output", str(tmp_path)]
+    assert resume_command(cmd, tmp_path) == ["python", "-m", "harness", "run", "c.yaml", "a=1", "--resume",
+                                             str(tmp_path)]
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert not _resumable(tmp_path)  # nothing ran there yet: start afresh
+    (tmp_path / "config.yaml").write_text("{}")
+    assert _resumable(tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert not _resumable(tmp_path)
+
+
+@pytest.mark.parametrize("state", ["TIMEOUT", "PREEMPTED", "NODE_FAIL"])
+def test_a_job_the_scheduler_killed_is_a_failed_row_with_that_reason(tmp_path, state):
+    from harness.sweep_config import load_sweep
+    from harness.sweep_slurm import finished_row
+
+    cell = load_sweep(write_spec(tmp_path)).cells[0]
+    (tmp_path / "cells" / cell.id).mkdir(parents=True)
+    row = {"id": cell.id, "job_id": "41_0", "status": "running", "resources": {"time_limit_min": 5}}
+    done = finished_row(tmp_path, cell, row, state)
+    assert done["status"] == "failed" and done["scheduler_state"] == state and done["job_id"] == "41_0"
+    assert done["error"].startswith(f"{state}: the "), done["error"]
