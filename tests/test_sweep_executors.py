@@ -140,3 +140,14 @@ def test_a_job_the_scheduler_killed_is_a_failed_row_with_that_reason(tmp_path, s
     done = finished_row(tmp_path, cell, row, state)
     assert done["status"] == "failed" and done["scheduler_state"] == state and done["job_id"] == "41_0"
     assert done["error"].startswith(f"{state}: the "), done["error"]
+
+
+def test_slurm_without_srun_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import submitit.slurm.slurm as submitit_slurm
+
+    monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: None)
+    out = tmp_path / "out"
+    assert main(["sweep", str(write_spec(tmp_path)), "--output", str(out), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: executor slurm:") and "srun" in err, err
+    assert not out.exists()
