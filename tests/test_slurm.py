@@ -214,3 +214,41 @@ def test_a_partition_sbatch_refuses_is_one_line_and_leaves_nothing(slurm, tmp_pa
     err = proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: slurm: sbatch refused the array:"), proc.stderr
     assert not out.exists()
+
+
+def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_path):
+    """SIGTERM to the batch script (what --signal=B:TERM@120 or a pre-emption sends): the ranks
+    checkpoint, the job requeues itself, and its next start resumes the run folder."""
+    run, log = tmp_path / "run", tmp_path / "slurm.out"
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    args = [a for a in TINY_ARGS if not a.startswith(("train.epochs", "output.checkpoint_every_epoch"))]
+    job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), "--ntasks-per-node=2",
+                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=40",
+                          "--output", str(run)], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+    def job_field(key: str) -> str:
+        text = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        return dict(tok.split("=", 1) for tok in text.split() if "=" in tok).get(key, "")
+
+    def wait_for(what, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            time.sleep(0.5)
+
+    try:
+        wait_for(lambda: any((run / "checkpoints").glob("epoch_*")))
+        subprocess.run(["scancel", "--signal=TERM", "--batch", job], check=True)
+        wait_for(lambda: job_field("Restarts") == "1")
+        report = yaml.safe_load((run / "report.yaml").read_text())
+        assert report["status"] == "interrupted", report.get("error")
+        # Slurm holds a requeued job for a while before it may start: start it now.
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        wait_for(lambda: job_field("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
+    finally:
+        subprocess.run(["scancel", job])
+    assert job_field("JobState") == "COMPLETED", log.read_text()
+    report = yaml.safe_load((run / "report.yaml").read_text())
+    assert report["status"] == "completed"
+    assert report["resumed_from_epoch"] >= 1
+    assert f"restart 1 of job {job}: resuming {run}" in log.read_text()
