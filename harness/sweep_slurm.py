@@ -8,6 +8,12 @@ it can write there. This process is the only writer of ``sweep.yaml``: it record
 job id as soon as sbatch answers, then polls the scheduler and rewrites the rows
 atomically as jobs finish. Stopping it leaves the jobs running; ``--resume`` finds them
 by id and waits for them instead of submitting them again.
+
+At its time limit (or on pre-emption) Slurm sends SIGTERM to every process of the job: a
+one-process cell stops at a step boundary, checkpoints and reports; the ranks of a
+``harness launch`` cell get it twice (from Slurm and from their launcher) and stop
+without the checkpoint. Either way the row names the scheduler's reason. A job Slurm
+requeues runs its cell again with ``--resume``, from the last checkpoint in its folder.
 """
 
 from __future__ import annotations
