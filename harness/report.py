@@ -231,6 +231,8 @@ class Report(TypedDict, total=False):
     data_wait_fraction: OptNum
     memory: Memory
     per_rank: list[dict[str, Any]]
+    per_node: NotRequired[list[dict[str, Any]]]
+    """The ranks grouped by node: node_rank, hostname, ranks, samples_per_s (its slowest rank's window)."""
     imbalance: OptNum
     repeats: Repeats
     nonfinite: dict[str, Any] | None

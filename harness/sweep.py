@@ -79,13 +79,25 @@ def _last_line(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, config_file: Path | None = None) -> Attempt:
+def cell_command(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,
+                 python: str = sys.executable, config_file: Path | None = None) -> list[str]:
+    """``harness run`` for a one-process cell, ``harness launch`` for a cell with ``launch.*`` axes;
+    ``config_file`` is the cell's own config (its ``config`` key) in place of the base's."""
+    config_file = config_file or spec.base_config
+    config = [str(config_file)] if config_file is not None else []
+    if launch is None or launch.mode is None:
+        head = ["run"]
+    else:
+        head = ["launch", "--mode", launch.mode, "--nproc", str(launch.nproc)]
+    return [python, "-m", "harness", *head, *config, *overrides, "--output", str(cell_dir)]
+
+
+def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,
+             config_file: Path | None = None) -> Attempt:
     """One attempt of one cell in its own process group, killed at the time limit."""
     cell_dir.mkdir(parents=True, exist_ok=True)
     (cell_dir / "report.yaml").unlink(missing_ok=True)  # never read a previous attempt's report
-    config_file = config_file or spec.base_config
-    config = [str(config_file)] if config_file is not None else []
-    cmd = [sys.executable, "-m", "harness", "run", *config, *overrides, "--output", str(cell_dir)]
+    cmd = cell_command(spec, overrides, cell_dir, launch, config_file=config_file)
     write_text_atomic(cell_dir / "command.txt", " ".join(cmd) + "\n")
     t0 = time.perf_counter()
     with open(cell_dir / "stdout.log", "w") as out, open(cell_dir / "stderr.log", "w") as err:
@@ -135,7 +147,18 @@ SWEEP_FIGURES = ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "pea
 
 def figures(report: dict | None) -> dict:
     """The key figures a sweep row copies from its cell's report (names from harness.report.FIGURES)."""
-    return report_figures(report or {}, SWEEP_FIGURES)
+    return {**report_figures(report or {}, SWEEP_FIGURES), **scale(report)}
+
+
+def scale(report: dict | None) -> dict:
+    """How many processes the cell ran and the batch each saw: what a scaling table needs."""
+    report = report or {}
+    world = (report.get("distributed") or {}).get("world_size")
+    per_device = ((report.get("config") or {}).get("loader") or {}).get("batch_size")
+    total = (report.get("throughput") or {}).get("global_batch_size")
+    if total is None and isinstance(world, int) and isinstance(per_device, int):
+        total = world * per_device
+    return {"world_size": world, "per_device_batch_size": per_device, "global_batch_size": total}
 
 
 class SweepStopped(KeyboardInterrupt):
@@ -156,7 +179,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
     overrides, seconds, attempts = list(cell.overrides), 0.0, 0
     while True:
         try:
-            attempt = run_cell(spec, overrides, cell_dir, cell.config_file)
+            attempt = run_cell(spec, overrides, cell_dir, cell.launch, cell.config_file)
         except SweepStopped as stop:
             # The cell got the signal too and checkpointed: the row says so, never "pending".
             report = _read_report(cell_dir)
@@ -177,6 +200,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
         "id": cell.id,
         "config_hash": config_hash(cell.config),
         "axes": cell.axes,
+        "nproc": cell.launch.nproc if cell.launch else 1,
         "status": attempt.status,
         "error": attempt.error,
         "seconds": round(seconds, 3),
@@ -309,6 +333,10 @@ def cmd_sweep(args) -> int:
 
     spec = load_sweep(args.sweep)
     out = Path(args.output or Path("sweeps") / spec.name)
+    if (args.executor or spec.executor) == "slurm":
+        from harness.sweep_slurm import cmd_slurm_sweep
+
+        return cmd_slurm_sweep(args, spec, out)
     old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \
         if threading.current_thread() is threading.main_thread() else {}
     try:
@@ -331,4 +359,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", help="output folder (default: sweeps/<name>)")
     p.add_argument("--resume", action="store_true", help="skip cells already completed in the folder's sweep.yaml")
     p.add_argument("--retry-failed", action="store_true", help="with --resume, rerun failed cells too")
+    p.add_argument("--executor", choices=("local", "slurm"),
+                   help="where cells run (default: the sweep file's executor, else local): "
+                        "slurm submits them as a job array through submitit")
     p.set_defaults(func=cmd_sweep)

@@ -16,7 +16,11 @@ extra_cells:                     # ... plus these cells (grid only)
 
 time_limit_s: 1800               # per cell, per attempt
 oom_backoff: false               # retry an out-of-memory cell with half the batch size
+executor: local                  # or slurm, with a slurm: block (harness/slurm_config.py)
 ```
+
+Axes named ``launch.nproc``/``launch.mode`` run a cell through ``harness launch``;
+axes named ``slurm.*`` are that cell's own Slurm resources. Neither is a config key.
 
 ``base`` may also be just a path. Every cell's resolved config is validated
 with ``load_config`` before anything runs.
@@ -35,8 +39,9 @@ from typing import Any
 
 from harness.config import Config, load_config, read_yaml
 from harness.errors import BadInput
+from harness.slurm_config import LaunchSpec, SlurmOptions, parse_executor, parse_slurm, split_axes
 
-TOP_KEYS = ("name", "base", "grid", "cells", "extra_cells", "time_limit_s", "oom_backoff")
+TOP_KEYS = ("name", "base", "grid", "cells", "extra_cells", "time_limit_s", "oom_backoff", "executor", "slurm")
 BASE_KEYS = ("config", "overrides")
 DEFAULT_TIME_LIMIT_S = 1800.0
 
@@ -52,6 +57,10 @@ class Cell:
     """The resolved config, validated."""
     config_file: Path | None = None
     """The cell's own config file (its ``config`` key), in place of the base's."""
+    launch: LaunchSpec | None = None
+    """Run through ``harness launch`` with this many processes; None: a plain ``harness run``."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """The cell's own ``slurm.*`` axes (over the sweep's ``slurm:`` block)."""
 
 
 @dataclass
@@ -62,6 +71,8 @@ class SweepSpec:
     base_overrides: dict[str, Any]
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     oom_backoff: bool = False
+    executor: str = "local"
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
     cells: list[Cell] = field(default_factory=list)
     raw: dict = field(default_factory=dict)
     """The spec as written, for sweep.yaml."""
@@ -166,7 +177,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
             raise BadInput(f"oom_backoff: expected a boolean, got {oom!r}")
         spec = SweepSpec(name=name, source=path.resolve(), base_config=None, base_overrides={},
                          time_limit_s=_positive_number(raw, "time_limit_s", DEFAULT_TIME_LIMIT_S),
-                         oom_backoff=oom, raw=raw)
+                         oom_backoff=oom, raw=raw, executor=parse_executor(raw.get("executor")),
+                         slurm=parse_slurm(raw.get("slurm")))
         spec.base_config, spec.base_overrides = _base(raw.get("base"), path)
         seen: dict[str, int] = {}
         for i, axes in enumerate(_axes_list(raw)):
@@ -174,14 +186,15 @@ def load_sweep(path: str | Path) -> SweepSpec:
             if cid in seen:
                 raise BadInput(f"cell {i} ({cid}): the same cell as cell {seen[cid]}")
             seen[cid] = i
-            keys = {k: v for k, v in axes.items() if k != "config"}
+            keys, launch, resources = split_axes({**spec.base_overrides,
+                                                  **{k: v for k, v in axes.items() if k != "config"}}, f"cell {cid}")
             own = _resolve_path(axes["config"], path, f"cell {cid}: config") if "config" in axes else None
-            overrides = [override_text(k, v) for k, v in {**spec.base_overrides, **keys}.items()]
+            overrides = [override_text(k, v) for k, v in keys.items()]
             try:
                 cfg = load_config(own or spec.base_config, overrides)
             except BadInput as err:
                 raise BadInput(f"cell {cid}: {err}") from None
-            spec.cells.append(Cell(cid, axes, overrides, cfg, own))
+            spec.cells.append(Cell(cid, axes, overrides, cfg, config_file=own, launch=launch, resources=resources))
     except BadInput as err:
         raise BadInput(f"{path}: {err}") from None
     return spec

@@ -60,29 +60,52 @@ def _stub(path: Path, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
-def test_slurm_script_builds_each_nodes_launch_line(tmp_path):
-    """With stand-ins for srun and scontrol, the script's launch line on node 1 of 2."""
+def _run_slurm_script(tmp_path: Path, **slurm_env: str) -> list[list[str]]:
+    """The script under stand-ins for srun, scontrol and python: each python call's arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     _stub(bin_dir / "scontrol", 'printf "gpu-node-07\\ngpu-node-08\\n"\n')
     # srun: drop its own options and run the command as node 1 would.
     _stub(bin_dir / "srun", 'while [[ $1 == --* ]]; do shift; done\nSLURM_NODEID=1 SLURM_PROCID=1 exec "$@"\n')
-    _stub(bin_dir / "python", 'printf "%s\\n" "$@"\n')
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "HARNESS_PYTHON": str(bin_dir / "python"),
-           "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_ID": "123456",
-           "SLURM_JOB_NODELIST": "gpu-node-[07-08]"}
+    _stub(bin_dir / "python", 'printf "CALL\\n"; printf "%s\\n" "$@"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update({"PATH": f"{bin_dir}:{os.environ['PATH']}", "HARNESS_PYTHON": str(bin_dir / "python"),
+                "SLURM_JOB_ID": "123456", "SLURM_JOB_NODELIST": "gpu-node-[07-08]",
+                "HARNESS_EXIT_ROOT": str(tmp_path / "exits"), **slurm_env})
     proc = subprocess.run(["bash", str(REPO / "launch" / "slurm.sbatch"), CONFIG, "train.epochs=1",
                            "--output", "runs/x"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    args = proc.stdout.splitlines()
-    assert args[args.index("--config_file") + 1] == "launch/multi-node.yaml"
+    calls = [c.strip("\n").splitlines() for c in proc.stdout.split("CALL\n") if c.strip()]
+    assert calls[0][:3] == ["-m", "harness.slurm_job", "preflight"]  # bad input refused once, first
+    assert calls[-1][:3] == ["-m", "harness.slurm_job", "exits"]  # the failing rank's line, last
+    return calls
+
+
+def test_slurm_script_builds_each_nodes_launch_line(tmp_path):
+    calls = _run_slurm_script(tmp_path, SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4", SLURM_NTASKS_PER_NODE="1")
+    args = calls[1]
+    assert args[:2] == ["-m", "accelerate.commands.launch"]
     flag = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
     assert flag["--num_machines"] == "2"
-    assert flag["--num_processes"] == "8"
+    assert flag["--num_processes"] == "8"  # 2 nodes x 4 GPUs, not x 1 task
     assert flag["--machine_rank"] == "1"
     assert flag["--main_process_ip"] == "gpu-node-07"
     assert flag["--main_process_port"] == str(29500 + 456)
     assert args[-6:] == ["harness", "run", CONFIG, "train.epochs=1", "--output", "runs/x"]
+
+
+@pytest.mark.parametrize("slurm_env,per_node", [
+    ({"SLURM_NTASKS_PER_NODE": "2", "SLURM_CPUS_ON_NODE": "2"}, 2),  # a CPU node: one per task asked
+    ({"SLURM_CPUS_ON_NODE": "3"}, 3),                                # else one per CPU the job holds
+    ({"SLURM_GPUS_ON_NODE": "0", "SLURM_CPUS_ON_NODE": "1"}, 1),     # one CPU: a plain harness run
+])
+def test_slurm_script_counts_processes_from_the_allocation_never_eight(tmp_path, slurm_env, per_node):
+    calls = _run_slurm_script(tmp_path, SLURM_NNODES="1", **slurm_env)
+    args = calls[1]
+    if per_node == 1:
+        assert args == ["-m", "harness", "run", CONFIG, "train.epochs=1", "--output", "runs/x"]
+    else:
+        assert args[args.index("--num_processes") + 1] == str(per_node)
 
 
 # -- bad modes are bad input -------------------------------------------------------------

@@ -491,7 +491,7 @@ def body_id(path: Path, index: int) -> str:
 def test_sigterm_to_a_sweep_records_the_running_cell(tmp_path, monkeypatch, capsys):
     from harness import sweep
 
-    def signalled(spec, overrides, cell_dir, config_file=None):
+    def signalled(spec, overrides, cell_dir, launch=None, config_file=None):
         cell_dir.mkdir(parents=True, exist_ok=True)
         raise sweep.SweepStopped(signal.SIGTERM)  # as the handler does, the cell stopped with it
 

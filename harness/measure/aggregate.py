@@ -31,6 +31,20 @@ def phase_peaks(per_rank: list[dict], name: str) -> dict | None:
     return {key: max((p[key] for p in seen if p[key] is not None), default=None) for key in seen[0]}
 
 
+def per_node(rank_rows: list[dict]) -> list[dict]:
+    """The ranks grouped by node (node rank, then host): each node's ranks and its slowest window."""
+    nodes: dict[tuple, list[dict]] = {}
+    for row in rank_rows:
+        nodes.setdefault((row.get("node_rank") or 0, row.get("hostname")), []).append(row)
+    out = []
+    for (node, host), rows in sorted(nodes.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        slowest = max((r["window_s"] for r in rows), default=0.0)
+        samples = sum(r["samples"] for r in rows)
+        out.append({"node_rank": node, "hostname": host, "ranks": [r["rank"] for r in rows],
+                    "samples_per_s": samples / slowest if slowest > 0 else None})
+    return out
+
+
 def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
     """``per_rank``: each rank's ``Meter.summary()``, rank 0 first."""
     world = len(per_rank)
@@ -41,7 +55,7 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
         wait = sum(w["data_wait_s"] for w in r["windows"])
         steps = sum(w["steps"] for w in r["windows"])
         rank_rows.append({
-            "rank": rank, "pid": r.get("pid"), "hostname": r.get("hostname"),
+            "rank": rank, "node_rank": r.get("node_rank", 0), "pid": r.get("pid"), "hostname": r.get("hostname"),
             "samples": samples, "steps": steps, "window_s": wall,
             "samples_per_s": samples / wall if wall > 0 else None,
             "data_wait_fraction": wait / wall if wall > 0 else None,
@@ -88,6 +102,7 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
             **{name: phase_peaks(per_rank, name) for name in PHASES},
         },
         "per_rank": rank_rows,
+        "per_node": per_node(rank_rows),
         "imbalance": (slowest / fastest) if fastest > 0 else None,
         "repeats": {"unit": "window", "count": len(rates), "samples_per_s": rates, **median_ci(rates)},
         "raw": {"step_time_ms": r0["step_times_ms"], "data_wait_ms": r0["data_wait_ms"]},

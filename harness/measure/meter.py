@@ -49,7 +49,10 @@ def real_batch_size(loader, batch) -> int:
 
 def process_identity() -> dict:
     """Which OS process on which host measured: tells real ranks apart in per_rank."""
-    return {"pid": os.getpid(), "hostname": socket.gethostname()}
+    # torchrun names each node's agent GROUP_RANK: on one host, two "nodes" differ only there.
+    node = os.environ.get("GROUP_RANK")
+    return {"pid": os.getpid(), "hostname": socket.gethostname(),
+            "node_rank": int(node) if node and node.isdigit() else 0}
 
 
 @dataclass

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# A single-node Slurm on this machine, for trying the harness's Slurm paths for real.
+#
+#   scripts/slurm-local.sh install  install the Debian packages (apt-get) if missing, nothing else
+#   scripts/slurm-local.sh up       install (Debian packages) if missing, configure, start, wait for idle
+#   scripts/slurm-local.sh down     stop the daemons this script started, by their own pids
+#   scripts/slurm-local.sh status   print sinfo, or say that nothing runs
+#
+# Needs root (it writes /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd).
+# The node gets this machine's real CPU count and memory, so a job that asks for more
+# pends, as it would on a cluster. State, logs and pid files live in $SLURM_LOCAL_DIR.
+# Scheduling intervals are short so a test's jobs start within a second or two, and
+# finished jobs stay known to `scontrol show job` for an hour (there is no accounting
+# database here, so `sacct` has nothing to say).
+set -euo pipefail
+
+DIR=${SLURM_LOCAL_DIR:-/var/tmp/harness-slurm}
+CONF=/etc/slurm/slurm.conf
+MARK="# written by harness scripts/slurm-local.sh"
+
+die() { echo "slurm-local: $*" >&2; exit 1; }
+
+install() {
+  command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+    && command -v sbatch >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || die "the Slurm packages are missing and installing them needs root"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null \
+    || apt-get install -y -qq slurm-wlm munge >/dev/null
+}
+
+write_conf() {
+  local host cpus mem_mb
+  host=$(hostname -s)
+  cpus=$(nproc --all)
+  mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 * 9 / 10 ))  # leave the OS a tenth
+  if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
+    die "$CONF exists and was not written by this script; refusing to replace a real cluster's configuration"
+  fi
+  mkdir -p /etc/slurm "$DIR/ctld" "$DIR/d"
+  cat > "$CONF" <<CONF
+$MARK
+ClusterName=harness-local
+SlurmctldHost=$host
+SlurmUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$DIR/ctld
+SlurmdSpoolDir=$DIR/d
+SlurmctldPidFile=$DIR/slurmctld.pid
+SlurmdPidFile=$DIR/slurmd.pid
+SlurmctldLogFile=$DIR/slurmctld.log
+SlurmdLogFile=$DIR/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=1,sched_min_interval=100000
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MinJobAge=3600
+KillWait=10
+InactiveLimit=0
+MessageTimeout=10
+NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+up() {
+  install
+  write_conf
+  mkdir -p "$DIR/munge" /run/munge
+  chown munge:munge /run/munge "$DIR/munge" 2>/dev/null || true
+  [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none; }
+  chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+  if ! alive "$DIR/munged.pid"; then
+    runuser -u munge -- munged --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
+      || die "munged did not start (see $DIR/munge/munged.log)"
+    cp "$DIR/munge/munged.pid" "$DIR/munged.pid"
+  fi
+  alive "$DIR/slurmctld.pid" || slurmctld || die "slurmctld did not start (see $DIR/slurmctld.log)"
+  alive "$DIR/slurmd.pid" || slurmd || die "slurmd did not start (see $DIR/slurmd.log)"
+  for _ in $(seq 120); do
+    if sinfo -h -o '%t' 2>/dev/null | grep -qx 'idle'; then
+      sinfo
+      return 0
+    fi
+    sleep 0.5
+  done
+  sinfo >&2 || true
+  die "the node did not become idle within 60 s (see $DIR/slurmctld.log and $DIR/slurmd.log)"
+}
+
+down() {
+  local name pid
+  for name in slurmd slurmctld munged; do
+    [ -f "$DIR/$name.pid" ] || continue
+    pid=$(cat "$DIR/$name.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    fi
+    rm -f "$DIR/$name.pid"
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  up) up ;;
+  down) down ;;
+  status) sinfo 2>/dev/null || echo "slurm-local: no slurmctld answers" ;;
+  *) die "usage: $0 install|up|down|status" ;;
+esac

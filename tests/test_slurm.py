@@ -1,0 +1,254 @@
+"""Against a real Slurm: sweeps through ``--executor slurm`` and launch/slurm.sbatch.
+
+They run whenever ``sbatch`` answers. Where Slurm is installed but not running (CI after
+``scripts/slurm-local.sh install``), the session fixture brings up a single-node Slurm with
+that script and stops its daemons, by their pids, when the session ends. Without Slurm
+they skip, and pytest's summary (``-ra``) says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "slurm-local.sh"
+TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
+        "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False,
+        "measure.measure_peak": False, "runtime.device": "cpu"}
+TINY_ARGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _answers() -> bool:
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A Slurm that answers sbatch: the machine's own, or one this session starts and stops."""
+    if shutil.which("sbatch") is None:
+        pytest.skip("Slurm is not installed (no sbatch): `scripts/slurm-local.sh up` installs and starts "
+                    "a single-node one (root, Debian)")
+    started = False
+    if not _answers():
+        if shutil.which("slurmctld") is None or os.geteuid() != 0:
+            pytest.skip("sbatch is installed but no slurmctld answers, and this session cannot start one "
+                        "(needs slurmctld and root)")
+        proc = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180)
+        if proc.returncode != 0:
+            pytest.skip(f"could not bring up a local Slurm: {proc.stderr.strip().splitlines()[-1:]}")
+        started = True
+    yield
+    if started:
+        subprocess.run([str(SCRIPT), "down"], timeout=60)
+
+
+def sweep_file(tmp_path: Path, name: str, **spec) -> Path:
+    body = {"name": name, "base": {"config": str(REPO / "configs/digits_mlp.yaml"), "overrides": TINY},
+            "executor": "slurm", "time_limit_s": 300, **spec}
+    path = tmp_path / "sweep.in.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def rows(out: Path) -> list[dict]:
+    return yaml.safe_load((out / "sweep.yaml").read_text())["cells"]
+
+
+def jobs_named(name: str) -> dict[str, dict]:
+    """Every job the controller knows by this name: {job id: its fields}."""
+    text = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True).stdout
+    found = {}
+    for line in text.splitlines():
+        fields = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+        if fields.get("JobName") == name:
+            found[fields["JobId"]] = fields
+    return found
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def test_a_four_cell_sweep_runs_as_one_array_two_at_a_time(slurm, tmp_path):
+    name = unique("four")
+    spec = sweep_file(tmp_path, name, grid={"loader.batch_size": [16, 32], "optim.lr": [0.01, 0.05]},
+                      slurm={"array_parallelism": 2})
+    out = tmp_path / "out"
+    proc = harness("sweep", str(spec), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = rows(out)
+    assert [r["status"] for r in got] == ["completed"] * 4, got
+    assert all(r["scheduler_state"] == "COMPLETED" and r["samples_per_s"] > 0 for r in got)
+    arrays = {r["job_id"].split("_")[0] for r in got}
+    assert len(arrays) == 1, f"one job array, got {arrays}"
+    assert sorted(r["job_id"].split("_")[1] for r in got) == ["0", "1", "2", "3"]
+    # Never more than two cells running at once: the scheduler's own start and end times.
+    spans = [(datetime.fromisoformat(j["StartTime"]), datetime.fromisoformat(j["EndTime"]))
+             for j in jobs_named(f"harness-{name}").values()]
+    assert len(spans) == 4
+    for start, _ in spans:
+        assert sum(s <= start < e for s, e in spans) <= 2, spans
+
+
+def test_a_cell_past_its_time_limit_is_a_timeout_row(slurm, tmp_path):
+    spec = sweep_file(tmp_path, unique("limit"), cells=[{"train.epochs": 100000}], time_limit_s=30)
+    out = tmp_path / "out"
+    proc = harness("sweep", str(spec), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = rows(out)
+    assert row["status"] == "failed"
+    assert row["scheduler_state"] == "TIMEOUT"
+    assert row["error"].startswith("TIMEOUT: the scheduler stopped the job at its time limit (1 min)")
+    assert row["job_id"]
+
+
+def test_resume_waits_for_queued_jobs_and_submits_nothing_twice(slurm, tmp_path):
+    name = unique("held")
+    # Held jobs stay queued until released: the sweep is stopped while they wait.
+    spec = sweep_file(tmp_path, name, cells=[{"optim.lr": 0.01}, {"optim.lr": 0.05}],
+                      slurm={"additional_parameters": {"hold": True}})
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--output", str(out)],
+                             cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (
+            (out / "sweep.yaml").exists() and all(r.get("job_id") for r in rows(out))):
+        time.sleep(0.5)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 128 + signal.SIGTERM, first.stderr.read()
+    queued = rows(out)
+    assert [r["status"] for r in queued] == ["queued", "queued"]
+    ids = [r["job_id"] for r in queued]
+    assert all(j["JobState"] == "PENDING" for j in jobs_named(f"harness-{name}").values())
+
+    second = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--output", str(out),
+                               "--resume"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    time.sleep(5)  # the resumed sweep is watching the held jobs, not submitting new ones
+    subprocess.run(["scontrol", "release", ids[0].split("_")[0]], check=True)
+    stdout, stderr = second.communicate(timeout=300)
+    assert second.returncode == 0, stderr[-3000:]
+    assert "0 submitted now" in stderr
+    done = rows(out)
+    assert [r["status"] for r in done] == ["completed", "completed"], done
+    assert [r["job_id"] for r in done] == ids
+    assert len(jobs_named(f"harness-{name}")) == 2, "a job was submitted twice"
+    assert len(list((out / ".submitit").glob("*/*_submission.sh"))) == 1
+
+
+def sbatch(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
+    """Submit, then poll the controller every half second (``sbatch --wait`` polls far more slowly)."""
+    log = tmp_path / "slurm.out"
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # tests/custom_models.py
+    job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), *args],
+                         capture_output=True, text=True, timeout=60, env=env, check=True).stdout.strip()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        fields = dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
+        if fields.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+            return int(fields["ExitCode"].split(":")[0]), log.read_text() if log.exists() else ""
+        time.sleep(0.5)
+    subprocess.run(["scancel", job])
+    raise AssertionError(f"job {job} did not end within {timeout} s")
+
+
+def test_sbatch_on_a_cpu_node_starts_a_process_per_task_not_eight(slurm, tmp_path):
+    run = tmp_path / "run"
+    code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_mlp.yaml",
+                       *TINY_ARGS, "--output", str(run))
+    assert code == 0, log[-3000:]
+    assert "1 node(s) x 2 process(es) = 2" in log
+    report = yaml.safe_load((run / "report.yaml").read_text())
+    assert report["status"] == "completed"
+    assert report["distributed"]["world_size"] == 2
+    assert len({r["pid"] for r in report["per_rank"]}) == 2
+
+
+def test_sbatch_bad_input_ends_the_job_with_one_line(slurm, tmp_path):
+    code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_mlp.yaml",
+                       "optim.lrr=0.1", "--output", str(tmp_path / "run"))
+    assert code != 0
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ") and "optim.lrr" in lines[-1], log[-3000:]
+    assert "Traceback" not in log
+
+
+def test_sbatch_ends_with_the_failing_ranks_one_line(slurm, tmp_path):
+    code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_cnn.yaml",
+                       *TINY_ARGS, "model.name=custom_models:FailOnRank", "--output", str(tmp_path / "run"))
+    assert code == 1, log[-3000:]
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    assert lines[-1] == "error: RuntimeError: boom on rank 1 at step 3 (rank 1)", log[-3000:]
+
+
+def test_a_partition_sbatch_refuses_is_one_line_and_leaves_nothing(slurm, tmp_path):
+    spec = sweep_file(tmp_path, unique("nopart"), cells=[{"optim.lr": 0.01}],
+                      slurm={"partition": "no-such-partition"})
+    out = tmp_path / "out"
+    proc = harness("sweep", str(spec), "--output", str(out))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: slurm: sbatch refused the array:"), proc.stderr
+    assert not out.exists()
+
+
+def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_path):
+    """SIGTERM to the batch script (what --signal=B:TERM@120 or a pre-emption sends): the ranks
+    checkpoint, the job requeues itself, and its next start resumes the run folder."""
+    run, log = tmp_path / "run", tmp_path / "slurm.out"
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    args = [a for a in TINY_ARGS if not a.startswith(("train.epochs", "output.checkpoint_every_epoch"))]
+    job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), "--ntasks-per-node=2",
+                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=40",
+                          "--output", str(run)], capture_output=True, text=True, env=env, check=True).stdout.strip()
+
+    def job_field(key: str) -> str:
+        text = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True).stdout
+        return dict(tok.split("=", 1) for tok in text.split() if "=" in tok).get(key, "")
+
+    def wait_for(what, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert time.monotonic() < deadline, log.read_text() if log.exists() else "no log"
+            time.sleep(0.5)
+
+    try:
+        wait_for(lambda: any((run / "checkpoints").glob("epoch_*")))
+        subprocess.run(["scancel", "--signal=TERM", "--batch", job], check=True)
+        wait_for(lambda: job_field("Restarts") == "1")
+        report = yaml.safe_load((run / "report.yaml").read_text())
+        assert report["status"] == "interrupted", report.get("error")
+        # Slurm holds a requeued job for a while before it may start: start it now.
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        wait_for(lambda: job_field("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
+    finally:
+        subprocess.run(["scancel", job])
+    assert job_field("JobState") == "COMPLETED", log.read_text()
+    report = yaml.safe_load((run / "report.yaml").read_text())
+    assert report["status"] == "completed"
+    assert report["resumed_from_epoch"] >= 1
+    assert f"restart 1 of job {job}: resuming {run}" in log.read_text()

@@ -1,0 +1,153 @@
+"""The sweep's executor and slurm blocks, launch.* axes and the scheduler's answers: no Slurm needed.
+
+The runs against a real Slurm are in test_slurm.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.slurm_config import LaunchSpec, SlurmOptions, cell_resources, parse_slurm, split_axes
+from harness.slurm_queue import parse_sacct, parse_scontrol
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
+        "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False,
+        "measure.measure_peak": False, "runtime.device": "cpu"}
+
+
+def write_spec(tmp_path: Path, **spec) -> Path:
+    body = {"base": {"config": str(REPO / "configs/digits_mlp.yaml"), "overrides": TINY},
+            "cells": [{"optim.lr": 0.01}], **spec}
+    path = tmp_path / "sweep.in.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("spec,named", [
+    ({"executor": "kubernetes"}, "executor: expected one of local, slurm"),
+    ({"slurm": {"partiton": "gpu"}}, "slurm.partiton: unknown key"),
+    ({"slurm": {"cpus_per_task": 0}}, "slurm.cpus_per_task: expected an integer >= 1"),
+    ({"slurm": {"mem_gb": "lots"}}, "slurm.mem_gb: expected a finite number > 0"),
+    ({"slurm": {"nodes": 2}}, "slurm.nodes: a sweep cell runs on one node"),
+    ({"slurm": {"additional_parameters": {"constraint": [1]}}}, "slurm.additional_parameters.constraint"),
+    ({"slurm": {"array_parallelism": True}}, "slurm.array_parallelism: expected an integer >= 1"),
+    ({"cells": [{"launch.nproc": 2, "launch.mode": "cpu"}]}, "launch.nproc: mode cpu runs one process"),
+    ({"cells": [{"launch.procs": 2}]}, "launch.procs: unknown key"),
+    ({"cells": [{"slurm.gpus": 1}]}, "slurm.gpus: unknown key"),
+    ({"executor": "slurm", "oom_backoff": True}, "oom_backoff: only with executor local"),
+])
+def test_bad_executor_input_is_one_line_naming_the_key(tmp_path, capsys, spec, named):
+    out = tmp_path / "out"
+    assert main(["sweep", str(write_spec(tmp_path, **spec)), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not (out / "sweep.yaml").exists()
+
+
+def test_slurm_without_submitit_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    out = tmp_path / "out"
+    assert main(["sweep", str(write_spec(tmp_path)), "--output", str(out), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "harness[slurm]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_launch_and_slurm_axes_are_not_config_keys():
+    overrides, launch, own = split_axes({"optim.lr": 0.1, "launch.nproc": 2, "slurm.mem_gb": 4}, "cell x")
+    assert overrides == {"optim.lr": 0.1}
+    assert launch == LaunchSpec("ddp", 2)
+    assert own == {"mem_gb": 4.0}
+    # One process with no mode is a plain `harness run`.
+    assert split_axes({"launch.nproc": 1}, "c")[1] == LaunchSpec(None, 1)
+
+
+def test_a_multi_process_cell_asks_a_cpu_per_process_unless_told():
+    options = parse_slurm({"partition": "cpu", "time_limit_s": 120})
+    assert cell_resources(options, {}, LaunchSpec("ddp", 4)).cpus_per_task == 4
+    assert cell_resources(options, {"cpus_per_task": 16}, LaunchSpec("ddp", 4)).cpus_per_task == 16
+    assert cell_resources(options, {}, None).cpus_per_task is None
+    assert cell_resources(SlurmOptions(), {"gpus_per_node": 4}, LaunchSpec("ddp", 4)).cpus_per_task is None
+    assert cell_resources(options, {}, None).partition == "cpu"
+
+
+def test_scheduler_answers_are_read_per_array_task():
+    scontrol = (  # recorded from Slurm 22.05: two tasks done, the pending rest in one record
+        "JobId=12 JobName=harness-s ArrayJobId=10 ArrayTaskId=1 JobState=TIMEOUT Reason=TimeLimit\n"
+        "JobId=11 JobName=harness-s ArrayJobId=10 ArrayTaskId=0 JobState=COMPLETED Reason=None\n"
+        "JobId=10 JobName=harness-s ArrayJobId=10 ArrayTaskId=2-3%2 JobState=PENDING Reason=JobArrayTaskLimit\n"
+        "JobId=7 JobName=wrap JobState=RUNNING Reason=None\n")
+    assert parse_scontrol(scontrol) == {"10_0": "COMPLETED", "10_1": "TIMEOUT", "10_2": "PENDING",
+                                        "10_3": "PENDING", "7": "RUNNING"}
+    sacct = "10_0|COMPLETED\n10_1|CANCELLED by 0\n10_[2-3%2]|PENDING\n9|NODE_FAIL\n"
+    assert parse_sacct(sacct) == {"10_0": "COMPLETED", "10_1": "CANCELLED", "10_2": "PENDING",
+                                  "10_3": "PENDING", "9": "NODE_FAIL"}
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_launch_nproc_axis_runs_one_and_two_processes_and_rows_say_so(tmp_path):
+    """Weak scaling as a sweep: the same per-device batch on 1 and on 2 gloo processes."""
+    spec = write_spec(tmp_path, cells=None, grid={"launch.nproc": [1, 2]}, time_limit_s=300)
+    body = yaml.safe_load(spec.read_text())
+    del body["cells"]
+    spec.write_text(yaml.safe_dump(body, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--output", str(out)]) == 0
+    rows = yaml.safe_load((out / "sweep.yaml").read_text())["cells"]
+    assert [r["status"] for r in rows] == ["completed", "completed"], rows
+    assert [(r["nproc"], r["world_size"]) for r in rows] == [(1, 1), (2, 2)]
+    assert [(r["per_device_batch_size"], r["global_batch_size"]) for r in rows] == [(16, 16), (16, 32)]
+    assert "harness launch" not in (out / "cells" / rows[0]["id"] / "command.txt").read_text()
+    assert " launch --mode ddp --nproc 2 " in (out / "cells" / rows[1]["id"] / "command.txt").read_text()
+
+
+def test_a_job_that_cannot_write_the_sweep_folder_says_it_must_be_shared(tmp_path):
+    from harness.slurm_job import run_cell_job
+
+    result = run_cell_job(["true"], "/dev/null/cells/x")  # a folder no node could create
+    assert result["exit_code"] is None
+    assert "not writable from the job" in result["error"] and "the nodes share" in result["error"]
+
+
+def test_a_requeued_cell_resumes_from_its_folder(tmp_path, monkeypatch):
+    from harness.slurm_job import _resumable, resume_command
+
+    cmd = ["python", "-m", "harness", "run", "c.yaml", "a=1", "--output", str(tmp_path)]
+    assert resume_command(cmd, tmp_path) == ["python", "-m", "harness", "run", "c.yaml", "a=1", "--resume",
+                                             str(tmp_path)]
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert not _resumable(tmp_path)  # nothing ran there yet: start afresh
+    (tmp_path / "config.yaml").write_text("{}")
+    assert _resumable(tmp_path)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert not _resumable(tmp_path)
+
+
+@pytest.mark.parametrize("state", ["TIMEOUT", "PREEMPTED", "NODE_FAIL"])
+def test_a_job_the_scheduler_killed_is_a_failed_row_with_that_reason(tmp_path, state):
+    from harness.sweep_config import load_sweep
+    from harness.sweep_slurm import finished_row
+
+    cell = load_sweep(write_spec(tmp_path)).cells[0]
+    (tmp_path / "cells" / cell.id).mkdir(parents=True)
+    row = {"id": cell.id, "job_id": "41_0", "status": "running", "resources": {"time_limit_min": 5}}
+    done = finished_row(tmp_path, cell, row, state)
+    assert done["status"] == "failed" and done["scheduler_state"] == state and done["job_id"] == "41_0"
+    assert done["error"].startswith(f"{state}: the "), done["error"]
+
+
+def test_slurm_without_srun_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import submitit.slurm.slurm as submitit_slurm
+
+    monkeypatch.setattr(submitit_slurm.shutil, "which", lambda name: None)
+    out = tmp_path / "out"
+    assert main(["sweep", str(write_spec(tmp_path)), "--output", str(out), "--executor", "slurm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: executor slurm:") and "srun" in err, err
+    assert not out.exists()
