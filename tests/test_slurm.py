@@ -21,8 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.lock import read_lock
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
+LOGS = Path(os.environ.get("SLURM_LOCAL_DIR", "/var/tmp/harness-slurm"))  # scripts/slurm-local.sh's daemons
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
         "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False,
         "measure.measure_peak": False, "runtime.device": "cpu"}
@@ -242,12 +245,20 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
         wait_for(lambda: job_field("Restarts") == "1")
         report = yaml.safe_load((run / "report.yaml").read_text())
         assert report["status"] == "interrupted", report.get("error")
-        # Slurm holds a requeued job for a while before it may start: start it now.
+        # The first start's processes must be gone (the run's lock released) before the next
+        # one may take the folder; Slurm then holds a requeued job for a while: start it now.
+        wait_for(lambda: job_field("JobState") == "PENDING" and read_lock(run) is None)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
         wait_for(lambda: job_field("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
     finally:
         subprocess.run(["scancel", job])
-    assert job_field("JobState") == "COMPLETED", log.read_text()
+    state = job_field("JobState")
+    if state != "COMPLETED":  # what the controller and the node said of this job, to tell why
+        said = "".join(line for f in ("slurmctld.log", "slurmd.log") if (LOGS / f).is_file()
+                       for line in (LOGS / f).read_text(errors="replace").splitlines(True)[-400:]
+                       if f"JobId={job}" in line or f"job {job}" in line.lower() or f"StepId={job}" in line)
+        pytest.fail(f"job {job} ended {state} ({job_field('Reason')}, exit {job_field('ExitCode')})\n"
+                    f"{log.read_text()}\n--- Slurm's logs ---\n{said}")
     report = yaml.safe_load((run / "report.yaml").read_text())
     assert report["status"] == "completed"
     assert report["resumed_from_epoch"] >= 1
