@@ -129,13 +129,6 @@ def _read_report(cell_dir: Path) -> dict | None:
         return None
 
 
-def config_hash(cfg) -> str:
-    # config.py imports accel (torch): only running or resuming cells needs it, not compare or report.
-    from harness.config import config_hash as resolved_hash
-
-    return resolved_hash(cfg)
-
-
 def _is_oom(attempt: Attempt) -> bool:
     text = f"{attempt.stderr}\n{attempt.error or ''}".lower()
     return attempt.status == "failed" and OOM_MARKER in text
@@ -175,7 +168,7 @@ def _stop_on(signum, frame):
 
 def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
     """Run a cell (halving the batch size after an out-of-memory error if asked); its row."""
-    requested = batch = cell.config.loader.batch_size
+    requested = batch = cell.batch_size
     overrides, seconds, attempts = list(cell.overrides), 0.0, 0
     while True:
         try:
@@ -183,7 +176,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
         except SweepStopped as stop:
             # The cell got the signal too and checkpointed: the row says so, never "pending".
             report = _read_report(cell_dir)
-            stop.row = {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
+            stop.row = {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
                         "status": "interrupted", "error": f"the sweep was {stop}", "attempts": attempts + 1,
                         "report": f"cells/{cell.id}/report.yaml" if report is not None else None,
                         **figures(report)}
@@ -198,7 +191,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
         overrides = list(cell.overrides) + [override_text("loader.batch_size", batch)]
     return {
         "id": cell.id,
-        "config_hash": config_hash(cell.config),
+        "config_hash": cell.config_hash,
         "axes": cell.axes,
         "nproc": cell.launch.nproc if cell.launch else 1,
         "status": attempt.status,
@@ -294,7 +287,7 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
 
     def keep(cell: Cell) -> bool:
         row = previous.get(cell.id, {})
-        if row.get("config_hash") != config_hash(cell.config):
+        if row.get("config_hash") != cell.config_hash:
             return False  # the base config or an override changed since: the row is another recipe's
         return row.get("status") == "completed" or (row.get("status") == "failed" and not retry_failed)
 
@@ -329,9 +322,9 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
 def cmd_sweep(args) -> int:
     if args.retry_failed and not args.resume:
         raise BadInput("--retry-failed: only with --resume (it reruns the failed cells of an earlier sweep)")
-    from harness.sweep_config import load_sweep
+    from harness.sweep_config import load_sweep_apart
 
-    spec = load_sweep(args.sweep)
+    spec = load_sweep_apart(args.sweep)  # torch stays out of this process (a cell's PSS is its own)
     out = Path(args.output or Path("sweeps") / spec.name)
     if (args.executor or spec.executor) == "slurm":
         from harness.sweep_slurm import cmd_slurm_sweep

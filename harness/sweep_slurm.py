@@ -34,7 +34,7 @@ import harness
 from harness import slurm_queue
 from harness.errors import BadInput
 from harness.slurm_config import SlurmResources, cell_resources, resource_dict
-from harness.sweep import (_last_line, _now, _read_report, cell_command, config_hash, figures, pending_row,
+from harness.sweep import (_last_line, _now, _read_report, cell_command, figures, pending_row,
                            read_rows, summary_table, write_sweep)
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ def finished_row(out: Path, cell: Cell, row: dict, state: str) -> dict:
                      or (f"exit status {info['exit_code']}" if info.get("exit_code") is not None
                          else f"job {state}"))
     seconds = info.get("seconds") or ((report or {}).get("timing") or {}).get("total_wall_s")
-    batch = cell.config.loader.batch_size
+    batch = cell.batch_size
     return {**row, "status": "completed" if ok else "failed", "error": error, "scheduler_state": state,
             "host": info.get("host"), "seconds": round(seconds, 3) if seconds else None, "attempts": 1,
             "report": f"cells/{cell.id}/report.yaml" if report is not None else None,
@@ -228,7 +228,7 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
     rows, todo, waiting = [], [], {}
     for i, cell in enumerate(spec.cells):
         row = previous.get(cell.id, {})
-        same = row.get("config_hash") == config_hash(cell.config)
+        same = row.get("config_hash") == cell.config_hash
         if same and row.get("job_id") and row.get("status") in ("queued", "running"):
             rows.append(row)  # still with the scheduler: wait for it, never submit it twice
             waiting[str(row["job_id"])] = i
@@ -250,7 +250,7 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
             raise
         for cell, job_id in zip(cells, job_ids):
             i = index[cell.id]
-            rows[i] = {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
+            rows[i] = {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
                        "nproc": cell.launch.nproc if cell.launch else 1, "status": "queued", "job_id": job_id,
                        "scheduler_state": "PENDING", "submitted_at": _now(),
                        "resources": {**resource_dict(res), "time_limit_min": time_limit_min(spec, res)}}

@@ -441,13 +441,12 @@ def _sweep_file(tmp_path: Path, seed: int) -> Path:
 def fake_cells(monkeypatch):
     """Cells that 'run' instantly: the sweep's bookkeeping is under test, not training."""
     from harness import sweep
-    from harness.config import config_hash
 
     ran = []
 
     def fake(spec, cell, cell_dir):
         ran.append(cell.id)
-        return {"id": cell.id, "config_hash": config_hash(cell.config), "axes": cell.axes,
+        return {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
                 "status": "completed", "error": None}
 
     monkeypatch.setattr(sweep, "run_with_backoff", fake)

@@ -123,6 +123,33 @@ def test_resume_after_an_interrupted_sweep_runs_only_the_missing_cell(tmp_path):
     assert (out / second["report"]).stat().st_mtime_ns > second_mtime
 
 
+@pytest.mark.slow
+def test_the_sweep_process_never_imports_torch(tmp_path):
+    """Its cells' PSS is theirs alone: a parent holding libtorch would share those pages with
+    each cell and lower the cell's PSS by its share (~150 MB measured). Validation still runs
+    (a bad cell is refused in one line), in a forked child that exits."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(code)")
+    good = write_sweep(tmp_path, [{"loader.batch_size": 32}])
+    proc = subprocess.run([sys.executable, "-c", probe, "sweep", str(good), "--output", str(tmp_path / "out")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "torch imported: False" in proc.stdout
+    (row,) = read_rows(tmp_path / "out")
+    assert row["status"] == "completed" and row["config_hash"]
+
+    (tmp_path / "bad").mkdir()
+    bad = write_sweep(tmp_path / "bad", [{"loader.batch_size": 16}, {"loader.batch_size": -4}])
+    proc = subprocess.run([sys.executable, "-c", probe, "sweep", str(bad), "--output", str(tmp_path / "out2")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "torch imported: False" in proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1 and "loader.batch_size" in proc.stderr
+    assert not (tmp_path / "out2").exists()
+
+
 def test_an_existing_sweep_is_not_overwritten_without_resume(tmp_path, capsys):
     path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
     out = tmp_path / "out"
