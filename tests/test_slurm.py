@@ -248,6 +248,11 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
         # The first start's processes must be gone (the run's lock released) before the next
         # one may take the folder; Slurm then holds a requeued job for a while: start it now.
         wait_for(lambda: job_field("JobState") == "PENDING" and read_lock(run) is None)
+        # slurmd compares a credential's creation time with the job's revocation in whole
+        # seconds: a restart in the second of the requeue is "credential revoked" and the job
+        # FAILS (seen under load). Slurm's own hold avoids that; when cutting it short, let a
+        # second pass first.
+        time.sleep(2)
         subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
         wait_for(lambda: job_field("JobState") in ("COMPLETED", "FAILED", "CANCELLED"))
     finally:
