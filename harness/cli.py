@@ -73,12 +73,37 @@ def _warn_single_process_launch() -> None:
               file=sys.stderr)
 
 
+def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
+    """``measure.repeat_unit: run``: N fresh runs and one combined report; this process
+    stays torch-free, so each run's PSS is its own (harness/repeats.py)."""
+    from harness import repeats
+    from harness.lock import RunLock
+
+    repeats.check_can_repeat(bool(args.resume))
+    plan = repeats.plan(config_path, overrides, Path(args.output) if args.output else None)
+    output = Path(plan["output"])
+    if not plan["whole_runs"] or plan["scenario"] != "training":
+        return -1  # the YAML asked for whole runs but the validated config does not: the normal path
+    with RunLock(output):  # each repeat locks its own repeat_NN/
+        report, code = repeats.run_repeats(plan, config_path, overrides, output)
+    if report.get("throughput"):
+        print(_summary_table(report, output / "report.yaml"))
+    return code
+
+
 def cmd_run(args) -> int:
+    _warn_single_process_launch()
+    config_path, overrides = _split_positionals(args.items)
+    if not args.resume:
+        from harness.repeats import asks_whole_runs
+
+        if asks_whole_runs(config_path, overrides):
+            code = _run_whole_runs(args, config_path, overrides)
+            if code >= 0:
+                return code
     from harness.config import load_config
     from harness.runner import execute
 
-    _warn_single_process_launch()
-    config_path, overrides = _split_positionals(args.items)
     if args.resume:
         output = Path(args.resume)
         if config_path is None:
@@ -98,14 +123,8 @@ def cmd_run(args) -> int:
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
         from harness import repeats
 
-        from harness.lock import RunLock
-
-        repeats.check_can_repeat(bool(args.resume))
-        with RunLock(output):  # each repeat locks its own repeat_NN/
-            report, code = repeats.run_repeats(cfg, config_path, overrides, output)
-        if report.get("throughput"):
-            print(_summary_table(report, output / "report.yaml"))
-        return code
+        repeats.check_can_repeat(bool(args.resume))  # --resume of whole runs: refused in one line
+        return _run_whole_runs(args, config_path, overrides)  # torch is loaded here: a plain call
     resume = _plan_resume(args, cfg, output)
     if resume is None:
         return EXIT_OK

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from harness import strict_yaml
+from harness.raw_config import apply_overrides, parse_override, read_yaml  # noqa: F401 -- re-exported
 from harness.accel import RuntimeConfig
 from harness.checkpoint import OutputConfig
 from harness.data.datasets import DataConfig
@@ -177,51 +177,6 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     except ConfigValueError as err:
         dotted = f"{prefix}.{err.field}" if prefix else err.field
         raise BadInput(f"{dotted}: {err.message}", key=dotted) from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``loader.batch_size=128`` -> (["loader", "batch_size"], 128); values are YAML."""
-    if "=" not in text:
-        raise BadInput(f"override {text!r}: expected KEY=VALUE, e.g. loader.batch_size=128")
-    key, raw_value = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise BadInput(f"override {text!r}: {key!r} is not a dotted key")
-    try:
-        value = strict_yaml.loads(raw_value) if raw_value.strip() else None
-    except BadInput as err:
-        raise BadInput(f"override {text!r}: the value is not valid YAML ({err})") from None
-    return parts, value
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    for text in overrides:
-        parts, value = parse_override(text)
-        node = raw
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                dotted = ".".join(parts[: depth + 1])
-                raise BadInput(f"override {text!r}: {dotted} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return raw
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    text = strict_yaml.read_text(path)
-    try:
-        raw = strict_yaml.loads(text)
-    except BadInput as err:
-        raise BadInput(f"{path}: {err}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise BadInput(f"{path}: expected a mapping of sections at the top level")
-    return raw
 
 
 def _override_of(key: str | None, overrides: list[str]) -> str | None:

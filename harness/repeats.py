@@ -7,6 +7,9 @@ of threads. Whole-run repeats can. Each repeat is an ordinary ``harness run`` in
 repeat with the median samples/s (so all its figures come from one real run), and
 its ``repeats`` block holds every repeat's figures, their median and the
 confidence interval of the median with its exact coverage (``ci_level``).
+
+The parent never imports torch (the config is validated in a forked child, ``plan``): a
+parent holding libtorch would share its pages with each repeat and lower the repeat's PSS.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.config import Config, config_hash, recipe_hash, to_dict
 from harness.errors import BadInput
 from harness.measure.stats import median_ci
 from harness.report import load_report, write_report
@@ -36,8 +38,43 @@ def check_can_repeat(resume: bool) -> None:
                        "launcher use measure.repeat_unit: window, or launch once per repeat")
 
 
-def run_repeats(cfg: Config, config_path: str | None, overrides: list[str], output: Path) -> tuple[dict, int]:
-    n = cfg.measure.repeats
+def _plan(config_path: str | None, overrides: list[str], output: str | None) -> dict:
+    from harness.config import config_hash, load_config, recipe_hash, to_dict
+
+    cfg = load_config(config_path, overrides)
+    cfg.output.dir = output or cfg.output.dir
+    return {"config": to_dict(cfg), "config_hash": config_hash(cfg), "recipe_hash": recipe_hash(cfg),
+            "output": cfg.output.dir,
+            "repeats": cfg.measure.repeats, "whole_runs": cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1,
+            "scenario": cfg.scenario}
+
+
+def plan(config_path: str | None, overrides: list[str], output: Path | None) -> dict:
+    """The validated config as plain data (resolved dict, hashes, repeat count, output folder:
+    ``output`` or the config's), computed in a forked child so that this process stays
+    torch-free (harness/apart.py)."""
+    from harness.apart import call_apart
+
+    return call_apart(_plan, config_path, overrides, str(output) if output is not None else None)
+
+
+def asks_whole_runs(config_path: str | None, overrides: list[str]) -> bool:
+    """Whether the config and overrides ask for ``measure.repeat_unit: run`` with repeats > 1,
+    read from the YAML alone (torch-free); a value that will not validate is left to the
+    normal path, whose error names it."""
+    from harness.raw_config import apply_overrides, read_yaml
+
+    try:
+        raw = apply_overrides(read_yaml(config_path) if config_path else {}, list(overrides))
+    except BadInput:
+        return False
+    measure = raw.get("measure") if isinstance(raw.get("measure"), dict) else {}
+    repeats = measure.get("repeats")
+    return measure.get("repeat_unit") == "run" and isinstance(repeats, int) and repeats > 1
+
+
+def run_repeats(plan: dict, config_path: str | None, overrides: list[str], output: Path) -> tuple[dict, int]:
+    n = plan["repeats"]
     reports = []
     for k in range(1, n + 1):
         folder = output / f"repeat_{k:02d}"
@@ -56,7 +93,7 @@ def run_repeats(cfg: Config, config_path: str | None, overrides: list[str], outp
                 write_report(output / "report.yaml", report)
             return report, code
         reports.append(load_report(folder))
-    return combine(cfg, reports, output), 0
+    return combine(plan, reports, output), 0
 
 
 def _call_forwarding_signals(cmd: list[str]) -> int:
@@ -78,14 +115,14 @@ def _values(reports: list[dict], *path: str) -> list:
     return out
 
 
-def combine(cfg: Config, reports: list[dict], output: Path) -> dict:
+def combine(plan: dict, reports: list[dict], output: Path) -> dict:
     rates = _values(reports, "throughput", "samples_per_s")
     order = sorted(range(len(reports)), key=lambda i: rates[i] or 0.0)
     shown = order[(len(order) - 1) // 2]  # the (lower) median run
     report = dict(reports[shown])
-    report["config"] = to_dict(cfg)
-    report["config_hash"] = config_hash(cfg)
-    report["recipe_hash"] = recipe_hash(cfg)
+    report["config"] = plan["config"]
+    report["config_hash"] = plan["config_hash"]
+    report["recipe_hash"] = plan["recipe_hash"]
     numbers = [r for r in rates if r is not None]
     report["repeats"] = {
         "unit": "run",

@@ -36,10 +36,7 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import pickle
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,44 +214,16 @@ def load_sweep(path: str | Path) -> SweepSpec:
     return spec
 
 
-def load_sweep_apart(path: str | Path) -> SweepSpec:
-    """``load_sweep`` in a forked child, which imports torch and exits; the cells come back
-    without their ``config`` (hash and batch size kept), so this process stays torch-free.
+def _plain_spec(path: str | Path) -> SweepSpec:
+    spec = load_sweep(path)
+    for cell in spec.cells:
+        cell.config = None  # a Config would need harness.config (torch) to unpickle
+    return spec
 
-    Where torch is already loaded (the tests' own process) or there is no fork, it is
-    ``load_sweep`` here.
-    """
-    if "torch" in sys.modules or not hasattr(os, "fork"):
-        return load_sweep(path)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: validate, send the plain spec or the one-line error, leave at once
-        os.close(read)
-        code = 0
-        try:
-            spec = load_sweep(path)
-            for cell in spec.cells:
-                cell.config = None
-            payload = ("ok", spec)
-        except BadInput as err:
-            payload = ("bad", str(err))
-        except BaseException as err:  # noqa: BLE001 -- anything else is the parent's to raise
-            payload = ("error", f"{type(err).__name__}: {err}")
-        try:
-            with os.fdopen(write, "wb") as pipe:
-                pickle.dump(payload, pipe)
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)  # no atexit handlers, no flushing of buffers the parent owns
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise RuntimeError(f"validating {path} in a child process failed (wait status {status})")
-    kind, value = pickle.loads(data)
-    if kind == "bad":
-        raise BadInput(value)
-    if kind == "error":
-        raise RuntimeError(f"validating {path}: {value}")
-    return value
+
+def load_sweep_apart(path: str | Path) -> SweepSpec:
+    """``load_sweep`` in a forked child (harness/apart.py): the cells come back without their
+    ``config`` (hash and batch size kept), so the sweep's own process stays torch-free."""
+    from harness.apart import call_apart
+
+    return call_apart(_plain_spec, path)

@@ -142,6 +142,30 @@ def test_scaling_from_recorded_reports(tmp_path, capsys):
     assert "weak scaling (per-device batch 64)" in md and "strong scaling (global batch 64)" in md
 
 
+def test_ranks_are_grouped_by_node_and_the_slowest_named():
+    from harness.hwreport.ranks import nodes
+
+    def rank(r, node, host, samples, window):
+        return {"rank": r, "node_rank": node, "hostname": host, "samples": samples, "window_s": window}
+
+    # Two nodes of two ranks (as torchrun --nnodes 2 numbers them); rank 3 is the straggler.
+    got = nodes([rank(0, 0, "a", 640, 1.0), rank(1, 0, "a", 640, 1.1), rank(2, 1, "b", 640, 1.0),
+                 rank(3, 1, "b", 640, 2.0)])
+    assert [(n["node_rank"], n["hostname"], [r["rank"] for r in n["rows"]]) for n in got] == \
+        [(0, "a", [0, 1]), (1, "b", [2, 3])]
+    assert [n["slowest_rank"] for n in got] == [1, 3]
+    assert [n["samples_per_s"] for n in got] == [pytest.approx(1280 / 1.1), pytest.approx(1280 / 2.0)]
+
+
+def test_the_report_shows_multi_process_runs_ranks_by_node(tmp_path, capsys):
+    _run([str(DATA / "scaling"), "--output", str(tmp_path / "out"), "--no-plots"], capsys)
+    md = (tmp_path / "out" / "report.md").read_text()
+    section = md[md.index("## Ranks by node"):md.index("## Machines")]
+    # The two 2-process runs, one node each; the 1-process run has no ranks to group.
+    assert section.count("| ddp gloo ×2 | 0 | vm | 0, 1 |") == 2 and "cpu ×1" not in section
+    assert "Ranks by node" in (tmp_path / "out" / "report.html").read_text()
+
+
 def test_scaling_series_on_numbers():
     def pt(n, bs, sps):
         return Point(n, bs, n * bs, Estimate(sps))

@@ -10,7 +10,7 @@ import torch
 from harness.cli import main
 from harness.report import load_report
 from tests_support import REPORT_KEYS
-from conftest import TINY, run_cli
+from conftest import REPO, TINY, run_cli
 
 CONFIG = "configs/digits_cnn.yaml"
 
@@ -134,9 +134,18 @@ def test_default_recipe_reaches_svm_accuracy(tmp_path):
 
 
 def test_whole_run_repeats_combine_fresh_processes(tmp_path):
-    proc = run_cli("run", CONFIG, *TINY, "train.epochs=1", "measure.repeats=3", "measure.repeat_unit=run",
-                   "--output", str(tmp_path))
+    import subprocess
+    import sys
+
+    # The parent only starts runs: it never imports torch, whose shared pages would lower
+    # each repeat's PSS by the parent's share.
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print('torch imported:', 'torch' in sys.modules); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", probe, "run", CONFIG, *TINY, "train.epochs=1", "measure.repeats=3",
+                           "measure.repeat_unit=run", "--output", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert "torch imported: False" in proc.stdout
     combined = load_report(tmp_path)
     children = [load_report(tmp_path / f"repeat_{k:02d}") for k in (1, 2, 3)]
     rates = [c["throughput"]["samples_per_s"] for c in children]

@@ -43,7 +43,7 @@ def content(items: list[Loaded], naming: MachineNaming, baseline_machine: str | 
     for item in items:
         envs[naming(item.report, item.path)].append(item)
     drawn = charts.make_charts(comp, summaries, fams) if plot else None
-    return documents.Content(comp, summaries, fams, envs, drawn, len(items))
+    return documents.Content(comp, summaries, fams, envs, drawn, len(items), items)
 
 
 def write(c: documents.Content, output: Path) -> list[Path]:

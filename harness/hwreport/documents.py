@@ -12,7 +12,7 @@ import html
 from dataclasses import dataclass
 
 from harness.compare import Loaded
-from harness.hwreport import tables
+from harness.hwreport import ranks, tables
 from harness.hwreport.charts import Chart, label
 from harness.hwreport.compare_machines import Comparison, Summary
 from harness.hwreport.scaling import Family
@@ -26,6 +26,8 @@ class Content:
     environments: dict[str, list[Loaded]]
     charts: dict[str, Chart] | None
     reports: int
+    items: list[Loaded] | None = None
+    """Every report read: the multi-process ones get their ranks grouped by node."""
 
 
 def _intro(c: Content) -> list[str]:
@@ -37,6 +39,10 @@ def _intro(c: Content) -> list[str]:
             "apart), whatever the run's name; rows of different workloads are never joined. Intervals are of the "
             "median over independent replicates (repeats or reports), with their exact coverage; a speed-up's "
             "interval divides the ends of the two and covers at least the level shown. One value: no interval."]
+
+
+RANKS_NOTE = ("Each multi-process run's ranks, grouped by node. The run's samples/s is all ranks' samples over "
+              "the slowest rank's window, so the slowest rank is the one that set it; per-rank figures in rank order.")
 
 
 def _chart_missing(c: Content) -> bool:
@@ -75,6 +81,8 @@ def render_markdown(c: Content, files: dict[str, str]) -> str:
         for i, f in enumerate(c.families):
             lines += [f"### {f.title} on {label(f.key)}", "", *_md_chart(c, f"scaling_{i}", files),
                       *_md_table(tables.SCALING_HEADER, tables.scaling_rows(f)), ""]
+    if c.items and ranks.rows(c.items):
+        lines += ["## Ranks by node", "", RANKS_NOTE, "", *_md_table(ranks.HEADER, ranks.rows(c.items)), ""]
     lines += ["## Machines", "", *_md_table(*tables.machines_table(c.environments), numeric=False), ""]
     return "\n".join(lines)
 
@@ -140,6 +148,9 @@ def render_html(c: Content) -> str:
         for i, f in enumerate(c.families):
             parts += [f"<h3>{html.escape(f.title)} on {html.escape(label(f.key))}</h3>",
                       _html_chart(c, f"scaling_{i}"), _html_table(tables.SCALING_HEADER, tables.scaling_rows(f))]
+    if c.items and ranks.rows(c.items):
+        parts += ["<h2>Ranks by node</h2>", f"<p class=note>{html.escape(RANKS_NOTE)}</p>",
+                  _html_table(ranks.HEADER, ranks.rows(c.items))]
     parts += ["<h2>Machines</h2>", _html_table(*tables.machines_table(c.environments))]
     parts.append("</body></html>")
     return "\n".join(parts)
