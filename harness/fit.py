@@ -120,6 +120,12 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     return b.loaders.train
 
 
+def _drain(meter: Meter) -> None:
+    """metrics.jsonl holds every line up to the checkpoint's step before the checkpoint exists."""
+    if getattr(meter, "recorder", None) is not None:
+        meter.recorder.drain()
+
+
 def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -> str:
     """Train the remaining epochs; returns why training ended.
 
@@ -150,6 +156,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 hist.stopped_inside(result, time.perf_counter() - t0)
                 hist.train_elapsed_s = time.perf_counter() - started
                 hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
+                _drain(meter)
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
                                                cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
@@ -171,6 +178,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 hist.time_to_target_wall_s = hist.train_elapsed_s
             stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
             if cfg.output.checkpoint_every_epoch or stop is not None:
+                _drain(meter)
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
                                                recipe=to_dict(cfg))

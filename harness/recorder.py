@@ -7,11 +7,19 @@ writes one interval line; all else between those points is a few host counters a
 one in-place add on the device (the loss: a ``.item()`` per step would synchronise
 every step). The step axis is the global optimizer step, so a resumed run carries on
 where its checkpoint stood. Only the main process records.
+
+The lines themselves (metrics.jsonl and ``accelerator.log``, whose TensorBoard writer
+flushes to disk on every call) are written by one background thread, in order, so the
+training thread only builds a small dict per interval. Before a checkpoint, ``drain``
+waits for every queued line: a resume from that checkpoint then finds each line up to
+its step on disk, and steps never skip.
 """
 
 from __future__ import annotations
 
+import queue
 import statistics
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +67,14 @@ class Recorder:
             if resumed:
                 metrics_stream.continue_from(output, steps_done, epochs_done)
             self.stream = metrics_stream.MetricStream(output, fresh=not resumed)
+        self.tracker_error: str | None = None
+        """The first error a tracker raised while logging: the run goes on, its report warns."""
+        self._lines: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        if self.enabled:
+            self._lines = queue.Queue()
+            self._writer = threading.Thread(target=self._write_lines, name="harness-recorder", daemon=True)
+            self._writer.start()
 
     def _reset(self) -> None:
         self._loss.zero_()
@@ -121,13 +137,30 @@ class Recorder:
         return float(scaler.get_scale()) if scaler is not None else None
 
     def _emit(self, row: dict, to_trackers: bool = True) -> None:
-        self.stream.write(row)
-        if not to_trackers:
-            return
-        values = {_tag(row["kind"], k): v for k, v in row.items()
-                  if k not in NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if self.acc.trackers:
-            self.acc.log(values, step=self.step)
+        self._lines.put((row, to_trackers))
+
+    def _write_lines(self) -> None:
+        """The writer thread: each queued line to metrics.jsonl, then to the trackers."""
+        while True:
+            item = self._lines.get()
+            try:
+                if item is None:
+                    return
+                row, to_trackers = item
+                self.stream.write(row)
+                if to_trackers and self.acc.trackers:
+                    values = {_tag(row["kind"], k): v for k, v in row.items()
+                              if k not in NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                    self.acc.log(values, step=row["step"])
+            except Exception as err:  # noqa: BLE001 -- a tracker failing costs a warning, not the run
+                self.tracker_error = self.tracker_error or f"{err.__class__.__name__}: {err}"
+            finally:
+                self._lines.task_done()
+
+    def drain(self) -> None:
+        """Wait until every line queued so far is written (before a checkpoint)."""
+        if self._lines is not None and self._writer.is_alive():
+            self._lines.join()
 
     # -- what fit.py and the runner call ----------------------------------------------
 
@@ -150,13 +183,13 @@ class Recorder:
                **{k: heads.get(k) for k in FINAL if k in heads},
                "test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss"),
                "best_dev_accuracy": acc.get("best_dev_accuracy")}
-        try:
-            # Trackers get the end figures of a completed run only: an interrupted one is resumed
-            # and ends later, and its figures at the stop would stay beside the real ones.
-            self._emit(row, to_trackers=report.get("status") == "completed")
-        except Exception as err:  # noqa: BLE001 -- a tracker failing at the end costs a warning, not the report
-            report.setdefault("warnings", []).append(f"trackers: the end figures were not logged: "
-                                                     f"{err.__class__.__name__}: {err}")
+        # Trackers get the end figures of a completed run only: an interrupted one is resumed
+        # and ends later, and its figures at the stop would stay beside the real ones.
+        self._emit(row, to_trackers=report.get("status") == "completed")
+        self._lines.put(None)
+        self._writer.join()
+        if self.tracker_error:
+            report.setdefault("warnings", []).append(f"trackers: some figures were not logged: {self.tracker_error}")
         self.stream.close()
         if self.stream.error:
             report.setdefault("warnings", []).append(f"metrics.jsonl is incomplete: {self.stream.error}")
