@@ -74,6 +74,29 @@ def test_speedup_per_workload_from_real_reports(two_machines, tmp_path, capsys):
     assert b_row["workloads"] == "2"
 
 
+def test_a_workload_never_run_in_the_reference_mode_is_measured_against_the_reference_machine(
+        two_machines, tmp_path, capsys):
+    """The hardware suite's mobilenet runs channels-last on every machine: its mode is never
+    the plain 'cpu ×1' of the other workloads, yet machine B must still get its speed-up."""
+    for side in ("machine_a", "machine_b"):
+        path = two_machines / side / "cnn" / "report.yaml"
+        report = load_report(path)
+        report["config"]["runtime"]["channels_last"] = True
+        write_report(path, report)
+    _run([str(two_machines / "machine_a"), str(two_machines / "machine_b"), "--output", str(tmp_path / "out"),
+          "--no-plots"], capsys)
+    rows = [r for r in _csv(tmp_path / "out" / "report.csv") if r["mode"] == "cpu ×1 channels-last"]
+    ref, other = sorted(rows, key=lambda r: r["machine"] != MACHINE_A)
+    assert ref["reference"] == "True" and float(ref["speedup"]) == 1.0
+    a, b = (two_machines / side / "cnn" / "report.yaml" for side in ("machine_a", "machine_b"))
+    assert float(other["speedup"]) == pytest.approx(_median_sps(b) / _median_sps(a), rel=1e-12)
+    # An explicit --baseline-mode is kept to the letter: that workload then has no reference.
+    _run([str(two_machines / "machine_a"), str(two_machines / "machine_b"), "--output", str(tmp_path / "out2"),
+          "--no-plots", "--baseline-mode", "cpu ×1"], capsys)
+    rows = [r for r in _csv(tmp_path / "out2" / "report.csv") if r["mode"] == "cpu ×1 channels-last"]
+    assert {r["speedup"] for r in rows} == {""}
+
+
 def test_workload_is_the_recipe_not_the_name_and_scenarios_stay_apart(two_machines, tmp_path, capsys):
     """The old report told rows apart by ``name``: a renamed run joined the wrong curve."""
     path = two_machines / "machine_b" / "cnn" / "report.yaml"

@@ -34,7 +34,9 @@ def _intro(c: Content) -> list[str]:
     ref = label(c.comp.baseline) if c.comp.baseline else "none"
     return [f"{c.reports} reports: {len(c.comp.workloads)} workload(s) on {len(c.comp.machines)} machine(s). "
             f"Every speed-up is samples/s over the reference, **{ref}**, on the same workload "
-            "(pick another with `--baseline-machine` / `--baseline-mode`).",
+            "(pick another with `--baseline-machine` / `--baseline-mode`); on a workload that mode never ran "
+            "(its own settings, such as channels-last, show in the mode), over the reference machine's first "
+            "mode there, marked \"reference\" in its table.",
             "A workload is what is computed (data, model, batch size, optimiser, steps; training and inference "
             "apart), whatever the run's name; rows of different workloads are never joined. Intervals are of the "
             "median over independent replicates (repeats or reports), with their exact coverage; a speed-up's "
