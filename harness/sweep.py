@@ -330,13 +330,19 @@ def cmd_sweep(args) -> int:
         from harness.sweep_slurm import cmd_slurm_sweep
 
         return cmd_slurm_sweep(args, spec, out)
+    return run_stoppable(lambda: run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed), out,
+                         f"continue with: harness sweep {args.sweep} --output {out} --resume")
+
+
+def run_stoppable(run, out: Path, resume_hint: str) -> int:
+    """``run()`` (the sweep, returning its rows) with SIGINT/SIGTERM raised in it as
+    KeyboardInterrupt; then the summary table, or the one-line error and 128+N."""
     old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \
         if threading.current_thread() is threading.main_thread() else {}
     try:
-        rows = run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed)
+        rows = run()
     except KeyboardInterrupt as err:
-        print(f"error: interrupted ({err or 'SIGINT'}); continue with: harness sweep {args.sweep} "
-              f"--output {out} --resume", file=sys.stderr)
+        print(f"error: interrupted ({err or 'SIGINT'}); {resume_hint}", file=sys.stderr)
         return 128 + getattr(err, "signum", signal.SIGINT)
     finally:
         for sig, handler in old.items():

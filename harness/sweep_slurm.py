@@ -22,7 +22,6 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from harness import slurm_queue
 from harness.errors import BadInput
 from harness.slurm_config import SlurmResources, cell_resources, resource_dict
 from harness.sweep import (_last_line, _now, _read_report, cell_command, figures, pending_row,
-                           read_rows, summary_table, write_sweep)
+                           read_rows, write_sweep)
 
 if TYPE_CHECKING:
     from harness.sweep_config import Cell, SweepSpec
@@ -269,23 +268,10 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
 
 def cmd_slurm_sweep(args, spec: SweepSpec, out: Path) -> int:
     """Like the local sweep's command; a signal stops the watching, never the jobs."""
-    import threading
-
-    from harness.sweep import _stop_on
+    from harness.sweep import run_stoppable
 
     spec.executor = "slurm"
     spec.raw = {**spec.raw, "executor": "slurm"}
-    old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
-    try:
-        rows = run_slurm_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed)
-    except KeyboardInterrupt as err:
-        print(f"error: interrupted ({err or 'SIGINT'}); the jobs go on with the scheduler; follow them with: "
-              f"harness sweep {args.sweep} --output {out} --resume", file=sys.stderr)
-        return 128 + getattr(err, "signum", signal.SIGINT)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    print(summary_table(rows))
-    print(f"\nsweep  {out / 'sweep.yaml'}")
-    return 0
+    return run_stoppable(lambda: run_slurm_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed),
+                         out, f"the jobs go on with the scheduler; follow them with: harness sweep {args.sweep} "
+                              f"--output {out} --resume")
