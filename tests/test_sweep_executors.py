@@ -151,3 +151,15 @@ def test_slurm_without_srun_is_one_line_and_leaves_nothing(tmp_path, capsys, mon
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: executor slurm:") and "srun" in err, err
     assert not out.exists()
+
+
+def test_a_cell_job_uses_the_cpus_slurm_gave_it_shared_among_its_processes():
+    from harness.slurm_job import thread_env
+
+    run = ["python", "-m", "harness", "run", "c.yaml", "--output", "x"]
+    launch = ["python", "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", "c.yaml", "--output", "x"]
+    assert thread_env(run, {"SLURM_CPUS_ON_NODE": "4"})["OMP_NUM_THREADS"] == "4"
+    assert thread_env(launch, {"SLURM_CPUS_ON_NODE": "4"})["OMP_NUM_THREADS"] == "2"
+    assert thread_env(launch, {"SLURM_CPUS_ON_NODE": "1"})["OMP_NUM_THREADS"] == "1"
+    assert thread_env(run, {"SLURM_CPUS_ON_NODE": "4", "OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in thread_env(run, {})  # outside Slurm: torch's own default
