@@ -56,3 +56,35 @@ class Budget:
         info["stopped_because"] = reason
         info["budget_s"] = round(self.seconds, 1)
         info["spent_s"] = round(time.perf_counter() - self.started, 1)
+
+
+def interleaved(benchmark, budget: Budget, side_a, side_b) -> list[tuple]:
+    """Rounds of ``side_a(k)`` and ``side_b(k)`` back to back, alternating which goes first
+    (a drift of the machine then falls on both sides alike), until ``budget`` says stop.
+
+    Each side returns a tuple whose first item is its samples/s; the stop rule watches
+    the per-round ratio a/b. One pytest-benchmark round holds them all: its count cannot
+    change once started, and the figure is that ratio in ``extra_info``, not
+    pytest-benchmark's own time. Returns the rounds as ``(a, b)`` pairs.
+    """
+    rounds: list[tuple] = []
+
+    def all_rounds():
+        slowest = 0.0
+        while True:
+            t0 = time.perf_counter()
+            k = len(rounds)
+            if k % 2:
+                a, b = side_a(k), side_b(k)
+            else:
+                b = side_b(k)
+                a = side_a(k)
+            rounds.append((a, b))
+            slowest = max(slowest, time.perf_counter() - t0)
+            reason = budget.stop_reason([x[0] / y[0] for x, y in rounds], slowest)
+            if reason:
+                return reason
+
+    stopped = benchmark.pedantic(all_rounds, rounds=1, iterations=1)
+    budget.record(benchmark.extra_info, len(rounds), stopped)
+    return rounds

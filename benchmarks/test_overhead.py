@@ -25,12 +25,11 @@ The goal (issue 3): the harness keeps at least 0.97 of the plain loop's throughp
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks.budget import Budget
+from benchmarks.budget import Budget, interleaved
 from benchmarks.conftest import reset_accelerate
 from benchmarks.plain_loop import plain_loop
 from harness.measure.stats import median_ci
@@ -53,47 +52,22 @@ def test_harness_overhead_against_a_plain_loop(benchmark, tmp_path):
 
     cfg0 = load_config(str(REPO / "configs" / "digits_cnn.yaml"), OVERRIDES)
     root = str(default_cache() / "digits")
-    rounds: list[dict] = []
+    def harness_side(k: int) -> tuple[float, list[float], list[float]]:
+        reset_accelerate()
+        cfg = load_config(str(REPO / "configs" / "digits_cnn.yaml"), OVERRIDES)
+        report, code = execute(cfg, tmp_path / f"round{k}")
+        assert code == 0, report.get("error")
+        raw = report["raw"]
+        return report["throughput"]["samples_per_s"], raw["data_wait_ms"], raw["step_time_ms"]
 
-    def one_round():
-        k = len(rounds)
-
-        def harness_side() -> tuple[float, list[float], list[float]]:
-            reset_accelerate()
-            cfg = load_config(str(REPO / "configs" / "digits_cnn.yaml"), OVERRIDES)
-            report, code = execute(cfg, tmp_path / f"round{k}")
-            assert code == 0, report.get("error")
-            raw = report["raw"]
-            return report["throughput"]["samples_per_s"], raw["data_wait_ms"], raw["step_time_ms"]
-
-        def plain_side() -> tuple[float, list[float], list[float]]:
-            r = plain_loop(root, epochs=EPOCHS, batch_size=cfg0.loader.batch_size,
-                           warmup_steps=cfg0.measure.warmup_steps, seed=cfg0.seed, lr=cfg0.optim.lr)
-            return r.samples_per_s, r.wait_ms, r.step_ms
-
-        if k % 2:
-            h, p = harness_side(), plain_side()
-        else:
-            p = plain_side()
-            h = harness_side()
-        rounds.append({"harness": h, "plain": p})
+    def plain_side(k: int) -> tuple[float, list[float], list[float]]:
+        r = plain_loop(root, epochs=EPOCHS, batch_size=cfg0.loader.batch_size,
+                       warmup_steps=cfg0.measure.warmup_steps, seed=cfg0.seed, lr=cfg0.optim.lr)
+        return r.samples_per_s, r.wait_ms, r.step_ms
 
     budget = Budget(BUDGET_S, min_rounds=MIN_ROUNDS, max_rounds=ROUNDS, narrow=NARROW)
-
-    def all_rounds():
-        # One pytest-benchmark round holds them all: its count cannot change once started,
-        # and the figure here is the per-round ratio in extra_info, not pytest-benchmark's time.
-        slowest = 0.0
-        while True:
-            t0 = time.perf_counter()
-            one_round()
-            slowest = max(slowest, time.perf_counter() - t0)
-            reason = budget.stop_reason([r["harness"][0] / r["plain"][0] for r in rounds], slowest)
-            if reason:
-                return reason
-
-    stopped = benchmark.pedantic(all_rounds, rounds=1, iterations=1)
-    budget.record(benchmark.extra_info, len(rounds), stopped)
+    rounds = [{"harness": h, "plain": p} for h, p in interleaved(benchmark, budget, harness_side, plain_side)]
+    stopped = benchmark.extra_info["stopped_because"]
 
     # The figure the goal is about: samples/s over each side's whole window.
     ratios = [r["harness"][0] / r["plain"][0] for r in rounds]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.budget import Budget
+from benchmarks.budget import Budget, interleaved
 from benchmarks.conftest import reset_accelerate
 from harness.measure.stats import median_ci
 
@@ -69,7 +69,6 @@ def test_tracking_cost(benchmark, tmp_path, monkeypatch):
     from harness.runner import execute
 
     clock = Clocked(monkeypatch)
-    rounds: list[dict] = []
 
     def side(on: bool, k: int) -> tuple[float, float]:
         reset_accelerate()
@@ -79,29 +78,10 @@ def test_tracking_cost(benchmark, tmp_path, monkeypatch):
         assert code == 0, report.get("error")
         return report["throughput"]["samples_per_s"], clock.spent_s / report["throughput"]["window_s"]
 
-    def one_round():
-        k = len(rounds)
-        if k % 2:
-            on, off = side(True, k), side(False, k)
-        else:
-            off = side(False, k)
-            on = side(True, k)
-        rounds.append({"on": on, "off": off})
-
     budget = Budget(BUDGET_S, min_rounds=MIN_ROUNDS, max_rounds=ROUNDS, narrow=NARROW)
-
-    def all_rounds():
-        slowest = 0.0
-        while True:
-            t0 = time.perf_counter()
-            one_round()
-            slowest = max(slowest, time.perf_counter() - t0)
-            reason = budget.stop_reason([r["on"][0] / r["off"][0] for r in rounds], slowest)
-            if reason:
-                return reason
-
-    stopped = benchmark.pedantic(all_rounds, rounds=1, iterations=1)
-    budget.record(benchmark.extra_info, len(rounds), stopped)
+    rounds = [{"on": on, "off": off} for on, off in
+              interleaved(benchmark, budget, lambda k: side(True, k), lambda k: side(False, k))]
+    stopped = benchmark.extra_info["stopped_because"]
     ratios = [r["on"][0] / r["off"][0] for r in rounds]
     shares = [r["on"][1] for r in rounds]
     ci, share_ci = median_ci(ratios), median_ci(shares)
