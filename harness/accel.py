@@ -182,7 +182,29 @@ def pin_on_gpu(loader_cfg, accelerator):
     return dataclasses.replace(loader_cfg, pin_memory=True)
 
 
-class DynamicBatchDim:
+class BatchWrapper:
+    """A loader that passes its wrapped loader's batches on, changed in form only; the
+    length and every other attribute (sampler, batch_size, ...) are the wrapped loader's."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def wrap_loaders(loaders, wrapper: type) -> None:
+    """Wrap ``loaders``' train/dev/test (those present) in ``wrapper``."""
+    for name in ("train", "dev", "test"):
+        loader = getattr(loaders, name)
+        if loader is not None:
+            setattr(loaders, name, wrapper(loader))
+
+
+class DynamicBatchDim(BatchWrapper):
     """A loader whose input batches have their first dimension marked dynamic.
 
     A recipe's last batch is usually smaller than the others. A graph specialised on
@@ -193,9 +215,6 @@ class DynamicBatchDim:
     window. ``maybe_mark_dynamic`` lets torch specialise anyway where it must.
     """
 
-    def __init__(self, loader):
-        self.loader = loader
-
     def __iter__(self):
         from torch._dynamo import maybe_mark_dynamic
 
@@ -205,32 +224,19 @@ class DynamicBatchDim:
                 maybe_mark_dynamic(inputs, 0)
             yield batch
 
-    def __len__(self):
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
 
 def mark_batch_dynamic(loaders, cfg: CompileConfig) -> None:
     """Wrap ``loaders``' train/dev/test in ``DynamicBatchDim`` when compiling with dynamic: null."""
-    if not cfg.enabled or cfg.dynamic is not None:
-        return
-    for name in ("train", "dev", "test"):
-        loader = getattr(loaders, name)
-        if loader is not None:
-            setattr(loaders, name, DynamicBatchDim(loader))
+    if cfg.enabled and cfg.dynamic is None:
+        wrap_loaders(loaders, DynamicBatchDim)
 
 
-class ChannelsLast:
+class ChannelsLast(BatchWrapper):
     """A loader whose 4-D input batches come in channels-last memory format.
 
     Wraps the prepared loader, so the conversion happens on the run's device, after
     the copy; the recipe's batches are unchanged in value.
     """
-
-    def __init__(self, loader):
-        self.loader = loader
 
     def __iter__(self):
         for batch in self.loader:
@@ -239,18 +245,8 @@ class ChannelsLast:
                 batch = type(batch)([batch[0].contiguous(memory_format=torch.channels_last), *batch[1:]])
             yield batch
 
-    def __len__(self):
-        return len(self.loader)
-
-    def __getattr__(self, name):
-        return getattr(self.loader, name)
-
 
 def channels_last_batches(loaders, cfg: RuntimeConfig) -> None:
     """Wrap ``loaders``' train/dev/test in ``ChannelsLast`` when runtime.channels_last is on."""
-    if not cfg.channels_last:
-        return
-    for name in ("train", "dev", "test"):
-        loader = getattr(loaders, name)
-        if loader is not None:
-            setattr(loaders, name, ChannelsLast(loader))
+    if cfg.channels_last:
+        wrap_loaders(loaders, ChannelsLast)

@@ -95,14 +95,14 @@ def _progress(b: Built, total: int, initial: int):
 
 
 def skip_in_epoch(loader, n: int, accelerator):
-    """``skip_batches`` that keeps the compile wrapper: skipping on ``DynamicBatchDim``
-    itself would hand back a plain DataLoader, without the prepared loader's device
-    placement and without the dynamic batch mark (a recompile inside the timed window)."""
-    from harness.accel import ChannelsLast, DynamicBatchDim
+    """``skip_batches`` that keeps the batch wrappers (accel.BatchWrapper): skipping on
+    ``DynamicBatchDim`` itself would hand back a plain DataLoader, without the prepared
+    loader's device placement and without the dynamic batch mark (a recompile inside the
+    timed window); ``ChannelsLast`` would lose its memory format."""
+    from harness.accel import BatchWrapper
 
-    for wrapper in (ChannelsLast, DynamicBatchDim):  # runtime.channels_last's wrapper likewise
-        if isinstance(loader, wrapper):
-            return wrapper(skip_in_epoch(loader.loader, n, accelerator))
+    if isinstance(loader, BatchWrapper):
+        return type(loader)(skip_in_epoch(loader.loader, n, accelerator))
     return skip_batches(loader, n, accelerator)
 
 
