@@ -121,10 +121,8 @@ def cmd_run(args) -> int:
             raise BadInput("--resume: scenario: inference has nothing to resume; run it again")
         return inference.run_and_print(cfg, output)
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
-        from harness import repeats
-
-        repeats.check_can_repeat(bool(args.resume))  # --resume of whole runs: refused in one line
-        return _run_whole_runs(args, config_path, overrides)  # torch is loaded here: a plain call
+        # --resume of whole runs is refused there in one line; torch is loaded here: a plain call.
+        return _run_whole_runs(args, config_path, overrides)
     resume = _plan_resume(args, cfg, output)
     if resume is None:
         return EXIT_OK

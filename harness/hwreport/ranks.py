@@ -2,14 +2,15 @@
 
 A multi-process figure is the slowest rank's (samples/s is every rank's samples over the
 slowest window), so the reader needs to see which node and which rank held the run back.
-Grouped from the report's ``per_rank`` rows, so reports written before ``per_node``
-existed read the same.
+Grouped from the report's ``per_rank`` rows by the same function that writes its
+``per_node``, so reports written before ``per_node`` existed read the same.
 """
 
 from __future__ import annotations
 
 from harness.compare import Loaded
 from harness.hwreport.identity import mode_label
+from harness.measure.aggregate import per_node
 
 Cell = tuple[str, bool]
 
@@ -22,18 +23,15 @@ def _num(value, spec: str) -> str:
 
 
 def nodes(per_rank: list[dict]) -> list[dict]:
-    """``per_rank`` grouped by (node rank, host), in node order: each node's ranks, its
-    samples/s over its slowest rank's window, and that rank."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in per_rank:
-        groups.setdefault((row.get("node_rank") or 0, str(row.get("hostname") or "?")), []).append(row)
+    """The report's own grouping by node (``aggregate.per_node``: node order, samples/s over
+    the node's slowest window), with each node's rank rows and its slowest rank."""
+    by_rank = {row.get("rank"): row for row in per_rank}
     out = []
-    for (node, host), rows in sorted(groups.items()):
+    for node in per_node(per_rank):
+        rows = [by_rank[k] for k in node["ranks"]]
         slow = max(rows, key=lambda r: r.get("window_s") or 0.0)
-        window = slow.get("window_s") or 0.0
-        samples = sum(r.get("samples") or 0 for r in rows)
-        out.append({"node_rank": node, "hostname": host, "rows": rows, "slowest_rank": slow.get("rank"),
-                    "slowest_window_s": window, "samples_per_s": samples / window if window > 0 else None})
+        out.append({**node, "hostname": str(node["hostname"] or "?"), "rows": rows,
+                    "slowest_rank": slow.get("rank"), "slowest_window_s": slow.get("window_s") or 0.0})
     return out
 
 
