@@ -165,6 +165,25 @@ def test_scaling_from_recorded_reports(tmp_path, capsys):
     assert "weak scaling (per-device batch 64)" in md and "strong scaling (global batch 64)" in md
 
 
+def test_two_nodes_of_one_process_are_a_point_of_their_own_not_a_replicate(tmp_path, capsys):
+    """2 processes on one node and 1 on each of two nodes are two layouts of world size 2."""
+    shutil.copytree(DATA / "scaling", tmp_path / "in")
+    two_nodes = load_report(tmp_path / "in" / "n2_b64" / "report.yaml")
+    two_nodes["per_rank"] = [{**r, "node_rank": r["rank"]} for r in two_nodes["per_rank"]]
+    two_nodes["per_node"] = [{"node_rank": r["rank"], "hostname": "vm", "ranks": [r["rank"]],
+                              "samples_per_s": 1000.0} for r in two_nodes["per_rank"]]
+    two_nodes["throughput"]["samples_per_s"] /= 2  # a slower interconnect, say
+    two_nodes["repeats"]["samples_per_s"] = [v / 2 for v in two_nodes["repeats"]["samples_per_s"]]
+    write_report(tmp_path / "in" / "n2x1_b64" / "report.yaml", two_nodes)
+    _run([str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--no-plots"], capsys)
+    weak = [r for r in _csv(tmp_path / "out" / "scaling.csv") if r["scaling"] == WEAK]
+    assert [(r["processes"], r["nodes"]) for r in weak] == [("1", "1"), ("2", "1"), ("2", "2")]
+    one_node = load_report(DATA / "scaling" / "n2_b64" / "report.yaml")["throughput"]["samples_per_s"]
+    assert float(weak[1]["samples_per_s"]) == pytest.approx(one_node)  # not the median of both layouts
+    assert float(weak[2]["samples_per_s"]) == pytest.approx(one_node / 2)
+    assert "| 2 (2 nodes) |" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_ranks_are_grouped_by_node_and_the_slowest_named():
     from harness.hwreport.ranks import nodes
 

@@ -136,6 +136,12 @@ def world_size(report: dict) -> int:
     return ws if isinstance(ws, int) and ws > 0 else 1
 
 
+def node_count(report: dict) -> int:
+    """The nodes the run's ranks were on (``per_node``); one for a run without that block."""
+    nodes = report.get("per_node")
+    return len(nodes) if isinstance(nodes, list) and nodes else 1
+
+
 def _process_part(report: dict) -> str:
     d = report.get("distributed") or {}
     kind, ws = d.get("distributed_type") or "NO", world_size(report)

@@ -12,6 +12,8 @@ A series is either, over at least two process counts. Its speed-up at ``n`` proc
 samples/s at ``n`` over samples/s at the fewest processes measured (``n0``, one when
 measured); its efficiency is that speed-up over ``n / n0``: 1.0 is linear scaling.
 Samples/s is the whole run's (every rank's samples over the slowest rank's window).
+Runs over several nodes are points of their own: 2 processes on one node and 1 on each of
+two nodes are two layouts, never replicates of one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Point:
     samples_per_s: Estimate
     speedup: float | None = None
     efficiency: float | None = None
+    nodes: int = 1
 
 
 @dataclass
@@ -85,13 +88,13 @@ def series_of(points: list[Point]) -> list[Series]:
         for batch, ps in sorted(by_batch.items()):
             if len({p.processes for p in ps}) < 2:
                 continue
-            ps = sorted(ps, key=lambda p: p.processes)
+            ps = sorted(ps, key=lambda p: (p.processes, p.nodes))
             base = ps[0]
             scaled = []
             for p in ps:
                 up = p.samples_per_s.median / base.samples_per_s.median
                 scaled.append(Point(p.processes, p.per_device_batch, p.global_batch, p.samples_per_s,
-                                    up, up / (p.processes / base.processes)))
+                                    up, up / (p.processes / base.processes), p.nodes))
             out.append(Series(kind, batch, scaled))
     return out
 
@@ -108,12 +111,12 @@ def families(items: list[Loaded], naming: identity.MachineNaming) -> list[Family
                                        "modes": []})
         if identity.mode_label(r) not in fam["modes"]:
             fam["modes"].append(identity.mode_label(r))
-        cell = (identity.world_size(r), dig(r, "config.loader.batch_size"), _global_batch(r))
+        cell = (identity.world_size(r), dig(r, "config.loader.batch_size"), _global_batch(r), identity.node_count(r))
         fam["cells"][cell].append(r)
     out = []
     for (_, machine, mode), fam in grouped.items():
-        points = [Point(ws, bs, gb, Estimate.of(replicates(reports, "samples_per_s")))
-                  for (ws, bs, gb), reports in fam["cells"].items()]
+        points = [Point(ws, bs, gb, Estimate.of(replicates(reports, "samples_per_s")), nodes=nodes)
+                  for (ws, bs, gb, nodes), reports in fam["cells"].items()]
         found = series_of(points)
         if found:
             modes = sorted(fam["modes"], key=identity.mode_order)

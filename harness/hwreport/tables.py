@@ -78,7 +78,8 @@ def scaling_rows(fam: Family) -> list[list[Cell]]:
     for s in fam.series:
         base = s.points[0].processes
         for p in s.points:
-            out.append([(s.name, False), (str(p.processes), True), (num(p.per_device_batch, "d"), True),
+            procs = str(p.processes) if p.nodes == 1 else f"{p.processes} ({p.nodes} nodes)"
+            out.append([(s.name, False), (procs, True), (num(p.per_device_batch, "d"), True),
                         (num(p.global_batch, "d"), True), (num(p.samples_per_s.median), True),
                         (num(p.speedup, ".2f", "×") + ("" if base == 1 else f" over {base}"), True),
                         (num(p.efficiency, ".0%"), True)])
@@ -141,11 +142,11 @@ def csv_summary(comp: Comparison, summaries: list[Summary]) -> list[list]:
     return [[s.machine, s.mode, ref[0], ref[1], s.geomean, s.low, s.high, s.workloads] for s in summaries]
 
 
-CSV_SCALING = ["workload", "machine", "mode", "scaling", "fixed_batch", "processes", "per_device_batch",
+CSV_SCALING = ["workload", "machine", "mode", "scaling", "fixed_batch", "processes", "nodes", "per_device_batch",
                "global_batch", "samples_per_s", "speedup", "efficiency"]
 
 
 def csv_scaling(fams: list[Family]) -> list[list]:
-    return [[f.title, f.machine, f.mode, s.kind, s.batch, p.processes, p.per_device_batch, p.global_batch,
+    return [[f.title, f.machine, f.mode, s.kind, s.batch, p.processes, p.nodes, p.per_device_batch, p.global_batch,
              p.samples_per_s.median, p.speedup, p.efficiency]
             for f in fams for s in f.series for p in s.points]
