@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BadInput
@@ -37,16 +38,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Nodes:
+    """Where this launcher sits among the machines of one run (torchrun's --nnodes, --node_rank).
+
+    Every node runs one launcher with the same ``nnodes``, ``main_address`` and
+    ``main_port``; rank 0's node listens there (static rendezvous, no etcd or c10d store).
+    """
+
+    nnodes: int = 1
+    node_rank: int = 0
+    main_address: str = "127.0.0.1"
+    """The address of the node with node_rank 0, as every node can reach it."""
+    main_port: int | None = None
+    """None: a free port here, which only one machine can use; several nodes must agree on one."""
+
+    def check(self) -> None:
+        if self.nnodes < 1:
+            raise BadInput(f"--nnodes: expected an integer >= 1, got {self.nnodes}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise BadInput(f"--node-rank: expected 0 <= rank < --nnodes ({self.nnodes}), got {self.node_rank}")
+        if self.main_port is not None and not 1 <= self.main_port <= 65535:
+            raise BadInput(f"--main-port: expected a port in 1..65535, got {self.main_port}")
+        if self.nnodes > 1 and self.main_port is None:
+            raise BadInput(f"--main-port: required with --nnodes {self.nnodes}: every node must name "
+                           "the port rank 0's node listens on")
+        if not self.main_address.strip():
+            raise BadInput("--main-address: expected the address of node rank 0, got an empty string")
+
+
 def build_command(mode: str, nproc: int, run_args: list[str], precision: str | None = None,
-                  compile_model: bool = False, port: int | None = None) -> list[str]:
+                  compile_model: bool = False, port: int | None = None,
+                  nodes: Nodes | None = None) -> list[str]:
+    """``nproc`` counts the processes on this node; the world is ``nodes.nnodes * nproc``."""
+    nodes = nodes or Nodes(main_port=port)
     if mode not in MODES:
         raise BadInput(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    nodes.check()
     if nproc < 1:
         raise BadInput(f"--nproc: expected an integer >= 1, got {nproc}")
     if mode != "ddp" and nproc != 1:
         raise BadInput(f"--nproc: mode {mode} runs one process; use --mode ddp for {nproc}")
-    if mode == "ddp" and nproc < 2:
-        raise BadInput("--nproc: ddp needs at least 2 processes")
+    if mode != "ddp" and nodes.nnodes > 1:
+        raise BadInput(f"--nnodes: mode {mode} runs one process on one node; use --mode ddp for {nodes.nnodes} nodes")
+    if mode == "ddp" and nproc * nodes.nnodes < 2:
+        raise BadInput("--nproc: ddp needs at least 2 processes (--nproc per node times --nnodes)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     overrides = []
     if mode == "cpu":
@@ -55,9 +91,15 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
     elif mode == "gpu":
         cmd += ["--num_processes", "1"]
         overrides.append("runtime.device=gpu")
-    else:
+    elif nodes.nnodes == 1:
         cmd += ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
-                "--main_process_port", str(port or free_port())]
+                "--main_process_port", str(nodes.main_port or free_port())]
+    else:
+        # As launch/slurm.sbatch: accelerate counts processes over all machines, and a
+        # static rendezvous needs no store beyond rank 0's port.
+        cmd += ["--multi_gpu", "--num_machines", str(nodes.nnodes), "--machine_rank", str(nodes.node_rank),
+                "--num_processes", str(nodes.nnodes * nproc), "--main_process_ip", nodes.main_address,
+                "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the config decides both
     if precision:
         overrides.append(f"runtime.precision={precision}")
@@ -302,7 +344,8 @@ def cmd_launch(args) -> int:
     for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
         if value is not None:
             args.items = [*args.items, flag, value]
-    cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
+    nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port)
+    cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
     output = preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
@@ -329,7 +372,13 @@ def cmd_launch(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("launch", help="run a recipe under accelerate launch in a given mode")
     p.add_argument("--mode", required=True, choices=MODES)
-    p.add_argument("--nproc", type=int, default=1, help="processes (ddp: one per GPU, or N gloo ranks on CPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes on this node (ddp: one per GPU, or N gloo ranks on CPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the run, each running this command")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank, 0 .. nnodes-1")
+    p.add_argument("--main-address", default="127.0.0.1", help="the address of the node with rank 0")
+    p.add_argument("--main-port", type=int,
+                   help="the port node 0 listens on (default: a free one; required with --nnodes > 1)")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
     p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")
