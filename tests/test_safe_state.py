@@ -623,6 +623,42 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_under_slurm_sigterm_to_the_launcher_and_every_rank_still_checkpoints(tmp_path):
+    """As at a Slurm time limit: slurmstepd signals every process of the step, and the
+    launcher forwards its own SIGTERM too, so each rank gets it twice."""
+    import psutil
+
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": TESTS, "SLURM_JOB_ID": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
+                             "train.epochs=30", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}",
+                             "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "epoch_0001").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the ranks never reached epoch 1"
+        time.sleep(0.1)
+    # harness launch -> accelerate's launcher (torchrun's agent) -> the ranks
+    (launcher,) = psutil.Process(proc.pid).children()
+    ranks = launcher.children()
+    assert len(ranks) == 2
+    proc.send_signal(signal.SIGTERM)
+    for rank in ranks:
+        rank.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-3000:]
+    report = load_report(out)
+    assert report["status"] == "interrupted"
+    # stopped at a boundary and checkpointed, not "a second signal: no checkpoint of this epoch"
+    assert report["error"].startswith("interrupted by SIGTERM; the state is checkpointed"), report["error"]
+    last = max((out / "checkpoints").iterdir())
+    assert resume.check_checkpoint(last) is None
+    assert not (out / LOCK_FILE).exists()
+
+
 def test_a_rank_without_an_exit_note_is_named(tmp_path):
     import json
 
