@@ -279,7 +279,7 @@ GROUP_GRACE_S = 60.0
 """After the launcher exits, how long its process group may take to finish checkpointing."""
 
 
-def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
+def _run_forwarding_signals(cmd: list[str], env: dict, exits: Path | None = None) -> tuple[int, str]:
     """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
 
     The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
@@ -307,8 +307,11 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
     with forwarding_signals(proc):
         code = proc.wait()
         deadline = time.monotonic() + GROUP_GRACE_S
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)  # a single-process launcher can die before its child has reported
+        # A single-process launcher can die before its child has reported; torchrun's agent
+        # dies at a second SIGTERM (Slurm signals it and we forward ours) while its ranks,
+        # in their own sessions, still checkpoint. Ending now would end a Slurm step under them.
+        while (_group_alive(proc.pid) or _ranks_running(exits)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         reader.join(timeout=5)
@@ -332,6 +335,25 @@ def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
     return f"exit code {code}"
 
 
+def _ranks_running(folder: Path | None) -> bool:
+    """Whether a rank of this machine noted its start in ``folder`` but not yet its exit, and lives."""
+    import psutil
+
+    if folder is None:
+        return False
+    host = socket.gethostname()
+    for record in silent_ranks(folder):
+        if record.get("host") != host:
+            continue
+        try:
+            rank = psutil.Process(record["pid"])
+            if rank.status() != psutil.STATUS_ZOMBIE and rank.create_time() <= record["time"] + 1:
+                return True  # (not a later process that was given the same pid)
+        except psutil.Error:
+            continue
+    return False
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -351,7 +373,7 @@ def cmd_launch(args) -> int:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
+        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits}, Path(exits))
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
         for r in silent:

@@ -625,36 +625,43 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_under_slurm_sigterm_to_the_launcher_and_every_rank_still_checkpoints(tmp_path):
-    """As at a Slurm time limit: slurmstepd signals every process of the step, and the
-    launcher forwards its own SIGTERM too, so each rank gets it twice."""
+def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits_for_the_ranks(tmp_path):
+    """As at a Slurm time limit: slurmstepd signals every process of the step and the launchers
+    forward theirs, so each rank gets SIGTERM twice (one request: it checkpoints), and torchrun's
+    agent too (it dies at the second, its ranks in their own sessions still writing)."""
     import psutil
 
     out = tmp_path / "out"
+    marker = tmp_path / "training"
+    save_s = 8  # longer than the 5 s harness launch gives its launcher's stderr to close
     env = {**os.environ, "PYTHONPATH": TESTS, "SLURM_JOB_ID": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
-                             "train.epochs=30", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}",
+                             "train.epochs=30", "output.checkpoint_every_epoch=false",
+                             "model.name=custom_models:SlowToSave",
+                             f"model.kwargs={{marker: {marker}, sleep_ms: 20, save_s: {save_s}}}",
                              "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not (out / "checkpoints" / "epoch_0001").exists():
+    while not marker.exists():
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, "the ranks never reached epoch 1"
+        assert time.monotonic() < deadline, "the ranks never started training"
         time.sleep(0.1)
     # harness launch -> accelerate's launcher (torchrun's agent) -> the ranks
     (launcher,) = psutil.Process(proc.pid).children()
     ranks = launcher.children()
     assert len(ranks) == 2
-    proc.send_signal(signal.SIGTERM)
-    for rank in ranks:
-        rank.send_signal(signal.SIGTERM)
+    for p in (proc, launcher, *ranks):
+        p.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # srun's or a wrapper's forward, later: torchrun's agent is closing its workers
+    launcher.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
+    assert not _processes_mentioning(str(out)), err[-3000:]  # harness launch waited for its ranks
     assert proc.returncode == 143, err[-3000:]
     report = load_report(out)
     assert report["status"] == "interrupted"
     # stopped at a boundary and checkpointed, not "a second signal: no checkpoint of this epoch"
     assert report["error"].startswith("interrupted by SIGTERM; the state is checkpointed"), report["error"]
-    last = max((out / "checkpoints").iterdir())
+    (last,) = (out / "checkpoints").iterdir()
     assert resume.check_checkpoint(last) is None
     assert not (out / LOCK_FILE).exists()
 
