@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.nodes import Nodes
 
 MODES = ("cpu", "gpu", "ddp")
 
@@ -36,35 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@dataclass
-class Nodes:
-    """Where this launcher sits among the machines of one run (torchrun's --nnodes, --node_rank).
-
-    Every node runs one launcher with the same ``nnodes``, ``main_address`` and
-    ``main_port``; rank 0's node listens there (static rendezvous, no etcd or c10d store).
-    """
-
-    nnodes: int = 1
-    node_rank: int = 0
-    main_address: str = "127.0.0.1"
-    """The address of the node with node_rank 0, as every node can reach it."""
-    main_port: int | None = None
-    """None: a free port here, which only one machine can use; several nodes must agree on one."""
-
-    def check(self) -> None:
-        if self.nnodes < 1:
-            raise BadInput(f"--nnodes: expected an integer >= 1, got {self.nnodes}")
-        if not 0 <= self.node_rank < self.nnodes:
-            raise BadInput(f"--node-rank: expected 0 <= rank < --nnodes ({self.nnodes}), got {self.node_rank}")
-        if self.main_port is not None and not 1 <= self.main_port <= 65535:
-            raise BadInput(f"--main-port: expected a port in 1..65535, got {self.main_port}")
-        if self.nnodes > 1 and self.main_port is None:
-            raise BadInput(f"--main-port: required with --nnodes {self.nnodes}: every node must name "
-                           "the port rank 0's node listens on")
-        if not self.main_address.strip():
-            raise BadInput("--main-address: expected the address of node rank 0, got an empty string")
 
 
 def build_command(mode: str, nproc: int, run_args: list[str], precision: str | None = None,
