@@ -17,6 +17,7 @@ Costs, kept off the hot path:
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ CHECK_EVERY = 10
 processes, of the stop flag)."""
 
 NO_STEP = 2**62
+
+SIGTERM_ONCE_ENV = "HARNESS_SIGTERM_ONCE"
+"""Set to 1 to treat every SIGTERM after the first as the same request (as inside Slurm)."""
 
 
 class Interrupted(Exception):
@@ -49,7 +53,7 @@ class Diverged(Exception):
 
 
 class SecondSignal(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: out now, without a checkpoint of the epoch (exit 128+N)."""
+    """A second SIGINT/SIGTERM (SIGINT only, inside Slurm): out now, without a checkpoint of the epoch (exit 128+N)."""
 
     def __init__(self, signum: int):
         self.signum = signum
@@ -65,6 +69,15 @@ class StopSignals:
     for: the report is the last thing that must not be lost. Only the main thread
     can install handlers; in any other thread (a test runner's worker, say) signals
     keep their default action.
+
+    Inside a Slurm job (``SLURM_JOB_ID`` set) or with ``HARNESS_SIGTERM_ONCE=1``, a
+    SIGTERM after the first signal is the same request, not a second one: at a time
+    limit, a pre-emption or a requeue slurmstepd signals every process of the step,
+    and the launcher (torchrun, srun) passes its own SIGTERM on to the ranks, so each
+    rank gets it two or three times within milliseconds. The run still checkpoints and
+    stops at the next step boundary; the scheduler's SIGKILL after its KillWait is what
+    ends it early. SIGINT keeps "a second one means out now" everywhere: that is a person
+    at a terminal. The environment is read once, here at construction.
     """
 
     active: "StopSignals | None" = None
@@ -74,10 +87,13 @@ class StopSignals:
         self._old: dict[int, object] = {}
         self._defer = 0
         self._pending: int | None = None
+        self.sigterm_once = bool(os.environ.get("SLURM_JOB_ID")) or os.environ.get(SIGTERM_ONCE_ENV) == "1"
 
     def _handle(self, signum, frame):
         if self.signum is None:
             self.signum = signum
+        elif signum == signal.SIGTERM and self.sigterm_once:
+            return  # the scheduler's one request, delivered again through another path
         elif self._defer:
             self._pending = signum
         else:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.nodes import Nodes
 
 MODES = ("cpu", "gpu", "ddp")
 
@@ -38,15 +39,21 @@ def free_port() -> int:
 
 
 def build_command(mode: str, nproc: int, run_args: list[str], precision: str | None = None,
-                  compile_model: bool = False, port: int | None = None) -> list[str]:
+                  compile_model: bool = False, port: int | None = None,
+                  nodes: Nodes | None = None) -> list[str]:
+    """``nproc`` counts the processes on this node; the world is ``nodes.nnodes * nproc``."""
+    nodes = nodes or Nodes(main_port=port)
     if mode not in MODES:
         raise BadInput(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    nodes.check()
     if nproc < 1:
         raise BadInput(f"--nproc: expected an integer >= 1, got {nproc}")
     if mode != "ddp" and nproc != 1:
         raise BadInput(f"--nproc: mode {mode} runs one process; use --mode ddp for {nproc}")
-    if mode == "ddp" and nproc < 2:
-        raise BadInput("--nproc: ddp needs at least 2 processes")
+    if mode != "ddp" and nodes.nnodes > 1:
+        raise BadInput(f"--nnodes: mode {mode} runs one process on one node; use --mode ddp for {nodes.nnodes} nodes")
+    if mode == "ddp" and nproc * nodes.nnodes < 2:
+        raise BadInput("--nproc: ddp needs at least 2 processes (--nproc per node times --nnodes)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     overrides = []
     if mode == "cpu":
@@ -55,9 +62,15 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
     elif mode == "gpu":
         cmd += ["--num_processes", "1"]
         overrides.append("runtime.device=gpu")
-    else:
+    elif nodes.nnodes == 1:
         cmd += ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
-                "--main_process_port", str(port or free_port())]
+                "--main_process_port", str(nodes.main_port or free_port())]
+    else:
+        # As launch/slurm.sbatch: accelerate counts processes over all machines, and a
+        # static rendezvous needs no store beyond rank 0's port.
+        cmd += ["--multi_gpu", "--num_machines", str(nodes.nnodes), "--machine_rank", str(nodes.node_rank),
+                "--num_processes", str(nodes.nnodes * nproc), "--main_process_ip", nodes.main_address,
+                "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the config decides both
     if precision:
         overrides.append(f"runtime.precision={precision}")
@@ -237,7 +250,7 @@ GROUP_GRACE_S = 60.0
 """After the launcher exits, how long its process group may take to finish checkpointing."""
 
 
-def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
+def _run_forwarding_signals(cmd: list[str], env: dict, exits: Path | None = None) -> tuple[int, str]:
     """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
 
     The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
@@ -265,8 +278,11 @@ def _run_forwarding_signals(cmd: list[str], env: dict) -> tuple[int, str]:
     with forwarding_signals(proc):
         code = proc.wait()
         deadline = time.monotonic() + GROUP_GRACE_S
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)  # a single-process launcher can die before its child has reported
+        # A single-process launcher can die before its child has reported; torchrun's agent
+        # dies at a second SIGTERM (Slurm signals it and we forward ours) while its ranks,
+        # in their own sessions, still checkpoint. Ending now would end a Slurm step under them.
+        while (_group_alive(proc.pid) or _ranks_running(exits)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
         reader.join(timeout=5)
@@ -290,6 +306,25 @@ def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
     return f"exit code {code}"
 
 
+def _ranks_running(folder: Path | None) -> bool:
+    """Whether a rank of this machine noted its start in ``folder`` but not yet its exit, and lives."""
+    import psutil
+
+    if folder is None:
+        return False
+    host = socket.gethostname()
+    for record in silent_ranks(folder):
+        if record.get("host") != host:
+            continue
+        try:
+            rank = psutil.Process(record["pid"])
+            if rank.status() != psutil.STATUS_ZOMBIE and rank.create_time() <= record["time"] + 1:
+                return True  # (not a later process that was given the same pid)
+        except psutil.Error:
+            continue
+    return False
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -302,13 +337,14 @@ def cmd_launch(args) -> int:
     for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
         if value is not None:
             args.items = [*args.items, flag, value]
-    cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile)
+    nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port)
+    cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
     output = preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits})
+        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits}, Path(exits))
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
         for r in silent:
@@ -329,7 +365,13 @@ def cmd_launch(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("launch", help="run a recipe under accelerate launch in a given mode")
     p.add_argument("--mode", required=True, choices=MODES)
-    p.add_argument("--nproc", type=int, default=1, help="processes (ddp: one per GPU, or N gloo ranks on CPU)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes on this node (ddp: one per GPU, or N gloo ranks on CPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the run, each running this command")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank, 0 .. nnodes-1")
+    p.add_argument("--main-address", default="127.0.0.1", help="the address of the node with rank 0")
+    p.add_argument("--main-port", type=int,
+                   help="the port node 0 listens on (default: a free one; required with --nnodes > 1)")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
     p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")

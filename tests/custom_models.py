@@ -102,6 +102,32 @@ class Slow(TinyNet):
         return super().forward(x)
 
 
+class SlowToSave(_Counting):
+    """TinyNet whose training forward sleeps ``sleep_ms`` and whose checkpoint takes ``save_s``
+    more; ``marker`` is written at its third training step, once the run's handlers are in."""
+
+    def __init__(self, in_channels: int, num_classes: int, marker: str, sleep_ms: float = 20.0,
+                 save_s: float = 0.0):
+        super().__init__(in_channels, num_classes)
+        self.marker, self.sleep_s, self.save_s = marker, sleep_ms / 1000.0, save_s
+
+    def forward(self, x):
+        import time
+        from pathlib import Path
+
+        if self.counted() == 3:
+            Path(self.marker).write_text("training\n")
+        if self.training:
+            time.sleep(self.sleep_s)
+        return super().forward(x)
+
+    def state_dict(self, *args, **kwargs):
+        import time
+
+        time.sleep(self.save_s)
+        return super().state_dict(*args, **kwargs)
+
+
 class _OnRankAtStep(TinyNet):
     """TinyNet that misbehaves at training step ``step`` on rank ``rank`` of a distributed run."""
 

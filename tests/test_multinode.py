@@ -1,8 +1,9 @@
-"""Two torchrun "nodes" on localhost: one run over --nnodes 2, one process each, gloo.
+"""Two "nodes" on localhost: one run over `harness launch --nnodes 2`, one process each, gloo.
 
-The agents meet at one rendezvous port as two machines would; the report must be one
+Each node's `harness launch` starts its own accelerate launcher (torchrun underneath);
+they meet at one static rendezvous port as two machines would. The report must be one
 run of world size 2 whose ranks name their node, host and pid, with the throughput of
-the slowest rank.
+the slowest rank. The flags themselves are checked in process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 import pytest
 
 from conftest import REPO, TINY
-from harness.launch import free_port
+from harness.errors import BadInput
+from harness.launch import Nodes, build_command, free_port
 from harness.measure.aggregate import per_node
 from harness.report import load_report
 
@@ -22,18 +24,17 @@ TIMEOUT_S = 300
 
 
 def node(rank: int, port: int, out) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
-           "--nproc_per_node", "1", "--rdzv_backend", "static", "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "harness", "run", "configs/digits_mlp.yaml", *TINY,
-           "runtime.device=cpu", "train.epochs=1", "measure.measure_peak=false", "output.checkpoint_every_epoch=false",
-           "output.save_model=false", "--output", str(out)]
+    cmd = [sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2",
+           "--node-rank", str(rank), "--main-address", "127.0.0.1", "--main-port", str(port),
+           "configs/digits_mlp.yaml", *TINY, "train.epochs=1", "measure.measure_peak=false",
+           "output.checkpoint_every_epoch=false", "output.save_model=false", "--output", str(out)]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=os.environ.copy())
 
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_two_torchrun_nodes_on_localhost_make_one_report(tmp_path):
+def test_two_harness_launch_nodes_on_localhost_make_one_report(tmp_path):
     port = free_port()
     procs = [node(r, port, tmp_path) for r in (0, 1)]
     logs = []
@@ -72,3 +73,71 @@ def test_per_node_groups_ranks_by_node_and_times_each_by_its_slowest_rank():
         {"node_rank": 0, "hostname": "a", "ranks": [0, 1], "samples_per_s": 100.0},
         {"node_rank": 1, "hostname": "b", "ranks": [2, 3], "samples_per_s": 400.0},
     ]
+
+
+RECIPE = ["configs/digits_mlp.yaml", "--output", "runs/x"]
+
+
+def launcher_flags(cmd: list[str]) -> list[str]:
+    return cmd[cmd.index("accelerate.commands.launch") + 1:cmd.index("-m", 3)]
+
+
+def test_launch_over_two_nodes_counts_processes_over_all_machines():
+    nodes = Nodes(nnodes=2, node_rank=1, main_address="10.0.0.7", main_port=29611)
+    flags = launcher_flags(build_command("ddp", 4, RECIPE, nodes=nodes))
+    assert flags == ["--multi_gpu", "--num_machines", "2", "--machine_rank", "1", "--num_processes", "8",
+                     "--main_process_ip", "10.0.0.7", "--main_process_port", "29611", "--rdzv_backend",
+                     "static", "--same_network", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def test_one_process_per_node_is_ddp_over_two_nodes_but_not_over_one():
+    flags = launcher_flags(build_command("ddp", 1, RECIPE, nodes=Nodes(nnodes=2, main_port=29611)))
+    assert flags[flags.index("--num_processes") + 1] == "2"
+    with pytest.raises(BadInput, match="--nproc: ddp needs at least 2 processes"):
+        build_command("ddp", 1, RECIPE)
+
+
+def test_one_node_keeps_the_single_machine_command():
+    flags = launcher_flags(build_command("ddp", 2, RECIPE, nodes=Nodes(main_port=29612)))
+    assert flags[:7] == ["--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                         "--main_process_port", "29612"]
+    assert "--machine_rank" not in flags and "--rdzv_backend" not in flags
+
+
+@pytest.mark.parametrize("mode, nproc, nodes, message", [
+    ("ddp", 1, Nodes(nnodes=2), "--main-port: required with --nnodes 2"),
+    ("ddp", 1, Nodes(nnodes=2, node_rank=2, main_port=29611), "--node-rank: expected 0 <= rank < --nnodes (2), got 2"),
+    ("ddp", 1, Nodes(nnodes=2, node_rank=-1, main_port=29611), "--node-rank: "),
+    ("ddp", 2, Nodes(nnodes=0), "--nnodes: expected an integer >= 1, got 0"),
+    ("ddp", 2, Nodes(main_port=0), "--main-port: expected a port in 1..65535, got 0"),
+    ("ddp", 2, Nodes(main_port=65536), "--main-port: expected a port in 1..65535, got 65536"),
+    ("ddp", 1, Nodes(nnodes=2, main_address=" ", main_port=29611), "--main-address: "),
+    ("cpu", 1, Nodes(nnodes=2, main_port=29611), "--nnodes: mode cpu runs one process on one node"),
+    ("gpu", 1, Nodes(nnodes=2, main_port=29611), "--nnodes: mode gpu runs one process on one node"),
+])
+def test_bad_node_settings_are_refused_naming_the_option(mode, nproc, nodes, message):
+    with pytest.raises(BadInput) as caught:
+        build_command(mode, nproc, RECIPE, nodes=nodes)
+    assert str(caught.value).startswith(message)
+
+
+def test_the_cli_refuses_a_missing_port_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "run"
+    code = main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "1",
+                 "configs/digits_mlp.yaml", "--output", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --main-port: required with --nnodes 2: every node must name the port rank 0's node listens on"]
+    assert not out.exists()
+
+
+def test_dry_run_prints_the_node_command(capsys):
+    from harness.cli import main
+
+    assert main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "1",
+                 "--main-address", "10.0.0.7", "--main-port", "29611", "--dry-run",
+                 "configs/digits_mlp.yaml", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "--num_machines 2 --machine_rank 1 --num_processes 2 --main_process_ip 10.0.0.7" in printed

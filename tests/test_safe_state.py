@@ -8,6 +8,7 @@ real run with SIGKILL at 10 random instants and resumes it each time.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -25,7 +26,7 @@ import torch
 from harness import atomic, resume
 from harness.cli import main
 from harness.errors import BadInput
-from harness.guard import SecondSignal, StopSignals, deferred_signals
+from harness.guard import SIGTERM_ONCE_ENV, SecondSignal, StopSignals, deferred_signals
 from harness.lock import LOCK_FILE, RunLock, live_owner
 from harness.report import load_report
 from conftest import REPO, TINY
@@ -33,6 +34,14 @@ from conftest import REPO, TINY
 CONFIG = "configs/digits_cnn.yaml"
 TESTS = str(Path(__file__).parent)
 RECIPE = [CONFIG, *TINY, "optim.scheduler.name=none"]
+
+
+@pytest.fixture(autouse=True)
+def at_a_terminal(monkeypatch):
+    """These tests send a second SIGTERM meaning "out now": not inside a Slurm job (where a
+    repeated SIGTERM is one request), even when the suite itself runs in one."""
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv(SIGTERM_ONCE_ENV, raising=False)
 
 
 def run(out: Path, *extra: str, resume_dir: bool = False) -> int:
@@ -241,6 +250,57 @@ def test_a_second_signal_waits_for_the_deferred_block():
                 os.kill(os.getpid(), signal.SIGTERM)
                 finished = True  # not interrupted inside the block
         assert finished and caught.value.signum == signal.SIGTERM
+
+
+@pytest.mark.parametrize("env", [{"SLURM_JOB_ID": "4242"}, {SIGTERM_ONCE_ENV: "1"}])
+def test_under_slurm_a_repeated_sigterm_is_one_request(monkeypatch, env):
+    """slurmstepd signals every process of the step and the launcher forwards its own
+    SIGTERM: each rank gets it two or three times, and must still checkpoint."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with StopSignals() as signals, no_second_signal():
+        for _ in range(3):
+            os.kill(os.getpid(), signal.SIGTERM)
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGTERM)  # nor held for after the block
+        assert signals.signum == signal.SIGTERM
+
+
+@contextlib.contextmanager
+def no_second_signal():
+    """A SecondSignal is a KeyboardInterrupt, which would end the whole pytest session: fail one test."""
+    try:
+        yield
+    except SecondSignal as err:
+        pytest.fail(f"a repeated SIGTERM was taken as a second request: {err}")
+
+
+def test_outside_slurm_a_second_sigterm_still_means_out_now():
+    with StopSignals() as signals:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(SecondSignal) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.signum == signal.SIGTERM and caught.value.signum == signal.SIGTERM
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
+def test_under_slurm_a_second_sigint_still_means_out_now(monkeypatch, first):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with StopSignals() as signals:
+        os.kill(os.getpid(), first)
+        with pytest.raises(SecondSignal) as caught:
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signals.signum == first and caught.value.signum == signal.SIGINT
+
+
+def test_the_slurm_rule_is_read_when_the_handlers_are_made(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    signals = StopSignals()
+    monkeypatch.delenv("SLURM_JOB_ID")
+    with signals, no_second_signal():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signals.signum == signal.SIGTERM
 
 
 def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, monkeypatch, capsys):
@@ -560,6 +620,49 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     report = load_report(out)
     assert report["status"] == "interrupted" and "SIGTERM" in report["error"]
     assert not _processes_mentioning(str(out))  # no rank left running, re-parented to PID 1
+    assert not (out / LOCK_FILE).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits_for_the_ranks(tmp_path):
+    """As at a Slurm time limit: slurmstepd signals every process of the step and the launchers
+    forward theirs, so each rank gets SIGTERM twice (one request: it checkpoints), and torchrun's
+    agent too (it dies at the second, its ranks in their own sessions still writing)."""
+    import psutil
+
+    out = tmp_path / "out"
+    marker = tmp_path / "training"
+    save_s = 8  # longer than the 5 s harness launch gives its launcher's stderr to close
+    env = {**os.environ, "PYTHONPATH": TESTS, "SLURM_JOB_ID": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
+                             "train.epochs=30", "output.checkpoint_every_epoch=false",
+                             "model.name=custom_models:SlowToSave",
+                             f"model.kwargs={{marker: {marker}, sleep_ms: 20, save_s: {save_s}}}",
+                             "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the ranks never started training"
+        time.sleep(0.1)
+    # harness launch -> accelerate's launcher (torchrun's agent) -> the ranks
+    (launcher,) = psutil.Process(proc.pid).children()
+    ranks = launcher.children()
+    assert len(ranks) == 2
+    for p in (proc, launcher, *ranks):
+        p.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # srun's or a wrapper's forward, later: torchrun's agent is closing its workers
+    launcher.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert not _processes_mentioning(str(out)), err[-3000:]  # harness launch waited for its ranks
+    assert proc.returncode == 143, err[-3000:]
+    report = load_report(out)
+    assert report["status"] == "interrupted"
+    # stopped at a boundary and checkpointed, not "a second signal: no checkpoint of this epoch"
+    assert report["error"].startswith("interrupted by SIGTERM; the state is checkpointed"), report["error"]
+    (last,) = (out / "checkpoints").iterdir()
+    assert resume.check_checkpoint(last) is None
     assert not (out / LOCK_FILE).exists()
 
 
