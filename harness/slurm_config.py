@@ -7,7 +7,7 @@ slurm:
   partition: gpu               # optional, like account, qos
   account: my-project
   time_limit_s: 600            # default: the sweep's time_limit_s; Slurm counts whole minutes
-  nodes: 1
+  nodes: 1                     # > 1: one `harness launch` per node, launch.nproc processes on each
   tasks_per_node: 1
   gpus_per_node: 1
   cpus_per_task: 8             # default: none asked (a multi-process cell: one per process)
@@ -15,9 +15,10 @@ slurm:
   additional_parameters: {constraint: a100, hold: true}   # any other sbatch option
   python: /shared/venv/bin/python   # the interpreter on the nodes (default: this one)
 grid:
-  launch.nproc: [1, 2]         # a cell run through `harness launch` with that many processes
-  launch.mode: [ddp]           # cpu | gpu | ddp (default: ddp for nproc > 1; nproc 1: a plain `harness run`)
+  launch.nproc: [1, 2]         # a cell run through `harness launch` with that many processes (per node)
+  launch.mode: [ddp]           # cpu | gpu | ddp (default: ddp for nproc > 1 or nodes > 1; else a plain `harness run`)
   slurm.cpus_per_task: [2]     # one cell's own resources
+  slurm.nodes: [1, 2]          # a cell over 2 nodes: world size = nodes x launch.nproc
 ```
 
 Torch-free: ``harness sweep --help`` and the readers of sweep.yaml never build a model.
@@ -65,11 +66,18 @@ class SlurmOptions:
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """A cell run through ``harness launch --mode MODE --nproc NPROC``."""
+    """A cell run through ``harness launch --mode MODE --nproc NPROC [--nnodes NNODES]``."""
 
     mode: str | None
     """None: a plain ``harness run`` (one process, the device the config picks)."""
     nproc: int
+    """Processes on each node."""
+    nnodes: int = 1
+    """Nodes, one launcher on each (``slurm.nodes``): the world size is nnodes x nproc."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nnodes * self.nproc
 
 
 def _int(value: Any, where: str, minimum: int) -> int:
@@ -120,11 +128,6 @@ def _resource_values(raw: dict, where: str) -> dict[str, Any]:
             raise BadInput(f"{where}.{key}: unknown key (expected one of: {', '.join(RESOURCE_CHECKS)})")
         if value is not None:
             out[key] = RESOURCE_CHECKS[key](value, f"{where}.{key}")
-    if out.get("nodes", 1) > 1:
-        # One cell is one `harness run` or one single-node `harness launch`; a run over several
-        # nodes starts one launcher per node: launch/slurm.sbatch does that.
-        raise BadInput(f"{where}.nodes: a sweep cell runs on one node; for a multi-node run use "
-                       "sbatch launch/slurm.sbatch")
     return out
 
 
@@ -153,8 +156,10 @@ def parse_slurm(raw: Any) -> SlurmOptions:
     return options
 
 
-def split_axes(merged: dict[str, Any], where: str) -> tuple[dict[str, Any], LaunchSpec | None, dict[str, Any]]:
-    """A cell's dotted keys as (config overrides, its launch, its own Slurm resources)."""
+def split_axes(merged: dict[str, Any], where: str,
+               sweep_resources: SlurmResources | None = None) -> tuple[dict[str, Any], LaunchSpec | None, dict[str, Any]]:
+    """A cell's dotted keys as (config overrides, its launch, its own Slurm resources);
+    ``sweep_resources`` (the ``slurm:`` block) gives the nodes a cell without its own runs on."""
     overrides, launch, slurm = {}, {}, {}
     for key, value in merged.items():
         head, _, tail = key.partition(".")
@@ -166,22 +171,31 @@ def split_axes(merged: dict[str, Any], where: str) -> tuple[dict[str, Any], Laun
             slurm[tail] = value
         else:
             overrides[key] = value
-    return overrides, _launch(launch, where), _resource_values(slurm, f"{where}: slurm") if slurm else {}
+    own = _resource_values(slurm, f"{where}: slurm") if slurm else {}
+    base = sweep_resources or SlurmResources()
+    nodes = own.get("nodes", base.nodes)
+    if nodes > 1 and own.get("tasks_per_node", base.tasks_per_node) not in (None, 1):
+        raise BadInput(f"{where}: slurm.tasks_per_node: a cell on {nodes} nodes runs one launcher per node "
+                       f"(tasks_per_node 1); its processes per node are launch.nproc")
+    return overrides, _launch(launch, where, nodes), own
 
 
-def _launch(raw: dict[str, Any], where: str) -> LaunchSpec | None:
-    if not raw:
+def _launch(raw: dict[str, Any], where: str, nodes: int = 1) -> LaunchSpec | None:
+    if not raw and nodes == 1:
         return None
     nproc = _int(raw.get("nproc", 1), f"{where}: launch.nproc", 1)
-    mode = raw.get("mode", "ddp" if nproc > 1 else None)
+    mode = raw.get("mode", "ddp" if nproc > 1 or nodes > 1 else None)
     if mode is not None and mode not in LAUNCH_MODES:
         raise BadInput(f"{where}: launch.mode: expected one of {', '.join(LAUNCH_MODES)}, got {mode!r}")
-    if mode == "ddp" and nproc < 2:
+    if nodes > 1 and mode != "ddp":
+        raise BadInput(f"{where}: launch.mode: a cell on {nodes} nodes runs one process group over them "
+                       f"(launch.mode ddp), got {mode!r}")
+    if mode == "ddp" and nproc * nodes < 2:
         raise BadInput(f"{where}: launch.nproc: ddp needs at least 2 processes, got {nproc} "
                        "(a 1-process cell: launch.mode cpu or gpu)")
     if mode in ("cpu", "gpu") and nproc != 1:
         raise BadInput(f"{where}: launch.nproc: mode {mode} runs one process; use launch.mode ddp for {nproc}")
-    return LaunchSpec(mode, nproc)
+    return LaunchSpec(mode, nproc, nodes)
 
 
 def cell_resources(options: SlurmOptions, own: dict[str, Any], launch: LaunchSpec | None) -> SlurmResources:
@@ -190,6 +204,8 @@ def cell_resources(options: SlurmOptions, own: dict[str, Any], launch: LaunchSpe
     res = replace(options.resources, **own)
     if launch is not None and launch.nproc > 1 and res.cpus_per_task is None and not res.gpus_per_node:
         res = replace(res, cpus_per_task=launch.nproc)
+    if res.nodes > 1:
+        res = replace(res, tasks_per_node=1)  # one launcher per node; it starts that node's ranks
     return res
 
 

@@ -67,30 +67,64 @@ def thread_env(cmd: list[str], environ: dict) -> dict:
     return env
 
 
-def run_cell_job(cmd: list[str], cell_dir: str) -> dict:
-    """The body of one cell's job: check the folder, run the cell, report how it ended.
+MAIN_PORT_BASE, MAIN_PORT_SPAN = 20000, 20000
 
-    The cell's own process handles SIGTERM (Slurm's time limit, a pre-emption): it stops at a
-    step boundary, checkpoints and writes its report; the scheduler's state names the cause.
+
+def node_command(cmd: list[str], environ: dict) -> list[str]:
+    """``harness launch ... --nnodes N ...`` as this node runs it: its rank and node 0's address.
+
+    srun runs this job's function once per node; node 0 is the job's first node, where the
+    batch script (and so srun) runs, so ``SLURM_LAUNCH_NODE_IPADDR`` is its address on every
+    node. The port comes from the job id: two cells' rendezvous on one node never share it,
+    and a requeued job (same id) meets at the same port again.
+    """
+    try:
+        rank, addr, job = environ["SLURM_NODEID"], environ["SLURM_LAUNCH_NODE_IPADDR"], environ["SLURM_JOB_ID"]
+    except KeyError as err:
+        raise RuntimeError(f"a multi-node cell must run under srun in a Slurm job ({err.args[0]} is not set)") from None
+    port = MAIN_PORT_BASE + int(job) % MAIN_PORT_SPAN
+    i = cmd.index("--nnodes") + 2
+    return [*cmd[:i], "--node-rank", rank, "--main-address", addr, "--main-port", str(port), *cmd[i:]]
+
+
+def log_names(node_rank: int) -> tuple[str, str]:
+    """The cell's stdout and stderr files; nodes after the first write their own."""
+    suffix = "" if node_rank == 0 else f".node{node_rank}"
+    return f"stdout{suffix}.log", f"stderr{suffix}.log"
+
+
+def run_cell_job(cmd: list[str], cell_dir: str) -> dict:
+    """The body of one cell's job (on each of its nodes): check the folder, run the cell,
+    report how it ended. The sweep reads what node 0 returns.
+
+    The cell's own processes handle SIGTERM (Slurm's time limit, a pre-emption, a requeue):
+    every rank stops at the same step boundary, checkpoints and writes its report; the
+    scheduler's state names the cause.
     """
     folder = Path(cell_dir)
     host = socket.gethostname()
+    multi = "--nnodes" in cmd
+    node_rank = int(os.environ.get("SLURM_NODEID") or 0) if multi else 0
     why = check_writable(folder)
     if why is not None:
         return {"exit_code": None, "host": host, "error": why}
     resumed = _resumable(folder)
     if resumed:
         cmd = resume_command(cmd, folder)
-    else:
+    elif node_rank == 0:
         (folder / "report.yaml").unlink(missing_ok=True)  # never read a previous attempt's report
+    if multi:
+        cmd = node_command(cmd, os.environ)
     # submitit answers its pre-emption signal by requeueing from Python; the run already
     # checkpoints on SIGTERM, and sweep_slurm asks Slurm to send that signal nowhere.
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     t0 = time.perf_counter()
-    with open(folder / "stdout.log", "a" if resumed else "w") as out, \
-            open(folder / "stderr.log", "a" if resumed else "w") as err:
+    stdout, stderr = log_names(node_rank)
+    with open(folder / stdout, "a" if resumed else "w") as out, \
+            open(folder / stderr, "a" if resumed else "w") as err:
         code = subprocess.call(cmd, stdout=out, stderr=err, env=thread_env(cmd, dict(os.environ)))
-    return {"exit_code": code, "host": host, "seconds": time.perf_counter() - t0, "resumed": resumed}
+    return {"exit_code": code, "host": host, "seconds": time.perf_counter() - t0, "resumed": resumed,
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0), "node_rank": node_rank}
 
 
 def preflight(run_args: list[str]) -> int:

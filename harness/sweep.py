@@ -89,6 +89,8 @@ def cell_command(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=N
         head = ["run"]
     else:
         head = ["launch", "--mode", launch.mode, "--nproc", str(launch.nproc)]
+        if launch.nnodes > 1:  # the job on each node adds its --node-rank and the main address
+            head += ["--nnodes", str(launch.nnodes)]
     return [python, "-m", "harness", *head, *config, *overrides, "--output", str(cell_dir)]
 
 
@@ -330,6 +332,10 @@ def cmd_sweep(args) -> int:
         from harness.sweep_slurm import cmd_slurm_sweep
 
         return cmd_slurm_sweep(args, spec, out)
+    for cell in spec.cells:
+        if cell.launch is not None and cell.launch.nnodes > 1:
+            raise BadInput(f"{args.sweep}: cell {cell.id}: slurm.nodes: {cell.launch.nnodes} nodes need "
+                           "--executor slurm (the local executor runs every cell on this machine)")
     return run_stoppable(lambda: run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed), out,
                          f"continue with: harness sweep {args.sweep} --output {out} --resume")
 

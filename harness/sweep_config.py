@@ -199,7 +199,8 @@ def load_sweep(path: str | Path) -> SweepSpec:
                 raise BadInput(f"cell {i} ({cid}): the same cell as cell {seen[cid]}")
             seen[cid] = i
             keys, launch, resources = split_axes({**spec.base_overrides,
-                                                  **{k: v for k, v in axes.items() if k != "config"}}, f"cell {cid}")
+                                                  **{k: v for k, v in axes.items() if k != "config"}}, f"cell {cid}",
+                                                 spec.slurm.resources)
             own = _resolve_path(axes["config"], path, f"cell {cid}: config") if "config" in axes else None
             overrides = [override_text(k, v) for k, v in keys.items()]
             try:

@@ -9,11 +9,16 @@ job id as soon as sbatch answers, then polls the scheduler and rewrites the rows
 atomically as jobs finish. Stopping it leaves the jobs running; ``--resume`` finds them
 by id and waits for them instead of submitting them again.
 
-At its time limit (or on pre-emption) Slurm sends SIGTERM to every process of the job: a
-one-process cell stops at a step boundary, checkpoints and reports; the ranks of a
-``harness launch`` cell get it twice (from Slurm and from their launcher) and stop
-without the checkpoint. Either way the row names the scheduler's reason. A job Slurm
-requeues runs its cell again with ``--resume``, from the last checkpoint in its folder.
+A cell on several nodes (``slurm.nodes``) is one job of that many nodes: srun starts the
+job's function once per node, and each runs ``harness launch --nnodes N --node-rank R``
+towards node 0 (harness/slurm_job.py).
+
+At its time limit (or on pre-emption, or ``scontrol requeue``) Slurm sends SIGTERM to every
+process of the job; the ranks of a ``harness launch`` cell get it again from their launcher,
+and a run inside a Slurm job takes the repeats as the same request (harness/guard.py). Every
+rank stops at the same step boundary, checkpoints and reports; the row names the
+scheduler's reason. A job Slurm requeues runs its cell again with ``--resume``, from the
+last checkpoint in its folder, and its row counts the attempts.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ def _executor(out: Path, spec: SweepSpec, res: SlurmResources, count: int):
         "time": time_limit_min(spec, res),
         "nodes": res.nodes,
         "array_parallelism": options.array_parallelism or count,
-        "use_srun": False,  # one process per cell: the launcher, if any, starts the ranks
+        # One node: the job's own process runs the cell (the launcher, if any, starts the ranks).
+        # Several: srun starts the job's function once per node, and each starts its launcher.
+        "use_srun": res.nodes > 1,
         # The nodes import this same harness, installed or not (the file system is shared).
         "setup": [f"export PYTHONPATH={Path(harness.__file__).resolve().parent.parent}${{PYTHONPATH:+:$PYTHONPATH}}"],
         "additional_parameters": {"signal": NO_SUBMITIT_SIGNAL, **dict(res.additional_parameters)},
@@ -86,6 +93,10 @@ def _executor(out: Path, spec: SweepSpec, res: SlurmResources, count: int):
             params[theirs] = getattr(res, ours)
     if res.mem_gb is not None:
         params["mem"] = f"{math.ceil(res.mem_gb * 1024)}M"
+    if res.nodes > 1:
+        # The step gets every CPU the job holds on each node (srun would give its one task one
+        # CPU), and a node whose task dies takes the others down instead of leaving them waiting.
+        params["srun_args"] = ["--whole", "--kill-on-bad-exit=1"]
     try:
         ex.update_parameters(**params)
     except ValueError as err:
@@ -171,7 +182,8 @@ def finished_row(out: Path, cell: Cell, row: dict, state: str) -> dict:
     seconds = info.get("seconds") or ((report or {}).get("timing") or {}).get("total_wall_s")
     batch = cell.batch_size
     return {**row, "status": "completed" if ok else "failed", "error": error, "scheduler_state": state,
-            "host": info.get("host"), "seconds": round(seconds, 3) if seconds else None, "attempts": 1,
+            "host": info.get("host"), "seconds": round(seconds, 3) if seconds else None,
+            "attempts": 1 + int(info.get("restarts") or 0),
             "report": f"cells/{cell.id}/report.yaml" if report is not None else None,
             "requested_batch_size": batch, "actual_batch_size": batch, **figures(report)}
 
@@ -250,7 +262,8 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
         for cell, job_id in zip(cells, job_ids):
             i = index[cell.id]
             rows[i] = {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
-                       "nproc": cell.launch.nproc if cell.launch else 1, "status": "queued", "job_id": job_id,
+                       "nproc": cell.launch.nproc if cell.launch else 1, "nodes": res.nodes,
+                       "status": "queued", "job_id": job_id,
                        "scheduler_state": "PENDING", "submitted_at": _now(),
                        "resources": {**resource_dict(res), "time_limit_min": time_limit_min(spec, res)}}
             waiting[job_id] = i

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# A single-node Slurm on this machine, for trying the harness's Slurm paths for real.
+# A small Slurm on this machine, for trying the harness's Slurm paths for real: one
+# controller and $SLURM_LOCAL_NODES slurmd daemons (default 2), each one "node" of the
+# partition, so multi-node jobs (srun over 2 nodes, torch rendezvous between them) run
+# for real on one host.
 #
 #   scripts/slurm-local.sh install  install the Debian packages (apt-get) if missing, nothing else
 #   scripts/slurm-local.sh up       install (Debian packages) if missing, configure, start, wait for idle
@@ -7,14 +10,18 @@
 #   scripts/slurm-local.sh status   print sinfo, or say that nothing runs
 #
 # Needs root (it writes /etc/slurm/slurm.conf and starts munged, slurmctld and slurmd).
-# The node gets this machine's real CPU count and memory, so a job that asks for more
-# pends, as it would on a cluster. State, logs and pid files live in $SLURM_LOCAL_DIR.
+# Each node gets this machine's real CPU count and memory, so a job that asks for more
+# than the machine has pends, as it would on a cluster; the nodes share those cores, so
+# jobs running on both at once share them too (a test cluster, not a benchmark one).
+# The nodes are named local1, local2, ... and reached at 127.0.0.1, one slurmd port each. State, logs and pid files live in $SLURM_LOCAL_DIR.
 # Scheduling intervals are short so a test's jobs start within a second or two, and
 # finished jobs stay known to `scontrol show job` for an hour (there is no accounting
 # database here, so `sacct` has nothing to say).
 set -euo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/var/tmp/harness-slurm}
+NODES=${SLURM_LOCAL_NODES:-2}
+case "$NODES" in ""|*[!0-9]*|0) echo "slurm-local: SLURM_LOCAL_NODES: expected an integer >= 1, got '$NODES'" >&2; exit 2 ;; esac
 CONF=/etc/slurm/slurm.conf
 MARK="# written by harness scripts/slurm-local.sh"
 
@@ -38,7 +45,8 @@ write_conf() {
   if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
     die "$CONF exists and was not written by this script; refusing to replace a real cluster's configuration"
   fi
-  mkdir -p /etc/slurm "$DIR/ctld" "$DIR/d"
+  mkdir -p /etc/slurm "$DIR/ctld"
+  for i in $(seq "$NODES"); do mkdir -p "$DIR/d-local$i"; done
   cat > "$CONF" <<CONF
 $MARK
 ClusterName=harness-local
@@ -47,11 +55,11 @@ SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
 StateSaveLocation=$DIR/ctld
-SlurmdSpoolDir=$DIR/d
+SlurmdSpoolDir=$DIR/d-%n
 SlurmctldPidFile=$DIR/slurmctld.pid
-SlurmdPidFile=$DIR/slurmd.pid
+SlurmdPidFile=$DIR/slurmd-%n.pid
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$DIR/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -64,13 +72,17 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 MinJobAge=3600
-KillWait=10
+KillWait=30
 InactiveLimit=0
 MessageTimeout=10
-NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+$(for i in $(seq "$NODES"); do
+  echo "NodeName=local$i NodeHostname=$host NodeAddr=127.0.0.1 Port=$((6817 + i)) CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN"
+done)
+PartitionName=debug Nodes=local[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 CONF
 }
+
+node_names() { for i in $(seq "$NODES"); do echo "local$i"; done; }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -87,29 +99,32 @@ up() {
     cp "$DIR/munge/munged.pid" "$DIR/munged.pid"
   fi
   alive "$DIR/slurmctld.pid" || slurmctld || die "slurmctld did not start (see $DIR/slurmctld.log)"
-  alive "$DIR/slurmd.pid" || slurmd || die "slurmd did not start (see $DIR/slurmd.log)"
+  for name in $(node_names); do
+    alive "$DIR/slurmd-$name.pid" || slurmd -N "$name" || die "slurmd -N $name did not start (see $DIR/slurmd-$name.log)"
+  done
   for _ in $(seq 120); do
-    if sinfo -h -o '%t' 2>/dev/null | grep -qx 'idle'; then
+    if [ "$(sinfo -h -N -o '%t' 2>/dev/null | grep -cx 'idle')" = "$NODES" ]; then
       sinfo
       return 0
     fi
     sleep 0.5
   done
   sinfo >&2 || true
-  die "the node did not become idle within 60 s (see $DIR/slurmctld.log and $DIR/slurmd.log)"
+  die "the nodes did not all become idle within 60 s (see $DIR/slurmctld.log and $DIR/slurmd-*.log)"
 }
 
 down() {
-  local name pid
-  for name in slurmd slurmctld munged; do
-    [ -f "$DIR/$name.pid" ] || continue
-    pid=$(cat "$DIR/$name.pid")
+  local file pid
+  # Every slurmd this script started (whatever node count it was started with), then the rest.
+  for file in "$DIR"/slurmd-*.pid "$DIR/slurmd.pid" "$DIR/slurmctld.pid" "$DIR/munged.pid"; do
+    [ -f "$file" ] || continue
+    pid=$(cat "$file")
     if kill -0 "$pid" 2>/dev/null; then
       kill "$pid"
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
     fi
-    rm -f "$DIR/$name.pid"
+    rm -f "$file"
   done
 }
 

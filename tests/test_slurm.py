@@ -1,9 +1,10 @@
 """Against a real Slurm: sweeps through ``--executor slurm`` and launch/slurm.sbatch.
 
 They run whenever ``sbatch`` answers. Where Slurm is installed but not running (CI after
-``scripts/slurm-local.sh install``), the session fixture brings up a single-node Slurm with
+``scripts/slurm-local.sh install``), the session fixture brings up a local Slurm with
 that script and stops its daemons, by their pids, when the session ends. Without Slurm
-they skip, and pytest's summary (``-ra``) says why.
+they skip, and pytest's summary (``-ra``) says why. That Slurm has two nodes on this host
+(local1, local2), so the multi-node paths run for real.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def slurm():
         subprocess.run([str(SCRIPT), "down"], timeout=60)
 
 
+@pytest.fixture
+def two_nodes(slurm):
+    """A default partition of two nodes or more (scripts/slurm-local.sh's has two)."""
+    counts = subprocess.run(["sinfo", "-h", "-o", "%D %P"], capture_output=True, text=True).stdout.split("\n")
+    default = next((line.split()[0] for line in counts if line.strip().endswith("*")), "0")
+    if int(default) < 2:
+        pytest.skip(f"the default partition has {default} node(s); these tests need 2 "
+                    "(scripts/slurm-local.sh up brings up two on this host)")
+
+
 def sweep_file(tmp_path: Path, name: str, **spec) -> Path:
     body = {"name": name, "base": {"config": str(REPO / "configs/digits_mlp.yaml"), "overrides": TINY},
             "executor": "slurm", "time_limit_s": 300, **spec}
@@ -114,16 +125,25 @@ def test_a_four_cell_sweep_runs_as_one_array_two_at_a_time(slurm, tmp_path):
         assert sum(s <= start < e for s, e in spans) <= 2, spans
 
 
-def test_a_cell_past_its_time_limit_is_a_timeout_row(slurm, tmp_path):
-    spec = sweep_file(tmp_path, unique("limit"), cells=[{"train.epochs": 100000}], time_limit_s=30)
+def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_path):
+    """Slurm's SIGTERM at the limit reaches every process of the job; the ranks of a launch
+    cell get it again from their launcher, and must still checkpoint, as one process does."""
+    spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
+                      cells=[{"train.epochs": 100000}, {"train.epochs": 100000, "launch.nproc": 2}])
     out = tmp_path / "out"
     proc = harness("sweep", str(spec), "--output", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (row,) = rows(out)
-    assert row["status"] == "failed"
-    assert row["scheduler_state"] == "TIMEOUT"
-    assert row["error"].startswith("TIMEOUT: the scheduler stopped the job at its time limit (1 min)")
-    assert row["job_id"]
+    one, two = rows(out)
+    for row in (one, two):
+        assert row["status"] == "failed" and row["job_id"]
+        assert row["scheduler_state"] == "TIMEOUT"
+        assert row["error"].startswith("TIMEOUT: the scheduler stopped the job at its time limit (1 min)")
+        cell = out / "cells" / row["id"]
+        report = yaml.safe_load((cell / "report.yaml").read_text())
+        assert report["status"] == "interrupted"
+        assert "the state is checkpointed" in report["error"], (report["error"], (cell / "stderr.log").read_text()[-3000:])
+        assert any((cell / "checkpoints").iterdir())
+    assert two["world_size"] == 2
 
 
 def test_resume_waits_for_queued_jobs_and_submits_nothing_twice(slurm, tmp_path):
@@ -179,16 +199,17 @@ def sbatch(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
     raise AssertionError(f"job {job} did not end within {timeout} s")
 
 
-def test_sbatch_on_a_cpu_node_starts_a_process_per_task_not_eight(slurm, tmp_path):
+def test_sbatch_on_two_cpu_nodes_starts_a_process_per_task_not_eight(two_nodes, tmp_path):
     run = tmp_path / "run"
-    code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_mlp.yaml",
-                       *TINY_ARGS, "--output", str(run))
+    code, log = sbatch(tmp_path, "--nodes=2", "--ntasks-per-node=2", "launch/slurm.sbatch",
+                       "configs/digits_mlp.yaml", *TINY_ARGS, "--output", str(run))
     assert code == 0, log[-3000:]
-    assert "1 node(s) x 2 process(es) = 2" in log
+    assert "2 node(s) x 2 process(es) = 4" in log
     report = yaml.safe_load((run / "report.yaml").read_text())
     assert report["status"] == "completed"
-    assert report["distributed"]["world_size"] == 2
-    assert len({r["pid"] for r in report["per_rank"]}) == 2
+    assert report["distributed"]["world_size"] == 4
+    assert len({r["pid"] for r in report["per_rank"]}) == 4
+    assert sorted(r["node_rank"] for r in report["per_rank"]) == [0, 0, 1, 1]
 
 
 def test_sbatch_bad_input_ends_the_job_with_one_line(slurm, tmp_path):
@@ -259,8 +280,8 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
         subprocess.run(["scancel", job])
     state = job_field("JobState")
     if state != "COMPLETED":  # what the controller and the node said of this job, to tell why
-        said = "".join(line for f in ("slurmctld.log", "slurmd.log") if (LOGS / f).is_file()
-                       for line in (LOGS / f).read_text(errors="replace").splitlines(True)[-400:]
+        said = "".join(line for f in [LOGS / "slurmctld.log", *sorted(LOGS.glob("slurmd*.log"))] if f.is_file()
+                       for line in f.read_text(errors="replace").splitlines(True)[-400:]
                        if f"JobId={job}" in line or f"job {job}" in line.lower() or f"StepId={job}" in line)
         pytest.fail(f"job {job} ended {state} ({job_field('Reason')}, exit {job_field('ExitCode')})\n"
                     f"{log.read_text()}\n--- Slurm's logs ---\n{said}")
@@ -268,3 +289,57 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
     assert report["status"] == "completed"
     assert report["resumed_from_epoch"] >= 1
     assert f"restart 1 of job {job}: resuming {run}" in log.read_text()
+
+
+def test_a_two_node_cell_requeued_midway_resumes_from_its_checkpoint(two_nodes, tmp_path):
+    """One cell over both nodes (one launcher a node, ranks meeting at node 0), requeued by the
+    scheduler while it trains: every rank checkpoints at one step boundary, the job runs again
+    with --resume, and the row counts two attempts of one job."""
+    name = unique("requeue")
+    spec = sweep_file(tmp_path, name, time_limit_s=600,
+                      cells=[{"slurm.nodes": 2, "train.epochs": 60, "data.subset": 600,
+                              "output.checkpoint_every_epoch": True}])
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sweep = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--output", str(out)],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(what, timeout=240):
+        deadline = time.monotonic() + timeout
+        while not what():
+            assert sweep.poll() is None or what(), sweep.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, f"waited {timeout} s"
+            time.sleep(0.5)
+
+    def job() -> dict:
+        return next(iter(jobs_named(f"harness-{name}").values()), {})
+
+    try:
+        cell = None
+        wait_for(lambda: (out / "cells").is_dir() and any((out / "cells").glob("*/checkpoints/epoch_*")))
+        (cell,) = (out / "cells").iterdir()
+        first = job()
+        assert first["NodeList"] == "local[1-2]" and first["NumNodes"] == "2", first
+        subprocess.run(["scontrol", "requeue", first["JobId"]], check=True)
+        wait_for(lambda: job().get("Restarts") == "1" and job().get("JobState") == "PENDING"
+                 and read_lock(cell) is None)
+        time.sleep(2)  # see test_sbatch_preempted_checkpoints_requeues_itself_and_resumes
+        subprocess.run(["scontrol", "update", f"JobId={first['JobId']}", "StartTime=now"], check=True)
+        _, stderr = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        for job_id in jobs_named(f"harness-{name}"):
+            subprocess.run(["scancel", job_id])
+    assert sweep.returncode == 0, stderr[-3000:]
+    (row,) = rows(out)
+    logs = (cell / "stderr.log").read_text(errors="replace")
+    assert row["status"] == "completed", (row, logs[-3000:])
+    assert row["attempts"] == 2 and row["nodes"] == 2 and row["world_size"] == 2
+    # The first attempt ended at a step boundary with every rank's state saved (a second
+    # SIGTERM would have stopped it without), and the second took it up from there.
+    assert "interrupted by SIGTERM; the state is checkpointed" in logs and "second" not in logs, logs[-3000:]
+    report = yaml.safe_load((cell / "report.yaml").read_text())
+    assert report["status"] == "completed" and report["resumed_from_epoch"] >= 1
+    assert sorted(r["node_rank"] for r in report["per_rank"]) == [0, 1]
+    assert (cell / "stderr.node1.log").is_file()

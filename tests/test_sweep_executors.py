@@ -34,7 +34,9 @@ def write_spec(tmp_path: Path, **spec) -> Path:
     ({"slurm": {"partiton": "gpu"}}, "slurm.partiton: unknown key"),
     ({"slurm": {"cpus_per_task": 0}}, "slurm.cpus_per_task: expected an integer >= 1"),
     ({"slurm": {"mem_gb": "lots"}}, "slurm.mem_gb: expected a finite number > 0"),
-    ({"slurm": {"nodes": 2}}, "slurm.nodes: a sweep cell runs on one node"),
+    ({"slurm": {"nodes": 2, "tasks_per_node": 2}}, "slurm.tasks_per_node: a cell on 2 nodes runs one launcher"),
+    ({"cells": [{"slurm.nodes": 2, "launch.mode": "cpu"}]}, "launch.mode: a cell on 2 nodes runs one process group"),
+    ({"cells": [{"slurm.nodes": 2}]}, "slurm.nodes: 2 nodes need --executor slurm"),
     ({"slurm": {"additional_parameters": {"constraint": [1]}}}, "slurm.additional_parameters.constraint"),
     ({"slurm": {"array_parallelism": True}}, "slurm.array_parallelism: expected an integer >= 1"),
     ({"cells": [{"launch.nproc": 2, "launch.mode": "cpu"}]}, "launch.nproc: mode cpu runs one process"),
@@ -65,6 +67,35 @@ def test_launch_and_slurm_axes_are_not_config_keys():
     assert own == {"mem_gb": 4.0}
     # One process with no mode is a plain `harness run`.
     assert split_axes({"launch.nproc": 1}, "c")[1] == LaunchSpec(None, 1)
+
+
+def test_a_cell_on_two_nodes_is_one_launcher_a_node_towards_node_0():
+    from harness.slurm_config import SlurmResources
+    from harness.slurm_job import log_names, node_command
+    from harness.sweep import cell_command
+    from harness.sweep_config import SweepSpec
+
+    # Nodes from the sweep's block or the cell's own axis; one process per node by default.
+    _, launch, _ = split_axes({"optim.lr": 0.1}, "c", SlurmResources(nodes=2))
+    assert launch == LaunchSpec("ddp", 1, 2) and launch.world_size == 2
+    _, launch, own = split_axes({"slurm.nodes": 2, "launch.nproc": 2}, "c")
+    assert launch == LaunchSpec("ddp", 2, 2) and launch.world_size == 4
+    res = cell_resources(SlurmOptions(), own, launch)
+    assert (res.nodes, res.tasks_per_node, res.cpus_per_task) == (2, 1, 2)
+
+    spec = SweepSpec(name="n", source=Path("s.yaml"), base_config=Path("c.yaml"), base_overrides={},
+                     time_limit_s=60, oom_backoff=False, raw={})
+    cmd = cell_command(spec, ["optim.lr=0.1"], Path("cells/x"), launch, python="py")
+    assert cmd == ["py", "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", "--nnodes", "2",
+                   "c.yaml", "optim.lr=0.1", "--output", "cells/x"]
+    env = {"SLURM_NODEID": "1", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7", "SLURM_JOB_ID": "20123"}
+    on_node_1 = node_command(cmd, env)
+    assert on_node_1[8:16] == ["--nnodes", "2", "--node-rank", "1", "--main-address", "10.0.0.7",
+                               "--main-port", "20123"]
+    assert node_command(cmd, {**env, "SLURM_NODEID": "0"})[8:16] == [*on_node_1[8:11], "0", *on_node_1[12:16]]
+    with pytest.raises(RuntimeError, match="SLURM_LAUNCH_NODE_IPADDR"):
+        node_command(cmd, {"SLURM_NODEID": "0", "SLURM_JOB_ID": "1"})
+    assert log_names(0) == ("stdout.log", "stderr.log") and log_names(1) == ("stdout.node1.log", "stderr.node1.log")
 
 
 def test_a_multi_process_cell_asks_a_cpu_per_process_unless_told():
