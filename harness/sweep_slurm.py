@@ -83,7 +83,12 @@ def _executor(out: Path, spec: SweepSpec, res: SlurmResources, count: int):
         # Several: srun starts the job's function once per node, and each starts its launcher.
         "use_srun": res.nodes > 1,
         # The nodes import this same harness, installed or not (the file system is shared).
-        "setup": [f"export PYTHONPATH={Path(harness.__file__).resolve().parent.parent}${{PYTHONPATH:+:$PYTHONPATH}}"],
+        "setup": [f"export PYTHONPATH={Path(harness.__file__).resolve().parent.parent}${{PYTHONPATH:+:$PYTHONPATH}}",
+                  # The batch shell must outlive the cell. Killed by the time limit's SIGTERM, it
+                  # ended the job step while the run was still checkpointing: the job read as
+                  # TIMEOUT before the report was written, and the run went on outside Slurm's
+                  # view. Trapped, it waits for the cell (its children get SIGTERM's default).
+                  "trap : TERM"],
         "additional_parameters": {"signal": NO_SUBMITIT_SIGNAL, **dict(res.additional_parameters)},
     }
     for ours, theirs in (("partition", "partition"), ("account", "account"), ("qos", "qos"),

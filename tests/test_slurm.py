@@ -80,9 +80,11 @@ def sweep_file(tmp_path: Path, name: str, **spec) -> Path:
     return path
 
 
-def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def harness(*args: str, timeout: float = 600, tests_on_path: bool = False) -> subprocess.CompletedProcess:
+    """``tests_on_path``: the jobs can import tests/custom_models.py (sbatch passes the environment on)."""
+    path = os.pathsep.join([str(REPO), str(REPO / "tests")] if tests_on_path else [str(REPO)])
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": path})
 
 
 def rows(out: Path) -> list[dict]:
@@ -128,10 +130,14 @@ def test_a_four_cell_sweep_runs_as_one_array_two_at_a_time(slurm, tmp_path):
 def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_path):
     """Slurm's SIGTERM at the limit reaches every process of the job; the ranks of a launch
     cell get it again from their launcher, and must still checkpoint, as one process does."""
+    # The one-process cell's checkpoint takes 6 s: its row must wait for the report (the job
+    # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
+    slow = {"config": str(REPO / "configs/digits_cnn.yaml"), "model.name": "custom_models:SlowToSave",
+            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 0, "save_s": 6}}
     spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
-                      cells=[{"train.epochs": 100000}, {"train.epochs": 100000, "launch.nproc": 2}])
+                      cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2}])
     out = tmp_path / "out"
-    proc = harness("sweep", str(spec), "--output", str(out))
+    proc = harness("sweep", str(spec), "--output", str(out), tests_on_path=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = rows(out)
     for row in (one, two):
