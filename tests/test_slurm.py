@@ -253,7 +253,7 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
     env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
     args = [a for a in TINY_ARGS if not a.startswith(("train.epochs", "output.checkpoint_every_epoch"))]
     job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), "--ntasks-per-node=2",
-                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=40",
+                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=16",
                           "--output", str(run)], capture_output=True, text=True, env=env, check=True).stdout.strip()
 
     def job_field(key: str) -> str:
@@ -303,7 +303,7 @@ def test_a_two_node_cell_requeued_midway_resumes_from_its_checkpoint(two_nodes, 
     with --resume, and the row counts two attempts of one job."""
     name = unique("requeue")
     spec = sweep_file(tmp_path, name, time_limit_s=600,
-                      cells=[{"slurm.nodes": 2, "train.epochs": 60, "data.subset": 600,
+                      cells=[{"slurm.nodes": 2, "train.epochs": 24, "data.subset": 600,
                               "output.checkpoint_every_epoch": True}])
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
