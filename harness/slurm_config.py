@@ -75,10 +75,6 @@ class LaunchSpec:
     nnodes: int = 1
     """Nodes, one launcher on each (``slurm.nodes``): the world size is nnodes x nproc."""
 
-    @property
-    def world_size(self) -> int:
-        return self.nnodes * self.nproc
-
 
 def _int(value: Any, where: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -124,7 +124,7 @@ def run_cell_job(cmd: list[str], cell_dir: str) -> dict:
             open(folder / stderr, "a" if resumed else "w") as err:
         code = subprocess.call(cmd, stdout=out, stderr=err, env=thread_env(cmd, dict(os.environ)))
     return {"exit_code": code, "host": host, "seconds": time.perf_counter() - t0, "resumed": resumed,
-            "restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0), "node_rank": node_rank}
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0)}
 
 
 def preflight(run_args: list[str]) -> int:

@@ -13,7 +13,8 @@
 # Each node gets this machine's real CPU count and memory, so a job that asks for more
 # than the machine has pends, as it would on a cluster; the nodes share those cores, so
 # jobs running on both at once share them too (a test cluster, not a benchmark one).
-# The nodes are named local1, local2, ... and reached at 127.0.0.1, one slurmd port each. State, logs and pid files live in $SLURM_LOCAL_DIR.
+# The nodes are named local1, local2, ... and reached at 127.0.0.1, one slurmd port each.
+# State, logs and pid files live in $SLURM_LOCAL_DIR.
 # Scheduling intervals are short so a test's jobs start within a second or two, and
 # finished jobs stay known to `scontrol show job` for an hour (there is no accounting
 # database here, so `sacct` has nothing to say).
@@ -26,6 +27,7 @@ CONF=/etc/slurm/slurm.conf
 MARK="# written by harness scripts/slurm-local.sh"
 
 die() { echo "slurm-local: $*" >&2; exit 1; }
+node_names() { for i in $(seq "$NODES"); do echo "local$i"; done; }
 
 install() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
@@ -46,7 +48,7 @@ write_conf() {
     die "$CONF exists and was not written by this script; refusing to replace a real cluster's configuration"
   fi
   mkdir -p /etc/slurm "$DIR/ctld"
-  for i in $(seq "$NODES"); do mkdir -p "$DIR/d-local$i"; done
+  for name in $(node_names); do mkdir -p "$DIR/d-$name"; done
   cat > "$CONF" <<CONF
 $MARK
 ClusterName=harness-local
@@ -81,8 +83,6 @@ done)
 PartitionName=debug Nodes=local[1-$NODES] Default=YES MaxTime=INFINITE State=UP
 CONF
 }
-
-node_names() { for i in $(seq "$NODES"); do echo "local$i"; done; }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

@@ -77,9 +77,9 @@ def test_a_cell_on_two_nodes_is_one_launcher_a_node_towards_node_0():
 
     # Nodes from the sweep's block or the cell's own axis; one process per node by default.
     _, launch, _ = split_axes({"optim.lr": 0.1}, "c", SlurmResources(nodes=2))
-    assert launch == LaunchSpec("ddp", 1, 2) and launch.world_size == 2
+    assert launch == LaunchSpec("ddp", 1, 2) and launch.nnodes * launch.nproc == 2
     _, launch, own = split_axes({"slurm.nodes": 2, "launch.nproc": 2}, "c")
-    assert launch == LaunchSpec("ddp", 2, 2) and launch.world_size == 4
+    assert launch == LaunchSpec("ddp", 2, 2) and launch.nnodes * launch.nproc == 4
     res = cell_resources(SlurmOptions(), own, launch)
     assert (res.nodes, res.tasks_per_node, res.cpus_per_task) == (2, 1, 2)
 
