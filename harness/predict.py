@@ -2,7 +2,8 @@
 
 Each file is read as the run's data set read its images (a folder-backed set, digits
 or imagefolder, through torchvision's ImageFolder loader: RGB; mnist and the like as
-their grey or colour pictures), passed through the run's eval transforms and the
+their grey or colour pictures), passed through the run's eval transforms
+(``preprocess.eval_transform``: the weights' own under the weights preset) and the
 model under ``eval()`` and ``inference_mode``, in the run's precision. A file that is
 not an image, or that the transforms do not turn into the shape the model takes
 (another channel count, another size without a resize), is bad input naming it.
@@ -63,9 +64,9 @@ def read_image(path: Path, data_name: str):
 
 def load_inputs(run: RunFolder, paths: list[Path]) -> tuple[list[tuple[Path, object]], list[str]]:
     """(path, tensor) of each usable image, and one line per file that is not."""
-    from harness.data.transforms import build_transform
+    from harness.preprocess import eval_transform
 
-    transform = build_transform(run.cfg.data.transforms, train=False, channels=run.sample_shape[0])
+    transform = eval_transform(run.cfg, run.sample_shape[0])
     good, bad = [], []
     for path in paths:
         try:

@@ -79,9 +79,9 @@ def _card(run: Path, saved: Config) -> tuple[list[str], tuple[int, ...]]:
         block = (yaml.safe_load(report.read_text()) or {}).get("data") or {}
         if block.get("classes") and block.get("sample_shape"):
             return [str(c) for c in block["classes"]], tuple(block["sample_shape"])
-    from harness.data import build_data
+    from harness.preprocess import recipe_data
 
-    data = build_data(saved.data, saved.seed)
+    data = recipe_data(saved)
     return list(data.classes), tuple(data.sample_shape)
 
 
