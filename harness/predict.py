@@ -74,17 +74,26 @@ def load_inputs(run: RunFolder, paths: list[Path]) -> tuple[list[tuple[Path, obj
         except Exception as err:  # noqa: BLE001 -- PIL raises many kinds for a non-image
             from PIL import UnidentifiedImageError
 
-            why = "no image format PIL reads" if isinstance(err, UnidentifiedImageError) else \
-                f"{err.__class__.__name__}: {' '.join(str(err).split())[:120]}"
+            why = "no image format PIL reads" if isinstance(err, UnidentifiedImageError) else _why(err)
             bad.append(f"{path}: not a readable image ({why})")
             continue
-        x = transform(image)
+        try:
+            x = transform(image)
+        except Exception as err:  # noqa: BLE001 -- e.g. Normalize's 3 means on a grey image
+            bad.append(f"{path}: a {len(image.getbands())}-channel {image.width}x{image.height} image the "
+                       f"recipe's transforms cannot take ({_why(err)}); the model takes "
+                       f"{_shape(run.sample_shape)} (channels x height x width)")
+            continue
         if tuple(x.shape) != tuple(run.sample_shape):
             bad.append(f"{path}: becomes {_shape(x.shape)} after the recipe's transforms, but the model takes "
                        f"{_shape(run.sample_shape)} (channels x height x width)")
             continue
         good.append((path, x))
     return good, bad
+
+
+def _why(err: BaseException) -> str:
+    return f"{err.__class__.__name__}: {' '.join(str(err).split())[:120]}"
 
 
 def _shape(shape) -> str:

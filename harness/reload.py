@@ -109,6 +109,11 @@ def load_weights(model, path: str | Path) -> None:
         raise BadInput(f"{path}: not a loadable state_dict ({err.__class__.__name__})") from None
     if not isinstance(state, dict):
         raise BadInput(f"{path}: does not hold a state_dict")
+    from harness.models import not_tensors
+
+    why = not_tensors(state)
+    if why:
+        raise BadInput(f"{path}: {why}; expected a state_dict of tensors, as `harness run` saves model.pt")
     own = model.state_dict()
     for key in own:
         if key not in state:
