@@ -83,6 +83,7 @@ def test_predict_feeds_a_file_through_the_weights_own_preprocessing(preset_run, 
     assert "digit.png" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # builds squeezenet at 224x224 three times (~10 s on 2 busy cores)
 def test_launch_and_bench_inference_take_the_preset_config_validate_takes(tmp_path, capsys):
     config = tmp_path / "preset.yaml"
     body = yaml.safe_load(Path(DIGITS).read_text())
