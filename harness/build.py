@@ -12,12 +12,13 @@ import torch
 
 from harness import accel
 from harness.config import Config
-from harness.data import DataBundle, build_data
+from harness.data import DataBundle
 from harness.data.loaders import Loaders, build_loaders
 from harness.data.resident import DeviceResidentLoader
 from harness.loop import TrainParts
 from harness.models import build_model
 from harness.optim import build_loss, build_optimizer, build_scheduler
+from harness.preprocess import recipe_data
 
 
 @dataclass
@@ -40,13 +41,8 @@ def build(cfg: Config) -> Built:
 
     accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir))
     set_seed(cfg.seed)
-    preset = None
-    if cfg.data.transforms.preset == "weights":
-        from harness.zoo import preset_transform
-
-        preset = preset_transform(cfg.model)
     with accelerator.main_process_first():
-        data = build_data(cfg.data, cfg.seed, preset)
+        data = recipe_data(cfg)
     loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
     set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
     model, info = build_model(cfg.model, data.sample_shape, data.num_classes)

@@ -1,7 +1,7 @@
 """``harness evaluate RUN_DIR``: the trained model on its own split, or on another data set.
 
-The run's own split is rebuilt from its config and seed (``build_data``, as in
-training) and passed through ``loop.evaluate``, the function the run tested with,
+The run's own split is rebuilt from its config and seed (``preprocess.recipe_data``,
+as in training, the weights preset included) and passed through ``loop.evaluate``, the function the run tested with,
 with the same loader, batch size, loss and mode: the test accuracy and loss are the
 run's exactly (a run of several processes summed its losses in another order: equal
 to rounding). Another data set (``data.name=imagefolder data.root=...``) must hold
@@ -86,15 +86,15 @@ def evaluate_run(run: RunFolder, split: str) -> dict:
 
     from harness import accel, environment
     from harness.config import to_dict
-    from harness.data import build_data
     from harness.loop import TrainParts, evaluate
     from harness.optim import build_loss
+    from harness.preprocess import recipe_data
 
     t0 = time.perf_counter()
     cfg = run.cfg
     accelerator, precision = accel.build_accelerator(cfg.runtime)
     set_seed(cfg.seed)
-    data = build_data(cfg.data, cfg.seed)
+    data = recipe_data(cfg)
     own = run.same_data()
     if own and list(data.classes) != list(run.classes):
         raise BadInput(f"data: {data.source} now has the classes {', '.join(data.classes)}, but the model was "

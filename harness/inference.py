@@ -4,7 +4,8 @@
 CONFIG_OR_RUN_DIR``. The model (random seeded weights, or ``inference.weights``)
 is prepared in the run mode (device, precision's autocast, torch.compile), put in
 ``eval()`` and called under ``torch.inference_mode()`` on a batch of the data set's
-own samples (eval transforms, already on the device: the loader is not timed).
+own samples (eval transforms, the weights preset included: preprocess.recipe_data;
+already on the device: the loader is not timed).
 For each batch size, ``inference.warmup_batches`` passes run first (compilation,
 caches) and are never counted; then each of ``inference.batches`` passes is timed
 on its own: by CUDA events on a GPU (no host sync inside the loop), by
@@ -100,11 +101,11 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
 
     from harness import accel, atomic, checkpoint, finish
     from harness.config import to_dict
-    from harness.data import build_data
     from harness.lock import RunLock
     from harness.measure.memory import MemorySampler
     from harness.measure.stats import distribution
     from harness.models import build_model
+    from harness.preprocess import recipe_data
     from harness.reload import load_weights
     from harness.report import write_report
 
@@ -122,7 +123,7 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
     sampler.enter("setup")
     try:
         set_seed(cfg.seed)
-        data = build_data(cfg.data, cfg.seed)
+        data = recipe_data(cfg)
         set_seed(cfg.seed)
         model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
         if cfg.inference.weights:

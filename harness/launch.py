@@ -122,10 +122,10 @@ def preflight(run_args: list[str]) -> Path:
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
     # The model and its probe batch, as `harness validate` builds them: a layer that
     # does not fit is named here once, not by every rank.
-    from harness.data import build_data
     from harness.models import build_model
+    from harness.preprocess import recipe_data
 
-    data = build_data(cfg.data, cfg.seed)
+    data = recipe_data(cfg)
     build_model(cfg.model, data.sample_shape, data.num_classes)
     return Path(ns.resume or ns.output or cfg.output.dir)
 

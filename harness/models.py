@@ -177,6 +177,18 @@ def head_name(model: nn.Module) -> str:
     return last
 
 
+def not_tensors(state: dict) -> str | None:
+    """Why ``state`` is not a state_dict of tensors (its first entry that is not), or None.
+
+    ``torch.load(weights_only=True)`` accepts lists, numbers and strings too; a later
+    ``.shape`` on one would end in a traceback."""
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
+            return f"{shown} holds a {type(value).__name__}, not a tensor"
+    return None
+
+
 def load_pretrained(model: nn.Module, path: str, freeze_backbone: bool) -> dict:
     """Load local weights; a head whose shape differs is left freshly initialised.
 
@@ -193,6 +205,9 @@ def load_pretrained(model: nn.Module, path: str, freeze_backbone: bool) -> dict:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise BadInput(f"model.pretrained: {file} does not hold a state_dict")
+    why = not_tensors(state)
+    if why:
+        raise BadInput(f"model.pretrained: {file}: {why}; expected a state_dict of tensors")
     head = head_name(model)
     own = model.state_dict()
     in_head = lambda k: k.startswith(head + ".")  # noqa: E731

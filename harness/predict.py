@@ -2,7 +2,8 @@
 
 Each file is read as the run's data set read its images (a folder-backed set, digits
 or imagefolder, through torchvision's ImageFolder loader: RGB; mnist and the like as
-their grey or colour pictures), passed through the run's eval transforms and the
+their grey or colour pictures), passed through the run's eval transforms
+(``preprocess.eval_transform``: the weights' own under the weights preset) and the
 model under ``eval()`` and ``inference_mode``, in the run's precision. A file that is
 not an image, or that the transforms do not turn into the shape the model takes
 (another channel count, another size without a resize), is bad input naming it.
@@ -63,9 +64,9 @@ def read_image(path: Path, data_name: str):
 
 def load_inputs(run: RunFolder, paths: list[Path]) -> tuple[list[tuple[Path, object]], list[str]]:
     """(path, tensor) of each usable image, and one line per file that is not."""
-    from harness.data.transforms import build_transform
+    from harness.preprocess import eval_transform
 
-    transform = build_transform(run.cfg.data.transforms, train=False, channels=run.sample_shape[0])
+    transform = eval_transform(run.cfg, run.sample_shape[0])
     good, bad = [], []
     for path in paths:
         try:
@@ -73,17 +74,26 @@ def load_inputs(run: RunFolder, paths: list[Path]) -> tuple[list[tuple[Path, obj
         except Exception as err:  # noqa: BLE001 -- PIL raises many kinds for a non-image
             from PIL import UnidentifiedImageError
 
-            why = "no image format PIL reads" if isinstance(err, UnidentifiedImageError) else \
-                f"{err.__class__.__name__}: {' '.join(str(err).split())[:120]}"
+            why = "no image format PIL reads" if isinstance(err, UnidentifiedImageError) else _why(err)
             bad.append(f"{path}: not a readable image ({why})")
             continue
-        x = transform(image)
+        try:
+            x = transform(image)
+        except Exception as err:  # noqa: BLE001 -- e.g. Normalize's 3 means on a grey image
+            bad.append(f"{path}: a {len(image.getbands())}-channel {image.width}x{image.height} image the "
+                       f"recipe's transforms cannot take ({_why(err)}); the model takes "
+                       f"{_shape(run.sample_shape)} (channels x height x width)")
+            continue
         if tuple(x.shape) != tuple(run.sample_shape):
             bad.append(f"{path}: becomes {_shape(x.shape)} after the recipe's transforms, but the model takes "
                        f"{_shape(run.sample_shape)} (channels x height x width)")
             continue
         good.append((path, x))
     return good, bad
+
+
+def _why(err: BaseException) -> str:
+    return f"{err.__class__.__name__}: {' '.join(str(err).split())[:120]}"
 
 
 def _shape(shape) -> str:

@@ -79,9 +79,9 @@ def _card(run: Path, saved: Config) -> tuple[list[str], tuple[int, ...]]:
         block = (yaml.safe_load(report.read_text()) or {}).get("data") or {}
         if block.get("classes") and block.get("sample_shape"):
             return [str(c) for c in block["classes"]], tuple(block["sample_shape"])
-    from harness.data import build_data
+    from harness.preprocess import recipe_data
 
-    data = build_data(saved.data, saved.seed)
+    data = recipe_data(saved)
     return list(data.classes), tuple(data.sample_shape)
 
 
@@ -109,6 +109,11 @@ def load_weights(model, path: str | Path) -> None:
         raise BadInput(f"{path}: not a loadable state_dict ({err.__class__.__name__})") from None
     if not isinstance(state, dict):
         raise BadInput(f"{path}: does not hold a state_dict")
+    from harness.models import not_tensors
+
+    why = not_tensors(state)
+    if why:
+        raise BadInput(f"{path}: {why}; expected a state_dict of tensors, as `harness run` saves model.pt")
     own = model.state_dict()
     for key in own:
         if key not in state:

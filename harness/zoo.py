@@ -239,17 +239,39 @@ def probe(arch: str, kwargs: dict, sample_shape: tuple[int, ...], num_classes: i
     """
     model = model if model is not None else meta_model(arch, kwargs, num_classes)
     fit_stem(model, sample_shape[0], keep_weights=False)
-    try:
-        with torch.no_grad():
-            out = model(torch.zeros(2, *sample_shape, device="meta"))
-    except Exception as err:  # noqa: BLE001 -- any failure here is the input's size or the kwargs
+    out, failure = _meta_forward(model, sample_shape)
+    if failure is not None:
+        layer, why = failure
+        larger = (sample_shape[0], *(max(2 * v, 224) for v in sample_shape[1:]))
+        if _meta_forward(model, larger)[1] == failure:
+            # The same layer fails with the same words at another size: the kwargs (or the
+            # architecture) are at fault, and advice to resize would send the user astray.
+            where = f" in layer {layer[0]!r} ({layer[1]})" if layer else ""
+            key, given = ("model.kwargs", f" (given: {', '.join(sorted(kwargs))})") if kwargs else ("model.name", "")
+            raise BadInput(f"{key}: torchvision:{arch} fails{where} at any image size: {why}{given}")
         size = min_size(arch)
         need = f" (torchvision's DEFAULT weights take {size[0]}x{size[1]} or more)" if size else ""
         raise BadInput(f"model.name: torchvision:{arch} cannot take {'x'.join(map(str, sample_shape))} "
-                       f"images{need}: {_why(err)}; set data.transforms.resize") from None
+                       f"images{need}: {why}; set data.transforms.resize")
     if tuple(out.shape) != (2, num_classes):
         raise BadInput(f"model.name: torchvision:{arch} gives outputs of shape {tuple(out.shape)} for a batch "
                        f"of 2, expected (2, {num_classes})")
+
+
+def _meta_forward(model: nn.Module, sample_shape: tuple[int, ...]):
+    """(output, None), or (None, failure): a failure is the leaf layer the batch of 2 had
+    reached, (name, class) or None, and the error's class and first line."""
+    entered: list[tuple[str, str]] = []
+    handles = [m.register_forward_pre_hook(lambda mod, args, n=n: entered.append((n, type(mod).__name__)))
+               for n, m in model.named_modules() if n and not list(m.children())]
+    try:
+        with torch.no_grad():
+            return model(torch.zeros(2, *sample_shape, device="meta")), None
+    except Exception as err:  # noqa: BLE001 -- any failure here is the input's size or the kwargs
+        return None, (entered[-1] if entered else None, _why(err))
+    finally:
+        for h in handles:
+            h.remove()
 
 
 # --- the build -------------------------------------------------------------------------

@@ -220,7 +220,64 @@ CASES = [
     Case("sweep_grid_and_cells", sweep_file("cells: [{seed: 1}]\ngrid: {seed: [1, 2]}\n"), ("exactly one of grid",)),
     Case("compare_bad_threshold", lambda inp, out: ["compare", _report(inp), _report(inp), "--threshold", "speed=5"],
          ("--threshold speed=5",)),
+    Case("zoo_kwargs_fail_at_any_size", run("model.name=torchvision:efficientnet_b0", "data.transforms.grayscale=false",
+                                            "model.kwargs={stochastic_depth_prob: 1.5}"),
+         ("model.kwargs", "stochastic_depth", "StochasticDepth", "at any image size"), absent=("resize",)),
+    Case("predict_grey_png_on_an_rgb_run", lambda inp, out: ["predict", _rgb_run(inp), _png(inp, "grey.png", "L")],
+         ("grey.png", "1-channel", "3x8x8")),
+    Case("model_pt_holding_a_list", lambda inp, out: ["predict", _rgb_run(inp, [1.0, 2.0]),
+                                                       _png(inp, "rgb.png", "RGB")],
+         ("model.pt", "'features.0.weight' holds a list, not a tensor")),
+    Case("pretrained_holding_a_string",
+         run_with(lambda inp: [f"model.pretrained={_torch_file(inp, _digits_state_with('abc'))}"]),
+         ("model.pretrained", "w.pt", "'features.0.weight' holds a str, not a tensor")),
 ]
+
+
+def _digits_state_with(first) -> dict:
+    """The recipe's own model's state_dict (digits: 1x8x8, 10 classes), its first tensor replaced."""
+    from harness.config import load_config
+    from harness.models import build_model
+
+    state = build_model(load_config(CONFIG).model, (1, 8, 8), 10)[0].state_dict()
+    state[next(iter(state))] = first
+    return state
+
+
+def _torch_file(inp: Path, obj, name: str = "w.pt") -> str:
+    import torch
+
+    torch.save(obj, inp / name)
+    return str(inp / name)
+
+
+def _png(inp: Path, name: str, mode: str) -> str:
+    Image.new(mode, (8, 8)).save(inp / name)
+    return str(inp / name)
+
+
+def _rgb_run(inp: Path, first=None) -> str:
+    """A run folder as `harness run` leaves it, of a 3-channel recipe whose data set (fake)
+    hands its images as they are; ``first``: what model.pt holds in place of its first tensor."""
+    import json
+
+    import yaml
+
+    from harness.config import load_config, to_dict
+    from harness.models import build_model
+
+    run = inp / "run"
+    run.mkdir()
+    cfg = load_config(CONFIG, ["data.name=fake", "data.fake.image_shape=[3,8,8]", "data.fake.num_classes=3",
+                               "data.transforms.grayscale=false", "data.transforms.mean=[0.5,0.5,0.5]",
+                               "data.transforms.std=[0.5,0.5,0.5]"])
+    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    (run / "classes.json").write_text(json.dumps({"classes": ["0", "1", "2"], "sample_shape": [3, 8, 8]}))
+    state = build_model(cfg.model, (3, 8, 8), 3)[0].state_dict()
+    if first is not None:
+        state[next(iter(state))] = first
+    _torch_file(run, state, "model.pt")
+    return str(run)
 
 
 def _binary(inp: Path) -> str:
@@ -313,3 +370,12 @@ def test_a_single_process_accelerate_launch_is_pointed_at_harness_launch(monkeyp
     monkeypatch.setenv("WORLD_SIZE", "2")  # a real multi-process launch
     _warn_single_process_launch()
     assert capsys.readouterr().err == ""
+
+
+def test_skip_bad_skips_a_grey_png_on_an_rgb_run_and_predicts_the_others(tmp_path, capsys):
+    run = _rgb_run(tmp_path)
+    grey, rgb = _png(tmp_path, "grey.png", "L"), _png(tmp_path, "rgb.png", "RGB")
+    assert main(["predict", run, grey, rgb, "--skip-bad", "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith(f"skipped {grey}: a 1-channel") and "Traceback" not in err
+    assert [row.split(",")[0] for row in out.splitlines()[1:]] == [rgb]
