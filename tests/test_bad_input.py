@@ -220,7 +220,35 @@ CASES = [
     Case("sweep_grid_and_cells", sweep_file("cells: [{seed: 1}]\ngrid: {seed: [1, 2]}\n"), ("exactly one of grid",)),
     Case("compare_bad_threshold", lambda inp, out: ["compare", _report(inp), _report(inp), "--threshold", "speed=5"],
          ("--threshold speed=5",)),
+    # --- output folders: locks, special places ----------------------------
+    Case("lock_holds_binary", lambda inp, out: _into(_locked(inp, b"\xff\xfe\x00garbage\x89")),
+         (".lock", "not a lock this harness wrote")),
+    Case("lock_is_a_folder", lambda inp, out: _into(_locked(inp, None)), (".lock", "a folder, not a lock file")),
+    Case("output_through_a_link_to_proc_self", lambda inp, out: _into(_link(inp, "/proc/self")),
+         ("output.dir: cannot write",)),
+    Case("output_under_proc_self_fd", lambda inp, out: _into(_link(inp, "/proc/self") + "/fd"),
+         ("output.dir: cannot write",)),
+    Case("bench_inference_into_proc_self", lambda inp, out: ["bench-inference", CONFIG, "data.subset=40",
+                                                              "--output", _link(inp, "/proc/self")],
+         ("output.dir: cannot write",)),
 ]
+
+
+def _into(folder: str, *items: str) -> list[str]:
+    return ["run", CONFIG, "data.subset=40", *items, "--output", folder]
+
+
+def _locked(inp: Path, body: bytes | None) -> str:
+    """A folder whose .lock is no lock: binary content, or a folder (``body`` None)."""
+    folder = inp / "locked"
+    folder.mkdir()
+    (folder / ".lock").mkdir() if body is None else (folder / ".lock").write_bytes(body)
+    return str(folder)
+
+
+def _link(inp: Path, target: str) -> str:
+    os.symlink(target, inp / "link")
+    return str(inp / "link")
 
 
 def _binary(inp: Path) -> str:
