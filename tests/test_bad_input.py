@@ -220,7 +220,7 @@ CASES = [
     Case("sweep_grid_and_cells", sweep_file("cells: [{seed: 1}]\ngrid: {seed: [1, 2]}\n"), ("exactly one of grid",)),
     Case("compare_bad_threshold", lambda inp, out: ["compare", _report(inp), _report(inp), "--threshold", "speed=5"],
          ("--threshold speed=5",)),
-    # --- output folders: locks, special places ----------------------------
+    # --- output folders: locks, earlier runs, special places ----------------------------
     Case("lock_holds_binary", lambda inp, out: _into(_locked(inp, b"\xff\xfe\x00garbage\x89")),
          (".lock", "not a lock this harness wrote")),
     Case("lock_is_a_folder", lambda inp, out: _into(_locked(inp, None)), (".lock", "a folder, not a lock file")),
@@ -231,6 +231,12 @@ CASES = [
     Case("bench_inference_into_proc_self", lambda inp, out: ["bench-inference", CONFIG, "data.subset=40",
                                                               "--output", _link(inp, "/proc/self")],
          ("output.dir: cannot write",)),
+    Case("run_into_an_earlier_run", lambda inp, out: _into(_used(inp)),
+         ("holds an earlier run (report.yaml)", "--resume", "--overwrite")),
+    Case("inference_into_an_earlier_run", lambda inp, out: _into(_used(inp), "scenario=inference"),
+         ("holds an earlier run (report.yaml)", "--overwrite"), absent=("--resume",)),
+    Case("overwrite_with_resume", lambda inp, out: ["run", "--resume", _used(inp), "--overwrite"],
+         ("--overwrite: not with --resume",)),
 ]
 
 
@@ -249,6 +255,12 @@ def _locked(inp: Path, body: bytes | None) -> str:
 def _link(inp: Path, target: str) -> str:
     os.symlink(target, inp / "link")
     return str(inp / "link")
+
+
+def _used(inp: Path) -> str:
+    """A folder holding an earlier run's report."""
+    write(inp, "used", make_report())
+    return str(inp / "used")
 
 
 def _binary(inp: Path) -> str:
