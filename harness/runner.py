@@ -178,6 +178,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
         if multi:
             finish.blame_first_failure(output, report)
         recorder.finish(report)
+        finish.keep_completed_report(output, report)
         try:
             write_report(output / "report.yaml", report)
         except atomic.DiskFull as err:

@@ -1,10 +1,12 @@
 """A folder that holds an earlier run: refused without --overwrite, cleared with it.
 
-Also: an inference measurement stopped by an exception leaves nothing behind.
+Also: a full disk while extending a completed run keeps its report, and an inference
+measurement stopped by an exception leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -203,6 +205,28 @@ def test_a_folder_with_only_a_lock_or_leftovers_holds_no_run(tmp_path):
     (tmp_path / "notes.txt").write_text("mine\n")
     assert run_folder.run_entries(tmp_path) == []
     run_folder.check_unused(tmp_path, overwrite=False)
+
+
+# --- a full disk while extending a completed run ----------------------------------------
+
+def test_a_full_disk_while_extending_a_completed_run_keeps_its_report(tmp_path, monkeypatch, capsys):
+    from accelerate import Accelerator
+
+    out = tmp_path / "run"
+    assert run(out, "train.epochs=1", "optim.scheduler.name=none") == 0
+    report, model = (out / "report.yaml").read_bytes(), (out / "model.pt").read_bytes()
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Accelerator, "save_state", disk_full)
+    capsys.readouterr()
+    assert main(["run", "--resume", str(out), "train.epochs=2"]) == 1
+    line = one_error_line(capsys)
+    assert "no space left on device" in line and "report.yaml not rewritten" in line
+    assert (out / "report.yaml").read_bytes() == report  # test accuracy and figures kept
+    assert (out / "model.pt").read_bytes() == model
+    assert not (out / LOCK_FILE).exists()
 
 
 # --- an inference measurement stopped half-way ------------------------------------------
