@@ -28,16 +28,20 @@ from pathlib import Path
 from harness.errors import BadInput
 
 RUN_FILES = ("report.yaml", "config.yaml", "model.pt", "classes.json", "metrics.jsonl")
-RUN_FOLDERS = ("checkpoints", "failures", "inference", "profile",
-               "wandb", "mlruns", "comet", "dvclive")  # the last four: trackers' local stores
+RUN_FOLDERS = ("checkpoints", "failures")
 RUN_PATTERNS = (re.compile(r"eval-.+\.yaml"),  # `harness evaluate RUN`'s default outputs
                 re.compile(r"repeat_\d+"))  # whole-run repeats' own runs
 """A run folder's own names. The lock and a killed writer's temporary names are not
-among them: a folder holding only those holds no run (atomic.clean_leftovers)."""
+among them: a folder holding only those holds no run (atomic.clean_leftovers).
+Folders with names a user's own folder may have count only where the old run wrote
+them: ``inference/`` when it holds a measurement, ``profile/`` and the trackers'
+folders when the old run's ``config.yaml`` asked for them (``_asked_for``)."""
+
+TRACKER_FOLDERS = {"wandb": "wandb", "mlflow": "mlruns", "comet_ml": "comet", "dvclive": "dvclive"}
+"""Where each tracker keeps its local store in the run folder (tracking.local_defaults)."""
 
 
-def _tracker_folder(folder: Path) -> str | None:
-    """TensorBoard's folder, named by the old run's ``tracking.project``, when it is a plain name."""
+def _old_config(folder: Path) -> dict:
     import stat
 
     from harness.safe_yaml import read_yaml
@@ -48,12 +52,25 @@ def _tracker_folder(folder: Path) -> str | None:
         # Only a plain, config-sized file is read: a link to /dev/zero would never end.
         config = read_yaml(path, "config") if stat.S_ISREG(info.st_mode) and info.st_size < 1 << 20 else None
     except Exception:  # noqa: BLE001 -- an unreadable config names no extra folder
-        return None
-    tracking = config.get("tracking") if isinstance(config, dict) else None
-    project = tracking.get("project") if isinstance(tracking, dict) else None
-    if isinstance(project, str) and project not in ("", ".", "..") and "/" not in project and "\0" not in project:
-        return project
-    return None
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _asked_for(folder: Path) -> list[str]:
+    """The folders the old run's config made it write: its trackers' and its profile."""
+    config = _old_config(folder)
+    tracking = config.get("tracking") if isinstance(config.get("tracking"), dict) else {}
+    log_with = tracking.get("log_with") if isinstance(tracking.get("log_with"), list) else []
+    every = "all" in log_with
+    names = [d for t, d in TRACKER_FOLDERS.items() if every or t in log_with]
+    project = tracking.get("project")
+    if (every or "tensorboard" in log_with) and isinstance(project, str) \
+            and project not in ("", ".", "..") and "/" not in project and "\0" not in project:
+        names.append(project)  # TensorBoard writes <run folder>/<project>/
+    measure = config.get("measure") if isinstance(config.get("measure"), dict) else {}
+    if measure.get("profile") is not None:
+        names.append("profile")
+    return names
 
 
 def run_entries(folder: Path) -> list[Path]:
@@ -68,10 +85,11 @@ def run_entries(folder: Path) -> list[Path]:
     order = {n: i for i, n in enumerate(RUN_FILES + RUN_FOLDERS)}  # the report first in a refusal
     found = sorted((n for n in names if n in order or any(p.fullmatch(n) for p in RUN_PATTERNS)),
                    key=lambda n: (order.get(n, len(order)), n))
+    inference = folder / "inference"
+    if "inference" in names and inference.is_dir() and not inference.is_symlink() and run_entries(inference):
+        found.append("inference")  # `bench-inference RUN_DIR`'s measurement of the old model
     if "config.yaml" in found:
-        project = _tracker_folder(folder)
-        if project in names and project not in found:
-            found.append(project)
+        found += [n for n in _asked_for(folder) if n in names and n not in found]
     return [folder / n for n in found]
 
 

@@ -182,8 +182,10 @@ def test_overwrite_removes_only_the_runs_names_and_follows_no_link(tmp_path):
     out = tmp_path / "run"
     (out / "inference").mkdir(parents=True)
     (out / "report.yaml").write_text("status: completed\n")
-    (out / "config.yaml").write_text("tracking: {project: tb}\n")
+    (out / "config.yaml").write_text("tracking: {project: tb, log_with: [tensorboard]}\n")
     (out / "tb").mkdir()  # TensorBoard's folder, named by the old run's tracking.project
+    (out / "wandb").mkdir()  # the old run logged to no wandb: the user's own folder
+    (out / "inference" / "report.yaml").write_text("scenario: inference\n")
     (out / "repeat_01").mkdir()
     os.symlink(outside / "ckpt", out / "checkpoints")
     os.symlink(outside / "eval.yaml", out / "eval-test.yaml")
@@ -195,14 +197,16 @@ def test_overwrite_removes_only_the_runs_names_and_follows_no_link(tmp_path):
         run_folder.claim(out, overwrite=False)
     assert len(run_folder.run_entries(out)) == 7
     run_folder.claim(out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["data", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["data", "notes.txt", "wandb"]
     assert (outside / "ckpt" / "keep.bin").read_bytes() == b"x" and (outside / "eval.yaml").read_text() == "keep\n"
 
 
-def test_a_folder_with_only_a_lock_or_leftovers_holds_no_run(tmp_path):
+def test_a_folder_with_only_a_lock_leftovers_or_own_folders_holds_no_run(tmp_path):
     (tmp_path / LOCK_FILE).write_text("pid: 1\n")
     (tmp_path / ".report.yaml.1234abcd.tmp").write_text("torn")
     (tmp_path / "notes.txt").write_text("mine\n")
+    for name in ("inference", "profile", "wandb", "harness"):  # names a run writes only when asked
+        (tmp_path / name).mkdir()
     assert run_folder.run_entries(tmp_path) == []
     run_folder.check_unused(tmp_path, overwrite=False)
 
