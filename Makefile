@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# `make run` is "train the default recipe now": its folder (the config's output.dir)
+# is the target's own, so a second `make run` replaces the first run (--overwrite);
+# `harness run` by hand refuses a folder holding a run.
 run: $(STAMP)
-	$(VENV)/bin/harness run $(CONFIG)
+	$(VENV)/bin/harness run $(CONFIG) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest

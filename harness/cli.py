@@ -7,6 +7,7 @@ Exit status: 0 success, 1 a run that failed (its report says why), 2 bad input
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -76,7 +77,7 @@ def _warn_single_process_launch() -> None:
 def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
     """``measure.repeat_unit: run``: N fresh runs and one combined report; this process
     stays torch-free, so each run's PSS is its own (harness/repeats.py)."""
-    from harness import repeats
+    from harness import repeats, run_folder
     from harness.lock import RunLock
 
     repeats.check_can_repeat(bool(args.resume))
@@ -84,7 +85,9 @@ def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
     output = Path(plan["output"])
     if not plan["whole_runs"] or plan["scenario"] != "training":
         return -1  # the YAML asked for whole runs but the validated config does not: the normal path
-    with RunLock(output):  # each repeat locks its own repeat_NN/
+    run_folder.check_unused(output, args.overwrite, resumable=False)
+    with RunLock(output):  # each repeat locks its own repeat_NN/, which --overwrite has cleared
+        run_folder.claim(output, args.overwrite, resumable=False)
         report, code = repeats.run_repeats(plan, config_path, overrides, output)
     if report.get("throughput"):
         print(_summary_table(report, output / "report.yaml"))
@@ -94,6 +97,9 @@ def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
 def cmd_run(args) -> int:
     _warn_single_process_launch()
     config_path, overrides = _split_positionals(args.items)
+    if args.overwrite and args.resume:
+        raise BadInput("--overwrite: not with --resume (a resume continues the run in DIR; "
+                       "--overwrite deletes it to start a new one)")
     if not args.resume:
         from harness.repeats import asks_whole_runs
 
@@ -114,19 +120,25 @@ def cmd_run(args) -> int:
     cfg = load_config(config_path, overrides)
     output = Path(args.resume or args.output or cfg.output.dir)
     cfg.output.dir = str(output)
+    if cfg.scenario == "inference" and args.resume:
+        raise BadInput("--resume: scenario: inference has nothing to resume; run it again")
+    if not args.resume and os.environ.get("RANK", "0") == "0":
+        # Refused before anything is built; under a launcher rank 0 alone looks (the
+        # others would find its config.yaml), and `harness launch` looked already.
+        from harness import run_folder
+
+        run_folder.check_unused(output, args.overwrite, resumable=cfg.scenario != "inference")
     if cfg.scenario == "inference":
         from harness import inference
 
-        if args.resume:
-            raise BadInput("--resume: scenario: inference has nothing to resume; run it again")
-        return inference.run_and_print(cfg, output)
+        return inference.run_and_print(cfg, output, overwrite=args.overwrite)
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
         # --resume of whole runs is refused there in one line; torch is loaded here: a plain call.
         return _run_whole_runs(args, config_path, overrides)
     resume = _plan_resume(args, cfg, output)
     if resume is None:
         return EXIT_OK
-    report, code = execute(cfg, output, resume=resume)
+    report, code = execute(cfg, output, resume=resume, overwrite=args.overwrite)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -188,6 +200,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     run.add_argument("--resume-from", metavar="epoch_NNNN",
                      help="with --resume: continue from this (older) checkpoint of DIR instead")
+    run.add_argument("--overwrite", action="store_true",
+                     help="the output folder holds an earlier run: delete its files first (README: One run per folder)")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", help="check a config and build its data and model; train nothing")

@@ -185,6 +185,31 @@ def base_report(cfg: Config) -> dict:
     }
 
 
+def keep_completed_report(output: Path, report: dict) -> None:
+    """A run that failed on a full disk never replaces a completed report (``DiskFull``).
+
+    Resuming a completed run for more epochs and finding the disk full would otherwise
+    put a failed report with null figures where the completed one's figures were; the
+    completed report and its model.pt describe one run and stay together.
+    A failed or interrupted report is still replaced: the new one says more.
+    """
+    from harness.atomic import DiskFull
+    from harness.errors import BadInput
+    from harness.safe_yaml import read_yaml
+
+    error = str(report.get("error") or "")
+    if report.get("status") != "failed" or not error.startswith("no space left"):
+        return
+    path = output / "report.yaml"
+    try:
+        previous = read_yaml(path) if path.is_file() else None
+    except BadInput:
+        return
+    if isinstance(previous, dict) and previous.get("status") == "completed":
+        raise DiskFull.with_message(f"{error}; report.yaml not rewritten (the completed report "
+                                    "and its model.pt stay)")
+
+
 # --- a rank that fails ----------------------------------------------------------------
 #
 # A failing rank cannot wait for the others (they may be inside a collective it will

@@ -18,10 +18,12 @@ peak are kept per phase: setup, then one phase per batch size.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 from harness.errors import BadInput
 
@@ -68,21 +70,30 @@ def sample_batch(data, size: int, device):
     return torch.stack([view[i % len(view)][0] for i in range(size)]).to(device)
 
 
-def _check_not_a_training_folder(output: Path) -> None:
-    """An inference report never replaces a training run's report (and leaves its model.pt
-    beside a config that no longer made it)."""
-    import yaml
+@contextlib.contextmanager
+def _claimed(output: Path, overwrite: bool, stop):
+    """Hold ``output`` for this measurement (its lock, and no other run's files in it, or
+    those cleared with ``overwrite``); yields a note of what the block wrote.
 
-    path = output / "report.yaml"
-    if not path.is_file():
-        return
-    try:
-        scenario = (yaml.safe_load(path.read_text()) or {}).get("scenario", "training")
-    except (OSError, yaml.YAMLError, AttributeError):
-        scenario = None
-    if scenario != "inference":
-        raise BadInput(f"output.dir: {output} holds a training run's report.yaml, which an inference report "
-                       "would replace; give --output DIR (bench-inference RUN_DIR writes RUN_DIR/inference)")
+    Whatever propagates out of the block (bad input, a signal's exception, Ctrl-C) leaves
+    nothing half-written: the block's ``config.yaml`` and a folder the lock created are
+    removed, ``stop`` is called (the memory sampler's) and the lock released. A failure
+    the block records is a report, not this.
+    """
+    from harness import run_folder
+    from harness.lock import RunLock
+
+    wrote = SimpleNamespace(config=None)
+    with RunLock(output) as lock:
+        try:
+            run_folder.claim(output, overwrite, resumable=False)
+            yield wrote
+        except BaseException:
+            stop()
+            if wrote.config is not None:
+                wrote.config.unlink(missing_ok=True)
+            lock.remove_created()
+            raise
 
 
 def _peaks(phases: dict) -> dict:
@@ -94,14 +105,17 @@ def _peaks(phases: dict) -> dict:
     return out
 
 
-def execute(cfg, output: Path) -> tuple[dict, int]:
-    """Measure ``cfg`` into ``output``/report.yaml; returns (report, exit status). BadInput propagates."""
+def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
+    """Measure ``cfg`` into ``output``/report.yaml; returns (report, exit status). BadInput propagates.
+
+    A folder holding another run (a training run's, or an earlier measurement) is bad
+    input unless ``overwrite`` (run_folder.py).
+    """
     import yaml
     from accelerate.utils import set_seed
 
-    from harness import accel, atomic, checkpoint, finish
+    from harness import accel, atomic, checkpoint, finish, run_folder
     from harness.config import to_dict
-    from harness.lock import RunLock
     from harness.measure.memory import MemorySampler
     from harness.measure.stats import distribution
     from harness.models import build_model
@@ -113,7 +127,7 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
     if cfg.measure.repeats > 1:
         raise BadInput("measure.repeats: scenario: inference measures each batch size once "
                        "(inference.batches timed passes); set measure.repeats: 1")
-    _check_not_a_training_folder(output)
+    run_folder.check_unused(output, overwrite, resumable=False)
     accelerator, precision = accel.build_accelerator(cfg.runtime)
     device = accelerator.device
     cuda = device.type == "cuda"
@@ -131,7 +145,7 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
     except BaseException:
         sampler.stop()
         raise
-    with RunLock(output):
+    with _claimed(output, overwrite, sampler.stop) as wrote:
         atomic.clean_leftovers(output)
         checkpoint.check_writable(output)
         report = finish.base_report(cfg)
@@ -141,7 +155,8 @@ def execute(cfg, output: Path) -> tuple[dict, int]:
         model = accelerator.prepare(model)
         model.eval()
         report["distributed"] = {**accel.describe(accelerator), "precision": precision.name}
-        atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        wrote.config = atomic.write_text_atomic(output / "config.yaml",
+                                                yaml.safe_dump(to_dict(cfg), sort_keys=False))
         inputs = sample_batch(data, max(cfg.inference.batch_sizes), device)
         setup_s = time.perf_counter() - t_start
         sampler.leave()
@@ -213,8 +228,8 @@ def summary_table(report: dict, path: Path) -> str:
     return "\n".join(lines)
 
 
-def run_and_print(cfg, output: Path) -> int:
-    report, code = execute(cfg, output)
+def run_and_print(cfg, output: Path, overwrite: bool = False) -> int:
+    report, code = execute(cfg, output, overwrite)
     print(summary_table(report, output / "report.yaml"))
     if report.get("error"):
         print(f"error: {report['error']}", file=sys.stderr)
@@ -243,4 +258,4 @@ def cmd_bench_inference(args) -> int:
         # Beside the recipe's training run, if any, never over it.
         output = Path(args.output) if args.output else Path(cfg.output.dir) / "inference"
     cfg.output.dir = str(output)
-    return run_and_print(cfg, output)
+    return run_and_print(cfg, output, args.overwrite)

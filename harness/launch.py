@@ -82,8 +82,12 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
     return cmd + ["-m", "harness", "run", *positional, *overrides, *options]
 
 
+RUN_FLAGS = ("--overwrite",)
+"""``harness run``'s options that take no value."""
+
+
 def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
-    """``harness run``'s arguments as (CONFIG and KEY=VALUE items, --option VALUE pairs)."""
+    """``harness run``'s arguments as (CONFIG and KEY=VALUE items, --option VALUE pairs, flags)."""
     positional, options = [], []
     it = iter(run_args)
     for arg in it:
@@ -91,17 +95,19 @@ def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
             positional.append(arg)
             continue
         options.append(arg)
-        if "=" not in arg:
+        if "=" not in arg and arg not in RUN_FLAGS:
             value = next(it, None)
             if value is not None:
                 options.append(value)
     return positional, options
 
 
-def preflight(run_args: list[str]) -> Path:
-    """Refuse here what every launched process would refuse: a bad config, or a device or
-    precision this machine cannot give. One line and exit 2, instead of N tracebacks
-    from the ranks and the launcher's exit 1."""
+def preflight(run_args: list[str], check_folder: bool = True) -> Path:
+    """Refuse here what every launched process would refuse: a bad config, an output folder
+    holding another run (without --overwrite), or a device or precision this machine cannot
+    give. One line and exit 2, instead of N tracebacks from the ranks and the launcher's
+    exit 1. ``check_folder``: false on nodes other than node 0, which may find node 0's
+    run already started in the shared folder."""
     from harness import accel
     from harness.cli import _split_positionals, parser
     from harness.config import load_config
@@ -118,6 +124,11 @@ def preflight(run_args: list[str]) -> Path:
         resume.plan(Path(ns.resume), to_dict(cfg), ns.resume_from)  # refuses what every rank would
     else:
         cfg = load_config(config, overrides)
+        if check_folder:
+            from harness import run_folder
+
+            run_folder.check_unused(Path(ns.output or cfg.output.dir), ns.overwrite,
+                                    resumable=cfg.scenario != "inference")
     runtime = cfg.runtime
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
     # The model and its probe batch, as `harness validate` builds them: a layer that
@@ -337,9 +348,12 @@ def cmd_launch(args) -> int:
     for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
         if value is not None:
             args.items = [*args.items, flag, value]
+    if args.overwrite:
+        args.items = [*args.items, "--overwrite"]  # rank 0 clears the folder, under its lock
     nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port)
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
-    output = preflight(cmd[cmd.index("harness") + 2:])  # what follows `-m harness run`
+    # what follows `-m harness run`; the folder is looked at once, here, before any rank starts
+    output = preflight(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0)
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
@@ -378,5 +392,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output", help="passed on to `harness run`")
     p.add_argument("--resume", metavar="DIR", help="passed on to `harness run`: continue the run in DIR")
     p.add_argument("--resume-from", metavar="epoch_NNNN", help="passed on to `harness run`")
+    p.add_argument("--overwrite", action="store_true",
+                   help="passed on to `harness run`: the output folder holds an earlier run; delete its files first")
     p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...] [--output DIR]")
     p.set_defaults(func=cmd_launch)

@@ -49,4 +49,6 @@ def add_parsers(sub) -> None:
     bi.add_argument("items", nargs="+", metavar="CONFIG_OR_RUN_DIR [KEY=VALUE ...]",
                     help="a config (random weights) or a run folder (its model.pt), and overrides")
     bi.add_argument("--output", metavar="DIR", help="default: <output.dir>/inference (CONFIG) or RUN_DIR/inference")
+    bi.add_argument("--overwrite", action="store_true", help="the output folder holds an earlier measurement: "
+                                                             "delete its files first")
     bi.set_defaults(func=cmd_bench_inference)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import accel, atomic, checkpoint, finish
+from harness import accel, atomic, checkpoint, finish, run_folder
 from harness.build import Built, build, prepare
 from harness.config import Config, to_dict
 from harness.fit import History, fit
@@ -30,18 +30,20 @@ from harness.report import write_report
 EXIT_DIVERGED = 3
 
 
-def execute(cfg: Config, output: Path, resume: bool | Path = False) -> tuple[dict, int]:
+def execute(cfg: Config, output: Path, resume: bool | Path = False, overwrite: bool = False) -> tuple[dict, int]:
     """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates.
 
     ``resume``: True continues from the newest checkpoint, a path from that checkpoint
-    (resume.py chose and checked it). Exit status: 0 completed, 1 failed, 3 diverged,
+    (resume.py chose and checked it). A run that does not resume never writes into a
+    folder holding another run's files: bad input, or with ``overwrite`` those files are
+    removed first (run_folder.py). Exit status: 0 completed, 1 failed, 3 diverged,
     128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM). SIGINT and SIGTERM are held
     for the whole run, so one arriving during setup still stops it cleanly at the
     first step. A full disk raises ``DiskFull`` when not even the report could be
     written (the previous report and checkpoints stay).
     """
     with StopSignals() as signals, contextlib.ExitStack() as held:
-        return _execute(cfg, output, resume, signals, held)
+        return _execute(cfg, output, resume, overwrite, signals, held)
 
 
 def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
@@ -84,16 +86,19 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
     return "completed", 0, True
 
 
-def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignals,
+def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, signals: StopSignals,
              held: contextlib.ExitStack) -> tuple[dict, int]:
     t_start = time.perf_counter()
     b = build(cfg)
     acc = b.accelerator
     # One run per folder (the main process holds it for the job), taken once the
-    # recipe is known good, so refused input writes nothing; then what a killed
-    # run left half-written is cleared away.
+    # recipe is known good, so refused input writes nothing; then another run's files
+    # are refused (or cleared, with --overwrite), and what a killed run left
+    # half-written is cleared away.
     held.enter_context(RunLock(output, enabled=acc.is_main_process))
     if acc.is_main_process:
+        if not resume:
+            run_folder.claim(output, overwrite)
         atomic.clean_leftovers(output)
         atomic.clean_leftovers(checkpoint.checkpoints_dir(output))
         checkpoint.check_writable(output)
@@ -173,6 +178,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, signals: StopSignal
         if multi:
             finish.blame_first_failure(output, report)
         recorder.finish(report)
+        finish.keep_completed_report(output, report)
         try:
             write_report(output / "report.yaml", report)
         except atomic.DiskFull as err:

@@ -43,8 +43,9 @@ def _resumable(cell_dir: Path) -> bool:
 
 
 def resume_command(cmd: list[str], cell_dir: Path) -> list[str]:
-    """``... --output DIR`` -> ``... --resume DIR``: the run picks up its last checkpoint."""
-    out = list(cmd)
+    """``... --output DIR`` -> ``... --resume DIR``: the run picks up its last checkpoint
+    (and ``--overwrite``, which would delete it, goes)."""
+    out = [a for a in cmd if a != "--overwrite"]
     i = out.index("--output")
     out[i] = "--resume"
     return out

@@ -91,7 +91,8 @@ def cell_command(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=N
         head = ["launch", "--mode", launch.mode, "--nproc", str(launch.nproc)]
         if launch.nnodes > 1:  # the job on each node adds its --node-rank and the main address
             head += ["--nnodes", str(launch.nnodes)]
-    return [python, "-m", "harness", *head, *config, *overrides, "--output", str(cell_dir)]
+    # The cell's folder is the sweep's: a new attempt replaces what an earlier one left.
+    return [python, "-m", "harness", *head, *config, *overrides, "--output", str(cell_dir), "--overwrite"]
 
 
 def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,

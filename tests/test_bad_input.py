@@ -231,6 +231,23 @@ CASES = [
     Case("pretrained_holding_a_string",
          run_with(lambda inp: [f"model.pretrained={_torch_file(inp, _digits_state_with('abc'))}"]),
          ("model.pretrained", "w.pt", "'features.0.weight' holds a str, not a tensor")),
+    # --- output folders: locks, earlier runs, special places ----------------------------
+    Case("lock_holds_binary", lambda inp, out: _into(_locked(inp, b"\xff\xfe\x00garbage\x89")),
+         (".lock", "not a lock this harness wrote")),
+    Case("lock_is_a_folder", lambda inp, out: _into(_locked(inp, None)), (".lock", "a folder, not a lock file")),
+    Case("output_through_a_link_to_proc_self", lambda inp, out: _into(_link(inp, "/proc/self")),
+         ("output.dir: cannot write",)),
+    Case("output_under_proc_self_fd", lambda inp, out: _into(_link(inp, "/proc/self") + "/fd"),
+         ("output.dir: cannot write",)),
+    Case("bench_inference_into_proc_self", lambda inp, out: ["bench-inference", CONFIG, "data.subset=40",
+                                                              "--output", _link(inp, "/proc/self")],
+         ("output.dir: cannot write",)),
+    Case("run_into_an_earlier_run", lambda inp, out: _into(_used(inp)),
+         ("holds an earlier run (report.yaml)", "--resume", "--overwrite")),
+    Case("inference_into_an_earlier_run", lambda inp, out: _into(_used(inp), "scenario=inference"),
+         ("holds an earlier run (report.yaml)", "--overwrite"), absent=("--resume",)),
+    Case("overwrite_with_resume", lambda inp, out: ["run", "--resume", _used(inp), "--overwrite"],
+         ("--overwrite: not with --resume",)),
 ]
 
 
@@ -278,6 +295,29 @@ def _rgb_run(inp: Path, first=None) -> str:
         state[next(iter(state))] = first
     _torch_file(run, state, "model.pt")
     return str(run)
+
+
+def _into(folder: str, *items: str) -> list[str]:
+    return ["run", CONFIG, "data.subset=40", *items, "--output", folder]
+
+
+def _locked(inp: Path, body: bytes | None) -> str:
+    """A folder whose .lock is no lock: binary content, or a folder (``body`` None)."""
+    folder = inp / "locked"
+    folder.mkdir()
+    (folder / ".lock").mkdir() if body is None else (folder / ".lock").write_bytes(body)
+    return str(folder)
+
+
+def _link(inp: Path, target: str) -> str:
+    os.symlink(target, inp / "link")
+    return str(inp / "link")
+
+
+def _used(inp: Path) -> str:
+    """A folder holding an earlier run's report."""
+    write(inp, "used", make_report())
+    return str(inp / "used")
 
 
 def _binary(inp: Path) -> str:

@@ -116,7 +116,7 @@ def test_an_inference_report_never_replaces_a_training_one(tmp_path, capsys):
     before = (tmp_path / "run" / "report.yaml").read_text()
     assert main(["run", *BASE, "scenario=inference", "--output", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "training run's report.yaml" in err and len(err.strip().splitlines()) == 1
+    assert "holds an earlier run (report.yaml" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "run" / "report.yaml").read_text() == before
 
 

@@ -87,7 +87,7 @@ def test_a_cell_on_two_nodes_is_one_launcher_a_node_towards_node_0():
                      time_limit_s=60, oom_backoff=False, raw={})
     cmd = cell_command(spec, ["optim.lr=0.1"], Path("cells/x"), launch, python="py")
     assert cmd == ["py", "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", "--nnodes", "2",
-                   "c.yaml", "optim.lr=0.1", "--output", "cells/x"]
+                   "c.yaml", "optim.lr=0.1", "--output", "cells/x", "--overwrite"]
     env = {"SLURM_NODEID": "1", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7", "SLURM_JOB_ID": "20123"}
     on_node_1 = node_command(cmd, env)
     assert on_node_1[8:16] == ["--nnodes", "2", "--node-rank", "1", "--main-address", "10.0.0.7",
@@ -149,9 +149,9 @@ def test_a_job_that_cannot_write_the_sweep_folder_says_it_must_be_shared(tmp_pat
 def test_a_requeued_cell_resumes_from_its_folder(tmp_path, monkeypatch):
     from harness.slurm_job import _resumable, resume_command
 
-    cmd = ["python", "-m", "harness", "run", "c.yaml", "a=1", "--output", str(tmp_path)]
+    cmd = ["python", "-m", "harness", "run", "c.yaml", "a=1", "--output", str(tmp_path), "--overwrite"]
     assert resume_command(cmd, tmp_path) == ["python", "-m", "harness", "run", "c.yaml", "a=1", "--resume",
-                                             str(tmp_path)]
+                                             str(tmp_path)]  # --overwrite would delete what it resumes
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     assert not _resumable(tmp_path)  # nothing ran there yet: start afresh
     (tmp_path / "config.yaml").write_text("{}")
