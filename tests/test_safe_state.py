@@ -457,8 +457,13 @@ def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_p
     span_s = load_report(whole)["timing"]["process_wall_s"]
     rng = random.Random(20261125)
     outcomes = []
+    def next_args():
+        # A kill between taking the lock and writing config.yaml leaves a folder holding only
+        # a stale lock: no run to resume there, so the user starts it again (a lock alone is no run).
+        return ["--resume", str(part)] if (part / "config.yaml").exists() else [*common, "--output", str(part)]
+
     for k in range(KILLS):
-        args = ["--resume", str(part)] if part.exists() else [*common, "--output", str(part)]
+        args = next_args()
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -472,7 +477,7 @@ def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_p
             load_report(part)  # never torn
         for folder in (part / "checkpoints").glob("epoch_*"):
             assert resume.check_checkpoint(folder) is None, folder  # never a half checkpoint
-    args = ["--resume", str(part)] if part.exists() else [*common, "--output", str(part)]
+    args = next_args()
     done = subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=REPO, capture_output=True,
                           text=True, env=env)
     assert done.returncode == 0, (outcomes, done.stderr)
