@@ -359,6 +359,29 @@ def test_the_sweep_folder_lock_is_released_and_an_empty_folder_it_made_removed(t
     assert (tmp_path / "held").is_dir()  # the holder's folder is not removed by the refused sweep
 
 
+@pytest.mark.parametrize("name,says", [
+    ("../../x", "name: expected a folder name"),
+    ("..", "name: expected a folder name"),
+    ("a/b", "name: expected a folder name"),
+    ("tab\there", "name: expected a folder name"),
+    (None, "name (the file's stem): expected a folder name"),  # a file named "..yaml": its stem is "."
+])
+def test_a_sweep_name_that_would_leave_sweeps_is_refused(tmp_path, capsys, monkeypatch, name, says):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    spec = {"base": {"config": str(REPO / "configs/digits_cnn.yaml")}, "cells": [{"seed": 1}]}
+    if name is not None:
+        spec["name"] = name
+    path = tmp_path / ("sweep.in.yaml" if name is not None else "..yaml")
+    path.write_text(yaml.safe_dump(spec))
+    before = _snapshot(tmp_path)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert _snapshot(tmp_path) == before
+
+
 DEEP = "schema_version: 1\ncells: " + "[" * 5000 + "]" * 5000 + "\n"
 
 
