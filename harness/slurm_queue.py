@@ -56,7 +56,9 @@ def controller_silence(timeout_s: float | None = None) -> str | None:
         return f"scontrol ping had no answer in {timeout_s:g} s"
     except OSError as err:
         return f"scontrol ping: {err.strerror or err}"
-    if proc.returncode == 0 and " is UP" in proc.stdout:  # "Slurmctld(primary) at HOST is UP"
+    # "Slurmctld(primary) at HOST is UP", a line per controller; one that answers is enough,
+    # so the exit status is not read (a backup that is down must not make the cluster silent).
+    if " is UP" in proc.stdout:
         return None
     said = [ln.strip() for ln in (proc.stdout.strip() or proc.stderr).splitlines() if ln.strip()]
     return f"scontrol ping: {said[-1][:200] if said else f'exit status {proc.returncode}'}"
