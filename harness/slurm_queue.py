@@ -60,8 +60,10 @@ def controller_silence(timeout_s: float | None = None) -> str | None:
     # so the exit status is not read (a backup that is down must not make the cluster silent).
     if " is UP" in proc.stdout:
         return None
-    said = [ln.strip() for ln in (proc.stdout.strip() or proc.stderr).splitlines() if ln.strip()]
-    return f"scontrol ping: {said[-1][:200] if said else f'exit status {proc.returncode}'}"
+    # A down controller reads "... is DOWN" under a banner of asterisks: the status line says it.
+    said = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip().strip("*")]
+    said = [ln for ln in said if " is DOWN" in ln] or said
+    return f"scontrol ping: {said[0][:200] if said else f'exit status {proc.returncode}'}"
 
 
 def expand_tasks(spec: str) -> list[str]:

@@ -201,7 +201,8 @@ def test_a_cell_job_uses_the_cpus_slurm_gave_it_shared_among_its_processes():
 
 FAKE_SLURM = {  # what each fake command does: the controller is down, or hangs
     "down": "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; "
-            "case \"$1\" in ping) echo 'Slurmctld(primary) at ctl is DOWN';; esac; exit 1",
+            "case \"$1\" in ping) printf 'Slurmctld(primary) at ctl is DOWN\\n****\\n** RESTORE SLURMCTLD "
+            "DAEMON TO SERVICE **\\n****\\n';; esac; exit 1",  # what Slurm 22.05 prints
     "hangs": "exec sleep 60",
 }
 
