@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import yaml
+
 from harness import safe_yaml, strict_yaml
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
@@ -20,6 +22,15 @@ if TYPE_CHECKING:
     from harness.sweep_config import SweepSpec
 
 SCHEMA_VERSION = 1
+
+
+class _RowLoader(strict_yaml.StrictLoader):
+    """The config reader's depth cap and duplicate-key check, resolving plain scalars as the
+    writer (``yaml.safe_dump``, YAML 1.1) meant them: under the config reader's 1.2 floats a
+    config hash of hex digits such as ``1234e5678901234`` reads back as a number (inf), and its
+    completed cell would run again."""
+
+    yaml_implicit_resolvers = yaml.SafeLoader.yaml_implicit_resolvers
 
 
 def now() -> str:
@@ -50,9 +61,11 @@ def read_rows(out: Path) -> dict[str, dict]:
         return {}
     text = safe_yaml.read_capped(path, "sweep")
     try:
-        data = strict_yaml.loads(text)
-    except BadInput as err:
+        data = yaml.load(text, Loader=_RowLoader)  # noqa: S506 -- a SafeLoader subclass
+    except BadInput as err:  # nested too deep, a key given twice
         raise BadInput(f"{path}: not a sweep ({err})") from None
+    except yaml.YAMLError:
+        raise BadInput(f"{path}: not a sweep (malformed YAML)") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise BadInput(f"{path}: not a sweep this harness reads (schema_version {SCHEMA_VERSION})")
     cells = data.get("cells") or []

@@ -427,3 +427,16 @@ def test_a_sweep_yaml_pointing_its_report_at_a_device_is_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a regular file" in err, err
     assert _snapshot(tmp_path) == before
+
+
+def test_sweep_yaml_rows_read_back_as_written(tmp_path):
+    """The depth-capped reader resolves scalars as the writer does: a hex config hash that
+    YAML 1.2 would read as a float (1234e5678901234 -> inf) stays the string it was."""
+    from types import SimpleNamespace
+
+    from harness.sweep_file import read_rows, write_sweep
+
+    spec = SimpleNamespace(name="s", source=tmp_path / "s.yaml", raw={"time_limit_s": 3e-4})
+    row = {"id": "a-1", "config_hash": "1234e5678901234", "status": "completed", "job_id": "41_0", "seconds": 1.5}
+    write_sweep(tmp_path, spec, [row], "2026-01-01T00:00:00+00:00")
+    assert read_rows(tmp_path) == {"a-1": row}
