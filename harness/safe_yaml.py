@@ -10,6 +10,8 @@ allows their anchors and refuses what YAML would resolve silently.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -34,16 +36,30 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def read_yaml(path: Path, what: str = "report"):
-    """Parse a YAML file that a harness command wrote: no aliases, bounded size."""
+def read_capped(path: Path, what: str = "report", max_bytes: int = MAX_REPORT_BYTES) -> str:
+    """A file's text, read with a cap on the bytes actually read: ``st_size`` says 0 for
+    ``/dev/zero`` (or a symlink to it), which would then be read until memory runs out.
+    Anything but a regular file is refused (opened without blocking: a FIFO would wait for a writer)."""
     try:
-        if path.stat().st_size > MAX_REPORT_BYTES:
-            raise BadInput(f"{path}: not a {what} (larger than {MAX_REPORT_BYTES >> 20} MB)")
-        text = path.read_text()
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BadInput(f"{path}: cannot read the {what} (not a regular file)")
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise BadInput(f"{path}: no such {what}") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+    except OSError as err:  # a folder, no permission, an unreadable device
         raise BadInput(f"{path}: cannot read the {what} ({err.__class__.__name__})") from None
+    if len(data) > max_bytes:
+        raise BadInput(f"{path}: not a {what} (larger than {max_bytes >> 20} MB)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: cannot read the {what} ({err.__class__.__name__})") from None
+
+
+def read_yaml(path: Path, what: str = "report"):
+    """Parse a YAML file that a harness command wrote: no aliases, bounded size."""
+    text = read_capped(path, what)
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.composer.ComposerError as err:

@@ -25,6 +25,12 @@ KILLED = {  # the scheduler ended the job, not the run: the row's reason
 }
 FINISHED = {"COMPLETED", "FAILED", *KILLED}
 TIMEOUT_S = 30.0
+PING_TIMEOUT_S = 15.0
+"""``scontrol ping`` waits for the controller at most its MessageTimeout (10 s by default)."""
+
+
+class Unreachable(Exception):
+    """The controller does not answer: nothing can be said of any job, so no row may change."""
 
 
 def available() -> bool:
@@ -37,6 +43,27 @@ def _run(cmd: list[str]) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return proc.stdout if proc.returncode == 0 else None
+
+
+def controller_silence(timeout_s: float | None = None) -> str | None:
+    """None when a Slurm controller answers ``scontrol ping``; else why not, in a few words."""
+    timeout_s = PING_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        proc = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        return "scontrol is not on PATH"
+    except subprocess.TimeoutExpired:
+        return f"scontrol ping had no answer in {timeout_s:g} s"
+    except OSError as err:
+        return f"scontrol ping: {err.strerror or err}"
+    # "Slurmctld(primary) at HOST is UP", a line per controller; one that answers is enough,
+    # so the exit status is not read (a backup that is down must not make the cluster silent).
+    if " is UP" in proc.stdout:
+        return None
+    # A down controller reads "... is DOWN" under a banner of asterisks: the status line says it.
+    said = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines() if ln.strip().strip("*")]
+    said = [ln for ln in said if " is DOWN" in ln] or said
+    return f"scontrol ping: {said[0][:200] if said else f'exit status {proc.returncode}'}"
 
 
 def expand_tasks(spec: str) -> list[str]:
@@ -84,7 +111,8 @@ def parse_sacct(text: str) -> dict[str, str]:
 
 
 def states(job_ids: list[str]) -> dict[str, str]:
-    """The scheduler's state of each job it still knows; a job missing from the answer is unknown."""
+    """The scheduler's state of each job it still knows; a job missing from the answer is unknown.
+    Unreachable when some job is missing and the controller does not answer a ping."""
     if not job_ids:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
@@ -97,4 +125,9 @@ def states(job_ids: list[str]) -> dict[str, str]:
         text = _run(["scontrol", "show", "job", "-o", array])
         if text:
             found.update(parse_scontrol(text))
-    return {j: found[j] for j in job_ids if j in found}
+    known = {j: found[j] for j in job_ids if j in found}
+    if len(known) < len(job_ids):  # forgotten, or no answer at all: only the controller can tell
+        why = controller_silence()
+        if why is not None:
+            raise Unreachable(why)
+    return known

@@ -2,11 +2,13 @@
 
 A cell that crashes, hangs past its time limit or runs out of memory is a row
 with ``status: failed`` and the error; the sweep goes on. ``sweep.yaml`` is
-rewritten atomically after every cell, so a killed sweep can ``--resume``.
+rewritten atomically after every cell, so a killed sweep can ``--resume``. One sweep
+holds its folder at a time, with the lock a run holds its own folder by (harness/lock.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,23 +16,20 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import yaml
 
 import harness
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
-from harness.lock import live_owner
-from harness.report import dump, load_report
+from harness.lock import RunLock, live_owner
+from harness.report import load_report
 from harness.report import figures as report_figures
+from harness.sweep_file import now, read_rows, write_sweep
 
 if TYPE_CHECKING:  # sweep_config builds configs, which imports torch: only the commands need it
     from harness.sweep_config import Cell, SweepSpec
 
-SCHEMA_VERSION = 1
 OOM_MARKER = "out of memory"
 
 
@@ -41,10 +40,6 @@ class Attempt:
     seconds: float
     report: dict | None
     stderr: str
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _child_env() -> dict:
@@ -212,31 +207,6 @@ def pending_row(cell: Cell) -> dict:
     return {"id": cell.id, "axes": cell.axes, "status": "pending"}
 
 
-def write_sweep(out: Path, spec: SweepSpec, rows: list[dict], started_at: str) -> None:
-    body = {
-        "schema_version": SCHEMA_VERSION,
-        "name": spec.name,
-        "sweep": {"file": str(spec.source), **spec.raw},
-        "started_at": started_at,
-        "updated_at": _now(),
-        "cells": rows,
-    }
-    write_text_atomic(out / "sweep.yaml", dump(body))
-
-
-def read_rows(out: Path) -> dict[str, dict]:
-    path = out / "sweep.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except yaml.YAMLError:
-        raise BadInput(f"{path}: not a sweep (malformed YAML)") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        raise BadInput(f"{path}: not a sweep this harness reads (schema_version {SCHEMA_VERSION})")
-    return {row["id"]: row for row in data.get("cells") or [] if isinstance(row, dict) and "id" in row}
-
-
 def _fmt(value, spec: str) -> str:
     return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
@@ -282,7 +252,33 @@ def _progress(total: int, name: str):
     return tqdm(total=total, unit="cell", desc=name, file=sys.stderr)
 
 
+@contextlib.contextmanager
+def sweep_folder(out: Path):
+    """The sweep folder for this sweep alone, the way a run holds its folder (harness/lock.py):
+    a second sweep (or run) on it is refused before it reads or writes anything there; and
+    folders this sweep created and left empty (it was refused before writing) are removed."""
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    lock = RunLock(out)
+    lock.acquire()
+    try:
+        yield bool(created)
+    finally:
+        lock.release()
+        for folder in created:  # innermost first; one that holds anything stops the walk
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
+
+
 def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> list[dict]:
+    with sweep_folder(out):
+        return _run_sweep(spec, out, resume, retry_failed)
+
+
+def _run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> list[dict]:
     previous = read_rows(out) if resume else {}
     if not resume and (out / "sweep.yaml").exists():
         raise BadInput(f"--output: {out} already holds a sweep.yaml; pass --resume to continue it")
@@ -302,7 +298,7 @@ def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> l
             raise BadInput(f"--resume: {out / 'cells' / spec.cells[i].id} is still being run by pid "
                            f"{owner.get('pid')} on {owner.get('host')} (left by a killed sweep?); "
                            "stop it or let it finish, then resume")
-    started_at = _now()
+    started_at = now()
     write_sweep(out, spec, rows, started_at)
     bar = _progress(len(todo), spec.name)
     try:

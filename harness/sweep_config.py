@@ -171,6 +171,17 @@ def _positive_number(raw: dict, key: str, default: float) -> float:
     return float(value)
 
 
+def _folder_name(name: Any, where: str) -> str:
+    """The sweep's name is its default folder (``sweeps/<name>``): one plain folder name,
+    refused rather than changed, so that the folder is the one the user named or none."""
+    if not isinstance(name, str) or not name:
+        raise BadInput(f"{where}: expected a non-empty string, got {name!r}")
+    if name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise BadInput(f"{where}: expected a folder name (no '/', '\\', control characters, '.' or '..'; "
+                       f"the default output is sweeps/<name>), got {name[:80]!r}")
+    return name
+
+
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate SWEEP.yaml and every cell's resolved config; runs nothing."""
     from harness.config import config_hash, load_config, read_yaml
@@ -181,9 +192,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         for key in raw:
             if key not in TOP_KEYS:
                 raise BadInput(f"{key}: unknown key (expected one of: {', '.join(TOP_KEYS)})")
-        name = raw.get("name", path.stem)
-        if not isinstance(name, str) or not name:
-            raise BadInput(f"name: expected a non-empty string, got {name!r}")
+        name = _folder_name(raw.get("name", path.stem), "name" if "name" in raw else "name (the file's stem)")
         oom = raw.get("oom_backoff", False)
         if not isinstance(oom, bool):
             raise BadInput(f"oom_backoff: expected a boolean, got {oom!r}")

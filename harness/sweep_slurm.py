@@ -7,7 +7,8 @@ runs ``harness run`` (or ``harness launch`` for a multi-process cell) into
 it can write there. This process is the only writer of ``sweep.yaml``: it records each
 job id as soon as sbatch answers, then polls the scheduler and rewrites the rows
 atomically as jobs finish. Stopping it leaves the jobs running; ``--resume`` finds them
-by id and waits for them instead of submitting them again.
+by id and waits for them instead of submitting them again. A row changes only on what the
+scheduler said: a controller that does not answer leaves every row as it was.
 
 A cell on several nodes (``slurm.nodes``) is one job of that many nodes: srun starts the
 job's function once per node, and each runs ``harness launch --nnodes N --node-rank R``
@@ -38,8 +39,8 @@ import harness
 from harness import slurm_queue
 from harness.errors import BadInput
 from harness.slurm_config import SlurmResources, cell_resources, resource_dict
-from harness.sweep import (_last_line, _now, _read_report, cell_command, figures, pending_row,
-                           read_rows, write_sweep)
+from harness.sweep import _last_line, _read_report, cell_command, figures, pending_row, sweep_folder
+from harness.sweep_file import now, read_rows, write_sweep
 
 if TYPE_CHECKING:
     from harness.sweep_config import Cell, SweepSpec
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
 POLL_S = 2.0
 UNKNOWN_GRACE_S = 300.0
 """How long a job the scheduler does not name (and that left no result) is waited for."""
+SILENCE_GRACE_S = 60.0
+"""How long a controller that stopped answering mid-sweep (a restart takes seconds) is waited for."""
+EXIT_UNREACHABLE = 1
+"""The sweep could not follow its jobs: a failure, not bad input (the rows are still valid)."""
 SUBMITIT_DIR = ".submitit"
 # Slurm must send submitit's pre-emption signal nowhere: SIGURG to the batch shell alone is
 # ignored. A time limit or pre-emption then reaches the run as Slurm's own SIGTERM.
@@ -206,8 +211,20 @@ def watch(out: Path, spec: SweepSpec, rows: list[dict], started_at: str, waiting
     """Poll the scheduler until every job in ``waiting`` ({job id: row index}) has ended."""
     by_id = {c.id: c for c in spec.cells}
     unknown_since: dict[str, float] = {}
+    silent_since = None
     while waiting:
-        known = slurm_queue.states(list(waiting))
+        try:
+            known = slurm_queue.states(list(waiting))
+        except slurm_queue.Unreachable:
+            # No answer says nothing of the jobs: no row changes, and a job's time unnamed
+            # counts only while the controller answers. Past the grace, the sweep ends.
+            silent_since = silent_since or time.monotonic()
+            if time.monotonic() - silent_since > SILENCE_GRACE_S:
+                raise
+            unknown_since.clear()
+            time.sleep(poll_s)
+            continue
+        silent_since = None
         changed = False
         for job_id, i in list(waiting.items()):
             state = known.get(job_id)
@@ -238,6 +255,11 @@ def watch(out: Path, spec: SweepSpec, rows: list[dict], started_at: str, waiting
 def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> list[dict]:
     if spec.oom_backoff:
         raise BadInput("oom_backoff: only with executor local (a Slurm cell runs once, at its batch size)")
+    with sweep_folder(out) as created:
+        return _run_slurm_sweep(spec, out, resume, retry_failed, created)
+
+
+def _run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool, created: bool) -> list[dict]:
     previous = read_rows(out) if resume else {}
     if not resume and (out / "sweep.yaml").exists():
         raise BadInput(f"--output: {out} already holds a sweep.yaml; pass --resume to continue it")
@@ -253,15 +275,18 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
         else:
             rows.append(pending_row(cell))
             todo.append(i)
-    started_at = _now()
-    existed = out.exists()
+    if waiting:  # asked before anything is written: the rows stay as they are until it answers
+        why = slurm_queue.controller_silence()
+        if why is not None:
+            raise slurm_queue.Unreachable(why)
+    started_at = now()
     out.mkdir(parents=True, exist_ok=True)
     index = {spec.cells[i].id: i for i in todo}
     for n, (res, cells) in enumerate(resource_groups(spec, [spec.cells[i] for i in todo]).items()):
         try:
             job_ids = submit_array(out, spec, res, cells)
         except BadInput:
-            if n == 0 and not existed:
+            if n == 0 and created:
                 shutil.rmtree(out, ignore_errors=True)  # bad input: nothing left behind
             raise
         for cell, job_id in zip(cells, job_ids):
@@ -269,7 +294,7 @@ def run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool
             rows[i] = {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
                        "nproc": cell.launch.nproc if cell.launch else 1, "nodes": res.nodes,
                        "status": "queued", "job_id": job_id,
-                       "scheduler_state": "PENDING", "submitted_at": _now(),
+                       "scheduler_state": "PENDING", "submitted_at": now(),
                        "resources": {**resource_dict(res), "time_limit_min": time_limit_min(spec, res)}}
             waiting[job_id] = i
         write_sweep(out, spec, rows, started_at)  # the job ids are on disk before anything can stop us
@@ -290,6 +315,13 @@ def cmd_slurm_sweep(args, spec: SweepSpec, out: Path) -> int:
 
     spec.executor = "slurm"
     spec.raw = {**spec.raw, "executor": "slurm"}
-    return run_stoppable(lambda: run_slurm_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed),
-                         out, f"the jobs go on with the scheduler; follow them with: harness sweep {args.sweep} "
-                              f"--output {out} --resume")
+    again = f"harness sweep {args.sweep} --output {out} --resume"
+    try:
+        return run_stoppable(lambda: run_slurm_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed),
+                             out, f"the jobs go on with the scheduler; follow them with: {again}")
+    except slurm_queue.Unreachable as err:
+        # Not the user's input, and not the jobs' failure: the rows keep their last known state.
+        print(f"error: slurm: the controller does not answer ({err}); {out / 'sweep.yaml'} is left as it "
+              f"was and its jobs are not resubmitted; when Slurm answers, follow them with: {again}",
+              file=sys.stderr)
+        return EXIT_UNREACHABLE

@@ -11,6 +11,7 @@ import yaml
 from torch.utils.data import TensorDataset
 
 from harness.cli import main
+from harness.errors import BadInput
 from harness.data.loaders import LoaderConfig, build_loaders
 from harness.data.resident import DeviceResidentLoader
 
@@ -299,3 +300,143 @@ def test_device_resident_under_two_process_ddp(tmp_path):
     assert [r["samples"] for r in report["per_rank"]] == [2 * 128 - 32, 2 * 124 - 32]
     assert report["throughput"]["measured_samples"] == 2 * 252 - 64
     assert report["accuracy"]["test_samples"] == report["data"]["sizes"]["test"]
+
+
+# --- one sweep per folder; names and files that become paths ---------------------------
+
+def _snapshot(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under ``folder``, with each file's bytes (links are not followed)."""
+    return {str(p.relative_to(folder)): (p.is_dir(), None if p.is_dir() or p.is_symlink() else p.read_bytes())
+            for p in folder.rglob("*") if "__pycache__" not in p.parts}
+
+
+@pytest.mark.slow
+def test_a_second_sweep_on_a_running_sweeps_folder_is_refused_and_touches_nothing(tmp_path, cells_import_tests):
+    """Before: the second sweep ran the same cell beside the first's, and one row ended
+    'failed: in use by another run' while the cell's report said completed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_sweep(tmp_path, [{"model.name": "sweep_models:Slow", "train.epochs": 100}])
+    out = tmp_path / "out"
+    harness = [sys.executable, "-m", "harness", "sweep", str(path), "--output", str(out)]
+    first = subprocess.Popen(harness, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not list(out.glob("cells/*/stderr.log")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert first.poll() is None, first.stderr.read()[-2000:]
+        before = {name: (out / name).read_bytes() for name in (".lock", "sweep.yaml")}
+        second = subprocess.run([*harness, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first sweep's cell ended before the test could overlap it"
+        assert {name: (out / name).read_bytes() for name in before} == before
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, first_err = first.communicate(timeout=120)
+    err = second.stderr.strip()
+    assert second.returncode == 2 and len(err.splitlines()) == 1, err
+    assert str(out) in err and f"pid {first.pid}" in err, err
+    assert first.returncode == 128 + signal.SIGTERM, first_err[-2000:]
+    (row,) = read_rows(out)
+    assert row["status"] == "interrupted"  # the first sweep's row, as its own cell left it
+    assert not (out / ".lock").exists()
+
+
+def test_the_sweep_folder_lock_is_released_and_an_empty_folder_it_made_removed(tmp_path):
+    from harness.lock import RunLock
+    from harness.sweep import sweep_folder
+
+    out = tmp_path / "a" / "b"
+    with pytest.raises(RuntimeError), sweep_folder(out) as created:
+        assert created and (out / ".lock").is_file()
+        raise RuntimeError("refused before writing")
+    assert not (tmp_path / "a").exists()
+    with RunLock(tmp_path / "held"), pytest.raises(BadInput, match="in use by another run"), \
+            sweep_folder(tmp_path / "held"):
+        pass
+    assert (tmp_path / "held").is_dir()  # the holder's folder is not removed by the refused sweep
+
+
+@pytest.mark.parametrize("name,says", [
+    ("../../x", "name: expected a folder name"),
+    ("..", "name: expected a folder name"),
+    ("a/b", "name: expected a folder name"),
+    ("tab\there", "name: expected a folder name"),
+    (None, "name (the file's stem): expected a folder name"),  # a file named "..yaml": its stem is "."
+])
+def test_a_sweep_name_that_would_leave_sweeps_is_refused(tmp_path, capsys, monkeypatch, name, says):
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    spec = {"base": {"config": str(REPO / "configs/digits_cnn.yaml")}, "cells": [{"seed": 1}]}
+    if name is not None:
+        spec["name"] = name
+    path = tmp_path / ("sweep.in.yaml" if name is not None else "..yaml")
+    path.write_text(yaml.safe_dump(spec))
+    before = _snapshot(tmp_path)
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert _snapshot(tmp_path) == before
+
+
+DEEP = "schema_version: 1\ncells: " + "[" * 5000 + "]" * 5000 + "\n"
+
+
+def _sweep_yaml(body: str | None = None, link: str | None = None):
+    def make(out: Path) -> None:
+        if link:
+            (out / "sweep.yaml").symlink_to(link)
+        else:
+            (out / "sweep.yaml").write_text(body)
+    return make
+
+
+@pytest.mark.parametrize("make,says", [
+    (_sweep_yaml("schema_version: 1\ncells:\n- {id: [a, b], status: completed}\n"), "cells[0].id: expected a cell id"),
+    (_sweep_yaml("schema_version: 1\ncells:\n- {id: x, job_id: ../../y, status: running}\n"), "cells[0].job_id"),
+    (_sweep_yaml("schema_version: 1\ncells: {id: x}\n"), "cells: expected a list"),
+    (_sweep_yaml(DEEP), "nested more than 64 levels"),
+    (_sweep_yaml(link="/dev/zero"), "not a regular file"),
+    (_sweep_yaml("schema_version: 1\ncells: [\n"), "malformed YAML"),
+], ids=["id_list", "job_id_path", "cells_mapping", "deep", "dev_zero", "malformed"])
+def test_a_broken_sweep_yaml_on_resume_is_one_line_and_changes_nothing(tmp_path, capsys, make, says):
+    path = write_sweep(tmp_path, [{"loader.batch_size": 32}])
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out)
+    before = _snapshot(tmp_path)
+    assert main(["sweep", str(path), "--output", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and says in err, err
+    assert str(out / "sweep.yaml") in err
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("report", ["/dev/zero", "link"])
+def test_a_sweep_yaml_pointing_its_report_at_a_device_is_one_line(tmp_path, capsys, report):
+    """Before: the size cap read st_size, 0 for /dev/zero, and the read never ended."""
+    (tmp_path / "link").symlink_to("/dev/zero")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"schema_version": 1, "cells": [{"id": "a", "status": "completed",
+                                                                    "report": report}]}))
+    before = _snapshot(tmp_path)
+    assert main(["compare", str(sweep), str(sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a regular file" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_sweep_yaml_rows_read_back_as_written(tmp_path):
+    """The depth-capped reader resolves scalars as the writer does: a hex config hash that
+    YAML 1.2 would read as a float (1234e5678901234 -> inf) stays the string it was."""
+    from types import SimpleNamespace
+
+    from harness.sweep_file import read_rows, write_sweep
+
+    spec = SimpleNamespace(name="s", source=tmp_path / "s.yaml", raw={"time_limit_s": 3e-4})
+    row = {"id": "a-1", "config_hash": "1234e5678901234", "status": "completed", "job_id": "41_0", "seconds": 1.5}
+    write_sweep(tmp_path, spec, [row], "2026-01-01T00:00:00+00:00")
+    assert read_rows(tmp_path) == {"a-1": row}

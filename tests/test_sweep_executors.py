@@ -5,6 +5,7 @@ The runs against a real Slurm are in test_slurm.py.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -194,3 +195,97 @@ def test_a_cell_job_uses_the_cpus_slurm_gave_it_shared_among_its_processes():
     assert thread_env(launch, {"SLURM_CPUS_ON_NODE": "1"})["OMP_NUM_THREADS"] == "1"
     assert thread_env(run, {"SLURM_CPUS_ON_NODE": "4", "OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
     assert "OMP_NUM_THREADS" not in thread_env(run, {})  # outside Slurm: torch's own default
+
+
+# --- a controller that does not answer ----------------------------------------------------
+
+FAKE_SLURM = {  # what each fake command does: the controller is down, or hangs
+    "down": "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; "
+            "case \"$1\" in ping) printf 'Slurmctld(primary) at ctl is DOWN\\n****\\n** RESTORE SLURMCTLD "
+            "DAEMON TO SERVICE **\\n****\\n';; esac; exit 1",  # what Slurm 22.05 prints
+    "hangs": "exec sleep 60",
+}
+
+
+def fake_slurm(tmp_path: Path, monkeypatch, how: str) -> None:
+    """scontrol, sacct and squeue on PATH that fail or hang as an unreachable controller does."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    for name in ("scontrol", "sacct", "squeue", "sbatch"):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{FAKE_SLURM[how]}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def running_sweep(tmp_path: Path) -> tuple[Path, Path]:
+    """A Slurm sweep as a stopped watcher left it: one cell running as job 41_0, one queued as 41_1."""
+    from harness.sweep_file import write_sweep
+    from harness.sweep_config import load_sweep_apart
+
+    path = write_spec(tmp_path, executor="slurm", cells=[{"optim.lr": 0.01}, {"optim.lr": 0.02}])
+    spec = load_sweep_apart(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [{"id": c.id, "config_hash": c.config_hash, "axes": c.axes, "status": status, "job_id": f"41_{i}",
+             "scheduler_state": status.upper() if status == "running" else "PENDING"}
+            for i, (c, status) in enumerate(zip(spec.cells, ("running", "queued")))]
+    write_sweep(out, spec, rows, "2026-01-01T00:00:00+00:00")
+    return path, out
+
+
+@pytest.mark.parametrize("how", ["down", "hangs"])
+def test_resume_where_slurm_does_not_answer_says_so_at_once_and_changes_no_row(tmp_path, capsys, monkeypatch, how):
+    """Before: it polled 300 s, then rewrote both rows failed/UNKNOWN and exited 0, so
+    --retry-failed would have submitted both jobs a second time."""
+    import time
+
+    from harness import slurm_queue, sweep_slurm
+
+    path, out = running_sweep(tmp_path)
+    before = (out / "sweep.yaml").read_bytes()
+    fake_slurm(tmp_path, monkeypatch, how)
+    monkeypatch.setattr(slurm_queue, "PING_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(slurm_queue, "TIMEOUT_S", 1.0)
+    monkeypatch.setattr(sweep_slurm, "UNKNOWN_GRACE_S", 0.5)  # the old path would end in seconds, not pass
+    monkeypatch.setattr(sweep_slurm, "POLL_S", 0.1)
+    t0 = time.monotonic()
+    code = main(["sweep", str(path), "--output", str(out), "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert len(err.splitlines()) == 1 and "slurm: the controller does not answer" in err, err
+    assert ("is DOWN" if how == "down" else "no answer in 1 s") in err, err
+    assert "--resume" in err
+    assert (out / "sweep.yaml").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.yaml"]  # nor was the lock left behind
+    assert time.monotonic() - t0 < 60  # at once: one bounded ping, never the 300 s of waiting
+
+
+def test_a_controller_that_stops_answering_mid_sweep_changes_no_row(tmp_path, monkeypatch):
+    from harness import slurm_queue, sweep_slurm
+    from harness.sweep_file import read_rows
+    from harness.sweep_config import load_sweep_apart
+
+    path, out = running_sweep(tmp_path)
+    spec = load_sweep_apart(path)
+    rows = list(read_rows(out).values())
+    before = (out / "sweep.yaml").read_bytes()
+    fake_slurm(tmp_path, monkeypatch, "down")
+    monkeypatch.setattr(sweep_slurm, "SILENCE_GRACE_S", 0.3)
+    monkeypatch.setattr(sweep_slurm, "UNKNOWN_GRACE_S", 0.0)
+    with pytest.raises(slurm_queue.Unreachable, match="is DOWN"):
+        sweep_slurm.watch(out, spec, rows, "2026-01-01T00:00:00+00:00", {"41_0": 0, "41_1": 1}, poll_s=0.05)
+    assert [r["status"] for r in rows] == ["running", "queued"]
+    assert (out / "sweep.yaml").read_bytes() == before
+
+
+def test_a_controller_that_answers_pings_up(tmp_path, monkeypatch):
+    from harness.slurm_queue import controller_silence
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'Slurmctld(primary) at ctl is UP'\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert controller_silence() is None
+    (bin_dir / "scontrol").unlink()
+    assert controller_silence() == "scontrol is not on PATH"
