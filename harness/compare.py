@@ -22,7 +22,7 @@ from pathlib import Path
 
 from harness.errors import BadInput
 from harness.recipe import differing_keys
-from harness.report import FIGURES, dig, load_report, read_yaml
+from harness.report import FIGURES, checked, dig, load_report, read_yaml_of
 from harness.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -60,7 +60,7 @@ def _load_sweep(path: Path, data: dict) -> list[Loaded]:
 
 
 def _load_one(path: Path) -> Loaded:
-    report = load_report(path)
+    report = load_report(path, raw=False)  # the per-step lists: no verdict reads them
     return Loaded(path / "report.yaml" if path.is_dir() else path, report)
 
 
@@ -83,12 +83,12 @@ def collect(path: str | Path) -> list[Loaded]:
         if not found:
             raise BadInput(f"{path}: no report.yaml below this folder")
         return [_load_one(p) for p in found]
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"{path}: no such report, sweep or folder")
-    data = read_yaml(path, "report or sweep")
+    data = read_yaml_of(path, raw=False, what="report or sweep")
     if isinstance(data, dict) and isinstance(data.get("cells"), list) and "config_hash" not in data:
         return _load_sweep(path, data)
-    return [_load_one(path)]
+    return [Loaded(path, checked(data, path))]
 
 
 # --------------------------------------------------------------------------- cells

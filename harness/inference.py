@@ -70,14 +70,14 @@ def sample_batch(data, size: int, device):
 def _check_not_a_training_folder(output: Path) -> None:
     """An inference report never replaces a training run's report (and leaves its model.pt
     beside a config that no longer made it)."""
-    import yaml
+    from harness.report import load_report
 
     path = output / "report.yaml"
-    if not path.is_file():
+    if not path.exists():
         return
     try:
-        scenario = (yaml.safe_load(path.read_text()) or {}).get("scenario", "training")
-    except (OSError, yaml.YAMLError, AttributeError):
+        scenario = load_report(path, raw=False).get("scenario", "training")
+    except BadInput:
         scenario = None
     if scenario != "inference":
         raise BadInput(f"output.dir: {output} holds a training run's report.yaml, which an inference report "
