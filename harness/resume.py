@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from harness.checkpoint import RECIPE_FILE, STATE_FILE, checkpoints_dir, complete_checkpoints, progress_of
-from harness import safe_yaml
+from harness import metrics_stream, safe_yaml
 from harness.errors import BadInput
 from harness.report import load_report
 
@@ -231,6 +231,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
     if folder is None:
         return ResumePlan(None, note=f"--resume: {output} holds no complete checkpoint yet; "
                                      "starting from the first step")
+    metrics_stream.check(output)  # the resume rewrites it: a line it cannot place is refused now
     return ResumePlan(folder)
 
 

@@ -249,6 +249,10 @@ CASES = [
          ("binary.yaml", "not UTF-8")),
     Case("compare_report_is_dev_zero", lambda inp, out: ["compare", _report(inp), "/dev/zero"],
          ("/dev/zero", "not a regular file")),
+    Case("resume_metrics_step_not_a_number", lambda inp, out: ["run", "--resume", _trained(inp, '"abc"'), "train.epochs=2"],
+         ("metrics.jsonl line 2", "step is 'abc'")),
+    Case("resume_metrics_not_utf8", lambda inp, out: ["run", "--resume", _trained(inp, None), "train.epochs=2"],
+         ("metrics.jsonl line 2", "not UTF-8")),
 ]
 
 
@@ -297,6 +301,27 @@ def _run_folder(inp: Path, report: str | None = None, folder: str | None = None,
 def _folder_named(inp: Path, name: str) -> str:
     (inp / name).mkdir()
     return str(inp / name)
+
+
+def _trained(inp: Path, step: str | None) -> str:
+    """A real one-epoch run with a checkpoint, its metrics.jsonl's second line hand-edited:
+    ``step`` replaces its step, None puts a byte that is not UTF-8 in it."""
+    import contextlib
+    import io
+    import re
+
+    run = inp / "trained"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["run", CONFIG, "data.subset=120", "loader.batch_size=8", "train.epochs=1",
+                     "optim.scheduler.name=none", "measure.warmup_steps=0", "output.progress=false",
+                     "tracking.every_n_steps=2", "--output", str(run)])
+    assert code == 0
+    path = run / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) > 3, "the run should log several lines"
+    lines[1] = re.sub(rb'"step": \d+', b'"step": ' + step.encode(), lines[1]) if step else lines[1] + b"\xff"
+    path.write_bytes(b"\n".join(lines))
+    return str(run)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple]:

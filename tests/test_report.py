@@ -8,6 +8,7 @@ import sys
 import pytest
 import yaml
 
+from harness import metrics_stream
 from harness.atomic import write_atomic
 from harness.errors import BadInput
 from harness.report import SCHEMA_VERSION, dump, load_report, validate, write_report
@@ -226,3 +227,58 @@ def test_resume_goes_by_the_checkpoint_when_the_report_is_not_one(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning:" in err and "nested more than 72" in err
     assert resume._read_report(tmp_path / "nothing-here") == {}
+
+
+# --------------------------------------------------------------------------- metrics.jsonl, hand-edited
+
+def _stream(folder, lines: list[bytes]):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / metrics_stream.FILE).write_bytes(b"".join(lines))
+    return folder
+
+
+GOOD = [b'{"kind": "interval", "step": 2, "train_loss": 1.5, "samples_per_s": 10.0}\n',
+        b'{"kind": "interval", "step": 4, "train_loss": 1.2, "samples_per_s": 11.0}\n',
+        b'{"kind": "epoch", "step": 4, "epoch": 1, "dev_accuracy": 0.5}\n']
+
+
+@pytest.mark.parametrize("line, why", [
+    (b'{"kind": "interval", "step": "abc"}\n', "step is 'abc', expected a whole number"),
+    (b'{"kind": "interval", "step": true}\n', "step is True"),
+    (b'{"kind": "epoch", "step": 4, "epoch": [1]}\n', "epoch is [1]"),
+    (b'{"kind": "interval", "step": 3, "train_loss": "low"}\n', "train_loss is 'low', expected a number"),
+    (b'{"kind": "interval", "step": 3\xff}\n', "not UTF-8 text"),
+    (b'{"kind": "interval", "st\n', "not a JSON line"),
+    (b'[1, 2]\n', "expected a JSON object"),
+])
+def test_a_bad_line_is_named_by_its_number(tmp_path, line, why):
+    folder = _stream(tmp_path, [GOOD[0], line, *GOOD[1:]])
+    rows, problems = metrics_stream.parse(folder)
+    assert [r["step"] for r in rows] == [2, 4, 4]
+    assert len(problems) == 1 and problems[0][0] == 2 and why in problems[0][1]
+    with pytest.raises(BadInput, match=f"metrics.jsonl line 2: .*{re.escape(why)}"):
+        metrics_stream.check(folder)
+    before = (folder / metrics_stream.FILE).read_bytes()
+    with pytest.raises(BadInput):
+        metrics_stream.continue_from(folder, steps_done=2, epochs_done=0)
+    assert (folder / metrics_stream.FILE).read_bytes() == before, "a refused resume rewrote the stream"
+
+
+def test_a_torn_last_line_and_an_unknown_kind_are_no_problem(tmp_path):
+    folder = _stream(tmp_path, [*GOOD, b'{"kind": "newer", "step": "x"}\n', b'{"kind": "interval", "st\xe2'])
+    rows, problems = metrics_stream.parse(folder)
+    assert len(rows) == 3 and problems == []
+    metrics_stream.check(folder)
+
+
+def test_report_curves_leave_a_bad_line_out_with_one_warning(tmp_path, capsys):
+    from harness import curves
+
+    bad = _stream(tmp_path / "bad", [GOOD[0], b'{"kind": "interval", "step": "abc"}\n', b"\xff\xfe\n", *GOOD[1:]])
+    good = _stream(tmp_path / "good", GOOD)
+    runs = curves.load([bad, good])
+    assert [len(r.rows) for r in runs] == [3, 3]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{bad / metrics_stream.FILE} line 2" in err[0] and "(and 1 more)" in err[0]
+    md, _ = curves.embed([bad, good], tmp_path / "out", plot=False)
+    assert "| bad | 4 | 1.2000 |" in md
