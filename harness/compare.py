@@ -15,6 +15,7 @@ metric. Exit status: 0 pass, 1 the gate fails, 2 bad input. docs/compare.md.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -67,9 +68,30 @@ def _load_one(path: Path) -> Loaded:
 _REPEAT = re.compile(r"repeat_\d+")
 
 
+def _walk(folder: Path) -> list[Path]:
+    """Every report.yaml below ``folder``. A symlinked folder is followed (a folder of links
+    to run folders is how runs get gathered), but each real folder is entered once, so a
+    link to an ancestor ends the walk there instead of looping."""
+    found, seen = [], set()
+    for here, dirs, files in os.walk(folder, followlinks=True, onerror=None):
+        try:
+            st = os.stat(here)
+        except OSError:  # gone or unreadable since it was listed
+            dirs.clear()
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        if "report.yaml" in files:
+            found.append(Path(here) / "report.yaml")
+    return found
+
+
 def _found_in(folder: Path) -> list[Path]:
     """report.yaml files below ``folder``, less the whole-run repeats a combined report holds."""
-    found = sorted(folder.rglob("report.yaml"))
+    found = sorted(_walk(folder))
     kept = set(found)
     return [p for p in found
             if not (_REPEAT.fullmatch(p.parent.name) and p.parent.parent / "report.yaml" in kept)]
