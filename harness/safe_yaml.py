@@ -33,8 +33,9 @@ from harness import strict_yaml
 from harness.errors import BadInput
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
-"""About 1.5 million measured steps (each writes two step-time figures, ~42 bytes);
-a report never holds more than that in practice, and nothing larger is read."""
+"""About 1.5 million measured steps (each writes two ~21-byte figures under ``raw``);
+nothing larger is read, and nothing this large is parsed whole by the commands that
+skip ``raw`` (report.load_report)."""
 MAX_DEPTH = strict_yaml.MAX_DEPTH + 8
 """A report nests five levels of its own, but it holds the run's config one level down,
 and a config may nest up to strict_yaml's cap (model.kwargs is the user's)."""
