@@ -15,6 +15,7 @@ metric. Exit status: 0 pass, 1 the gate fails, 2 bad input. docs/compare.md.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from harness.errors import BadInput
 from harness.recipe import differing_keys
-from harness.report import FIGURES, dig, load_report, read_yaml
+from harness.report import FIGURES, checked, dig, load_report, read_yaml_of
 from harness.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -60,16 +61,37 @@ def _load_sweep(path: Path, data: dict) -> list[Loaded]:
 
 
 def _load_one(path: Path) -> Loaded:
-    report = load_report(path)
+    report = load_report(path, raw=False)  # the per-step lists: no verdict reads them
     return Loaded(path / "report.yaml" if path.is_dir() else path, report)
 
 
 _REPEAT = re.compile(r"repeat_\d+")
 
 
+def _walk(folder: Path) -> list[Path]:
+    """Every report.yaml below ``folder``. A symlinked folder is followed (a folder of links
+    to run folders is how runs get gathered), but each real folder is entered once, so a
+    link to an ancestor ends the walk there instead of looping."""
+    found, seen = [], set()
+    for here, dirs, files in os.walk(folder, followlinks=True, onerror=None):
+        try:
+            st = os.stat(here)
+        except OSError:  # gone or unreadable since it was listed
+            dirs.clear()
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        if "report.yaml" in files:
+            found.append(Path(here) / "report.yaml")
+    return found
+
+
 def _found_in(folder: Path) -> list[Path]:
     """report.yaml files below ``folder``, less the whole-run repeats a combined report holds."""
-    found = sorted(folder.rglob("report.yaml"))
+    found = sorted(_walk(folder))
     kept = set(found)
     return [p for p in found
             if not (_REPEAT.fullmatch(p.parent.name) and p.parent.parent / "report.yaml" in kept)]
@@ -83,12 +105,12 @@ def collect(path: str | Path) -> list[Loaded]:
         if not found:
             raise BadInput(f"{path}: no report.yaml below this folder")
         return [_load_one(p) for p in found]
-    if not path.is_file():
+    if not path.exists():
         raise BadInput(f"{path}: no such report, sweep or folder")
-    data = read_yaml(path, "report or sweep")
+    data = read_yaml_of(path, raw=False, what="report or sweep")
     if isinstance(data, dict) and isinstance(data.get("cells"), list) and "config_hash" not in data:
         return _load_sweep(path, data)
-    return [_load_one(path)]
+    return [Loaded(path, checked(data, path))]
 
 
 # --------------------------------------------------------------------------- cells

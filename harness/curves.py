@@ -14,10 +14,12 @@ from __future__ import annotations
 import base64
 import html
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import metrics_stream
+from harness.errors import BadInput
 
 MAX_LEGEND = 12
 """Beyond this many runs a legend hides the plot; the table names them instead."""
@@ -34,6 +36,23 @@ class RunCurves:
         return [p[0] for p in points], [p[1] for p in points]
 
 
+def _rows(folder: Path) -> list[dict]:
+    """The run's well-formed lines. A bad line (hand-edited, damaged) is left out with one
+    warning per file rather than refused: the curves are an appendix to a report built from
+    report.yaml, and one bad line of one run should not cost the whole comparison."""
+    try:
+        rows, problems = metrics_stream.parse(folder)
+    except BadInput as err:
+        print(f"warning: {err}; its curves are left out", file=sys.stderr)
+        return []
+    if problems:
+        number, why = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        print(f"warning: {folder / metrics_stream.FILE} line {number}: {why}{more}; left out of the curves",
+              file=sys.stderr)
+    return rows
+
+
 def load(paths: list[Path]) -> list[RunCurves]:
     """The runs among ``paths`` (report.yaml files or run folders) that have a metric stream."""
     runs, seen = [], set()
@@ -42,7 +61,7 @@ def load(paths: list[Path]) -> list[RunCurves]:
         if folder.resolve() in seen:
             continue
         seen.add(folder.resolve())
-        rows = metrics_stream.read(folder)
+        rows = _rows(folder)
         if rows:
             runs.append(RunCurves(folder.name, folder, rows))
     # Two runs in folders of one name (sweep cells) are told apart by their parent.

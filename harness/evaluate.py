@@ -10,6 +10,7 @@ outputs by name, so a folder holding a few of the classes is fine.
 """
 
 # No ``from __future__ import annotations``: EvalReport reads Required[...] from live annotations.
+import os
 import sys
 import time
 from pathlib import Path
@@ -147,13 +148,14 @@ def _body(run: RunFolder, split: str, source: str, own: bool, result, preds, tar
 
 
 def _run_figures(run: RunFolder) -> dict | None:
-    """The run's own test figures, for the reader to check against."""
-    import yaml
+    """The run's own test figures, for the reader to check against; BadInput when its
+    report.yaml is there but is not a report."""
+    from harness.report import load_report
 
     path = run.path / "report.yaml"
-    if not path.is_file():
+    if not path.exists():
         return None
-    acc = (yaml.safe_load(path.read_text()) or {}).get("accuracy") or {}
+    acc = load_report(path, raw=False).get("accuracy") or {}
     return {"test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss")}
 
 
@@ -167,6 +169,21 @@ def default_output(run: RunFolder, split: str) -> Path:
 
     tag = data_fingerprint(to_dict(run.cfg)["data"]).replace(":", "-")
     return run.path / f"eval-{tag}-{split}.yaml"
+
+
+def check_target(path: Path, flag: str) -> None:
+    """BadInput when eval.yaml cannot be written at ``path``: a folder holds its name, or the
+    nearest existing folder above it is a file or not writable."""
+    if path.is_dir():
+        raise BadInput(f"{flag}: {path} is a folder; expected the eval.yaml file's place (move the folder, "
+                       "or give --output DIR)")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise BadInput(f"{flag}: {folder} is a file; expected a folder for eval.yaml")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise BadInput(f"{flag}: cannot write in {folder} (permission denied)")
+            return
 
 
 def write_eval(path: Path, body: dict) -> Path:
@@ -190,6 +207,9 @@ def cmd_evaluate(args) -> int:
     if split == "all" and run.same_data():
         print("warning: --split all includes the samples the model was trained on", file=sys.stderr)
     path = Path(args.output) / "eval.yaml" if args.output else default_output(run, split)
+    # Refused now, not after minutes of evaluation: where eval.yaml goes, and the run's report.
+    check_target(path, "--output" if args.output else "evaluate")
+    _run_figures(run)
     body = evaluate_run(run, split)
     write_eval(path, body)
     print(f"{body['data']['source']} ({split}, {body['samples']} samples): accuracy {body['accuracy']:.4f}, "

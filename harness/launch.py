@@ -212,14 +212,12 @@ def _silent_message(silent: list[dict], first: dict | None) -> str:
 
 def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
     """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
-    import yaml
-
-    from harness.report import write_report
+    from harness.report import load_report, write_report
 
     path = None if output is None else output / "report.yaml"
     try:
-        report = yaml.safe_load(path.read_text()) if path is not None else None
-    except (OSError, yaml.YAMLError):
+        report = load_report(path) if path is not None else None
+    except BadInput:
         return
     if not isinstance(report, dict) or report.get("status") == "completed":
         return

@@ -16,6 +16,9 @@ import json
 import math
 from pathlib import Path
 
+from harness.errors import BadInput
+from harness.typecheck import short
+
 FILE = "metrics.jsonl"
 KINDS = ("interval", "epoch", "end")
 
@@ -27,24 +30,81 @@ def _clean(value):
     return value
 
 
-def read(path: str | Path) -> list[dict]:
-    """Every whole line of ``path`` (a torn or unparsable line, as a kill leaves, is skipped)."""
+def _whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _problem(row) -> str | None:
+    """Why a parsed line is not one the writer could have written; None when it is."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {short(row)}"
+    if row.get("kind") not in KINDS:
+        return None  # a kind of line this version does not know: left out, not an error
+    axes = ("step", "epoch") if row["kind"] == "epoch" else ("step",)
+    for axis in axes:
+        if not _whole_number(row.get(axis)):
+            return f"{axis} is {short(row.get(axis))}, expected a whole number"
+    for key, value in row.items():
+        if key not in ("kind", "status") and value is not None \
+                and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key} is {short(value)}, expected a number or null"
+    return None
+
+
+def parse(path: str | Path) -> tuple[list[dict], list[tuple[int, str]]]:
+    """The lines of ``path`` (a folder: its metrics.jsonl) as rows, and (line number, why)
+    for each line that is not one the writer writes (hand-edited, damaged).
+
+    A last line without its newline is what a kill or a full disk leaves mid-write: it
+    is kept when whole and dropped silently when torn. A missing file has no lines; one
+    that cannot be read at all is BadInput.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / FILE
-    rows = []
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        return []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
+        return [], []
+    except OSError as err:
+        raise BadInput(f"{path}: cannot read the metric stream ({err.strerror or err.__class__.__name__})") from None
+    lines = data.split(b"\n")
+    last = lines.pop()  # b"" after a final newline, else the last line, perhaps torn
+    rows, problems = [], []
+    for number, raw in enumerate(lines + [last], 1):
+        if not raw.strip():
             continue
-        if isinstance(row, dict) and row.get("kind") in KINDS:
-            rows.append(row)
-    return rows
+        torn = number == len(lines) + 1
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        except ValueError:
+            why = "not a JSON line"
+        else:
+            why = _problem(row)
+            if why is None:
+                if row.get("kind") in KINDS:
+                    rows.append(row)
+                continue
+        if not torn:
+            problems.append((number, why))
+    return rows, problems
+
+
+def read(path: str | Path) -> list[dict]:
+    """Every well-formed line of ``path``; the others are left out (``parse`` says which)."""
+    return parse(path)[0]
+
+
+def check(output: Path) -> None:
+    """BadInput naming the first bad line of ``output``'s stream, which a resume rewrites."""
+    problems = parse(output)[1]
+    if problems:
+        number, why = problems[0]
+        more = f" (and {len(problems) - 1} more such lines)" if len(problems) > 1 else ""
+        raise BadInput(f"{output / FILE} line {number}: {why}{more}; --resume rewrites the stream up to "
+                       "its checkpoint and will not guess what the line meant: correct or delete it")
 
 
 def _kept(row: dict, steps_done: int, epochs_done: int) -> bool:
@@ -62,6 +122,7 @@ def continue_from(output: Path, steps_done: int, epochs_done: int) -> None:
     path = output / FILE
     if not path.exists():
         return
+    check(output)  # resume.plan checked it before anything was written; a file changed since is still refused
     rows = [r for r in read(path) if _kept(r, steps_done, epochs_done)]
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 

@@ -73,10 +73,10 @@ def _card(run: Path, saved: Config) -> tuple[list[str], tuple[int, ...]]:
             raise BadInput(f"{card}: not a model card ({err.__class__.__name__}: {err}); "
                            "expected {\"classes\": [...], \"sample_shape\": [C, H, W]}") from None
     report = run / "report.yaml"
-    if report.is_file():
-        import yaml
+    if report.exists():
+        from harness.report import load_report
 
-        block = (yaml.safe_load(report.read_text()) or {}).get("data") or {}
+        block = load_report(report, raw=False).get("data") or {}
         if block.get("classes") and block.get("sample_shape"):
             return [str(c) for c in block["classes"]], tuple(block["sample_shape"])
     from harness.preprocess import recipe_data

@@ -13,6 +13,7 @@ refused. Adding a key: declare it, with its type, in its block's TypedDict.
 
 # No ``from __future__ import annotations``: TypedDict reads Required[...] from live annotations.
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -26,7 +27,7 @@ import yaml
 
 from harness.atomic import write_text_atomic
 from harness.errors import BadInput
-from harness.safe_yaml import read_yaml
+from harness.safe_yaml import loads, read_text
 from harness.typecheck import check_block, short
 
 SCHEMA_VERSION = 2
@@ -310,6 +311,9 @@ def validate(report) -> None:
         raise ValueError(f"expected a mapping of report keys, got {short(report)}")
     if "schema_version" not in report:
         raise ValueError("schema_version: required key missing")
+    if report["schema_version"] == 1:  # docs/report.md: refused, not read with fallbacks
+        raise ValueError("schema_version: report schema_version 1 (the harness's first format) is no longer "
+                         f"read; this harness reads {SCHEMA_VERSION}: run the recipe again")
     if report["schema_version"] != SCHEMA_VERSION:
         raise ValueError(f"schema_version: unknown report schema_version {short(report['schema_version'])} "
                          f"(this harness reads {SCHEMA_VERSION})")
@@ -348,13 +352,30 @@ def write_report(path: str | Path, report: dict) -> Path:
     return write_text_atomic(path, dump(plain))
 
 
-def load_report(path: str | Path) -> dict:
-    """Read a report, refusing anything that is not one this version understands (BadInput)."""
+_RAW_BLOCK = re.compile(r"^raw:[^\n]*(?:\n(?:[ \t#][^\n]*)?)*\n?", re.M)
+"""The top-level ``raw:`` block as ``dump`` lays it out: its key at column 0, every line
+below it indented (a hand-made layout that differs is simply read whole)."""
+
+
+def read_yaml_of(path: str | Path, raw: bool = True, what: str = "report"):
+    """The YAML of a report file (a folder: its report.yaml), not yet checked to be one.
+
+    ``raw=False`` drops the ``raw`` lists unread: two figures per measured step, they
+    are nearly all of a long run's report (a 60 MB report is 99.99% ``raw``), and only
+    the benchmarks read them; compare, ``harness report``, evaluate and resume do not.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "report.yaml"
-    data = read_yaml(path)
-    if not isinstance(data, dict) or "schema_version" not in data:
+    text = read_text(path, what)
+    return loads(text if raw else _RAW_BLOCK.sub("", text), path, what)
+
+
+def checked(data, path: str | Path) -> dict:
+    """``data`` (a report file's YAML) when it is a report this version reads; else BadInput."""
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a report (expected a mapping of report keys, got {type(data).__name__})")
+    if "schema_version" not in data:
         raise BadInput(f"{path}: not a report (no schema_version)")
     if "status" in data and data["status"] not in STATUSES:
         raise BadInput(f"{path}: status {short(data['status'])} is not one of {', '.join(STATUSES)}")
@@ -370,3 +391,9 @@ def load_report(path: str | Path) -> dict:
             raise BadInput(f"{path}: {why}") from None
         raise BadInput(f"{path}: {err}") from None
     return data
+
+
+def load_report(path: str | Path, raw: bool = True) -> dict:
+    """Read a report, refusing anything that is not one this version understands (BadInput)."""
+    path = Path(path)
+    return checked(read_yaml_of(path, raw), path / "report.yaml" if path.is_dir() else path)

@@ -24,7 +24,9 @@ from pathlib import Path
 import yaml
 
 from harness.checkpoint import RECIPE_FILE, STATE_FILE, checkpoints_dir, complete_checkpoints, progress_of
+from harness import metrics_stream, safe_yaml
 from harness.errors import BadInput
+from harness.report import load_report
 
 # Keys a resume may change, and why each cannot change the computation so far:
 # where results go and how progress shows (output.*), what is measured and how
@@ -63,10 +65,21 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def _read_yaml(path: Path) -> dict | None:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = safe_yaml.read_yaml(path, "file")
+    except BadInput:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_report(output: Path) -> dict:
+    """The run's report; {} when there is none, and when it is not one (said), the checkpoint decides."""
+    if not (output / "report.yaml").exists():
+        return {}
+    try:
+        return load_report(output, raw=False)
+    except BadInput as err:
+        say(f"warning: {err}; ignored: --resume goes by the checkpoint, and rewrites report.yaml")
+        return {}
 
 
 def recipe_changes(saved: dict, new: dict, epochs_done: int) -> list[str]:
@@ -180,7 +193,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
     """What ``harness run --resume output`` with ``new_recipe`` does; BadInput when it must not."""
     if not output.is_dir():
         raise BadInput(f"--resume: {output} is not a folder")
-    report = _read_yaml(output / "report.yaml") or {}
+    report = _read_report(output)
     if resume_from is not None:
         folder = checkpoints_dir(output) / resume_from
         if progress_of(folder) is None or not folder.is_dir():
@@ -218,6 +231,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
     if folder is None:
         return ResumePlan(None, note=f"--resume: {output} holds no complete checkpoint yet; "
                                      "starting from the first step")
+    metrics_stream.check(output)  # the resume rewrites it: a line it cannot place is refused now
     return ResumePlan(folder)
 
 

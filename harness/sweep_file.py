@@ -59,7 +59,7 @@ def read_rows(out: Path) -> dict[str, dict]:
     path = out / "sweep.yaml"
     if not path.exists() and not path.is_symlink():
         return {}
-    text = safe_yaml.read_capped(path, "sweep")
+    text = safe_yaml.read_text(path, "sweep")
     try:
         data = yaml.load(text, Loader=_RowLoader)  # noqa: S506 -- a SafeLoader subclass
     except BadInput as err:  # nested too deep, a key given twice

@@ -248,6 +248,40 @@ CASES = [
          ("holds an earlier run (report.yaml)", "--overwrite"), absent=("--resume",)),
     Case("overwrite_with_resume", lambda inp, out: ["run", "--resume", _used(inp), "--overwrite"],
          ("--overwrite: not with --resume",)),
+    # --- files a harness command wrote, read back (issue 23) -----------------------------
+    Case("evaluate_output_is_a_file", lambda inp, out: ["evaluate", _run_folder(inp), "--output", a_file(inp)],
+         ("--output", "is a file", "eval.yaml")),
+    Case("evaluate_output_under_a_file",
+         lambda inp, out: ["evaluate", _run_folder(inp), "--output", str(Path(a_file(inp)) / "out")],
+         ("--output", "is a file")),
+    Case("evaluate_target_is_a_folder", lambda inp, out: ["evaluate", _run_folder(inp, folder="eval-test.yaml")],
+         ("eval-test.yaml is a folder",)),
+    Case("evaluate_report_is_a_list", lambda inp, out: ["evaluate", _run_folder(inp, report="- 1\n- 2\n")],
+         ("report.yaml", "not a report", "got list")),
+    Case("evaluate_report_nested_deep", lambda inp, out: ["evaluate", _run_folder(inp, report=DEEP_REPORT)],
+         ("report.yaml", "nested more than 72 levels")),
+    Case("predict_report_nested_deep",
+         lambda inp, out: ["predict", _run_folder(inp, report=DEEP_REPORT, card=False), a_file(inp, "x.png")],
+         ("report.yaml", "nested more than 72 levels")),
+    Case("compare_report_nested_deep", lambda inp, out: ["compare", _report(inp), text(inp, "deep.yaml", DEEP_REPORT)],
+         ("deep.yaml", "nested more than 72 levels")),
+    Case("compare_report_nested_100", lambda inp, out: ["compare", _report(inp), text(inp, "deep.yaml", DEEP_100)],
+         ("deep.yaml", "nested more than 72 levels", "line 2")),
+    Case("report_report_is_a_list", lambda inp, out: ["report", text(inp, "list.yaml", "- 1\n"), "--output", str(out)],
+         ("list.yaml", "got list")),
+    Case("report_report_nested_deep", lambda inp, out: ["report", _run_folder(inp, report=DEEP_REPORT),
+                                                         "--output", str(out)], ("report.yaml", "nested more than")),
+    Case("compare_report_is_a_folder", lambda inp, out: ["compare", _report(inp), _folder_named(inp, "x.yaml")],
+         ("x.yaml", "no report.yaml below")),
+    Case("compare_report_not_utf8", lambda inp, out: ["compare", _report(inp), _binary(inp)],
+         ("binary.yaml", "not UTF-8")),
+    Case("compare_report_is_dev_zero", lambda inp, out: ["compare", _report(inp), "/dev/zero"],
+         ("/dev/zero", "not a regular file")),
+    Case("resume_metrics_step_not_a_number",
+         lambda inp, out: ["run", "--resume", _trained(inp, '"abc"'), "train.epochs=2"],
+         ("metrics.jsonl line 2", "step is 'abc'")),
+    Case("resume_metrics_not_utf8", lambda inp, out: ["run", "--resume", _trained(inp, None), "train.epochs=2"],
+         ("metrics.jsonl line 2", "not UTF-8")),
 ]
 
 
@@ -337,6 +371,55 @@ def _report(inp: Path) -> str:
     if not path.exists():
         write(inp, "r", make_report())
     return str(path)
+
+
+DEEP_REPORT = "schema_version: 2\nx: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_100 = "schema_version: 2\nx: " + "[" * 100 + "]" * 100 + "\n"  # under libyaml's own cap of 1000
+
+
+def _run_folder(inp: Path, report: str | None = None, folder: str | None = None, card: bool = True) -> str:
+    """A run folder as evaluate and predict open it (config, model card, weights never loaded)."""
+    import json
+    import shutil
+
+    run = inp / "run"
+    run.mkdir()
+    shutil.copy(CONFIG, run / "config.yaml")
+    (run / "model.pt").write_bytes(b"never loaded: every row is refused before")
+    if card:
+        (run / "classes.json").write_text(json.dumps({"classes": [str(d) for d in range(10)],
+                                                      "sample_shape": [1, 8, 8]}))
+    if report is not None:
+        (run / "report.yaml").write_text(report)
+    if folder is not None:
+        (run / folder).mkdir()
+    return str(run)
+
+
+def _folder_named(inp: Path, name: str) -> str:
+    (inp / name).mkdir()
+    return str(inp / name)
+
+
+def _trained(inp: Path, step: str | None) -> str:
+    """A real one-epoch run with a checkpoint, its metrics.jsonl's second line hand-edited:
+    ``step`` replaces its step, None puts a byte that is not UTF-8 in it."""
+    import contextlib
+    import io
+    import re
+
+    run = inp / "trained"
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["run", CONFIG, "data.subset=120", "loader.batch_size=8", "train.epochs=1",
+                     "optim.scheduler.name=none", "measure.warmup_steps=0", "output.progress=false",
+                     "tracking.every_n_steps=2", "--output", str(run)])
+    assert code == 0
+    path = run / "metrics.jsonl"
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) > 3, "the run should log several lines"
+    lines[1] = re.sub(rb'"step": \d+', b'"step": ' + step.encode(), lines[1]) if step else lines[1] + b"\xff"
+    path.write_bytes(b"\n".join(lines))
+    return str(run)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple]:

@@ -308,3 +308,23 @@ def test_report_with_plots_never_imports_torch(tmp_path):
     a = write(tmp_path, "a", make_report())
     err = _imports_after(f"assert main(['report', {str(a)!r}, '--output', {str(tmp_path / 'hw')!r}]) == 0")
     assert "HEAVY []" in err
+
+
+def test_a_folder_of_symlinks_to_runs_is_followed_once_and_never_loops(tmp_path, capsys):
+    runs, links = tmp_path / "runs", tmp_path / "links"
+    for name, sps in (("a", 1000.0), ("b", 1000.0)):
+        write(runs, name, make_report(samples_per_s=sps))
+    links.mkdir()
+    for name in ("a", "b"):
+        (links / name).symlink_to(runs / name, target_is_directory=True)
+    (links / "again").symlink_to(runs / "a", target_is_directory=True)  # the same run twice: counted once
+    (links / "loop").symlink_to(links, target_is_directory=True)  # a link to its own folder
+    (links / "a" / "up").symlink_to(tmp_path, target_is_directory=True)  # and one to an ancestor
+    found = collect(links)
+    assert sorted(str(x.path.parent.resolve()) for x in found) == [str(runs / "a"), str(runs / "b")]
+    code, out, err = run(capsys, links, links)
+    assert code == 0, err
+    from harness.hwreport.identity import MachineNaming  # --label links=laptop names what lies behind its links
+
+    naming = MachineNaming(labels=((links.resolve(), "laptop"),))
+    assert {naming(x.report, x.path) for x in found} == {"laptop"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +112,10 @@ class MachineNaming:
     """(folder or file, label): every report at or below the path is that machine."""
 
     def __call__(self, report: dict, path: Path) -> str:
-        resolved = path.resolve()
+        # A report reached through a link is below the link's folder and below its target.
+        seen_as = {path.resolve(), Path(os.path.abspath(path))}
         for where, label in self.labels:
-            if resolved == where or where in resolved.parents:
+            if any(p == where or where in p.parents for p in seen_as):
                 return label
         name = hardware(report)
         if self.by == "host":
