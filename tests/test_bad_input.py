@@ -220,6 +220,22 @@ CASES = [
     Case("sweep_grid_and_cells", sweep_file("cells: [{seed: 1}]\ngrid: {seed: [1, 2]}\n"), ("exactly one of grid",)),
     Case("compare_bad_threshold", lambda inp, out: ["compare", _report(inp), _report(inp), "--threshold", "speed=5"],
          ("--threshold speed=5",)),
+    # --- trackers: what would stop them is refused before the run writes anything ---------
+    Case("tracking_project_dotdot", run("tracking.project=.."), ("tracking.project", "plain name")),
+    Case("tracking_project_absolute", run("tracking.project=/tmp/elsewhere"), ("tracking.project", "plain name")),
+    Case("tracking_project_300_chars", run("tracking.project=" + "p" * 300), ("tracking.project", "255 bytes")),
+    Case("tensorboard_folder_is_a_file", lambda inp, out: ["run", CONFIG, "tracking.log_with=[tensorboard]",
+                                                           "--output", _run_folder_with_file(inp, "harness")],
+         ("tracking.project", "harness exists and is not a folder")),
+    Case("tensorboard_kwarg_unknown", run("tracking.log_with=[tensorboard]",
+                                          "tracking.init_kwargs={tensorboard: {bogus: 1}}"),
+         ("tracking.init_kwargs.tensorboard.bogus", "no such argument", "flush_secs")),
+    Case("tensorboard_kwarg_wrong_type", run("tracking.log_with=[tensorboard]",
+                                             "tracking.init_kwargs={tensorboard: {filename_suffix: 3}}"),
+         ("tracking.init_kwargs.tensorboard.filename_suffix", "expected str")),
+    Case("tensorboard_kwarg_the_harness_sets", run("tracking.log_with=[tensorboard]",
+                                                   "tracking.init_kwargs={tensorboard: {log_dir: /tmp/x}}"),
+         ("tracking.init_kwargs.tensorboard.log_dir", "set by the harness")),
 ]
 
 
@@ -227,6 +243,12 @@ def _binary(inp: Path) -> str:
     path = inp / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00garbage")
     return str(path)
+
+
+def _run_folder_with_file(inp: Path, name: str) -> str:
+    (inp / "run").mkdir()
+    a_file(inp / "run", name)
+    return str(inp / "run")
 
 
 def _corrupt(inp: Path) -> str:
