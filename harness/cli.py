@@ -223,8 +223,16 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is bad input like any other: one line naming the option, exit 2 (argparse
+    prints the whole usage first, eight lines for `launch`). Subcommands inherit the class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and measure one recipe, write report.yaml")

@@ -236,6 +236,12 @@ CASES = [
     Case("tensorboard_kwarg_the_harness_sets", run("tracking.log_with=[tensorboard]",
                                                    "tracking.init_kwargs={tensorboard: {log_dir: /tmp/x}}"),
          ("tracking.init_kwargs.tensorboard.log_dir", "set by the harness")),
+    # --- the command line: argparse's own errors, one line naming the option ---------------
+    Case("launch_nnodes_not_an_int", lambda inp, out: ["launch", "--mode", "ddp", "--nnodes", "abc", CONFIG,
+                                                        "--output", str(out)],
+         ("harness launch", "--nnodes", "invalid int value: 'abc'"), process=True),
+    Case("evaluate_unknown_split", lambda inp, out: ["evaluate", str(inp), "--split", "nope", "--output", str(out)],
+         ("--split", "invalid choice: 'nope'"), process=True),
 ]
 
 
