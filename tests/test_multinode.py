@@ -171,3 +171,19 @@ def test_a_node_without_node_0_says_what_it_waits_for_and_gives_up(tmp_path, cap
         f"error: node 0 never answered at 127.0.0.1:{port} within 2 s (runtime.collective_timeout_s, or "
         "--rendezvous-timeout): start it with --node-rank 0 and the same --main-port, or check --main-address"]
     assert not out.exists()
+
+
+def test_node_0_alone_gives_up_after_the_timeout_naming_the_rendezvous(tmp_path, capsys):
+    """Node 0 listens, no other node comes: torchrun's rendezvous ends at the bound, and the
+    launch's last line says what never met (not only torchrun's traceback)."""
+    from harness.cli import main
+
+    port, out = free_port(), tmp_path / "run"
+    code = main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "0",
+                 "--main-port", str(port), "--rendezvous-timeout", "2", "configs/digits_mlp.yaml", *TINY,
+                 "--output", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert lines[0] == f"harness launch: node 0 of 2 listens at 127.0.0.1:{port} for the other nodes (up to 2 s)"
+    assert lines[-1].startswith(f"error: the 2 nodes did not all meet at 127.0.0.1:{port} within 2 s"), lines[-1]
+    assert not out.exists()
