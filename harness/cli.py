@@ -7,9 +7,11 @@ Exit status: 0 success, 1 a run that failed (its report says why), 2 bad input
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from harness.errors import BadInput
@@ -29,6 +31,50 @@ def _split_positionals(items: list[str]) -> tuple[str | None, list[str]]:
         else:
             raise BadInput(f"{item}: a second config file; give one CONFIG and KEY=VALUE overrides")
     return config, overrides
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM to a command, raised where the command was: unwinding it lets its
+    locks go and its atomic writers drop their temp files, and main exits 128+N. A
+    KeyboardInterrupt, so no ``except Exception`` on the way swallows it (DataLoader
+    workers, which get a terminal's Ctrl-C too, leave it to the main process)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """While a command runs, SIGINT and SIGTERM raise ``Stopped``. A training run swaps in
+    its own handlers (guard.StopSignals: stop at a step boundary and checkpoint), as do
+    sweep and launch (passed on to their children), and each puts these back after.
+
+    A repeated SIGTERM is the same request (a scheduler delivers it through several paths,
+    guard.py) and lets the unwinding finish; a second Ctrl-C interrupts it. A signal the
+    parent set to be ignored stays ignored (``nohup``, a shell's ``&``); only the main
+    thread can install handlers (a test calling ``main`` from a worker thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        if signum == signal.SIGTERM and stopping:
+            return
+        stopping = True
+        raise Stopped(signum)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            old[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _summary_table(report: dict, path: Path) -> str:
@@ -189,8 +235,16 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is bad input like any other: one line naming the option, exit 2 (argparse
+    prints the whole usage first, eight lines for `launch`). Subcommands inherit the class."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and measure one recipe, write report.yaml")
@@ -246,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     # Each status is noted before the process group is torn down: the teardown is what
     # makes the other ranks fail, and the launch blames the rank whose note came first.
     try:
-        code = args.func(args)
+        with _signals_unwind():
+            code = args.func(args)
         note_exit(code, getattr(args, "exit_message", None))
     except BadInput as err:
         one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
@@ -254,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line}", file=sys.stderr)
         code = EXIT_BAD_INPUT
     except KeyboardInterrupt as err:
-        # guard.SecondSignal carries the signal (not imported: cheap commands stay torch-free).
+        # Stopped, guard.SecondSignal and sweep.SweepStopped carry the signal; a bare one was
+        # raised where no handler of ours was installed (a worker thread).
         signum = getattr(err, "signum", signal.SIGINT)
         note_exit(128 + signum)
         if not hasattr(err, "signum"):

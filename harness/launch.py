@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from harness.errors import BadInput
-from harness.nodes import Nodes
+from harness.nodes import TIMEOUT_SOURCE, Nodes, meet
 
 MODES = ("cpu", "gpu", "ddp")
 
@@ -70,7 +70,8 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
         # static rendezvous needs no store beyond rank 0's port.
         cmd += ["--multi_gpu", "--num_machines", str(nodes.nnodes), "--machine_rank", str(nodes.node_rank),
                 "--num_processes", str(nodes.nnodes * nproc), "--main_process_ip", nodes.main_address,
-                "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network"]
+                "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network",
+                *nodes.launcher_flags()]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the config decides both
     if precision:
         overrides.append(f"runtime.precision={precision}")
@@ -107,7 +108,12 @@ def preflight(run_args: list[str], check_folder: bool = True) -> Path:
     holding another run (without --overwrite), or a device or precision this machine cannot
     give. One line and exit 2, instead of N tracebacks from the ranks and the launcher's
     exit 1. ``check_folder``: false on nodes other than node 0, which may find node 0's
-    run already started in the shared folder."""
+    run already started in the shared folder. Returns the run's output folder."""
+    return check_run(run_args, check_folder)[0]
+
+
+def check_run(run_args: list[str], check_folder: bool = True):
+    """``preflight``, returning (the output folder, the config)."""
     from harness import accel
     from harness.cli import _split_positionals, parser
     from harness.config import load_config
@@ -138,7 +144,7 @@ def preflight(run_args: list[str], check_folder: bool = True) -> Path:
 
     data = recipe_data(cfg)
     build_model(cfg.model, data.sample_shape, data.num_classes)
-    return Path(ns.resume or ns.output or cfg.output.dir)
+    return Path(ns.resume or ns.output or cfg.output.dir), cfg
 
 
 _FAULT_FILE = None  # kept open for faulthandler for the life of the process
@@ -348,19 +354,31 @@ def cmd_launch(args) -> int:
             args.items = [*args.items, flag, value]
     if args.overwrite:
         args.items = [*args.items, "--overwrite"]  # rank 0 clears the folder, under its lock
-    nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port)
+    nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port, args.rendezvous_timeout)
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
     # what follows `-m harness run`; the folder is looked at once, here, before any rank starts
-    output = preflight(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0)
+    output, cfg = check_run(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0)
+    if nodes.nnodes > 1 and nodes.rendezvous_timeout_s is None:
+        nodes.rendezvous_timeout_s = cfg.runtime.collective_timeout_s
+        cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
     if args.dry_run:
         print(shlex.join(cmd))
         return 0
+    if nodes.nnodes > 1 and not meet(nodes):
+        return 1
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
         code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits}, Path(exits))
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
         for r in silent:
             r["status"] = exit_status_in(launcher_stderr, r["pid"])
+        never_met = code and nodes.nnodes > 1 and not any(Path(exits).glob("rank*.start.json")) \
+            and "Timed out" in launcher_stderr
+    if never_met:
+        print(f"error: the {nodes.nnodes} nodes did not all meet at {nodes.endpoint} within "
+              f"{nodes.rendezvous_timeout_s:g} s ({TIMEOUT_SOURCE}): a node never started, or cannot reach "
+              "node 0 there", file=sys.stderr)
+        return 1
     if silent and (first is None or _caused_by_a_peer(first)):
         message = _silent_message(silent, first)
         _blame_silent(output, silent, message)
@@ -384,6 +402,9 @@ def add_parser(sub) -> None:
     p.add_argument("--main-address", default="127.0.0.1", help="the address of the node with rank 0")
     p.add_argument("--main-port", type=int,
                    help="the port node 0 listens on (default: a free one; required with --nnodes > 1)")
+    p.add_argument("--rendezvous-timeout", type=float, metavar="S",
+                   help="with --nnodes > 1: how long the nodes wait for one another "
+                        "(default: runtime.collective_timeout_s)")
     p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
     p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
     p.add_argument("--dry-run", action="store_true", help="print the command and exit")

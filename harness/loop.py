@@ -72,6 +72,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
         steps += 1
         stop = guard.after_step(loss)
         if stop is not None:
+            meter.end_step()  # this step counts (timed, profiled, recorded) before the loop leaves
             break
     else:
         # The last steps since the guard's previous check are checked before the epoch ends.

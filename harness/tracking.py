@@ -14,14 +14,16 @@ commands load configs through here.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigValueError
+from harness.errors import BadInput, ConfigValueError
 
 # tracker name -> (the module Accelerate imports for it, the pip extra that installs it)
 TRACKERS: dict[str, tuple[str, str]] = {
@@ -40,6 +42,30 @@ def installed(name: str) -> bool:
     return importlib.util.find_spec(TRACKERS[name][0]) is not None
 
 
+# tracker name -> (module, the callable Accelerate hands init_kwargs to, the arguments it sets
+# itself). The others (mlflow, clearml) rename or split their kwargs on the way.
+CONSTRUCTORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "tensorboard": ("torch.utils.tensorboard", "SummaryWriter", ("log_dir", "logdir")),
+    "wandb": ("wandb", "init", ("project",)),
+    "comet_ml": ("comet_ml", "Experiment", ("project_name",)),
+    "aim": ("aim", "Run", ("repo",)),
+    "dvclive": ("dvclive", "Live", ()),
+}
+
+NAME_MAX = 255
+"""Bytes in one file name (Linux, macOS): TensorBoard makes a folder of the project's name."""
+
+
+def check_project(project: str) -> None:
+    """``tracking.project`` becomes a folder inside the run folder: one plain name, never a path."""
+    if not project or project in (".", "..") or any(c in project for c in "/\\\0"):
+        raise ConfigValueError("project", "expected a plain name (no '/', '\\', '.' or '..'): TensorBoard "
+                               f"writes to <run folder>/<project>/; got {project!r}")
+    if len(project.encode()) > NAME_MAX:
+        raise ConfigValueError("project", f"expected at most {NAME_MAX} bytes (a file name's limit), "
+                               f"got {len(project.encode())}")
+
+
 @dataclass
 class TrackingConfig:
     log_with: list[str] = field(default_factory=list)
@@ -48,15 +74,15 @@ class TrackingConfig:
     every_n_steps: int = 10
     """Log the training figures every this many optimizer steps (global step)."""
     project: str = "harness"
-    """The project (run name) handed to every tracker; TensorBoard writes to <run folder>/<project>/."""
+    """The project (run name) handed to every tracker; TensorBoard writes to <run folder>/<project>/,
+    so it is one plain name (check_project)."""
     init_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per tracker, keyword arguments for its constructor, e.g. {wandb: {tags: [a]}}."""
 
     def __post_init__(self):
         if self.every_n_steps <= 0:
             raise ConfigValueError("every_n_steps", f"expected an integer > 0, got {self.every_n_steps}")
-        if not self.project or "/" in self.project:
-            raise ConfigValueError("project", f"expected a non-empty name without '/', got {self.project!r}")
+        check_project(self.project)
         known = (*TRACKERS, "all")
         for i, name in enumerate(self.log_with):
             if name not in known:
@@ -78,11 +104,61 @@ class TrackingConfig:
 
 
 def accelerator_kwargs(cfg: TrackingConfig, output: str | Path) -> dict:
-    """``Accelerator(**this)``: the trackers, and the run folder as their project folder."""
+    """``Accelerator(**this)``: the trackers, and the run folder as their project folder.
+
+    The trackers start after the run has written its config; what would stop them is
+    bad input found here, before the run writes anything.
+    """
     names = cfg.names()
     if not names:
         return {}
+    check_can_start(cfg, names, Path(output))
     return {"log_with": names, "project_dir": str(output)}
+
+
+def check_can_start(cfg: TrackingConfig, names: list[str], output: Path) -> None:
+    if "tensorboard" in names:
+        folder = output / cfg.project
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"tracking.project: {folder} exists and is not a folder (TensorBoard writes its "
+                           "events there); move it or choose another tracking.project", key="tracking.project")
+    for name in names:
+        if cfg.init_kwargs.get(name) and name in CONSTRUCTORS:
+            check_init_kwargs(name, cfg.init_kwargs[name])
+
+
+def check_init_kwargs(name: str, kwargs: dict) -> None:
+    """``init_kwargs.NAME`` against the signature of what receives them: an unknown argument, one
+    the harness sets, or a value of another type than a non-None default is bad input."""
+    module, attr, reserved = CONSTRUCTORS[name]
+    target = getattr(importlib.import_module(module), attr)
+    params = inspect.signature(target).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in kwargs.items():
+        where = f"tracking.init_kwargs.{name}.{key}"
+        if key in reserved:
+            raise BadInput(f"{where}: set by the harness (the run folder, tracking.project); leave it out", key=where)
+        param = params.get(key)
+        if param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if open_ended:
+                continue
+            known = [k for k, p in params.items() if k != "self" and k not in reserved
+                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise BadInput(f"{where}: {module}.{attr} takes no such argument (it takes {', '.join(known)})",
+                           key=where)
+        if not _same_kind(value, param.default):
+            raise BadInput(f"{where}: expected {type(param.default).__name__} (the default is "
+                           f"{param.default!r}), got {value!r}", key=where)
+
+
+def _same_kind(value, default) -> bool:
+    if default is None or default is inspect.Parameter.empty:
+        return True  # nothing to compare with: the tracker decides
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) if isinstance(default, float) else isinstance(value, int)
+    return isinstance(value, type(default))
 
 
 def local_defaults(names: list[str], output: Path, user: dict[str, dict]) -> dict[str, dict]:

@@ -282,6 +282,28 @@ CASES = [
          ("metrics.jsonl line 2", "step is 'abc'")),
     Case("resume_metrics_not_utf8", lambda inp, out: ["run", "--resume", _trained(inp, None), "train.epochs=2"],
          ("metrics.jsonl line 2", "not UTF-8")),
+    # --- trackers: what would stop them is refused before the run writes anything ---------
+    Case("tracking_project_dotdot", run("tracking.project=.."), ("tracking.project", "plain name")),
+    Case("tracking_project_absolute", run("tracking.project=/tmp/elsewhere"), ("tracking.project", "plain name")),
+    Case("tracking_project_300_chars", run("tracking.project=" + "p" * 300), ("tracking.project", "255 bytes")),
+    Case("tensorboard_folder_is_a_file", lambda inp, out: ["run", CONFIG, "tracking.log_with=[tensorboard]",
+                                                           "--output", _run_folder_with_file(inp, "harness")],
+         ("tracking.project", "harness exists and is not a folder")),
+    Case("tensorboard_kwarg_unknown", run("tracking.log_with=[tensorboard]",
+                                          "tracking.init_kwargs={tensorboard: {bogus: 1}}"),
+         ("tracking.init_kwargs.tensorboard.bogus", "no such argument", "flush_secs")),
+    Case("tensorboard_kwarg_wrong_type", run("tracking.log_with=[tensorboard]",
+                                             "tracking.init_kwargs={tensorboard: {filename_suffix: 3}}"),
+         ("tracking.init_kwargs.tensorboard.filename_suffix", "expected str")),
+    Case("tensorboard_kwarg_the_harness_sets", run("tracking.log_with=[tensorboard]",
+                                                   "tracking.init_kwargs={tensorboard: {log_dir: /tmp/x}}"),
+         ("tracking.init_kwargs.tensorboard.log_dir", "set by the harness")),
+    # --- the command line: argparse's own errors, one line naming the option ---------------
+    Case("launch_nnodes_not_an_int", lambda inp, out: ["launch", "--mode", "ddp", "--nnodes", "abc", CONFIG,
+                                                        "--output", str(out)],
+         ("harness launch", "--nnodes", "invalid int value: 'abc'"), process=True),
+    Case("evaluate_unknown_split", lambda inp, out: ["evaluate", str(inp), "--split", "nope", "--output", str(out)],
+         ("--split", "invalid choice: 'nope'"), process=True),
 ]
 
 
@@ -358,6 +380,12 @@ def _binary(inp: Path) -> str:
     path = inp / "binary.yaml"
     path.write_bytes(b"\xff\xfe\x00garbage")
     return str(path)
+
+
+def _run_folder_with_file(inp: Path, name: str) -> str:
+    (inp / "run").mkdir()
+    a_file(inp / "run", name)
+    return str(inp / "run")
 
 
 def _corrupt(inp: Path) -> str:

@@ -114,6 +114,7 @@ def test_one_node_keeps_the_single_machine_command():
     ("ddp", 1, Nodes(nnodes=2, main_address=" ", main_port=29611), "--main-address: "),
     ("cpu", 1, Nodes(nnodes=2, main_port=29611), "--nnodes: mode cpu runs one process on one node"),
     ("gpu", 1, Nodes(nnodes=2, main_port=29611), "--nnodes: mode gpu runs one process on one node"),
+    ("ddp", 1, Nodes(nnodes=2, main_port=29611, rendezvous_timeout_s=0), "--rendezvous-timeout: expected seconds > 0"),
 ])
 def test_bad_node_settings_are_refused_naming_the_option(mode, nproc, nodes, message):
     with pytest.raises(BadInput) as caught:
@@ -141,3 +142,48 @@ def test_dry_run_prints_the_node_command(capsys):
                  "configs/digits_mlp.yaml", *TINY]) == 0
     printed = capsys.readouterr().out
     assert "--num_machines 2 --machine_rank 1 --num_processes 2 --main_process_ip 10.0.0.7" in printed
+
+
+def test_the_rendezvous_wait_is_bounded_by_the_collective_timeout(capsys):
+    from harness.cli import main
+
+    assert main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "1",
+                 "--main-port", "29611", "--dry-run", "configs/digits_mlp.yaml", *TINY,
+                 "runtime.collective_timeout_s=20"]) == 0
+    assert "--rdzv_backend static --same_network --rdzv_conf timeout=20 " in capsys.readouterr().out
+    nodes = Nodes(nnodes=2, main_port=29611, rendezvous_timeout_s=2.5)
+    flags = launcher_flags(build_command("ddp", 1, RECIPE, nodes=nodes))
+    assert flags[flags.index("--rdzv_conf") + 1] == "timeout=3"  # whole seconds, never shorter
+
+
+@pytest.mark.parametrize("timeout", [["runtime.collective_timeout_s=2"], ["--rendezvous-timeout", "2"]])
+def test_a_node_without_node_0_says_what_it_waits_for_and_gives_up(tmp_path, capsys, timeout):
+    """No node 0 listens: node 1 says where it waits, and ends after the timeout with one line
+    (it waited without a word for torchrun's 600 s and more)."""
+    from harness.cli import main
+
+    port, out = free_port(), tmp_path / "run"
+    code = main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "1",
+                 "--main-port", str(port), "configs/digits_mlp.yaml", *TINY, *timeout, "--output", str(out)])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"harness launch: node 1 of 2 waits for node 0 at 127.0.0.1:{port} (up to 2 s)",
+        f"error: node 0 never answered at 127.0.0.1:{port} within 2 s (runtime.collective_timeout_s, or "
+        "--rendezvous-timeout): start it with --node-rank 0 and the same --main-port, or check --main-address"]
+    assert not out.exists()
+
+
+def test_node_0_alone_gives_up_after_the_timeout_naming_the_rendezvous(tmp_path, capsys):
+    """Node 0 listens, no other node comes: torchrun's rendezvous ends at the bound, and the
+    launch's last line says what never met (not only torchrun's traceback)."""
+    from harness.cli import main
+
+    port, out = free_port(), tmp_path / "run"
+    code = main(["launch", "--mode", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", "0",
+                 "--main-port", str(port), "--rendezvous-timeout", "2", "configs/digits_mlp.yaml", *TINY,
+                 "--output", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert lines[0] == f"harness launch: node 0 of 2 listens at 127.0.0.1:{port} for the other nodes (up to 2 s)"
+    assert lines[-1].startswith(f"error: the 2 nodes did not all meet at 127.0.0.1:{port} within 2 s"), lines[-1]
+    assert not out.exists()

@@ -68,6 +68,20 @@ def test_signal_checkpoints_mid_epoch_and_resume_matches(tmp_path, signum):
     assert_same_run(whole, part)
 
 
+def test_sigterm_in_the_first_profiled_step_ends_interrupted_with_a_report(tmp_path):
+    """The guard stops the loop after the step the signal landed in: that step still
+    counts for the meter's listeners, so the profiler's block holds it."""
+    out = tmp_path / "run"
+    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:SignalAt", "measure.profile={steps: 3, after: 3}",
+                   f"model.kwargs={{step: 4, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}",
+                   "--output", str(out), env=ENV)
+    assert proc.returncode == 143, proc.stderr
+    report = load_report(out)
+    assert report["status"] == "interrupted" and "SIGTERM" in report["error"]
+    assert (report["profile"]["first_step"], report["profile"]["steps"]) == (3, 1)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch_0000_step_0004"]
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

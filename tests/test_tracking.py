@@ -126,6 +126,28 @@ def test_profiled_steps_are_never_in_a_window():
     assert [meter.window_of(s) for s in range(8)] == [None, 0, 0, 0, None, None, None, 0]
 
 
+def test_a_trace_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "profile").mkdir(parents=True)
+    (out / "profile" / "tensorboard").write_text("a file where the trace folder goes\n")
+    assert main(["run", *CNN, "measure.profile={steps: 2}", "--output", str(out)]) == 0, capsys.readouterr().err
+    report = load_report(out)
+    assert report["status"] == "completed" and report["profile"] is None
+    assert any(w.startswith("profile is null: FileExistsError") and "tensorboard" in w for w in report["warnings"])
+
+
+def test_a_profiled_cpu_run_prints_no_kineto_lines(tmp_path):
+    """Kineto probes for GPUs when it writes the trace and logs an ERROR line without one."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "run", *CNN, "train.epochs=1",
+                           "measure.profile={steps: 2}", "--output", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"})
+    assert proc.returncode == 0, proc.stderr
+    assert load_report(tmp_path / "run")["profile"]["steps"] == 2
+    assert "gpuGetDeviceCount" not in proc.stderr and "ERROR:" not in proc.stderr, proc.stderr
+    assert "profiler_start" not in proc.stderr, proc.stderr
+
+
 def test_a_resume_drops_the_lines_past_its_checkpoint_and_a_torn_line(tmp_path):
     rows = [{"kind": "interval", "step": 2}, {"kind": "interval", "step": 4}, {"kind": "epoch", "step": 5, "epoch": 1},
             {"kind": "interval", "step": 6}, {"kind": "interval", "step": 8}, {"kind": "epoch", "step": 9, "epoch": 2},

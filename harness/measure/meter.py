@@ -106,6 +106,8 @@ class Meter:
         self.memory = MemorySampler(interval_s=cfg.rss_interval_ms / 1000.0,
                                     cuda_device=device if self.cuda else None)
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
+        self._pending: tuple | None = None
+        """(loader, batch, window, t0, t1, CUDA events) of the step under way, until it ends."""
 
     def phase(self, name: str):
         """Context for a phase outside the train window ("eval", "checkpoint"): its own memory peaks."""
@@ -154,7 +156,8 @@ class Meter:
 
         Clock reads at a segment's edges are preceded by a device sync, so queued
         GPU work lands inside the window; between them, per-step GPU time comes
-        from CUDA events, which do not stall the host.
+        from CUDA events, which do not stall the host. A step ends when the loop asks
+        for the next batch, or at ``end_step()`` when the loop leaves after it.
         """
         it = iter(loader)
         taken = 0
@@ -178,31 +181,48 @@ class Meter:
                     ended = True
                     return
                 t1 = time.perf_counter()
+                ev = None
                 if k is not None and self.cuda:
                     ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                     ev[0].record()
+                self._pending = (loader, batch, k, t0, t1, ev)
                 yield batch
-                t2 = time.perf_counter()
-                n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
-                if k is not None:
-                    w = self.windows[k]
-                    if self.cuda:
-                        ev[1].record()
-                        self._events.append((k, *ev))
-                    w.data_wait_s.append(t1 - t0)
-                    w.step_s.append(t2 - t1)
-                    w.samples += n
-                for listener in self.listeners:
-                    listener.after_step(self.step, t1 - t0, t2 - t1, n)
-                self.step += 1
+                self.end_step()
                 taken += 1
             ended = True
         finally:
+            self._pending = None
             if open_k is not None:
                 # The ranks meet at the window's edge only when the epoch ran out as
                 # planned. A loop that stopped early (the guard, an error on this rank)
                 # must not wait in a barrier the other ranks may never reach.
                 self._close(open_k, start, barrier=ended)
+
+    def end_step(self) -> None:
+        """The step whose batch ``steps`` handed out last has ended: time it and tell the listeners.
+
+        The loop calls this before it leaves (the guard's ``break``): leaving closes the
+        generator at its ``yield``, which cannot tell a finished step from a failed one, so
+        the step's time and its listeners (the profiler's step, the recorder's count) would
+        be lost. Called again for the same step, it does nothing.
+        """
+        if self._pending is None:
+            return
+        t2 = time.perf_counter()
+        loader, batch, k, t0, t1, ev = self._pending
+        self._pending = None
+        n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
+        if k is not None:
+            w = self.windows[k]
+            if ev is not None:
+                ev[1].record()
+                self._events.append((k, *ev))
+            w.data_wait_s.append(t1 - t0)
+            w.step_s.append(t2 - t1)
+            w.samples += n
+        for listener in self.listeners:
+            listener.after_step(self.step, t1 - t0, t2 - t1, n)
+        self.step += 1
 
     # -- results ------------------------------------------------------------------
 

@@ -46,10 +46,12 @@ class Profiler:
         self._prof = None
         self._covered: list[int] = []
         self._result: dict | None = None
+        self._error: Exception | None = None
+        """What stopped the trace inside the training loop, raised by ``finish`` for the runner."""
 
     def before_step(self, step: int) -> None:
-        if self.enabled and step == self.start and self._prof is None:
-            self._begin()
+        if self.enabled and step == self.start and self._prof is None and self._error is None:
+            self._in_loop(self._begin)
 
     def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
         if self._prof is None:
@@ -57,11 +59,25 @@ class Profiler:
         self._covered.append(step)
         self._prof.step()
         if step == self.steps[-1]:
-            self.finish()
+            self._in_loop(self.finish)
+
+    def _in_loop(self, action) -> None:
+        """Inside the training loop a trace that cannot be started or written must not fail
+        the run: the error waits for ``finish``, which the runner turns into a warning."""
+        try:
+            action()
+        except Exception as err:  # noqa: BLE001 -- e.g. a file where profile/ or its tensorboard/ goes
+            self._error = err
+            self._prof = None
 
     def _begin(self) -> None:
         from torch.profiler import ProfilerActivity, profile
 
+        if not self.cuda:
+            # Kineto probes for GPUs when it writes a trace and logs "ERROR: ... gpuGetDeviceCount
+            # failed" (and USDT profiler_start/stop lines) on a machine without one; on a CPU run
+            # that is noise. Read when kineto first logs; a level the user exported wins.
+            os.environ.setdefault("KINETO_LOG_LEVEL", "6")
         self.folder.mkdir(parents=True, exist_ok=True)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
         self._prof = profile(activities=activities, record_shapes=self.cfg.record_shapes,
@@ -69,7 +85,11 @@ class Profiler:
         self._prof.start()
 
     def finish(self) -> None:
-        """Stop (when running) and write the files; the run ending early stops a trace short."""
+        """Stop (when running) and write the files; the run ending early stops a trace short.
+        Raises what stopped the trace inside the loop, once."""
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
         prof, self._prof = self._prof, None
         if prof is None:
             return
@@ -86,7 +106,7 @@ class Profiler:
 
     def block(self) -> dict | None:
         """The report's ``profile`` block, or None when no step was traced."""
-        if self._result is None:
+        if self._result is None or not self._covered:
             return None
         tb = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "tensorboard").glob("*"))
         return {"folder": DIR, "chrome_trace": f"{DIR}/{CHROME_TRACE}",
