@@ -197,7 +197,9 @@ def cmd_run(args) -> int:
 
 
 def _plan_resume(args, cfg, output: Path):
-    """``execute``'s ``resume`` (False, or the checkpoint to load); None: nothing to do."""
+    """``execute``'s ``resume``: False (a new run), the checkpoint to load, or True (this run's
+    own folder with no complete checkpoint yet: it starts from the first step there, and is
+    not refused as another run's folder); None: nothing to do."""
     if not args.resume:
         if args.resume_from:
             raise BadInput("--resume-from: needs --resume DIR (the run to continue)")
@@ -211,7 +213,7 @@ def _plan_resume(args, cfg, output: Path):
         return None
     if plan.note:
         resume.say(plan.note)
-    return plan.checkpoint or False
+    return plan.checkpoint or True
 
 
 def cmd_validate(args) -> int:
