@@ -150,6 +150,9 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     raw = figures.pop("raw")
     report.update(figures)
     foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
+    if figures["contention"] and acc.device.type == "cuda":
+        report["contention"] = {**figures["contention"], "device_processes": contention.device_holders(
+            acc.device.index or 0, contention.own_pids())}
     report["threads"] = threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign)
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
     # Only the main process reports; measuring the peak on every rank at once would

@@ -313,3 +313,30 @@ def test_a_run_beside_two_cpu_bound_processes_reads_contended(tmp_path):
     assert report["contention"]["foreign_cpu_fraction"] >= 0.3, report["contention"]
     assert report["contention"]["verdict"] == "contended"
     assert any("contended" in w for w in report["warnings"])
+
+
+# --- the benchmarks' rounds ------------------------------------------------------------------
+
+class FakeBenchmark:
+    def __init__(self):
+        self.extra_info = {}
+
+    def pedantic(self, fn, rounds, iterations):
+        return fn()
+
+
+def test_contended_benchmark_rounds_are_dropped_and_too_few_say_not_measured():
+    from benchmarks.budget import Budget, interleaved, not_measured
+
+    # Rounds 0, 2, 4, ... quiet; 1, 3, 5, ... beside two CPU-bound processes.
+    seq = iter([0.0, 1.3] * 10)
+    bench = FakeBenchmark()
+    rounds = interleaved(bench, Budget(600, min_rounds=3, max_rounds=8), lambda k: (2.0 + k,), lambda k: (1.0,),
+                         probe=lambda: fake_probe(foreign_cpu_s=next(seq), own_cpu_s=0.7))
+    assert [a[0] for a, _ in rounds] == [2.0, 4.0, 6.0, 8.0]  # the quiet rounds' sides, in order
+    info = bench.extra_info
+    assert info["rounds"] == 8 and info["dropped_contended"] == 4 and info["stopped_because"] == "max_rounds"
+    assert not_measured(info, 0.875).startswith("not measured: contended (4 of 8 rounds")
+    assert not_measured(info, None).startswith("not measured: contended")
+    assert not_measured(info, 0.96) is None
+    assert "too few to judge" in not_measured({"rounds": 2, "budget_s": 10.0}, 0.5)
