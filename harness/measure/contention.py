@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CONTENDED_AT = 0.25
-"""foreign_cpu_fraction at or above which a window is ``contended``. docs/report.md has the
-measured table: beside digits_cnn on 2 CPUs, one CPU-bound process reads about 0.5 and two
-about 0.6-0.7, while the busiest "idle" readings stay well below 0.25."""
+"""foreign_cpu_fraction at or above which a window is ``contended``: half of one busy core of
+two. docs/report.md has the measured table behind it (benchmarks/contention_table.py)."""
 
 MIN_WALL_S = 0.25
 """Shorter windows read ``unknown``: 25 jiffies per CPU cannot place a fraction to +-0.05."""
