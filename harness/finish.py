@@ -172,13 +172,17 @@ def warnings_for(figures: dict, threads: dict | None = None) -> list[str]:
     return out
 
 
+def _num(value) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
+
+
 def contention_warnings(block: dict | None, threads: dict | None) -> list[str]:
     """What the contention and threads blocks say against the run's figures, in words."""
     out = []
     if block and block.get("verdict") == "contended":
         out.append(f"the machine was contended: other processes took {block['foreign_cpu_fraction']:.0%} of the "
                    f"{block['capacity_cpus']:g} CPUs this run may use during the timed window (load average "
-                   f"{block['load_avg_end']}); its timings are not those of an idle machine")
+                   f"{_num(block.get('load_avg_end'))}); its timings are not those of an idle machine")
     if threads and threads.get("oversubscribed_free"):
         out.append(f"{threads['total_threads']} threads ran on {threads['free_cpus']:.2g} free CPUs during the "
                    "timed window: threads beyond free cores spin and slow every step")

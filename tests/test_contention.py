@@ -340,3 +340,29 @@ def test_contended_benchmark_rounds_are_dropped_and_too_few_say_not_measured():
     assert not_measured(info, None).startswith("not measured: contended")
     assert not_measured(info, 0.96) is None
     assert "too few to judge" in not_measured({"rounds": 2, "budget_s": 10.0}, 0.5)
+
+
+def test_an_inference_report_has_a_block_per_batch_size_and_the_worst(tmp_path):
+    from harness.cli import main
+    from harness.report import load_report
+    from conftest import TINY
+
+    out = tmp_path / "inf"
+    assert main(["run", "configs/digits_cnn.yaml", *TINY, "data.subset=160", "scenario=inference",
+                 "inference.batch_sizes=[1,4]", "inference.batches=3", "inference.warmup_batches=1",
+                 "--output", str(out)]) == 0
+    report = load_report(out / "report.yaml")
+    rows = report["inference"]["batch_sizes"]
+    assert [r["contention"]["verdict"] in ("quiet", "contended", "unknown") for r in rows] == [True, True]
+    assert report["contention"] == contention.worst([r["contention"] for r in rows])
+    assert report["threads"]["processes"] == 1 and report["threads"]["cpus_available"] > 0
+
+
+def test_contention_and_free_cpus_are_named_in_the_warnings():
+    from harness.finish import contention_warnings
+
+    block = {"verdict": "contended", "foreign_cpu_fraction": 0.62, "capacity_cpus": 2.0, "load_avg_end": 4.25}
+    out = contention_warnings(block, {"oversubscribed_free": True, "total_threads": 2, "free_cpus": 0.76})
+    assert "contended" in out[0] and "62%" in out[0] and "4.25" in out[0]
+    assert "2 threads ran on 0.76 free CPUs" in out[1]
+    assert contention_warnings({**block, "verdict": "quiet"}, {"oversubscribed_free": False}) == []
