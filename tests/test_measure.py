@@ -266,7 +266,8 @@ def test_measured_peak_is_cached_per_device_dtype_and_threads(monkeypatch, quiet
     assert first == 1e12
     assert context["measured_at"] and context["load_avg_1m"] >= 0  # when, and how busy the machine was
     again, cached = flops.measured_peak_flops(CPU, torch.float32, name)  # the same entry, read back
-    assert (again, cached["measured_at"], cached["load_avg_1m"]) == (1e12, context["measured_at"], context["load_avg_1m"])
+    assert (again, cached["measured_at"], cached["load_avg_1m"]) == \
+        (1e12, context["measured_at"], context["load_avg_1m"])
     assert flops.measured_peak_flops(CPU, torch.bfloat16, name)[0] == 1e12
     assert calls == [torch.float32, torch.bfloat16]  # measured once per (device, dtype)
 
