@@ -280,12 +280,11 @@ class Meter:
         """Each window's contention block and the block of all windows together (the
         conditions of the throughput figure, which is every window's samples over their time)."""
         if not measured:
-            return {"contention": None, "window_contention": [], "local_processes": contention.launched_ranks()}
+            return {"contention": None, "window_contention": []}
         total = contention.Tally(self.probe.capacity)
         for w in measured:
             total.merge(w.contention)
-        return {"contention": total.block(), "window_contention": [w.contention.block() for w in measured],
-                "local_processes": contention.launched_ranks()}
+        return {"contention": total.block(), "window_contention": [w.contention.block() for w in measured]}
 
 
 class NullMeter(Meter):
@@ -305,5 +304,5 @@ class NullMeter(Meter):
 
     def summary(self) -> dict:
         return {**process_identity(), "warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
-                "contention": None, "window_contention": [], "local_processes": contention.launched_ranks(),
+                "contention": None, "window_contention": [],
                 **self.memory_figures()}
