@@ -366,3 +366,14 @@ def test_contention_and_free_cpus_are_named_in_the_warnings():
     assert "contended" in out[0] and "62%" in out[0] and "4.25" in out[0]
     assert "2 threads ran on 0.76 free CPUs" in out[1]
     assert contention_warnings({**block, "verdict": "quiet"}, {"oversubscribed_free": False}) == []
+
+
+def test_a_run_warns_once_at_its_start_when_threads_exceed_its_cpus(tmp_path, monkeypatch, capsys):
+    from harness.cli import main
+    from conftest import TINY
+
+    monkeypatch.setattr(contention, "capacity_cpus", lambda cpus=None, quota=None: 0.5)  # a half-CPU quota
+    assert main(["run", "configs/digits_cnn.yaml", *TINY, "data.subset=160", "train.epochs=1",
+                 "--output", str(tmp_path / "r")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "torch threads" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: 1 process(es) x ") and "on 0.5 CPUs" in lines[0]
