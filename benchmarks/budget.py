@@ -14,6 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from harness.measure.contention import CONTENDED_AT
 from harness.measure.stats import median_ci
 
 
@@ -58,7 +59,7 @@ class Budget:
         info["spent_s"] = round(time.perf_counter() - self.started, 1)
 
 
-def interleaved(benchmark, budget: Budget, side_a, side_b) -> list[tuple]:
+def interleaved(benchmark, budget: Budget, side_a, side_b, probe=None) -> list[tuple]:
     """Rounds of ``side_a(k)`` and ``side_b(k)`` back to back, alternating which goes first
     (a drift of the machine then falls on both sides alike), until ``budget`` says stop.
 
@@ -66,25 +67,57 @@ def interleaved(benchmark, budget: Budget, side_a, side_b) -> list[tuple]:
     the per-round ratio a/b. One pytest-benchmark round holds them all: its count cannot
     change once started, and the figure is that ratio in ``extra_info``, not
     pytest-benchmark's own time. Returns the rounds as ``(a, b)`` pairs.
+
+    A round during which other processes took the CPUs (harness/measure/contention.py,
+    verdict ``contended``) is dropped: its ratio says how the machine's load fell on the
+    two sides, not what the harness costs. ``extra_info`` counts them; ``not_measured``
+    turns too few rounds left into the benchmark's answer. ``probe``: a factory of
+    contention probes (tests give a fake).
     """
+    from harness.measure.contention import Window
+
     rounds: list[tuple] = []
+    foreign: list[float | None] = []
 
     def all_rounds():
         slowest = 0.0
         while True:
             t0 = time.perf_counter()
-            k = len(rounds)
-            if k % 2:
-                a, b = side_a(k), side_b(k)
-            else:
-                b = side_b(k)
-                a = side_a(k)
-            rounds.append((a, b))
+            k = len(foreign)
+            with Window(probe() if probe else None) as window:
+                if k % 2:
+                    a, b = side_a(k), side_b(k)
+                else:
+                    b = side_b(k)
+                    a = side_a(k)
+            block = window.block()
+            foreign.append(block["foreign_cpu_fraction"])
+            if block["verdict"] != "contended":
+                rounds.append((a, b))
             slowest = max(slowest, time.perf_counter() - t0)
+            if len(foreign) >= budget.max_rounds:
+                return "max_rounds"
             reason = budget.stop_reason([x[0] / y[0] for x, y in rounds], slowest)
             if reason:
                 return reason
 
     stopped = benchmark.pedantic(all_rounds, rounds=1, iterations=1)
-    budget.record(benchmark.extra_info, len(rounds), stopped)
+    budget.record(benchmark.extra_info, len(foreign), stopped)
+    benchmark.extra_info["round_foreign_cpu_fraction"] = foreign
+    benchmark.extra_info["dropped_contended"] = len(foreign) - len(rounds)
     return rounds
+
+
+def not_measured(info: dict, ci_level: float) -> str | None:
+    """The benchmark's answer when too few rounds are left for a 95% interval, or None.
+
+    Contended rounds dropped: "not measured: contended", never a ratio from what is left.
+    """
+    if ci_level is not None and ci_level >= 0.95:
+        return None
+    dropped = info.get("dropped_contended", 0)
+    if dropped:
+        return (f"not measured: contended ({dropped} of {info['rounds']} rounds had other processes "
+                f"take >= {CONTENDED_AT:.0%} of the CPUs; too few quiet rounds left for a 95% interval)")
+    return (f"{info['rounds']} round(s) in {info['budget_s']:.0f} s: too few to judge the goal "
+            "(HARNESS_BENCH_BUDGET_SCALE gives more time)")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.budget import Budget, interleaved
+from benchmarks.budget import Budget, interleaved, not_measured
 from benchmarks.conftest import reset_accelerate
 from harness.measure.stats import median_ci
 
@@ -83,6 +83,11 @@ def test_tracking_cost(benchmark, tmp_path, monkeypatch):
               interleaved(benchmark, budget, lambda k: side(True, k), lambda k: side(False, k))]
     stopped = benchmark.extra_info["stopped_because"]
     ratios = [r["on"][0] / r["off"][0] for r in rounds]
+    reason = not_measured(benchmark.extra_info, median_ci(ratios)["ci_level"])
+    if reason:
+        # Too few quiet rounds for a 95% interval: no answer, not a failure, and no ratio.
+        print(f"\n{reason}")
+        pytest.skip(reason)
     shares = [r["on"][1] for r in rounds]
     ci, share_ci = median_ci(ratios), median_ci(shares)
     info = benchmark.extra_info
@@ -96,9 +101,6 @@ def test_tracking_cost(benchmark, tmp_path, monkeypatch):
           f"{ci['ci_low']:.4f}-{ci['ci_high']:.4f} (goal >= {GOAL})\n"
           f"time inside the recorder (on side), share of the window: median {share_ci['median']:.4%}, "
           f"range {min(shares):.4%}-{max(shares):.4%}")
-    if ci["ci_level"] < 0.95:
-        pytest.skip(f"{len(rounds)} round(s) in {budget.seconds:.0f} s: too few to judge the goal "
-                    f"(HARNESS_BENCH_BUDGET_SCALE gives more time)")
     # The direct clock is the sharp figure; the ratio's interval must at least reach the goal.
     assert share_ci["median"] < 1 - GOAL, f"the recorder takes {share_ci['median']:.2%} of the window"
     assert ci["ci_high"] >= GOAL, f"tracking keeps {ci['median']:.3f} of the samples/s"

@@ -136,6 +136,12 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
             block["measured_peak_tflops"] = peak / 1e12
             block["measured_peak_at"] = context["measured_at"]
             block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
+            block["mfu_peak_contended"] = context["contended"]
+            block["measured_peak_contention"] = context["contention"]
+            if context["contended"]:
+                warnings.append("compute.mfu_measured_peak is against a matmul peak measured on a contended "
+                                f"machine (other processes took {context['contention']['foreign_cpu_fraction']:.0%}"
+                                " of its CPUs): the peak reads low, the MFU high; not cached")
             if per_device <= peak:
                 block["mfu_measured_peak"] = per_device / peak
             else:  # measured again and still below what the run did: the peak is wrong, not MFU > 1
@@ -155,14 +161,31 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
     return block
 
 
-def warnings_for(figures: dict) -> list[str]:
-    out = []
+def warnings_for(figures: dict, threads: dict | None = None) -> list[str]:
+    out = contention_warnings(figures.get("contention"), threads)
     if not figures["throughput"]["measured_steps"]:
         out.append("no step fell inside the timed window: lower measure.warmup_steps or train longer")
     step = figures.get("step_time_ms") or {}
     if step.get("noise") in ("noisy", "unreliable"):
         out.append(f"step_time_ms is {step['noise']}: IQR/median = {step['iqr_over_median']:.2f} "
                    "(> 0.10 noisy, > 0.25 unreliable)")
+    return out
+
+
+def _num(value) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
+
+
+def contention_warnings(block: dict | None, threads: dict | None) -> list[str]:
+    """What the contention and threads blocks say against the run's figures, in words."""
+    out = []
+    if block and block.get("verdict") == "contended":
+        out.append(f"the machine was contended: other processes took {block['foreign_cpu_fraction']:.0%} of the "
+                   f"{block['capacity_cpus']:g} CPUs this run may use during the timed window (load average "
+                   f"{_num(block.get('load_avg_end'))}); its timings are not those of an idle machine")
+    if threads and threads.get("oversubscribed_free"):
+        out.append(f"{threads['total_threads']} threads ran on {threads['free_cpus']:.2g} free CPUs during the "
+                   "timed window: threads beyond free cores spin and slow every step")
     return out
 
 

@@ -28,34 +28,48 @@ from types import SimpleNamespace
 from harness.errors import BadInput
 
 
-def time_batches(model, x, warmup: int, batches: int, device) -> tuple[list[float], float]:
+def time_batches(model, x, warmup: int, batches: int, device, window=None) -> tuple[list[float], float]:
     """Per-pass latencies (ms) of ``batches`` timed passes after ``warmup`` untimed ones,
-    and the wall seconds of the timed passes together."""
+    and the wall seconds of the timed passes together. ``window`` (measure/contention.py)
+    is opened and closed around the timed passes alone."""
     import torch
 
+    if window is None:
+        from harness.measure.contention import Window
+
+        window = Window()
     cuda = device.type == "cuda"
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
         if cuda:
             torch.cuda.synchronize(device)
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                      for _ in range(batches)]
-            t0 = time.perf_counter()
-            for start, end in events:
-                start.record()
-                model(x)
-                end.record()
-            torch.cuda.synchronize(device)
-            wall = time.perf_counter() - t0
-            return [s.elapsed_time(e) for s, e in events], wall
-        lat = []
+        with window:
+            return _timed(model, x, batches, device, cuda)
+
+
+def _timed(model, x, batches: int, device, cuda: bool) -> tuple[list[float], float]:
+    """The timed passes (inside inference_mode): latencies (ms) and their wall seconds."""
+    import torch
+
+    if cuda:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(batches)]
         t0 = time.perf_counter()
-        for _ in range(batches):
-            a = time.perf_counter()
+        for start, end in events:
+            start.record()
             model(x)
-            lat.append((time.perf_counter() - a) * 1000.0)
-        return lat, time.perf_counter() - t0
+            end.record()
+        torch.cuda.synchronize(device)
+        wall = time.perf_counter() - t0
+        return [s.elapsed_time(e) for s, e in events], wall
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        a = time.perf_counter()
+        model(x)
+        lat.append((time.perf_counter() - a) * 1000.0)
+    return lat, time.perf_counter() - t0
 
 
 def sample_batch(data, size: int, device):
@@ -116,6 +130,7 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
 
     from harness import accel, atomic, checkpoint, finish, run_folder
     from harness.config import to_dict
+    from harness.measure import contention, threads
     from harness.measure.memory import MemorySampler
     from harness.measure.stats import distribution
     from harness.models import build_model
@@ -161,14 +176,18 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
         setup_s = time.perf_counter() - t_start
         sampler.leave()
         rows, report["status"], code = [], "completed", 0
+        probe = contention.Probe()
+        threads.warn_at_start(threads.threads_block(probe.capacity, 1))
         try:
             for bs in cfg.inference.batch_sizes:
+                window = contention.Window(probe)
                 with sampler.phase(f"batch_{bs}"):
                     lat, wall = time_batches(model, inputs[:bs], cfg.inference.warmup_batches,
-                                             cfg.inference.batches, device)
+                                             cfg.inference.batches, device, window)
                 rows.append({"batch_size": bs, "latency_ms": distribution(lat),
                              "samples_per_s": bs * len(lat) / wall, "timed_wall_s": wall,
-                             "memory": sampler.summary()[f"batch_{bs}"], "raw_latency_ms": lat})
+                             "memory": sampler.summary()[f"batch_{bs}"], "contention": window.block(),
+                             "raw_latency_ms": lat})
         except Exception as err:  # noqa: BLE001 -- e.g. out of memory at the largest batch: recorded
             report["status"], code = "failed", 1
             report["error"] = f"{err.__class__.__name__}: {err}"
@@ -186,15 +205,30 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
             "batch_sizes": rows,
         }
         report["memory"] = {**_peaks(phases), "setup": phases.get("setup")}
+        report["contention"] = _contention(rows, device)
+        report["threads"] = threads.threads_block(probe.capacity, 1, (report["contention"] or {})
+                                                  .get("foreign_cpu_fraction"))
         _headline(report, rows)
         report["timing"] = {"setup_s": setup_s, "total_wall_s": time.perf_counter() - t_start,
                             "process_wall_s": time.perf_counter() - t_start}
         report["finished_at"] = finish.now()
         report["warnings"] = [f"latency at batch {r['batch_size']} is {r['latency_ms']['noise']}: IQR/median = "
                               f"{r['latency_ms']['iqr_over_median']:.2f}" for r in rows
-                              if r["latency_ms"]["noise"] != "ok"]
+                              if r["latency_ms"]["noise"] != "ok"] \
+            + finish.contention_warnings(report["contention"], report["threads"])
         write_report(output / "report.yaml", report)
     return report, code
+
+
+def _contention(rows: list[dict], device) -> dict | None:
+    """The report's block: the worst batch size's (each row keeps its own); on a GPU, with
+    the other processes that held the device, where pynvml can say."""
+    from harness.measure import contention
+
+    block = contention.worst([r["contention"] for r in rows])
+    if block is not None and device.type == "cuda":
+        block = {**block, "device_processes": contention.device_holders(device.index or 0, contention.own_pids())}
+    return block
 
 
 def _headline(report: dict, rows: list[dict]) -> None:

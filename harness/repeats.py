@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.measure.contention import worst
 from harness.measure.stats import median_ci
 from harness.report import load_report, write_report
 
@@ -136,6 +137,11 @@ def combine(plan: dict, reports: list[dict], output: Path) -> dict:
         "peak_pss_mb": _values(reports, "memory", "peak_pss_mb"),
         "test_accuracy": _values(reports, "accuracy", "test_accuracy"),
         "time_to_target_s": _values(reports, "accuracy", "time_to_target_s"),
+        "contention": [r.get("contention") for r in reports],
+        "contention_worst": worst([r.get("contention") for r in reports]),
     }
+    # The figures are the median run's, but the median and its interval draw on every run:
+    # the conditions they were taken under are the worst run's.
+    report["contention"] = report["repeats"]["contention_worst"]
     write_report(output / "report.yaml", report)
     return report

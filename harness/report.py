@@ -140,6 +140,20 @@ class Memory(TypedDict, total=False):
     checkpoint: PhaseMemory | None
 
 
+class Contention(TypedDict, total=False):
+    """What other processes took of the run's CPUs during a timed window (measure/contention.py)."""
+    foreign_cpu_fraction: OptNum
+    verdict: Literal["quiet", "contended", "unknown"]
+    capacity_cpus: OptNum
+    steal_fraction: OptNum
+    window_s: OptNum
+    load_avg_start: OptNum
+    load_avg_end: OptNum
+    throttled_s: OptNum
+    device_processes: NotRequired[Union[list[dict[str, Any]], None]]
+    """On a GPU with pynvml: other processes holding the run's device (pid, used_memory_mb)."""
+
+
 class Compute(TypedDict, total=False):
     flops_per_sample: OptNum
     forward_flops_per_sample: OptNum
@@ -150,6 +164,9 @@ class Compute(TypedDict, total=False):
     datasheet_peak_tflops: OptNum
     mfu_measured_peak: OptNum
     mfu_datasheet: OptNum
+    mfu_peak_contended: NotRequired[Union[bool, None]]
+    """The measured peak was taken under contention (not cached): mfu_measured_peak is inflated."""
+    measured_peak_contention: NotRequired[Union[Contention, None]]
     peak_precision: str | None
     """The datasheet column the work runs at: bf16, fp16, tf32 or fp32."""
     tf32: dict[str, Any] | None
@@ -164,6 +181,19 @@ class Distributed(TypedDict, total=False):
     precision: str | None
     scaler_skipped_steps: int | None
     non_blocking_copies: bool | None
+
+
+class Threads(TypedDict, total=False):
+    """Threads against cores (measure/threads.py)."""
+    torch_threads: int
+    interop_threads: int
+    omp_num_threads: str | None
+    processes: int
+    total_threads: int
+    cpus_available: OptNum
+    oversubscribed: bool
+    free_cpus: OptNum
+    oversubscribed_free: bool | None
 
 
 class Repeats(TypedDict, total=False):
@@ -185,6 +215,9 @@ class Repeats(TypedDict, total=False):
     """The level asked for (0.95)."""
     ci_level: OptNum
     """The interval's exact coverage; below ``confidence`` when there are too few repeats."""
+    contention: list[Union[Contention, None]]
+    """Each repeat's contention block (window or run), in order."""
+    contention_worst: Union[Contention, None]
 
 
 class Raw(TypedDict, total=False):
@@ -236,6 +269,8 @@ class Report(TypedDict, total=False):
     """The ranks grouped by node: node_rank, hostname, ranks, samples_per_s (its slowest rank's window)."""
     imbalance: OptNum
     repeats: Repeats
+    contention: NotRequired[Union[Contention, None]]
+    threads: NotRequired[Threads]
     nonfinite: dict[str, Any] | None
     compute: Compute | None
     compile: dict[str, Any] | None

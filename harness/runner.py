@@ -21,7 +21,7 @@ from harness.fit import History, fit
 from harness.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
 from harness.lock import RunLock
 from harness.loop import evaluate
-from harness.measure import compile_stats
+from harness.measure import compile_stats, contention, threads
 from harness.measure.aggregate import aggregate
 from harness.measure.meter import Meter
 from harness.report import write_report
@@ -128,6 +128,8 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
         atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
+    if acc.is_main_process:
+        threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     setup_s = time.perf_counter() - t_start
     status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
@@ -147,6 +149,11 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
     raw = figures.pop("raw")
     report.update(figures)
+    foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
+    if figures["contention"] and acc.device.type == "cuda":
+        report["contention"] = {**figures["contention"], "device_processes": contention.device_holders(
+            acc.device.index or 0, contention.own_pids())}
+    report["threads"] = threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign)
     report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
     # Only the main process reports; measuring the peak on every rank at once would
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
@@ -158,7 +165,8 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     report["compile"] = compile_stats.combine(cfg.runtime.compile, [c for _, c in local])
     report["distributed"]["scaler_skipped_steps"] = \
         hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
-    report["warnings"] = finish.warnings_for(figures) + compile_stats.warnings_for(report["compile"]) \
+    report["warnings"] = finish.warnings_for(figures, report["threads"]) \
+        + compile_stats.warnings_for(report["compile"]) \
         + compute_warnings
     if multi and not ranks_in_step:
         report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")

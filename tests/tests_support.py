@@ -21,4 +21,6 @@ REPORT_KEYS = [
     "distributed.world_size", "distributed.backend", "distributed.mixed_precision",
     "per_rank", "repeats.median", "repeats.ci_low", "raw.step_time_ms",
     "environment.switches.torch_num_threads",
+    "contention.foreign_cpu_fraction", "contention.verdict", "contention.capacity_cpus", "threads.total_threads",
+    "threads.oversubscribed_free",
 ]

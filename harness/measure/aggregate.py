@@ -7,6 +7,7 @@ window time: ranks step in lock-step under DDP, so the slowest sets the pace.
 
 from __future__ import annotations
 
+from harness.measure.contention import worst
 from harness.measure.memory import PHASES
 from harness.measure.stats import distribution, median_ci
 
@@ -21,6 +22,13 @@ def _window_rates(per_rank: list[dict]) -> list[float]:
         if slowest > 0:
             rates.append(samples / slowest)
     return rates
+
+
+def window_contention(per_rank: list[dict]) -> list[dict | None]:
+    """Each repeat window's contention: the worst rank's (ranks on one host share its CPUs)."""
+    lists = [r.get("window_contention") or [] for r in per_rank]
+    n = min((len(x) for x in lists), default=0)
+    return [worst([x[k] for x in lists]) for k in range(n)]
 
 
 def phase_peaks(per_rank: list[dict], name: str) -> dict | None:
@@ -104,6 +112,8 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
         "per_rank": rank_rows,
         "per_node": per_node(rank_rows),
         "imbalance": (slowest / fastest) if fastest > 0 else None,
-        "repeats": {"unit": "window", "count": len(rates), "samples_per_s": rates, **median_ci(rates)},
+        "contention": worst([r.get("contention") for r in per_rank]),
+        "repeats": {"unit": "window", "count": len(rates), "samples_per_s": rates, **median_ci(rates),
+                    "contention": window_contention(per_rank)},
         "raw": {"step_time_ms": r0["step_times_ms"], "data_wait_ms": r0["data_wait_ms"]},
     }

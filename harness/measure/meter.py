@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
+from harness.measure import contention
 from harness.measure.config import MeasureConfig
 from harness.measure.memory import MB, MemorySampler
 
@@ -64,6 +65,8 @@ class Window:
     samples: int = 0
     wall_s: float = 0.0
     """Sum of the window's segments (a window spans epochs; evaluation is outside it)."""
+    contention: contention.Tally | None = None
+    """What other processes took of the run's CPUs over the same segments."""
 
     def as_dict(self) -> dict:
         return {"steps": len(self.step_s), "samples": self.samples, "wall_s": self.wall_s,
@@ -102,7 +105,9 @@ class Meter:
         self.barrier = barrier or (lambda: None)
         self.step = 0
         """Train steps seen by this process, warm-up included."""
-        self.windows = [Window() for _ in range(cfg.repeats)]
+        self.probe = contention.Probe()
+        self.windows = [Window(contention=contention.Tally(self.probe.capacity)) for _ in range(cfg.repeats)]
+        self._reading: contention.Reading | None = None
         self.memory = MemorySampler(interval_s=cfg.rss_interval_ms / 1000.0,
                                     cuda_device=device if self.cuda else None)
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
@@ -138,11 +143,15 @@ class Meter:
         self.memory.enter("train")
         for hook in self.hooks:
             hook.window_opened()
+        self._reading = self.probe.read()
         return time.perf_counter()
 
     def _close(self, k: int, start: float, barrier: bool = True) -> None:
         self._sync()
         self.windows[k].wall_s += time.perf_counter() - start
+        if self._reading is not None:
+            self.windows[k].contention.add(self._reading, self.probe.read())
+            self._reading = None
         self.memory.leave()
         for hook in self.hooks:
             hook.window_closed()
@@ -263,8 +272,19 @@ class Meter:
             "windows": [w.as_dict() for w in measured],
             "step_times_ms": [s * 1000 for s in steps],
             "data_wait_ms": [s * 1000 for s in waits],
+            **self.contention_figures(measured),
             **self.memory_figures(),
         }
+
+    def contention_figures(self, measured: list[Window]) -> dict:
+        """Each window's contention block and the block of all windows together (the
+        conditions of the throughput figure, which is every window's samples over their time)."""
+        if not measured:
+            return {"contention": None, "window_contention": []}
+        total = contention.Tally(self.probe.capacity)
+        for w in measured:
+            total.merge(w.contention)
+        return {"contention": total.block(), "window_contention": [w.contention.block() for w in measured]}
 
 
 class NullMeter(Meter):
@@ -284,4 +304,5 @@ class NullMeter(Meter):
 
     def summary(self) -> dict:
         return {**process_identity(), "warmup_steps": 0, "windows": [], "step_times_ms": [], "data_wait_ms": [],
+                "contention": None, "window_contention": [],
                 **self.memory_figures()}
