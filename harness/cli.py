@@ -78,7 +78,7 @@ def _signals_unwind():
 
 
 def _summary_table(report: dict, path: Path) -> str:
-    from harness.hwreport.identity import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
+    from harness.run_mode import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
     acc, thr, mem = report["accuracy"], report["throughput"], report.get("memory", {})
     step = report.get("step_time_ms") or {}
 

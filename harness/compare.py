@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.errors import BadInput
 from harness.recipe import differing_keys
 from harness.report import FIGURES, checked, dig, load_report, read_yaml_of
+from harness.run_mode import mode_label
 from harness.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -121,8 +122,8 @@ def machine(report: dict) -> str:
 
 
 def mode(report: dict) -> str:
-    d = report.get("distributed") or {}
-    return f"{d.get('distributed_type', '?')} x{d.get('world_size', '?')} precision {d.get('precision', '?')}"
+    """``cpu ×1``, ``ddp gloo ×2 bf16``: the name every other surface gives the mode."""
+    return mode_label(report)
 
 
 def _mode_key(report: dict) -> tuple:
@@ -395,8 +396,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("baseline", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
     p.add_argument("candidate", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
     p.add_argument("--threshold", action="append", metavar="METRIC=PCT",
+                   # argparse %-formats help text: a literal % is written %%.
                    help="override a threshold: " + ", ".join(
-                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS))
+                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS).replace("%", "%%"))
     p.add_argument("--allow-missing", action="store_true", help="a baseline cell with no candidate passes")
     p.add_argument("--allow-new", action="store_true", help="a candidate cell with no baseline passes")
     p.add_argument("--strict", action="store_true",

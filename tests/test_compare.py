@@ -288,6 +288,28 @@ def _imports_after(script: str) -> str:
     return proc.stderr
 
 
+def test_every_command_answers_help_and_exits_0(capsys):
+    from harness.cli import parser
+
+    commands = parser()._subparsers._group_actions[0].choices
+    assert "compare" in commands and len(commands) >= 10
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        out = capsys.readouterr()
+        assert exit_.value.code == 0, f"{command} --help: {out.err[-300:]}"
+        assert out.out.startswith("usage: harness " + command), command
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "samples_per_s (default 15%)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_rows_name_the_mode_as_every_other_surface_does(tmp_path, capsys):
+    a = write(tmp_path, "a", make_report())
+    code, out, _ = run(capsys, a, a)
+    assert code == 0 and "cpu ×1" in out and "NO x1" not in out
+
+
 def test_help_compare_and_report_never_import_torch(tmp_path):
     a = write(tmp_path, "a", make_report())
     err = _imports_after(f"""
