@@ -168,3 +168,12 @@ def quiet_line(report: dict) -> str | None:
     share = foreign_fraction(report)
     return f"quiet: other processes took {share:.0%} of the CPUs during the window" if share is not None \
         else "quiet"
+
+
+def side(reports: list[dict]) -> tuple[str, str]:
+    """(verdict, tags) of one side of a comparison, its replicates together: contended when
+    any was, else unknown when any was, else quiet; the tags of each replicate's caveats."""
+    verdicts = {verdict(r) for r in reports}
+    worst = next((v for v in (CONTENDED, UNKNOWN) if v in verdicts), QUIET)
+    seen = list(dict.fromkeys(c.tag for r in reports for c in caveats(r)))
+    return worst, ", ".join(seen)

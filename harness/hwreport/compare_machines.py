@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.compare import Loaded
+from harness.report_sources import Loaded
 from harness.errors import BadInput
 from harness.hwreport import identity
 from harness.measure.stats import median_ci

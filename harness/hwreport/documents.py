@@ -11,7 +11,7 @@ import base64
 import html
 from dataclasses import dataclass
 
-from harness.compare import Loaded
+from harness.report_sources import Loaded
 from harness.hwreport import ranks, tables
 from harness.hwreport.charts import Chart, label
 from harness.hwreport.compare_machines import Comparison, Summary

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from harness.compare import Loaded
+from harness.report_sources import Loaded
 from harness.hwreport import identity
 from harness.hwreport.compare_machines import Estimate, replicates
 from harness.report import dig

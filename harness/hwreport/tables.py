@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness.compare import Loaded
+from harness.report_sources import Loaded
 from harness.hwreport.compare_machines import Comparison, Estimate, Row, Summary, Workload
 from harness.hwreport.scaling import Family
 from harness.report import dig
