@@ -45,3 +45,52 @@ def test_an_inference_report_is_as_contended_as_its_worst_batch_size():
                                            {"batch_size": 8, "contention": busy, "latency_ms": {"noise": "noisy"}}]}
     assert conditions.verdict(report) == conditions.CONTENDED
     assert conditions.tags(report) == "contended 40%, noise noisy"
+
+
+# --------------------------------------------------------------------------- harness sweep's table
+
+def _sweep(tmp_path, cells: list[tuple[str, dict]]):
+    from harness.sweep import figures
+    from synthetic_reports import write
+
+    rows = []
+    for cell_id, report in cells:
+        write(tmp_path / "cells", cell_id, report)
+        rows.append({"id": cell_id, "status": "completed", "report": f"cells/{cell_id}/report.yaml",
+                     **figures(report)})
+    return rows
+
+
+def _model(name: str, **kw) -> dict:
+    report = make_report(**kw)
+    report["config"]["model"] = {"name": name}
+    return report
+
+
+def test_the_sweep_names_each_cells_conditions_and_its_best_per_workload(tmp_path):
+    from harness.sweep_table import summary_table
+
+    rows = _sweep(tmp_path, [("digits-a", _model("cnn", samples_per_s=5000.0)),
+                             ("digits-b", _model("cnn", samples_per_s=4000.0, batch_size=32)),
+                             ("resnet50", _model("resnet50", samples_per_s=40.0, peak_rss_mb=5000.0,
+                                                 contention="contended", foreign=0.7))])
+    table = summary_table(rows, tmp_path)
+    lines = table.splitlines()
+    assert "timing conditions" in lines[0]
+    assert next(x for x in lines if x.startswith("digits-a")).endswith("quiet")
+    assert next(x for x in lines if x.startswith("resnet50")).endswith("contended 70%")
+    cnn, resnet = (table.index(f"digits_cnn: {m} on ?") for m in ("cnn", "resnet50"))
+    cnn_part, resnet_part = (table[cnn:resnet], table[resnet:]) if cnn < resnet else (table[cnn:], table[resnet:cnn])
+    assert "best throughput        digits-a (5,000.0 samples/s)" in cnn_part  # never resnet50 against digits
+    assert "best throughput        resnet50 (40.0 samples/s); timed contended 70%: not a finding" in resnet_part
+    assert "failed cells           0 of 3" in table
+
+
+def test_one_workload_keeps_one_best_and_old_reports_read_unknown(tmp_path):
+    from harness.sweep_table import summary_table
+
+    rows = _sweep(tmp_path, [("bs32", make_report(batch_size=32, samples_per_s=900.0, contention=None)),
+                             ("bs64", make_report(batch_size=64, samples_per_s=1000.0, contention=None))])
+    table = summary_table(rows, tmp_path)
+    assert "\nbest throughput        bs64 (1,000.0 samples/s); timed contention unknown" in table
+    assert next(x for x in table.splitlines() if x.startswith("bs32")).endswith("contention unknown")
