@@ -126,7 +126,8 @@ def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
     _compact_ticks(axes[0])
     ups = [r.speedup.median if r.speedup else None for r in rows]
     _barh(axes[1], ys, ups, [r.speedup for r in rows], cols,
-          [(ratio_label(v) + (" not a finding: " + r.speedup_doubts[0] if r.speedup_doubts else ""))
+          # The reason's head only, under the figure: the table beside the chart gives it whole.
+          [(ratio_label(v) + ("\n  not a finding: " + r.speedup_doubts[0].split(" (")[0] if r.speedup_doubts else ""))
            if v is not None else "" for v, r in zip(ups, rows)], [bool(r.speedup_doubts) for r in rows])
     axes[1].axvline(1.0, color="#444", lw=1, ls="--")
     ref = label(w.reference.key) if w.reference else "not measured on this workload"
@@ -201,8 +202,9 @@ def scaling_chart(Figure, fam: Family, index: int, colour: dict) -> Chart:
         right.plot(xs, [p.efficiency for p in s.points], **style)
         for p in s.points:
             if p.doubts and p.efficiency is not None:  # beside the point: it is not a finding
-                right.annotate(f"{p.efficiency:.0%}: {p.doubts[0].split(' (')[0]}", (p.processes, p.efficiency),
-                               textcoords="offset points", xytext=(6, -12), fontsize="small", color="#a00")
+                right.annotate(f"{p.efficiency:.0%}: not a finding\n({p.doubts[0].split(' (')[0]})",
+                               (p.processes, p.efficiency), textcoords="offset points", xytext=(6, -22),
+                               fontsize="small", color="#a00")
         entries.append((line, s.name))
     right.axhline(1.0, color="#444", lw=1, ls=":")
     left.set_ylim(bottom=0)  # from zero: a small gain must not look like a large one
