@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import statistics
 
-from harness.compare import Loaded, group
+from harness import conditions
+from harness.compare import group
 from harness.errors import BadInput
+from harness.report_sources import Loaded
 from harness.significance import ALPHA, detectable_shift, repeats_needed
 from harness.verdicts import METRICS, Metric, replicates
 
@@ -45,10 +47,20 @@ def calibrate(loaded: list[Loaded]) -> list[tuple[str, list[dict]]]:
             if len(values) >= 2:
                 rows.append(_spread(metric, values))
         if rows:
-            out.append((cell.label, rows))
+            out.append((cell.label + _busy(cell.completed), rows))
     if not out:
         raise BadInput("--calibrate: no cell holds two or more completed runs (A/A runs of one recipe)")
     return out
+
+
+def _busy(reports: list[dict]) -> str:
+    """A spread measured on a busy machine is the machine's load, not the recipe's noise."""
+    contended = sum(conditions.verdict(r) == conditions.CONTENDED for r in reports)
+    unknown = sum(conditions.verdict(r) == conditions.UNKNOWN for r in reports)
+    if contended:
+        return (f" ({contended} of {len(reports)} runs contended: their timings' spread is the machine's load; "
+                "calibrate on a quiet machine)")
+    return f" (contention unknown for {unknown} of {len(reports)} runs)" if unknown else ""
 
 
 def _f(v, spec: str) -> str:

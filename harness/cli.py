@@ -78,7 +78,7 @@ def _signals_unwind():
 
 
 def _summary_table(report: dict, path: Path) -> str:
-    from harness.hwreport.identity import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
+    from harness.run_mode import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
     acc, thr, mem = report["accuracy"], report["throughput"], report.get("memory", {})
     step = report.get("step_time_ms") or {}
 
@@ -92,6 +92,7 @@ def _summary_table(report: dict, path: Path) -> str:
         ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
         ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
         ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
+        *_conditions_rows(report),
         ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),
         ("peak RSS (MB)", fmt(mem.get("peak_rss_mb"), ",.1f") + " (main process)"),
         ("peak PSS (MB)", fmt(mem.get("peak_pss_mb"), ",.1f") + " (with workers)"),
@@ -100,6 +101,17 @@ def _summary_table(report: dict, path: Path) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _conditions_rows(report: dict) -> list[tuple[str, str]]:
+    """Beside the timings: whether the machine was quiet, and what to do when it was not."""
+    from harness import conditions
+
+    found = conditions.caveats(report)
+    if not found:
+        quiet = conditions.quiet_line(report)
+        return [("timing conditions", quiet)] if quiet else []
+    return [("timing conditions" if i == 0 else "", c.advice) for i, c in enumerate(found)]
 
 
 def _why_no_throughput(thr: dict) -> str:

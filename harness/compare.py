@@ -15,102 +15,20 @@ metric. Exit status: 0 pass, 1 the gate fails, 2 bad input. docs/compare.md.
 
 from __future__ import annotations
 
-import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import conditions
 from harness.errors import BadInput
 from harness.recipe import differing_keys
-from harness.report import FIGURES, checked, dig, load_report, read_yaml_of
+from harness.report import FIGURES, dig
+from harness.report_sources import Loaded, collect  # noqa: F401 -- compare's inputs, read by report too
+from harness.run_mode import mode_label
 from harness.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
 FAILED, MISSING, NEW = "failed", "missing", "new"
-
-
-# --------------------------------------------------------------------------- reading
-
-@dataclass
-class Loaded:
-    path: Path
-    report: dict | None
-    """None for a sweep cell that wrote no report (it failed before, or never ran)."""
-    stub: str = ""
-    """What the sweep says of a cell without a report."""
-
-
-def _load_sweep(path: Path, data: dict) -> list[Loaded]:
-    cells = data["cells"]
-    out = []
-    for i, cell in enumerate(cells):
-        if not isinstance(cell, dict):
-            raise BadInput(f"{path}: cells[{i}]: expected a mapping, got {type(cell).__name__}")
-        report = cell.get("report")
-        if report is None:
-            # A cell that failed before writing anything, or never ran: still a cell.
-            what = f"sweep cell {cell.get('id', i)}: {cell.get('status', 'no status')}"
-            error = cell.get("error")
-            out.append(Loaded(path, None, f"{what}: {error}" if error else what))
-            continue
-        if not isinstance(report, str):
-            raise BadInput(f"{path}: cells[{i}].report: expected a path, got {type(report).__name__}")
-        out.append(_load_one(path.parent / report))
-    return out
-
-
-def _load_one(path: Path) -> Loaded:
-    report = load_report(path, raw=False)  # the per-step lists: no verdict reads them
-    return Loaded(path / "report.yaml" if path.is_dir() else path, report)
-
-
-_REPEAT = re.compile(r"repeat_\d+")
-
-
-def _walk(folder: Path) -> list[Path]:
-    """Every report.yaml below ``folder``. A symlinked folder is followed (a folder of links
-    to run folders is how runs get gathered), but each real folder is entered once, so a
-    link to an ancestor ends the walk there instead of looping."""
-    found, seen = [], set()
-    for here, dirs, files in os.walk(folder, followlinks=True, onerror=None):
-        try:
-            st = os.stat(here)
-        except OSError:  # gone or unreadable since it was listed
-            dirs.clear()
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            dirs.clear()
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirs.sort()
-        if "report.yaml" in files:
-            found.append(Path(here) / "report.yaml")
-    return found
-
-
-def _found_in(folder: Path) -> list[Path]:
-    """report.yaml files below ``folder``, less the whole-run repeats a combined report holds."""
-    found = sorted(_walk(folder))
-    kept = set(found)
-    return [p for p in found
-            if not (_REPEAT.fullmatch(p.parent.name) and p.parent.parent / "report.yaml" in kept)]
-
-
-def collect(path: str | Path) -> list[Loaded]:
-    """Every report a report file, sweep file or folder stands for."""
-    path = Path(path)
-    if path.is_dir():
-        found = _found_in(path)
-        if not found:
-            raise BadInput(f"{path}: no report.yaml below this folder")
-        return [_load_one(p) for p in found]
-    if not path.exists():
-        raise BadInput(f"{path}: no such report, sweep or folder")
-    data = read_yaml_of(path, raw=False, what="report or sweep")
-    if isinstance(data, dict) and isinstance(data.get("cells"), list) and "config_hash" not in data:
-        return _load_sweep(path, data)
-    return [Loaded(path, checked(data, path))]
 
 
 # --------------------------------------------------------------------------- cells
@@ -121,8 +39,8 @@ def machine(report: dict) -> str:
 
 
 def mode(report: dict) -> str:
-    d = report.get("distributed") or {}
-    return f"{d.get('distributed_type', '?')} x{d.get('world_size', '?')} precision {d.get('precision', '?')}"
+    """``cpu ×1``, ``ddp gloo ×2 bf16``: the name every other surface gives the mode."""
+    return mode_label(report)
 
 
 def _mode_key(report: dict) -> tuple:
@@ -251,6 +169,10 @@ class Row:
     verdict: str
     note: str
     guarded: bool = True
+    conditions: str = ""
+    """For a timing: what qualifies either side (``candidate: contended 62%``); empty when both were quiet."""
+    contended: bool = False
+    """A timing where either side was contended: marked, and ``--strict`` fails it."""
 
 
 @dataclass
@@ -281,7 +203,12 @@ class Comparison:
         fails = {REGRESSION, FAILED} | ({SUSPICIOUS} if self.options.strict else set())
         fails |= set() if self.options.allow_missing else {MISSING}
         fails |= set() if self.options.allow_new else {NEW}
-        return [r for r in self.rows if r.guarded and r.verdict in fails]
+        return [r for r in self.rows if r.guarded and (r.verdict in fails or (self.options.strict and r.contended))]
+
+    @property
+    def contended(self) -> int:
+        """Cells with a timing verdict from a contended machine."""
+        return len({r.cell for r in self.rows if r.contended and r.guarded})
 
     @property
     def exit_status(self) -> int:
@@ -295,14 +222,25 @@ TRAINING_ONLY = ("test_accuracy", "time_to_target_s")
 def _metric_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
     rows = []
     inference = any(r.get("scenario") == "inference" for r in bc.reports)
+    timing_conditions, contended = _timing_conditions(bc, cc)
     for metric in METRICS:
         if inference and metric.name in TRAINING_ONLY:
             continue
         limit = opts.thresholds.get(metric.name, metric.threshold)
         j = judge(metric, bc.completed, cc.completed, limit)
-        rows.append(Row(bc.label, metric.label, j.baseline, j.candidate, j.change, f"{limit:g}{metric.unit}",
-                        j.verdict, j.note, guarded))
+        row = Row(bc.label, metric.label, j.baseline, j.candidate, j.change, f"{limit:g}{metric.unit}",
+                  j.verdict, j.note, guarded)
+        if metric.timed:
+            row.conditions, row.contended = timing_conditions, contended
+        rows.append(row)
     return rows
+
+
+def _timing_conditions(bc: Cell, cc: Cell) -> tuple[str, bool]:
+    """What qualifies the cell's timings on either side, and whether a side was contended."""
+    sides = {"baseline": conditions.side(bc.completed), "candidate": conditions.side(cc.completed)}
+    words = "; ".join(f"{name}: {tags}" for name, (_, tags) in sides.items() if tags)
+    return words, any(v == conditions.CONTENDED for v, _ in sides.values())
 
 
 def _cell_row(cell: Cell, verdict: str, note: str) -> Row:
@@ -391,16 +329,19 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "compare", help="compare a candidate's reports with a baseline's; exit 1 when the gate fails",
         description="Compare reports cell by cell. Exit 0 pass; 1 a regression, a failed, missing or new "
-                    "cell (or, with --strict, a suspicious change); 2 bad input. docs/compare.md.")
+                    "cell (or, with --strict, a suspicious change or a timing from a contended machine); 2 bad input. "
+                    "docs/compare.md.")
     p.add_argument("baseline", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
     p.add_argument("candidate", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
     p.add_argument("--threshold", action="append", metavar="METRIC=PCT",
+                   # argparse %-formats help text: a literal % is written %%.
                    help="override a threshold: " + ", ".join(
-                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS))
+                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS).replace("%", "%%"))
     p.add_argument("--allow-missing", action="store_true", help="a baseline cell with no candidate passes")
     p.add_argument("--allow-new", action="store_true", help="a candidate cell with no baseline passes")
     p.add_argument("--strict", action="store_true",
-                   help="a suspicious change (beyond the threshold, too few repeats to test) fails too")
+                   help="a suspicious change (beyond the threshold, too few repeats to test) fails too, and so "
+                        "does any timing verdict where either side ran on a contended machine")
     p.add_argument("--calibrate", nargs="+", metavar="RUNS",
                    help="A/A runs of one commit: print each metric's spread and the smallest detectable change")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")

@@ -21,8 +21,15 @@ def _fmt(v) -> str:
 
 def _cells(row: Row) -> list[str]:
     verdict = row.verdict if row.guarded else f"{row.verdict} (other hardware)"
+    note = row.note
+    if row.contended:
+        # Beside the figure it qualifies: a busy machine's timing is no verdict on the change.
+        verdict += " (contended)"
+        note = f"{row.conditions}: rerun on a quiet machine; {note}"
+    elif row.conditions:
+        note = f"{row.conditions}; {note}"
     return [row.cell, row.metric, _fmt(row.baseline), _fmt(row.candidate), row.change, row.threshold,
-            verdict, row.note]
+            verdict, note]
 
 
 def summary(c: Comparison) -> str:
@@ -34,6 +41,10 @@ def summary(c: Comparison) -> str:
     tail = f" ({', '.join(allowed)} allowed)" if allowed else ""
     if c.hardware:
         tail += "; hardware comparison for some cells: their verdicts are the hardware's, not counted"
+    if c.contended:
+        fails = "; --strict fails them" if c.options.strict else "; --strict would fail them"
+        tail += (f"; {c.contended} cell(s) timed on a contended machine: their timing verdicts are the "
+                 f"machine's load, not the change{fails}")
     return f"{verdict}: {counts}{tail}"
 
 
@@ -69,7 +80,8 @@ def render_json(c: Comparison) -> str:
     return json.dumps({
         "baseline": c.baseline, "candidate": c.candidate, "rows": rows,
         "counts": {"compared": c.cells, "regressed": c.count(REGRESSION), "suspicious": c.count(SUSPICIOUS),
-                   "failed": c.count(FAILED), "missing": c.count(MISSING), "new": c.count(NEW)},
+                   "failed": c.count(FAILED), "missing": c.count(MISSING), "new": c.count(NEW),
+                   "contended": c.contended},
         "hardware_comparison": c.hardware,
         "summary": summary(c),
         "exit_status": c.exit_status,

@@ -224,7 +224,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
         asked = flatten(new_recipe).get("train.epochs")
         if not (isinstance(before, int) and isinstance(asked, int) and asked > before):
             return ResumePlan(None, done=f"{output}: the run already completed ({before} epochs); nothing "
-                                         f"to do, nothing rewritten (ask for more with train.epochs=N)")
+                                         f"to do, nothing rewritten ({_how_to_train_on(new_recipe)})")
         if folder is None or epochs_done < before:
             raise BadInput(f"--resume: {output} completed without a final epoch checkpoint "
                            "(output.checkpoint_every_epoch: false), so it cannot train on")
@@ -233,6 +233,16 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
                                      "starting from the first step")
     metrics_stream.check(output)  # the resume rewrites it: a line it cannot place is refused now
     return ResumePlan(folder)
+
+
+def _how_to_train_on(recipe: dict) -> str:
+    """The hint after a completed run: true for its schedule (``recipe_changes`` refuses more
+    epochs under one that spans them, as the default recipe's cosine does)."""
+    schedule = flatten(recipe).get("optim.scheduler.name")
+    if schedule in HORIZON_SCHEDULES:
+        return (f"optim.scheduler.name {schedule} spans the epochs, so this run cannot train on; for more "
+                "epochs start a new run with train.epochs=N in another --output folder, or with --overwrite")
+    return "ask for more with train.epochs=N"
 
 
 def say(message: str) -> None:

@@ -26,6 +26,7 @@ from harness.lock import RunLock, live_owner
 from harness.report import load_report
 from harness.report import figures as report_figures
 from harness.sweep_file import now, read_rows, write_sweep
+from harness.sweep_table import summary_table
 
 if TYPE_CHECKING:  # sweep_config builds configs, which imports torch: only the commands need it
     from harness.sweep_config import Cell, SweepSpec
@@ -207,45 +208,6 @@ def pending_row(cell: Cell) -> dict:
     return {"id": cell.id, "axes": cell.axes, "status": "pending"}
 
 
-def _fmt(value, spec: str) -> str:
-    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
-
-
-COLUMNS = [  # header, row key, format
-    ("samples/s", "samples_per_s", ",.1f"), ("step p50 ms", "step_time_p50_ms", ".2f"),
-    ("data wait", "data_wait_fraction", ".3f"), ("peak PSS MB", "peak_pss_mb", ",.0f"),
-    ("test acc", "test_accuracy", ".4f"), ("to target s", "time_to_target_s", ".2f"),
-    ("seconds", "seconds", ".1f"),
-]
-
-
-def summary_table(rows: list[dict]) -> str:
-    """Every cell, then the best cell for throughput, memory and time-to-accuracy."""
-    header = ["cell", "status", *(c[0] for c in COLUMNS)]
-    body = [[r["id"], r["status"], *(_fmt(r.get(k), f) for _, k, f in COLUMNS)] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [header, *body]]
-
-    done = [r for r in rows if r["status"] == "completed"]
-
-    def best(key: str, pick, unit: str, spec: str) -> str:
-        have = [r for r in done if isinstance(r.get(key), (int, float))]
-        if not have:
-            return "-"
-        r = pick(have, key=lambda r: r[key])
-        return f"{r['id']} ({format(r[key], spec)} {unit})"
-
-    failed = sum(r["status"] == "failed" for r in rows)
-    lines += [
-        "",
-        f"best throughput        {best('samples_per_s', max, 'samples/s', ',.1f')}",
-        f"best memory            {best('peak_pss_mb', min, 'MB peak PSS', ',.0f')}",
-        f"best time-to-accuracy  {best('time_to_target_s', min, 's', '.2f')}",
-        f"failed cells           {failed} of {len(rows)}",
-    ]
-    return "\n".join(lines)
-
-
 def _progress(total: int, name: str):
     from tqdm.auto import tqdm
 
@@ -350,7 +312,7 @@ def run_stoppable(run, out: Path, resume_hint: str) -> int:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-    print(summary_table(rows))
+    print(summary_table(rows, out))
     print(f"\nsweep  {out / 'sweep.yaml'}")
     return 0
 

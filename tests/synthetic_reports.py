@@ -22,8 +22,14 @@ def make_report(*, samples_per_s: float = 1000.0, step_times_ms: list[float] | N
                 batch_size: int = 64, num_workers: int = 0, machine: dict | None = None,
                 config_hash: str | None = None, test_accuracy: float = 0.97, peak_rss_mb: float = 800.0,
                 time_to_target_s: float | None = 4.0, world_size: int = 1, distributed_type: str = "NO",
-                mfu: float | None = None, status: str = "completed") -> dict:
-    """A complete report; ``step_times_ms`` become ``raw.step_time_ms`` and set the p50."""
+                mfu: float | None = None, status: str = "completed", contention: str | None = "quiet",
+                foreign: float | None = None, torch_threads: int = 1, cpus: float = 16.0,
+                noise: str = "ok", measured_steps: int = 100) -> dict:
+    """A complete report; ``step_times_ms`` become ``raw.step_time_ms`` and set the p50.
+
+    ``contention`` is the window's verdict (quiet or contended, with ``foreign`` the share
+    other processes took; 0.02 / 0.62 unless given); None leaves the ``contention`` and
+    ``threads`` blocks out, as reports older than them are."""
     steps = sorted(step_times_ms) if step_times_ms else [batch_size * 1000.0 / samples_per_s]
     p50 = steps[len(steps) // 2]
     config = {"name": "digits_cnn", "loader": {"batch_size": batch_size, "num_workers": num_workers,
@@ -36,16 +42,34 @@ def make_report(*, samples_per_s: float = 1000.0, step_times_ms: list[float] | N
         "accuracy": {"test_accuracy": test_accuracy, "target_accuracy": 0.95, "time_to_target_s": time_to_target_s},
         "timing": {"total_wall_s": 10.0},
         "throughput": {"train_samples_per_s": samples_per_s, "global_batch_size": batch_size * world_size},
-        "step_time_ms": {"count": len(steps), "p50": p50, "mean": sum(steps) / len(steps)},
+        "step_time_ms": {"count": len(steps), "p50": p50, "mean": sum(steps) / len(steps), "noise": noise},
         "data_wait_fraction": 0.02 + 0.01 * num_workers,
         "memory": {"peak_rss_mb": peak_rss_mb},
         "compute": {"mfu_measured_peak": mfu},
         "distributed": {"distributed_type": distributed_type, "world_size": world_size, "precision": "no",
                         "device": "cuda:0" if (machine or CPU_A).get("gpu_model") else "cpu"},
     }
+    report["throughput"]["measured_steps"] = measured_steps
+    if contention is not None:
+        report.update(_conditions(contention, foreign, torch_threads, world_size, cpus))
     if step_times_ms:
         report["raw"] = {"step_time_ms": list(step_times_ms)}
     return report
+
+
+def _conditions(verdict: str, foreign: float | None, torch_threads: int, processes: int, cpus: float) -> dict:
+    """The ``contention`` and ``threads`` blocks of docs/report.md for one timed window."""
+    share = foreign if foreign is not None else (0.62 if verdict == "contended" else 0.02)
+    total = torch_threads * processes
+    free = cpus * (1 - share)
+    return {
+        "contention": {"foreign_cpu_fraction": share, "verdict": verdict, "capacity_cpus": cpus,
+                       "steal_fraction": 0.0, "load_avg_start": 0.3 + share * cpus,
+                       "load_avg_end": 0.4 + share * cpus, "throttled_s": None},
+        "threads": {"torch_threads": torch_threads, "interop_threads": torch_threads, "omp_num_threads": None,
+                    "processes": processes, "total_threads": total, "cpus_available": cpus,
+                    "oversubscribed": total > cpus, "free_cpus": free, "oversubscribed_free": total > free},
+    }
 
 
 def write(folder: Path, name: str, report: dict) -> Path:

@@ -121,7 +121,8 @@ def test_missing_and_new_cells_fail_unless_allowed(tmp_path, capsys):
     result = json.loads(out)
     verdicts = {r["cell"].split(" ")[1]: r["verdict"] for r in result["rows"] if r["metric"] == "-"}
     assert code == 1 and verdicts == {"bs=128": "missing", "bs=256": "new"}
-    assert result["counts"] == {"compared": 1, "regressed": 0, "suspicious": 0, "failed": 0, "missing": 1, "new": 1}
+    assert result["counts"] == {"compared": 1, "regressed": 0, "suspicious": 0, "failed": 0, "missing": 1, "new": 1,
+                                "contended": 0}
     assert run(capsys, tmp_path / "base", tmp_path / "cand", "--allow-missing")[0] == 1
     assert run(capsys, tmp_path / "base", tmp_path / "cand", "--allow-new")[0] == 1
     code, out, _ = run(capsys, tmp_path / "base", tmp_path / "cand", "--allow-missing", "--allow-new")
@@ -288,6 +289,28 @@ def _imports_after(script: str) -> str:
     return proc.stderr
 
 
+def test_every_command_answers_help_and_exits_0(capsys):
+    from harness.cli import parser
+
+    commands = parser()._subparsers._group_actions[0].choices
+    assert "compare" in commands and len(commands) >= 10
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        out = capsys.readouterr()
+        assert exit_.value.code == 0, f"{command} --help: {out.err[-300:]}"
+        assert out.out.startswith("usage: harness " + command), command
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "samples_per_s (default 15%)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_rows_name_the_mode_as_every_other_surface_does(tmp_path, capsys):
+    a = write(tmp_path, "a", make_report())
+    code, out, _ = run(capsys, a, a)
+    assert code == 0 and "cpu ×1" in out and "NO x1" not in out
+
+
 def test_help_compare_and_report_never_import_torch(tmp_path):
     a = write(tmp_path, "a", make_report())
     err = _imports_after(f"""
@@ -328,3 +351,34 @@ def test_a_folder_of_symlinks_to_runs_is_followed_once_and_never_loops(tmp_path,
 
     naming = MachineNaming(labels=((links.resolve(), "laptop"),))
     assert {naming(x.report, x.path) for x in found} == {"laptop"}
+
+
+def test_a_timing_from_a_contended_machine_is_marked_and_strict_fails_it(tmp_path, capsys):
+    base, cand = sides(tmp_path, [make_report()], [make_report(contention="contended", foreign=0.62)])
+    code, out, _ = run(capsys, base, cand)
+    samples = next(line for line in out.splitlines() if "samples/s" in line and "cpu ×1" in line)
+    rss = next(line for line in out.splitlines() if "peak RSS" in line and "cpu ×1" in line)
+    assert code == 0  # the same figures: the gate passes without --strict
+    assert "ok (contended)" in samples and "candidate: contended 62%: rerun on a quiet machine" in samples
+    assert "contended" not in rss  # memory is not a timing
+    assert "1 cell(s) timed on a contended machine" in out and "--strict would fail them" in out
+    code, out, _ = run(capsys, base, cand, "--strict", "--format", "json")
+    result = json.loads(out)
+    assert code == 1 and result["counts"]["contended"] == 1
+    assert {r["metric"] for r in result["rows"] if r["contended"]} == {
+        "samples/s", "step time p50 (ms)", "time to target (s)"}
+
+
+def test_reports_without_the_contention_block_are_unknown_not_quiet(tmp_path, capsys):
+    base, cand = sides(tmp_path, [make_report(contention=None)], [make_report()])
+    code, out, _ = run(capsys, base, cand, "--strict")
+    samples = next(line for line in out.splitlines() if "samples/s" in line and "cpu ×1" in line)
+    assert code == 0 and "baseline: contention unknown" in samples and "candidate" not in samples
+
+
+def test_calibration_from_contended_runs_says_so(tmp_path, capsys):
+    for i, share in enumerate((0.02, 0.7, 0.02)):
+        verdict = "contended" if share > 0.5 else "quiet"
+        write(tmp_path / "aa", f"r{i}", make_report(samples_per_s=1000.0 + i, contention=verdict, foreign=share))
+    code, out, _ = run(capsys, "--calibrate", tmp_path / "aa")
+    assert code == 0 and "1 of 3 runs contended" in out and "calibrate on a quiet machine" in out

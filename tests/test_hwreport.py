@@ -320,3 +320,99 @@ def test_bad_label_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--label" in err and "PATH=NAME" in err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- conditions: contention, threads
+
+def _md_row(md: str, start: str) -> str:
+    """The last table row that starts so: the workload's row comes after the summary's."""
+    return [line for line in md.splitlines() if line.startswith(start)][-1]
+
+
+def test_a_speedup_from_a_contended_run_is_flagged_in_markdown_html_and_csv(tmp_path, capsys):
+    write(tmp_path / "quiet", "r", make_report(samples_per_s=1000.0))
+    write(tmp_path / "busy", "r", make_report(samples_per_s=400.0, machine=GPU_B, contention="contended", foreign=0.62))
+    out = tmp_path / "out"
+    _run([str(tmp_path / "quiet"), str(tmp_path / "busy"), "--output", str(out), "--no-plots"], capsys)
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    busy = _md_row(md, f"| {GPU_B['gpu_model']} | gpu ×1 |")
+    assert "| contended 62% |" in busy and "×0.40 (not a finding: this row contended (contended 62%))" in busy
+    assert "| quiet |" in _md_row(md, f"| {CPU_A['cpu_model']}, 16 CPUs | cpu ×1 |")
+    assert "1 of 2 reports were timed on a contended machine" in md
+    assert "<td>contended 62%</td>" in page and "×0.40 (not a finding: this row contended" in page
+    assert "1 of 2 reports were timed on a contended machine" in page
+    row = next(r for r in _csv(out / "report.csv") if r["machine"] == GPU_B["gpu_model"])
+    assert row["timing_conditions"] == "contended 62%" and "this row contended" in row["speedup_doubts"]
+    summary = _csv(out / "summary.csv")
+    assert [r["speedups_not_findings"] for r in summary] == ["0", "1"]
+
+
+def test_a_superlinear_efficiency_is_shown_with_its_reason(tmp_path, capsys):
+    """The afternoon of issue 24: one process of 2 threads on 2 busy cores, two ranks of 1 thread each."""
+    write(tmp_path / "in", "n1", make_report(samples_per_s=100.0, torch_threads=2, cpus=2.0,
+                                             contention="contended", foreign=0.6))
+    write(tmp_path / "in", "n2", make_report(samples_per_s=530.0, torch_threads=1, cpus=2.0, world_size=2,
+                                             distributed_type="MULTI_CPU"))
+    out = tmp_path / "out"
+    _run([str(tmp_path / "in"), "--output", str(out), "--no-plots"], capsys)
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    two = _md_row(md, "| weak scaling (per-device batch 64) | 2 |")
+    assert "265% (not a finding: above 100%" in two
+    assert "the base run contended (contended 60%, 2 threads on 0.8 free CPUs)" in two
+    assert "threads per process differ (2 the base run, 1 here)" in two
+    assert "| 1, 2 |" in two and "| 2, 2 |" in _md_row(md, "| weak scaling (per-device batch 64) | 1 |")
+    assert "265% (not a finding: above 100%" in page
+    weak = [r for r in _csv(out / "scaling.csv") if r["scaling"] == WEAK]
+    assert weak[0]["efficiency_doubts"] == "" and weak[1]["efficiency_doubts"].startswith("above 100%")
+
+
+def test_runs_of_other_total_threads_are_said_to_differ(tmp_path, capsys):
+    write(tmp_path / "in", "n1", make_report(samples_per_s=100.0, torch_threads=1))
+    write(tmp_path / "in", "n2", make_report(samples_per_s=150.0, torch_threads=4, world_size=2,
+                                             distributed_type="MULTI_CPU"))
+    out = tmp_path / "out"
+    _run([str(tmp_path / "in"), "--output", str(out), "--no-plots"], capsys)
+    md = (out / "report.md").read_text()
+    assert "The runs differ in total threads (1, 8)" in md
+    assert "75% (not a finding: threads per process differ (1 the base run, 4 here); total threads differ" \
+        in _md_row(md, "| weak scaling (per-device batch 64) | 2 |")
+
+
+def test_reports_without_the_blocks_are_unknown_and_not_flagged(tmp_path, capsys):
+    write(tmp_path / "a", "r", make_report(contention=None))
+    write(tmp_path / "b", "r", make_report(contention=None, machine=GPU_B, samples_per_s=3000.0))
+    _run([str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(tmp_path / "out"), "--no-plots"], capsys)
+    md = (tmp_path / "out" / "report.md").read_text()
+    gpu = _md_row(md, f"| {GPU_B['gpu_model']} | gpu ×1 |")
+    assert "| contention unknown |" in gpu and "| ×3.00 |" in gpu and "quiet" not in gpu
+    assert "2 of 2 reports predate the contention measurement" in md
+
+
+def test_threads_that_differ_flag_a_speedup_on_one_machine_not_across_machines(tmp_path, capsys):
+    write(tmp_path / "cpu", "n1", make_report(samples_per_s=100.0, torch_threads=2))
+    write(tmp_path / "cpu", "n2", make_report(samples_per_s=473.0, torch_threads=1, world_size=2,
+                                              distributed_type="MULTI_CPU"))
+    write(tmp_path / "gpu", "g", make_report(samples_per_s=5000.0, torch_threads=8, machine=GPU_B))
+    out = tmp_path / "out"
+    _run([str(tmp_path / "cpu"), str(tmp_path / "gpu"), "--output", str(out), "--no-plots"], capsys)
+    doubted = {(r["machine"], r["mode"]): r["speedup_doubts"] for r in _csv(out / "report.csv")}
+    assert doubted[(f"{CPU_A['cpu_model']}, 16 CPUs", "ddp gloo ×2")] == \
+        "threads per process differ (2 the reference, 1 this row)"
+    assert doubted[(GPU_B["gpu_model"], "gpu ×1")] == ""  # another machine: its own cores, its own threads
+
+
+@pytest.mark.parametrize("value, shown", [(0.5, "0.5"), (0.2, "0.2"), (12.34, "12.3"), (4682.2, "4,682")])
+def test_bar_labels_keep_three_significant_figures(value, shown):
+    assert charts.rate_label(value) == shown
+
+
+def test_a_slow_workload_reads_its_figures_in_tables_and_bars(tmp_path, capsys):
+    for name, sps, machine in (("a", 0.5, CPU_A), ("b", 0.2, GPU_B)):
+        write(tmp_path / name, "r", make_report(samples_per_s=sps, machine=machine))
+    out = tmp_path / "out"
+    _run([str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out)], capsys)
+    md = (out / "report.md").read_text()
+    assert "| 1 | 0.5 |" in _md_row(md, f"| {CPU_A['cpu_model']}, 16 CPUs | cpu ×1 |")
+    svg = next((out / "plots").glob("workload_*.svg")).read_text()
+    labels = re.findall(r">\s+(×?[0-9.,]+)\s*<", svg)
+    assert "0.5" in labels and "0.2" in labels and "×0.40" in labels

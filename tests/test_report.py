@@ -229,6 +229,25 @@ def test_resume_goes_by_the_checkpoint_when_the_report_is_not_one(tmp_path, caps
     assert resume._read_report(tmp_path / "nothing-here") == {}
 
 
+@pytest.mark.parametrize("scheduler, hint", [
+    ("cosine", "cosine spans the epochs, so this run cannot train on"),  # the default recipe's
+    ("none", "ask for more with train.epochs=N"),
+])
+def test_the_hint_after_a_completed_run_is_one_the_resume_would_take(tmp_path, scheduler, hint):
+    from harness import resume
+
+    report = make_report()
+    report["config"].update({"train": {"epochs": 2}, "optim": {"scheduler": {"name": scheduler}}})
+    write_report(tmp_path / "report.yaml", report)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(report["config"]))
+    done = resume.plan(tmp_path, report["config"]).done
+    assert "already completed (2 epochs)" in done and hint in done
+    more = {**report["config"], "train": {"epochs": 4}}
+    refused = resume.recipe_changes(report["config"], more, 2)
+    # The hint offers more epochs exactly where recipe_changes lets them through.
+    assert bool(refused) == ("cannot train on" in done)
+
+
 # --------------------------------------------------------------------------- metrics.jsonl, hand-edited
 
 def _stream(folder, lines: list[bytes]):

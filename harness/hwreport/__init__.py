@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from harness.atomic import write_text_atomic
-from harness.compare import Loaded, collect
+from harness.report_sources import Loaded, collect
 from harness.errors import BadInput
 from harness.hwreport import charts, documents, tables
 from harness.hwreport.compare_machines import build, geomean_speedups

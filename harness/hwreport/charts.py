@@ -76,18 +76,30 @@ def _err(est, value) -> list[float] | None:
     return [max(value - est.low, 0.0), max(est.high - value, 0.0)]
 
 
-def _barh(ax, ys, values, ests, cols, fmt: str | None = None) -> None:
-    """One bar per row, its interval as a whisker and its value written just past both."""
+def rate_label(v: float) -> str:
+    """Three significant figures at least: 0.5 samples/s reads 0.5 (",.0f" made it 0 or 1)."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def ratio_label(v: float) -> str:
+    return f"×{v:.2f}" if abs(v) >= 0.1 else f"×{v:.3g}"  # ×0.40 beside ×1.00; ×0.0123, never ×0.01
+
+
+def _barh(ax, ys, values, ests, cols, labels: list[str] | None = None, doubted: list[bool] | None = None) -> None:
+    """One bar per row, its interval as a whisker and its label written just past both; a
+    doubted bar (not a finding, doubts.py) is hatched and pale, and its label says so."""
     ends = []
-    for y, v, est, c in zip(ys, values, ests, cols):
+    for i, (y, v, est, c) in enumerate(zip(ys, values, ests, cols)):
         if v is None:
             continue
         e = _err(est, v)
-        ax.barh(y, v, color=c, xerr=None if e is None else [[e[0]], [e[1]]], capsize=4, height=0.7)
+        doubt = bool(doubted and doubted[i])
+        ax.barh(y, v, color=c, xerr=None if e is None else [[e[0]], [e[1]]], capsize=4, height=0.7,
+                alpha=0.45 if doubt else 1.0, hatch="//" if doubt else None)
         end = v + (e[1] if e else 0.0)
         ends.append(end)
-        if fmt:
-            ax.text(end, y, "  " + fmt.format(v), va="center", ha="left", fontsize="small")
+        if labels:
+            ax.text(end, y, "  " + labels[i], va="center", ha="left", fontsize="small")
     if ends:
         ax.set_xlim(0, max(ends) * 1.3)  # room for the value written past the longest bar
 
@@ -107,11 +119,16 @@ def workload_chart(Figure, w: Workload, colour: dict) -> Chart:
     fig = Figure(figsize=(WIDTH_IN, 1.9 + 0.42 * len(rows)), layout="constrained")
     axes = fig.subplots(1, 3, sharey=True)
     cols = [colour[r.key] for r in rows]
-    _barh(axes[0], ys, [r.samples_per_s.median for r in rows], [r.samples_per_s for r in rows], cols, "{:,.0f}")
+    sps = [r.samples_per_s.median for r in rows]
+    _barh(axes[0], ys, sps, [r.samples_per_s for r in rows], cols,
+          [rate_label(v) if v is not None else "" for v in sps])
     axes[0].set_xlabel("samples/s (whisker: interval of the median)")
     _compact_ticks(axes[0])
-    _barh(axes[1], ys, [r.speedup.median if r.speedup else None for r in rows], [r.speedup for r in rows], cols,
-          "×{:.2f}")
+    ups = [r.speedup.median if r.speedup else None for r in rows]
+    _barh(axes[1], ys, ups, [r.speedup for r in rows], cols,
+          # The reason's head only, under the figure: the table beside the chart gives it whole.
+          [(ratio_label(v) + ("\n  not a finding: " + r.speedup_doubts[0].split(" (")[0] if r.speedup_doubts else ""))
+           if v is not None else "" for v, r in zip(ups, rows)], [bool(r.speedup_doubts) for r in rows])
     axes[1].axvline(1.0, color="#444", lw=1, ls="--")
     ref = label(w.reference.key) if w.reference else "not measured on this workload"
     axes[1].set_xlabel("speed-up (× the reference)")
@@ -150,7 +167,9 @@ def summary_chart(Figure, comp: Comparison, summaries: list[Summary], colour: di
         dots = [row.speedup.median for w in comp.workloads for row in w.rows
                 if row.key == (s.machine, s.mode) and row.speedup]
         ax.scatter(dots, [y] * len(dots), color="#222", s=14, zorder=3)
-        ax.text(max(s.geomean, s.high), y, f"  ×{s.geomean:.2f} over {s.workloads} workload{'s' * (s.workloads != 1)}",
+        doubted = f", {s.doubted} not a finding" if s.doubted else ""
+        ax.text(max(s.geomean, s.high), y,
+                f"  {ratio_label(s.geomean)} over {s.workloads} workload{'s' * (s.workloads != 1)}{doubted}",
                 va="center", fontsize="small")
     ax.axvline(1.0, color="#444", lw=1, ls="--")
     ax.set_yticks(ys, [label((s.machine, s.mode)) for s in summaries], fontsize="small")
@@ -181,6 +200,11 @@ def scaling_chart(Figure, fam: Family, index: int, colour: dict) -> Chart:
         xs = [p.processes for p in s.points]
         (line,) = left.plot(xs, [p.samples_per_s.median for p in s.points], **style)
         right.plot(xs, [p.efficiency for p in s.points], **style)
+        for p in s.points:
+            if p.doubts and p.efficiency is not None:  # beside the point: it is not a finding
+                right.annotate(f"{p.efficiency:.0%}: not a finding\n({p.doubts[0].split(' (')[0]})",
+                               (p.processes, p.efficiency), textcoords="offset points", xytext=(6, -22),
+                               fontsize="small", color="#a00")
         entries.append((line, s.name))
     right.axhline(1.0, color="#444", lw=1, ls=":")
     left.set_ylim(bottom=0)  # from zero: a small gain must not look like a large one

@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.compare import Loaded
+from harness.report_sources import Loaded
 from harness.errors import BadInput
-from harness.hwreport import identity
+from harness.hwreport import doubts, identity
 from harness.measure.stats import median_ci
 from harness.report import REPLICATES, dig, figure
 
@@ -78,6 +78,10 @@ class Row:
     ttt_tries: int = 0
     """Replicates that had a target to reach."""
     speedup: Estimate | None = None
+    taken: doubts.Taken = field(default_factory=doubts.Taken)
+    """Contention and threads of the row's replicates (harness/hwreport/doubts.py)."""
+    speedup_doubts: list[str] = field(default_factory=list)
+    """Why the speed-up is not a finding (a side contended, threads differ); empty when none is known."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -85,6 +89,7 @@ class Row:
 
     def measure(self) -> None:
         done = self.reports
+        self.taken = doubts.Taken.of(done)
         self.samples_per_s = Estimate.of(replicates(done, "samples_per_s"))
         for attr, name in (("mfu", "mfu"), ("peak_pss_mb", "peak_pss_mb"), ("device_peak_mb", "device_peak_mb"),
                            ("data_wait_fraction", "data_wait_fraction"), ("test_accuracy", "test_accuracy")):
@@ -180,6 +185,7 @@ def build(items: list[Loaded], naming: identity.MachineNaming, baseline_machine:
                 x.speedup = Estimate(1.0, n=x.samples_per_s.n)
             else:
                 x.speedup = ratio(x.samples_per_s, ref.samples_per_s) if ref else None
+                x.speedup_doubts = doubts.speedup(x.taken, ref.taken, x.machine == ref.machine) if ref else []
         workloads.append(Workload(wid, info["title"], info["scenario"], info["names"], wrows, ref))
     workloads.sort(key=lambda w: (w.scenario != "training", w.title, w.id))
     return Comparison(workloads, machines, baseline, pairs)
@@ -194,16 +200,20 @@ class Summary:
     high: float
     """The smallest and largest speed-up over the workloads (not an interval)."""
     workloads: int
+    doubted: int = 0
+    """Of those speed-ups, how many are not findings (each workload's table says why)."""
 
 
 def geomean_speedups(comp: Comparison) -> list[Summary]:
     """Per machine and mode, the geometric mean of its speed-ups over the workloads it shares with the reference."""
     out = []
     for machine, mode in comp.pairs:
-        ups = [row.speedup.median for w in comp.workloads for row in w.rows
-               if row.key == (machine, mode) and row.speedup and _number(row.speedup.median)
-               and row.speedup.median > 0]
+        rows = [row for w in comp.workloads for row in w.rows
+                if row.key == (machine, mode) and row.speedup and _number(row.speedup.median)
+                and row.speedup.median > 0]
+        ups = [row.speedup.median for row in rows]
         if ups:
             g = math.exp(sum(math.log(u) for u in ups) / len(ups))
-            out.append(Summary(machine, mode, g, min(ups), max(ups), len(ups)))
+            out.append(Summary(machine, mode, g, min(ups), max(ups), len(ups),
+                               sum(bool(row.speedup_doubts) for row in rows)))
     return out

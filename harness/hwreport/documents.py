@@ -11,11 +11,12 @@ import base64
 import html
 from dataclasses import dataclass
 
-from harness.compare import Loaded
+from harness import conditions
 from harness.hwreport import ranks, tables
 from harness.hwreport.charts import Chart, label
 from harness.hwreport.compare_machines import Comparison, Summary
 from harness.hwreport.scaling import Family
+from harness.report_sources import Loaded
 
 
 @dataclass
@@ -43,6 +44,33 @@ def _intro(c: Content) -> list[str]:
             "interval divides the ends of the two and covers at least the level shown. One value: no interval."]
 
 
+def _conditions(c: Content) -> list[str]:
+    """A paragraph when any report's timings are qualified: how many, and what the tables do about it."""
+    taken = [conditions.verdict(i.report) for i in (c.items or [])]
+    busy, unknown = taken.count(conditions.CONTENDED), taken.count(conditions.UNKNOWN)
+    if not (busy or unknown):
+        return []
+    parts = []
+    if busy:
+        parts.append(f"**{busy} of {len(taken)} reports were timed on a contended machine** (other processes took "
+                     "a share of its CPUs during the window): their rows say so under \"timing conditions\", and a "
+                     "speed-up or efficiency from them is marked \"not a finding\" with its reason; rerun them on a "
+                     "quiet machine.")
+    if unknown:
+        parts.append(f"{unknown} of {len(taken)} reports predate the contention measurement (\"contention unknown\"): "
+                     "their timings may be a busy machine's.")
+    return [" ".join(parts)]
+
+
+def _scaling_note(f: Family) -> list[str]:
+    """The scaling table compares runs with the same total threads, or says that they differ."""
+    totals = {t for s in f.series for p in s.points for t in p.taken.total_threads}
+    if len(totals) > 1:
+        return [f"The runs differ in total threads ({', '.join(map(str, sorted(totals)))}): an efficiency across "
+                "them measures the thread setting as much as the processes; each such row says so."]
+    return []
+
+
 RANKS_NOTE = ("Each multi-process run's ranks, grouped by node. The run's samples/s is all ranks' samples over "
               "the slowest rank's window, so the slowest rank is the one that set it; per-rank figures in rank order.")
 
@@ -66,7 +94,7 @@ def _md_chart(c: Content, slug: str, files: dict[str, str]) -> list[str]:
 
 
 def render_markdown(c: Content, files: dict[str, str]) -> str:
-    lines = ["# Hardware report", "", *(p + "\n" for p in _intro(c))]
+    lines = ["# Hardware report", "", *(p + "\n" for p in _intro(c)), *(p + "\n" for p in _conditions(c))]
     if _chart_missing(c):
         lines += ["*Plots left out: matplotlib is not installed, or `--no-plots`.*", ""]
     if c.summaries:
@@ -81,7 +109,8 @@ def render_markdown(c: Content, files: dict[str, str]) -> str:
                   "Weak scaling holds the per-device batch; strong scaling holds the global batch. "
                   "Efficiency is speed-up over the growth in processes (100% is linear).", ""]
         for i, f in enumerate(c.families):
-            lines += [f"### {f.title} on {label(f.key)}", "", *_md_chart(c, f"scaling_{i}", files),
+            lines += [f"### {f.title} on {label(f.key)}", "", *(p + "\n" for p in _scaling_note(f)),
+                      *_md_chart(c, f"scaling_{i}", files),
                       *_md_table(tables.SCALING_HEADER, tables.scaling_rows(f)), ""]
     if c.items and ranks.rows(c.items):
         lines += ["## Ranks by node", "", RANKS_NOTE, "", *_md_table(ranks.HEADER, ranks.rows(c.items)), ""]
@@ -97,7 +126,7 @@ th,td{border:1px solid #ccc;padding:3px 6px}th{background:#f0f0f0;text-align:lef
 td:nth-child(2){white-space:nowrap}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 figure{margin:0.5em 0}figure img{display:block;width:100%;height:auto}
 h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:2em}h3{margin-bottom:0.2em}
-p.note{color:#555;font-size:14px;max-width:75em}code{font-size:12px}"""
+p.note{color:#555;font-size:14px;max-width:75em}p.warn{color:#8a1c00;font-size:14px;max-width:75em}code{font-size:12px}"""
 
 
 def _html_table(header: list[str], rows: list[list[tables.Cell]]) -> str:
@@ -130,6 +159,7 @@ def render_html(c: Content) -> str:
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Hardware report</title>"
              f"<style>{CSS}</style></head><body><h1>Hardware report</h1>"]
     parts += [f"<p class=note>{_md_inline(p)}</p>" for p in _intro(c)]
+    parts += [f"<p class=warn>{_md_inline(p)}</p>" for p in _conditions(c)]
     if _chart_missing(c):
         parts.append("<p><em>Plots left out: matplotlib is not installed, or --no-plots.</em></p>")
     if c.summaries:
@@ -149,6 +179,7 @@ def render_html(c: Content) -> str:
                   "(100% is linear).</p>"]
         for i, f in enumerate(c.families):
             parts += [f"<h3>{html.escape(f.title)} on {html.escape(label(f.key))}</h3>",
+                      *(f"<p class=warn>{html.escape(p)}</p>" for p in _scaling_note(f)),
                       _html_chart(c, f"scaling_{i}"), _html_table(tables.SCALING_HEADER, tables.scaling_rows(f))]
     if c.items and ranks.rows(c.items):
         parts += ["<h2>Ranks by node</h2>", f"<p class=note>{html.escape(RANKS_NOTE)}</p>",

@@ -12,6 +12,8 @@ A series is either, over at least two process counts. Its speed-up at ``n`` proc
 samples/s at ``n`` over samples/s at the fewest processes measured (``n0``, one when
 measured); its efficiency is that speed-up over ``n / n0``: 1.0 is linear scaling.
 Samples/s is the whole run's (every rank's samples over the slowest rank's window).
+An efficiency above 100%, or one from a contended run or from runs with other threads per
+process or in all than the base's, carries its reasons (doubts.py) and is shown with them.
 Runs over several nodes are points of their own: 2 processes on one node and 1 on each of
 two nodes are two layouts, never replicates of one.
 """
@@ -19,10 +21,10 @@ two nodes are two layouts, never replicates of one.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from harness.compare import Loaded
-from harness.hwreport import identity
+from harness.report_sources import Loaded
+from harness.hwreport import doubts, identity
 from harness.hwreport.compare_machines import Estimate, replicates
 from harness.report import dig
 
@@ -38,6 +40,9 @@ class Point:
     speedup: float | None = None
     efficiency: float | None = None
     nodes: int = 1
+    taken: doubts.Taken = field(default_factory=doubts.Taken)
+    doubts: list[str] = field(default_factory=list)
+    """Why the efficiency is not a finding: above 100%, a contended run, threads that differ from the base's."""
 
 
 @dataclass
@@ -93,8 +98,9 @@ def series_of(points: list[Point]) -> list[Series]:
             scaled = []
             for p in ps:
                 up = p.samples_per_s.median / base.samples_per_s.median
-                scaled.append(Point(p.processes, p.per_device_batch, p.global_batch, p.samples_per_s,
-                                    up, up / (p.processes / base.processes), p.nodes))
+                eff = up / (p.processes / base.processes)
+                why = doubts.efficiency(eff, p.taken, base.taken) if p is not base else []
+                scaled.append(replace(p, speedup=up, efficiency=eff, doubts=why))
             out.append(Series(kind, batch, scaled))
     return out
 
@@ -115,7 +121,8 @@ def families(items: list[Loaded], naming: identity.MachineNaming) -> list[Family
         fam["cells"][cell].append(r)
     out = []
     for (_, machine, mode), fam in grouped.items():
-        points = [Point(ws, bs, gb, Estimate.of(replicates(reports, "samples_per_s")), nodes=nodes)
+        points = [Point(ws, bs, gb, Estimate.of(replicates(reports, "samples_per_s")), nodes=nodes,
+                        taken=doubts.Taken.of(reports))
                   for (ws, bs, gb, nodes), reports in fam["cells"].items()]
         found = series_of(points)
         if found:

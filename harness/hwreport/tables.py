@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from harness.compare import Loaded
+from harness.hwreport import doubts
 from harness.hwreport.compare_machines import Comparison, Estimate, Row, Summary, Workload
-from harness.hwreport.scaling import Family
+from harness.hwreport.scaling import Family, Point
 from harness.report import dig
+from harness.report_sources import Loaded
 
 Cell = tuple[str, bool]
 
@@ -20,13 +21,22 @@ def num(value, spec: str = ",.1f", prefix: str = "") -> str:
     return "-" if value is None else prefix + format(value, spec)
 
 
-def interval(est: Estimate | None, spec: str, prefix: str = "") -> str:
+def rate(value) -> str:
+    """Samples/s with at least three significant figures: 0.5 reads 0.5, never 1 or 0."""
+    if value is None:
+        return "-"
+    return format(value, ",.1f") if abs(value) >= 10 else format(value, ".3g")
+
+
+def interval(est: Estimate | None, spec, prefix: str = "") -> str:
+    """``spec``: a format spec, or a function such as ``rate``."""
     if est is None or est.median is None:
         return "-"
     if est.low is None:
         return "one value: none"
     level = f"{est.level:.0%}"
-    return f"{prefix}{est.low:{spec}} – {prefix}{est.high:{spec}} ({level})"
+    show = spec if callable(spec) else (lambda v: format(v, spec))
+    return f"{prefix}{show(est.low)} – {prefix}{show(est.high)} ({level})"
 
 
 def _replicates(row: Row) -> str:
@@ -42,7 +52,7 @@ def _ttt(row: Row) -> tuple[str, str]:
     return num(row.ttt_s, ",.2f"), f"{row.ttt_reached}/{row.ttt_tries}"
 
 
-WORKLOAD_HEADER = ["machine", "mode", "replicates", "samples/s", "interval (coverage)", "speed-up",
+WORKLOAD_HEADER = ["machine", "mode", "replicates", "samples/s", "interval (coverage)", "timing conditions", "speed-up",
                    "speed-up interval (at least)", "MFU", "peak PSS (MB)", "device peak (MB)", "data wait", "test acc",
                    "time to target (s)", "reached target"]
 
@@ -53,24 +63,33 @@ def workload_rows(w: Workload) -> list[list[Cell]]:
         up = "reference" if r is w.reference else num(r.speedup.median if r.speedup else None, ".2f", "×")
         ttt, reached = _ttt(r)
         out.append([(r.machine, False), (r.mode, False), (_replicates(r), True),
-                    (num(r.samples_per_s.median), True), (interval(r.samples_per_s, ",.1f"), True),
-                    (up, True), (interval(None if r is w.reference else r.speedup, ".2f", "×"), True),
+                    (rate(r.samples_per_s.median), True), (interval(r.samples_per_s, rate), True),
+                    (r.taken.tags or "quiet", False), (doubts.cell(up, r.speedup_doubts), True),
+                    (interval(None if r is w.reference else r.speedup, ".2f", "×"), True),
                     (num(r.mfu, ".4f"), True), (num(r.peak_pss_mb), True), (num(r.device_peak_mb), True),
                     (num(r.data_wait_fraction, ".3f"), True), (num(r.test_accuracy, ".4f"), True), (ttt, True),
                     (reached, True)])
     return out
 
 
-SUMMARY_HEADER = ["machine", "mode", "geometric-mean speed-up", "lowest", "highest", "workloads"]
+SUMMARY_HEADER = ["machine", "mode", "geometric-mean speed-up", "lowest", "highest", "workloads",
+                  "not findings"]
 
 
 def summary_rows(summaries: list[Summary]) -> list[list[Cell]]:
     return [[(s.machine, False), (s.mode, False), (num(s.geomean, ".2f", "×"), True),
-             (num(s.low, ".2f", "×"), True), (num(s.high, ".2f", "×"), True), (str(s.workloads), True)]
+             (num(s.low, ".2f", "×"), True), (num(s.high, ".2f", "×"), True), (str(s.workloads), True),
+             (f"{s.doubted} of {s.workloads} (see the workloads' tables)" if s.doubted else "-", False)]
             for s in summaries]
 
 
-SCALING_HEADER = ["series", "processes", "per-device batch", "global batch", "samples/s", "speed-up", "efficiency"]
+SCALING_HEADER = ["series", "processes", "per-device batch", "global batch", "threads (per process, total)",
+                  "samples/s", "timing conditions", "speed-up", "efficiency"]
+
+
+def _threads(p: Point) -> str:
+    per, total = ("/".join(map(str, v)) or "?" for v in (p.taken.threads, p.taken.total_threads))
+    return "not recorded" if per == total == "?" else f"{per}, {total}"
 
 
 def scaling_rows(fam: Family) -> list[list[Cell]]:
@@ -80,9 +99,10 @@ def scaling_rows(fam: Family) -> list[list[Cell]]:
         for p in s.points:
             procs = str(p.processes) if p.nodes == 1 else f"{p.processes} ({p.nodes} nodes)"
             out.append([(s.name, False), (procs, True), (num(p.per_device_batch, "d"), True),
-                        (num(p.global_batch, "d"), True), (num(p.samples_per_s.median), True),
+                        (num(p.global_batch, "d"), True), (_threads(p), True), (rate(p.samples_per_s.median), True),
+                        (p.taken.tags or "quiet", False),
                         (num(p.speedup, ".2f", "×") + ("" if base == 1 else f" over {base}"), True),
-                        (num(p.efficiency, ".0%"), True)])
+                        (doubts.cell(num(p.efficiency, ".0%"), p.doubts), True)])
     return out
 
 
@@ -118,7 +138,7 @@ CSV_ROWS = ["workload", "workload_id", "scenario", "machine", "mode", "reference
             "samples_per_s", "samples_per_s_low", "samples_per_s_high", "samples_per_s_coverage", "speedup",
             "speedup_low", "speedup_high", "speedup_coverage_at_least", "mfu_measured_peak", "mfu_datasheet",
             "peak_pss_mb", "device_peak_allocated_mb", "data_wait_fraction", "test_accuracy", "time_to_target_s",
-            "time_to_target_reached", "time_to_target_tries", "reports"]
+            "time_to_target_reached", "time_to_target_tries", "reports", "timing_conditions", "speedup_doubts"]
 
 
 def csv_rows(comp: Comparison) -> list[list]:
@@ -129,24 +149,27 @@ def csv_rows(comp: Comparison) -> list[list]:
             out.append([w.title, w.id, w.scenario, r.machine, r.mode, r is w.reference, sp.n, r.failed,
                         sp.median, sp.low, sp.high, sp.level, up.median, up.low, up.high, up.level, r.mfu,
                         r.mfu_datasheet, r.peak_pss_mb, r.device_peak_mb, r.data_wait_fraction, r.test_accuracy,
-                        r.ttt_s, r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths)])
+                        r.ttt_s, r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths),
+                        r.taken.tags or "quiet", "; ".join(r.speedup_doubts)])
     return out
 
 
 CSV_SUMMARY = ["machine", "mode", "reference_machine", "reference_mode", "geomean_speedup", "lowest_speedup",
-               "highest_speedup", "workloads"]
+               "highest_speedup", "workloads", "speedups_not_findings"]
 
 
 def csv_summary(comp: Comparison, summaries: list[Summary]) -> list[list]:
     ref = comp.baseline or (None, None)
-    return [[s.machine, s.mode, ref[0], ref[1], s.geomean, s.low, s.high, s.workloads] for s in summaries]
+    return [[s.machine, s.mode, ref[0], ref[1], s.geomean, s.low, s.high, s.workloads, s.doubted] for s in summaries]
 
 
 CSV_SCALING = ["workload", "machine", "mode", "scaling", "fixed_batch", "processes", "nodes", "per_device_batch",
-               "global_batch", "samples_per_s", "speedup", "efficiency"]
+               "global_batch", "samples_per_s", "speedup", "efficiency", "threads_per_process", "total_threads",
+               "timing_conditions", "efficiency_doubts"]
 
 
 def csv_scaling(fams: list[Family]) -> list[list]:
     return [[f.title, f.machine, f.mode, s.kind, s.batch, p.processes, p.nodes, p.per_device_batch, p.global_batch,
-             p.samples_per_s.median, p.speedup, p.efficiency]
+             p.samples_per_s.median, p.speedup, p.efficiency, "/".join(map(str, p.taken.threads)),
+             "/".join(map(str, p.taken.total_threads)), p.taken.tags or "quiet", "; ".join(p.doubts)]
             for f in fams for s in f.series for p in s.points]
