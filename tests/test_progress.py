@@ -1,4 +1,5 @@
-"""What a person watches: a step bar on a terminal, plain lines in a log."""
+"""What a person watches: a step bar on a terminal, plain lines in a log, and a warning before
+training when warm-up would leave nothing to time."""
 
 from __future__ import annotations
 
@@ -104,6 +105,17 @@ def test_a_terminal_gets_a_moving_step_bar(tmp_path, monkeypatch):
     assert len(set(frames)) >= 3 and "16" in frames, text[-2000:]
     assert "dev_acc=" in text
     assert " samples/s loss " not in text  # the plain lines are for logs
+
+
+def test_warmup_that_takes_every_step_is_said_before_training(tmp_path, capsys):
+    args = [a for a in SLOW if not a.startswith(("measure.warmup_steps", "model."))]
+    assert main(["run", CONFIG, *args, "measure.warmup_steps=20", "output.progress_interval_s=600",
+                 "--output", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warned = [i for i, line in enumerate(err) if line.startswith("warning: measure.warmup_steps=20")]
+    assert warned and "this run has 16 train steps" in err[warned[0]], err
+    trained = [i for i, line in enumerate(err) if "epoch 1/1 done" in line]
+    assert trained and warned[0] < trained[0]
 
 
 def test_a_sweep_in_a_log_says_a_line_per_cell(capsys):
