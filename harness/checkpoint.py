@@ -38,13 +38,18 @@ class OutputConfig:
     save_model: bool = True
     """Write the final model's state_dict as model.pt."""
     progress: bool | None = None
-    """Show a progress bar; null: only when stderr is a terminal."""
+    """Show training progress (harness/progress.py): null, a step bar per epoch when stderr is
+    a terminal and a plain line every progress_interval_s otherwise; true, the bar; false, nothing."""
+    progress_interval_s: float = 10.0
+    """Seconds between two plain progress lines (stderr not a terminal)."""
 
     def __post_init__(self):
         if not self.dir:
             raise ConfigValueError("dir", "expected a folder path")
         if self.keep_checkpoints <= 0:
             raise ConfigValueError("keep_checkpoints", f"expected an integer > 0, got {self.keep_checkpoints}")
+        if not self.progress_interval_s > 0:
+            raise ConfigValueError("progress_interval_s", f"expected seconds > 0, got {self.progress_interval_s}")
 
 
 def check_writable(folder: Path) -> None:

@@ -155,6 +155,11 @@ def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
 def cmd_run(args) -> int:
     _warn_single_process_launch()
     config_path, overrides = _split_positionals(args.items)
+    if config_path is None and not overrides and not args.resume:
+        # A bare `harness run` (typed by mistake, or to see the usage) must not start a training
+        # of the built-in defaults into runs/latest; overrides alone still ask for them.
+        raise BadInput("harness run: needs CONFIG (e.g. configs/digits_cnn.yaml), KEY=VALUE overrides "
+                       "of the built-in defaults, or --resume DIR (see harness run --help)")
     if args.overwrite and args.resume:
         raise BadInput("--overwrite: not with --resume (a resume continues the run in DIR; "
                        "--overwrite deletes it to start a new one)")

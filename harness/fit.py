@@ -6,7 +6,7 @@ resumed run continues the same epochs, steps and timings.
 
 from __future__ import annotations
 
-import sys
+import contextlib
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -84,14 +84,25 @@ class History:
         self.partial_loss_sum = self.partial_wall_s = 0.0
 
 
-def _progress(b: Built, total: int, initial: int):
-    from tqdm.auto import tqdm
+@contextlib.contextmanager
+def _watched(b: Built, meter: Meter):
+    """What a person watches (progress.py), listening to the meter's steps while fit runs."""
+    from harness.progress import progress_for
 
-    show = b.cfg.output.progress
-    if show is None:
-        show = sys.stderr.isatty()
-    return tqdm(total=total, initial=initial, unit="epoch", desc=b.cfg.name,
-                disable=not (show and b.accelerator.is_main_process))
+    shown = progress_for(b.cfg.output, b.cfg.name, b.cfg.train.epochs, b.accelerator,
+                         getattr(meter, "recorder", None))
+    meter.listeners.append(shown)
+    try:
+        yield shown
+    finally:
+        shown.close()
+        meter.listeners.remove(shown)
+
+
+def _steps_this_epoch(b: Built, budget: int | None, done: int) -> int:
+    """This process's steps in the epoch: fewer than a whole one when train.max_steps ends the run inside it."""
+    steps = len(b.loaders.train)
+    return steps if budget is None else min(steps, done + budget)
 
 
 def skip_in_epoch(loader, n: int, accelerator):
@@ -133,12 +144,11 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
     ``Diverged`` when the loss stopped being finite (with train.on_nonfinite: stop).
     """
     cfg, acc = b.cfg, b.accelerator
-    bar = _progress(b, cfg.train.epochs, hist.epochs_done)
     started = time.perf_counter() - hist.train_elapsed_s
     compile_s = lambda: sum(getattr(h, "compile_s", 0.0) for h in meter.hooks)  # noqa: E731
     guard.step = hist.steps_done
     reason = "epochs"
-    try:
+    with _watched(b, meter) as shown:
         for epoch in range(hist.epochs_done, cfg.train.epochs):
             budget = None if cfg.train.max_steps is None else cfg.train.max_steps - hist.steps_done
             if budget is not None and budget <= 0:
@@ -146,6 +156,8 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 break
             t0, c0 = time.perf_counter(), compile_s()
             carry = hist.carry()
+            done = carry.steps if carry else 0
+            shown.epoch_started(epoch + 1, _steps_this_epoch(b, budget, done), done)
             result = train_epoch(b.parts, _epoch_loader(b, hist, epoch), meter, guard,
                                  max_steps=budget, carry=carry)
             hist.steps_done += result.steps - (carry.steps if carry else 0)
@@ -184,11 +196,8 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                                                recipe=to_dict(cfg))
             if stop is not None:
                 raise Interrupted(stop.signum)
-            bar.set_postfix(loss=f"{result.loss:.4f}", dev_acc=f"{dev.accuracy:.4f}" if dev else "-")
-            bar.update(1)
+            shown.epoch_ended(result.loss, dev.accuracy if dev else None)
             if cfg.train.stop_at_target and hist.time_to_target_s is not None:
                 reason = "target_accuracy"
                 break
-    finally:
-        bar.close()
     return reason

@@ -55,6 +55,8 @@ class Recorder:
         self.step = steps_done
         """Global optimizer steps done, continued across resumes."""
         self.memory = memory
+        self.last_train_loss: float | None = None
+        """The mean train loss of the last interval logged, on the host (progress.py shows it)."""
         self.world = accelerator.num_processes
         self.cuda = accelerator.device.type == "cuda"
         self._loss = torch.zeros((), device=accelerator.device)
@@ -119,6 +121,7 @@ class Recorder:
             **self._memory(),
             "scaler_scale": self._scale(),
         }
+        self.last_train_loss = row["train_loss"]
         self._reset()
         self._emit(row)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -131,6 +132,9 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     if acc.is_main_process:
         threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
+    warning = window_warning(b, hist)
+    if warning and acc.is_main_process:
+        print(warning, file=sys.stderr, flush=True)
     setup_s = time.perf_counter() - t_start
     status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
     # The report is the last thing that must not be lost: a second signal from here
@@ -212,10 +216,7 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
     start_trackers(acc, cfg.tracking, output, to_dict(cfg), hist.steps_done, resumed)
     profiler = None
     if cfg.measure.profile is not None:
-        per_epoch = len(b.loaders.train)
-        left = (cfg.train.epochs - hist.epochs_done) * per_epoch - hist.step_in_epoch
-        if cfg.train.max_steps is not None:
-            left = min(left, cfg.train.max_steps - hist.steps_done)
+        left = _steps_left(b, hist)
         # Every rank leaves the same steps untimed (the window edges are barriers); one traces.
         profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
                             cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
@@ -226,6 +227,37 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
     meter.recorder = recorder
     recorder.memory = meter.memory
     return meter, recorder, profiler
+
+
+def _steps_left(b: Built, hist: History) -> int:
+    """The train steps this process will take (one rank's: the loader is sharded by now)."""
+    cfg = b.cfg
+    left = (cfg.train.epochs - hist.epochs_done) * len(b.loaders.train) - hist.step_in_epoch
+    if cfg.train.max_steps is not None:
+        left = min(left, cfg.train.max_steps - hist.steps_done)
+    return max(left, 0)
+
+
+def window_warning(b: Built, hist: History) -> str | None:
+    """Said before training when warm-up leaves no step (or too few) to time: the end of a
+    1-epoch DDP run is a late moment to learn it measured nothing. The meter counts this
+    process's steps from 0, warm-up included, also after a resume."""
+    m, left = b.cfg.measure, _steps_left(b, hist)
+    world = b.accelerator.num_processes
+    has = f"each of the {world} ranks has {left} train steps" if world > 1 else f"this run has {left} train steps"
+    limit = "train.max_steps" if b.cfg.train.max_steps is not None and \
+        left == b.cfg.train.max_steps - hist.steps_done else "train.epochs"
+    if left <= m.warmup_steps:
+        return (f"warning: measure.warmup_steps={m.warmup_steps} takes every step: {has} "
+                f"({len(b.loaders.train)} per epoch), so no throughput will be measured; "
+                f"lower measure.warmup_steps (e.g. {left // 2}) or raise {limit}")
+    if m.window_steps is not None and m.repeat_unit == "window":
+        fit = (left - m.warmup_steps) // m.window_steps
+        if fit < m.repeats:
+            return (f"warning: {has} ({len(b.loaders.train)} per epoch): after measure.warmup_steps="
+                    f"{m.warmup_steps}, {fit} of measure.repeats={m.repeats} windows of measure.window_steps="
+                    f"{m.window_steps} fit; lower those or raise {limit}")
+    return None
 
 
 def _finish_profile(profiler, report: dict) -> dict | None:

@@ -208,7 +208,27 @@ def pending_row(cell: Cell) -> dict:
     return {"id": cell.id, "axes": cell.axes, "status": "pending"}
 
 
+class _CellLines:
+    """The bar's stand-in when stderr is a log: one plain line per finished cell, no carriage returns."""
+
+    def __init__(self, total: int, name: str):
+        self.total, self.name, self.done, self.cell = total, name, 0, ""
+
+    def set_postfix_str(self, cell_id: str) -> None:
+        self.cell = cell_id
+
+    def update(self, n: int) -> None:
+        self.done += n
+        print(f"sweep {self.name}: {self.done}/{self.total} cells run (last: {self.cell})", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, name: str):
+    """A bar on a terminal; in a log, a line per cell (a bar there is one line of carriage returns)."""
+    if not sys.stderr.isatty():
+        return _CellLines(total, name)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="cell", desc=name, file=sys.stderr)

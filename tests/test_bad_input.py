@@ -304,6 +304,9 @@ CASES = [
          ("harness launch", "--nnodes", "invalid int value: 'abc'"), process=True),
     Case("evaluate_unknown_split", lambda inp, out: ["evaluate", str(inp), "--split", "nope", "--output", str(out)],
          ("--split", "invalid choice: 'nope'"), process=True),
+    # `harness run` alone would train the built-in defaults into runs/latest: it asks for a config
+    Case("run_without_config", lambda inp, out: ["run", "--output", str(out)], ("harness run: needs CONFIG",)),
+    Case("run_progress_interval_zero", run("output.progress_interval_s=0"), ("output.progress_interval_s",)),
 ]
 
 
