@@ -188,7 +188,9 @@ def load_checkpoint(accelerator, folder: Path) -> dict:
     except Exception as err:  # noqa: BLE001 -- torch and accelerate raise many kinds
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise BadInput(f"--resume: {folder} cannot be loaded ({err.__class__.__name__}: {first})") from None
-    return yaml.safe_load((folder / STATE_FILE).read_text())
+    from harness import safe_yaml
+
+    return safe_yaml.read_yaml(folder / STATE_FILE, "trainer state")  # resume.py checked its shape
 
 
 def save_model(accelerator, model, path: Path) -> None:

@@ -252,10 +252,26 @@ def note_rank_failure(output: Path, rank: int, report: dict) -> None:
     print(f"error: rank {rank}: {report['error']}", file=sys.stderr, flush=True)
 
 
+def _rank_notes(folder: Path) -> list[dict]:
+    """The ranks' failure notes; one that is damaged or not a note is left out (the report
+    still says the run failed), never a traceback in the middle of the blame."""
+    from harness import safe_yaml
+    from harness.errors import BadInput
+
+    notes = []
+    for path in folder.glob("rank*.yaml"):
+        try:
+            note = safe_yaml.read_yaml(path, "rank failure note")
+        except BadInput:
+            continue
+        if isinstance(note, dict) and isinstance(note.get("at"), (int, float)):
+            notes.append(note)
+    return notes
+
+
 def blame_first_failure(output: Path, report: dict) -> None:
     folder = failures_dir(output)
-    notes = sorted((yaml.safe_load(p.read_text()) for p in folder.glob("rank*.yaml")), key=lambda n: n["at"]) \
-        if folder.is_dir() else []
+    notes = sorted(_rank_notes(folder), key=lambda n: n["at"]) if folder.is_dir() else []
     if not notes:
         return
     first = notes[0]

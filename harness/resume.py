@@ -139,11 +139,10 @@ def _check_zip(path: Path) -> str | None:
 
 
 def _check_state(path: Path) -> str | None:
-    try:
-        state = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        return "not YAML" + (f" (line {mark.line + 1})" if mark else "")
+    try:  # capped as every harness-written file read back (a hand-edited one may be anything)
+        state = safe_yaml.read_yaml(path, "trainer state")
+    except BadInput as err:
+        return str(err).removeprefix(f"{path}: ")
     if not isinstance(state, dict) or not isinstance(state.get("epochs_done"), int) \
             or not isinstance(state.get("steps_done"), int):
         return "not a trainer state (expected a mapping with integer epochs_done and steps_done)"

@@ -389,6 +389,21 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_offered(done_run, tmp_pa
     assert snapshot(out) == before
 
 
+def test_a_trainer_state_nested_5000_deep_is_named_not_a_traceback(done_run, tmp_path, capsys):
+    """Every file the harness wrote is read back with the depth cap, the trainer state too."""
+    out = copy_of(done_run, tmp_path)
+    (out / "report.yaml").unlink()
+    path = out / "checkpoints" / "epoch_0002" / "trainer_state.yaml"
+    path.write_text("[" * 5000 + "]" * 5000 + "\n")
+    before = snapshot(out)
+    capsys.readouterr()
+    assert run(out, resume_dir=True) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{path}: not a trainer state (nested more than" in line
+    assert "--resume-from epoch_0001" in line
+    assert snapshot(out) == before
+
+
 @pytest.mark.slow
 def test_resume_from_an_older_checkpoint(done_run, tmp_path):
     out = copy_of(done_run, tmp_path)

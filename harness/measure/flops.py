@@ -257,9 +257,14 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: s
     path = _cache_file()
     cache = {}
     if path.is_file():
-        try:
-            cache = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
+        from harness import safe_yaml
+        from harness.errors import BadInput
+
+        try:  # a damaged cache is measured again, never fatal
+            cache = safe_yaml.read_yaml(path, "peak cache") or {}
+        except BadInput:
+            cache = {}
+        if not isinstance(cache, dict):
             cache = {}
     entry = cache.get(key)
     if isinstance(entry, (int, float)):  # written before the context was kept
