@@ -14,7 +14,7 @@ def primed_cache(tmp_path_factory):
     ``HARNESS_CACHE`` is kept when set, so repeated benchmark sessions share one cache.
     """
     os.environ.setdefault("HARNESS_CACHE", str(tmp_path_factory.mktemp("harness-cache")))
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.data import build_data
 
     cfg = load_config("configs/digits_cnn.yaml", [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from harness.config import load_config
+from harness.config.run import load_config
 from harness.data import build_data
 from harness.data.loaders import build_loaders
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
-from harness.models import CNN
+from harness.models.registry import CNN
 
 
 @dataclass

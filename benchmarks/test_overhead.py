@@ -46,9 +46,9 @@ OVERRIDES = [f"train.epochs={EPOCHS}", "output.progress=false", "output.checkpoi
 
 
 def test_harness_overhead_against_a_plain_loop(benchmark, tmp_path):
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.data.datasets import default_cache
-    from harness.runner import execute
+    from harness.run.runner import execute
 
     cfg0 = load_config(str(REPO / "configs" / "digits_cnn.yaml"), OVERRIDES)
     root = str(default_cache() / "digits")

@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.budget import Budget
 from benchmarks.conftest import reset_accelerate
-from harness.report import figure
+from harness.report.schema import figure
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["output.progress=false", "output.checkpoint_every_epoch=false", "output.save_model=false"]
@@ -40,15 +40,15 @@ RECIPES = {
 
 ROUNDS = 3
 BUDGET_S = 90.0
-# extra_info name -> harness.report.FIGURES name
+# extra_info name -> harness.report.schema.FIGURES name
 FIGURES = {"samples_per_s": "samples_per_s", "step_time_ms_p50": "step_time_p50_ms",
            "peak_rss_mb": "peak_rss_mb", "test_accuracy": "test_accuracy"}
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_recipe(benchmark, recipe, tmp_path):
-    from harness.config import load_config
-    from harness.runner import execute
+    from harness.config.run import load_config
+    from harness.run.runner import execute
 
     reports = []
 

@@ -45,7 +45,7 @@ class Clocked:
     """Wraps the recorder's per-step methods and sums the time spent in them."""
 
     def __init__(self, monkeypatch):
-        from harness import recorder
+        from harness.observe import recorder
 
         self.spent_s = 0.0
         self.on = True
@@ -65,8 +65,8 @@ class Clocked:
 
 
 def test_tracking_cost(benchmark, tmp_path, monkeypatch):
-    from harness.config import load_config
-    from harness.runner import execute
+    from harness.config.run import load_config
+    from harness.run.runner import execute
 
     clock = Clocked(monkeypatch)
 

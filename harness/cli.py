@@ -78,7 +78,7 @@ def _signals_unwind():
 
 
 def _summary_table(report: dict, path: Path) -> str:
-    from harness.run_mode import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
+    from harness.report.run_mode import mode_label  # "cpu ×1", "ddp gloo ×2 bf16": the names the report uses
     acc, thr, mem = report["accuracy"], report["throughput"], report.get("memory", {})
     step = report.get("step_time_ms") or {}
 
@@ -105,7 +105,7 @@ def _summary_table(report: dict, path: Path) -> str:
 
 def _conditions_rows(report: dict) -> list[tuple[str, str]]:
     """Beside the timings: whether the machine was quiet, and what to do when it was not."""
-    from harness import conditions
+    from harness.report import conditions
 
     found = conditions.caveats(report)
     if not found:
@@ -134,9 +134,10 @@ def _warn_single_process_launch() -> None:
 
 def _run_whole_runs(args, config_path: str | None, overrides: list[str]) -> int:
     """``measure.repeat_unit: run``: N fresh runs and one combined report; this process
-    stays torch-free, so each run's PSS is its own (harness/repeats.py)."""
-    from harness import repeats, run_folder
-    from harness.lock import RunLock
+    stays torch-free, so each run's PSS is its own (harness/run/repeats.py)."""
+    from harness.run import repeats
+    from harness.files import run_folder
+    from harness.files.lock import RunLock
 
     repeats.check_can_repeat(bool(args.resume))
     plan = repeats.plan(config_path, overrides, Path(args.output) if args.output else None)
@@ -164,14 +165,14 @@ def cmd_run(args) -> int:
         raise BadInput("--overwrite: not with --resume (a resume continues the run in DIR; "
                        "--overwrite deletes it to start a new one)")
     if not args.resume:
-        from harness.repeats import asks_whole_runs
+        from harness.run.repeats import asks_whole_runs
 
         if asks_whole_runs(config_path, overrides):
             code = _run_whole_runs(args, config_path, overrides)
             if code >= 0:
                 return code
-    from harness.config import load_config
-    from harness.runner import execute
+    from harness.config.run import load_config
+    from harness.run.runner import execute
 
     if args.resume:
         output = Path(args.resume)
@@ -188,11 +189,11 @@ def cmd_run(args) -> int:
     if not args.resume and os.environ.get("RANK", "0") == "0":
         # Refused before anything is built; under a launcher rank 0 alone looks (the
         # others would find its config.yaml), and `harness launch` looked already.
-        from harness import run_folder
+        from harness.files import run_folder
 
         run_folder.check_unused(output, args.overwrite, resumable=cfg.scenario != "inference")
     if cfg.scenario == "inference":
-        from harness import inference
+        from harness.infer import bench as inference
 
         return inference.run_and_print(cfg, output, overwrite=args.overwrite)
     if cfg.measure.repeat_unit == "run" and cfg.measure.repeats > 1:
@@ -221,8 +222,8 @@ def _plan_resume(args, cfg, output: Path):
         if args.resume_from:
             raise BadInput("--resume-from: needs --resume DIR (the run to continue)")
         return False
-    from harness import resume
-    from harness.config import to_dict
+    from harness.run import resume
+    from harness.config.run import to_dict
 
     plan = resume.plan(output, to_dict(cfg), args.resume_from)
     if plan.done:
@@ -234,8 +235,8 @@ def _plan_resume(args, cfg, output: Path):
 
 
 def cmd_validate(args) -> int:
-    from harness.config import load_config
-    from harness.build import build
+    from harness.config.run import load_config
+    from harness.run.build import build
 
     cfg = load_config(args.config, args.overrides)
     b = build(cfg)
@@ -247,8 +248,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_env(args) -> int:
-    from harness import environment
-    from harness.report import dump
+    from harness.measure import environment
+    from harness.report.schema import dump
 
     print(dump({"environment": environment.collect()}), end="")
     return EXIT_OK
@@ -287,7 +288,11 @@ def parser() -> argparse.ArgumentParser:
 
     # Each module keeps its heavy imports (torch, accelerate) inside its commands, so
     # building the parser (and compare, report) stays cheap.
-    from harness import compare, hwreport, launch, model_commands, sweep
+    from harness import hwreport
+    from harness.gate import compare
+    from harness.launch import command as launch
+    from harness.infer import commands as model_commands
+    from harness.sweep import command as sweep
 
     model_commands.add_parsers(sub)
     launch.add_parser(sub)
@@ -310,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().parse_args(argv)  # reports the unknown arguments and exits 2
     if extra:
         args.items = list(args.items) + extra  # e.g. --output DIR, passed on to `harness run`
-    from harness import launch
+    from harness.launch import command as launch
 
     # Only a run reports its status to `harness launch`, which started it.
     note_exit = launch.note_exit if args.command == "run" else (lambda code, message=None: None)
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_disk_full(err: OSError) -> bool:
-    from harness.atomic import DiskFull
+    from harness.files.atomic import DiskFull
 
     return isinstance(err, DiskFull)
 

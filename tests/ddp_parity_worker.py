@@ -33,9 +33,9 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main(out: str) -> None:
-    from harness.accel import RuntimeConfig, build_accelerator
-    from harness.guard import StepGuard, StopSignals
-    from harness.loop import TrainParts, train_epoch
+    from harness.run.accel import RuntimeConfig, build_accelerator
+    from harness.run.guard import StepGuard, StopSignals
+    from harness.run.loop import TrainParts, train_epoch
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import NullMeter
 

@@ -312,8 +312,8 @@ CASES = [
 
 def _digits_state_with(first) -> dict:
     """The recipe's own model's state_dict (digits: 1x8x8, 10 classes), its first tensor replaced."""
-    from harness.config import load_config
-    from harness.models import build_model
+    from harness.config.run import load_config
+    from harness.models.registry import build_model
 
     state = build_model(load_config(CONFIG).model, (1, 8, 8), 10)[0].state_dict()
     state[next(iter(state))] = first
@@ -339,8 +339,8 @@ def _rgb_run(inp: Path, first=None) -> str:
 
     import yaml
 
-    from harness.config import load_config, to_dict
-    from harness.models import build_model
+    from harness.config.run import load_config, to_dict
+    from harness.models.registry import build_model
 
     run = inp / "run"
     run.mkdir()

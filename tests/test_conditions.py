@@ -1,10 +1,10 @@
-"""What every surface says of the machine a report's timings were taken on (harness/conditions.py)."""
+"""What every surface says of the machine a report's timings were taken on (harness/report/conditions.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import conditions
+from harness.report import conditions
 from harness.cli import _summary_table
 from synthetic_reports import make_report
 
@@ -50,7 +50,7 @@ def test_an_inference_report_is_as_contended_as_its_worst_batch_size():
 # --------------------------------------------------------------------------- harness sweep's table
 
 def _sweep(tmp_path, cells: list[tuple[str, dict]]):
-    from harness.sweep import figures
+    from harness.sweep.command import figures
     from synthetic_reports import write
 
     rows = []
@@ -68,7 +68,7 @@ def _model(name: str, **kw) -> dict:
 
 
 def test_the_sweep_names_each_cells_conditions_and_its_best_per_workload(tmp_path):
-    from harness.sweep_table import summary_table
+    from harness.sweep.table import summary_table
 
     rows = _sweep(tmp_path, [("digits-a", _model("cnn", samples_per_s=5000.0)),
                              ("digits-b", _model("cnn", samples_per_s=4000.0, batch_size=32)),
@@ -87,7 +87,7 @@ def test_the_sweep_names_each_cells_conditions_and_its_best_per_workload(tmp_pat
 
 
 def test_one_workload_keeps_one_best_and_old_reports_read_unknown(tmp_path):
-    from harness.sweep_table import summary_table
+    from harness.sweep.table import summary_table
 
     rows = _sweep(tmp_path, [("bs32", make_report(batch_size=32, samples_per_s=900.0, contention=None)),
                              ("bs64", make_report(batch_size=64, samples_per_s=1000.0, contention=None))])

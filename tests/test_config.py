@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import Config, config_hash, load_config
+from harness.config.run import Config, config_hash, load_config
 from harness.errors import BadInput
 
 
@@ -102,7 +102,7 @@ def test_overrides_apply_and_parse_yaml_values():
 
 
 def test_override_without_equals():
-    from harness.config import parse_override
+    from harness.config.run import parse_override
 
     with pytest.raises(BadInput, match="expected KEY=VALUE"):
         parse_override("loader.batch_size")
@@ -141,7 +141,7 @@ def test_a_key_with_a_newline_is_refused_on_one_line(tmp_path):
 @pytest.mark.parametrize("written, value", [("3e-4", 3e-4), ("1e5", 1e5), ("1.0e-3", 1e-3), ("2E+2", 200.0)])
 def test_exponent_numbers_are_numbers_in_files_and_overrides(tmp_path, written, value):
     """YAML 1.1 reads 3e-4 as a string; every ML user writes it as a number."""
-    from harness.config import parse_override
+    from harness.config.run import parse_override
 
     assert load_config(write(tmp_path, f"optim:\n  lr: {written}\n")).optim.lr == value
     assert load_config(None, [f"optim.lr={written}"]).optim.lr == value
@@ -149,7 +149,7 @@ def test_exponent_numbers_are_numbers_in_files_and_overrides(tmp_path, written, 
 
 
 def test_strings_that_look_like_numbers_stay_strings():
-    from harness.config import parse_override
+    from harness.config.run import parse_override
 
     assert parse_override("name=1e")[1] == "1e" and parse_override("name=e5")[1] == "e5"
 

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.config import Config, load_config
+from harness.config.run import Config, load_config
 from harness.errors import BadInput
 
 

@@ -270,7 +270,7 @@ def test_the_meter_writes_a_block_per_window_and_one_for_all():
 
 
 def test_whole_run_repeats_keep_each_block_and_the_worst(tmp_path):
-    from harness.repeats import combine
+    from harness.run.repeats import combine
     from tests.synthetic_reports import make_report as synthetic
 
     reports = []
@@ -344,7 +344,7 @@ def test_contended_benchmark_rounds_are_dropped_and_too_few_say_not_measured():
 
 def test_an_inference_report_has_a_block_per_batch_size_and_the_worst(tmp_path):
     from harness.cli import main
-    from harness.report import load_report
+    from harness.report.schema import load_report
     from conftest import TINY
 
     out = tmp_path / "inf"
@@ -359,7 +359,7 @@ def test_an_inference_report_has_a_block_per_batch_size_and_the_worst(tmp_path):
 
 
 def test_contention_and_free_cpus_are_named_in_the_warnings():
-    from harness.finish import contention_warnings
+    from harness.run.finish import contention_warnings
 
     block = {"verdict": "contended", "foreign_cpu_fraction": 0.62, "capacity_cpus": 2.0, "load_avg_end": 4.25}
     out = contention_warnings(block, {"oversubscribed_free": True, "total_threads": 2, "free_cpus": 0.76})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.config import load_config
+from harness.config.run import load_config
 from harness.data import build_data
 from harness.data.datasets import DIGITS_COUNT, DataConfig, FakeDataConfig, load_pool
 from harness.data.loaders import LoaderConfig, build_loaders

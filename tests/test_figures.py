@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from conftest import TINY
 from harness.cli import main
 from harness.measure.memory import MB, read_tree, tree_rss_bytes
-from harness.report import load_report
+from harness.report.schema import load_report
 
 MLP = "configs/digits_mlp.yaml"
 
@@ -67,7 +67,7 @@ def _fake_save(real, megabytes: int, hold_s: float, calls: list):
 
 @pytest.mark.slow
 def test_a_checkpoints_host_buffer_shows_in_the_checkpoint_phase_not_train(tmp_path, monkeypatch):
-    import harness.fit as fit
+    import harness.run.fit as fit
 
     calls: list = []
     monkeypatch.setattr(fit.checkpoint, "save_checkpoint", _fake_save(fit.checkpoint.save_checkpoint, 300, 0.5, calls))
@@ -96,7 +96,7 @@ def test_a_checkpoints_host_buffer_shows_in_the_checkpoint_phase_not_train(tmp_p
 
 
 def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monkeypatch):
-    import harness.finish as finish
+    import harness.run.finish as finish
 
     def explode(*args, **kwargs):
         raise RuntimeError("probe exploded")
@@ -133,7 +133,7 @@ def test_a_gpu_bound_step_with_a_ready_loader_reads_almost_no_data_wait():
     previous step's sleep, and the data-wait fraction would read most of the window."""
     from torch.utils.data import TensorDataset
 
-    from harness.accel import RuntimeConfig, build_accelerator
+    from harness.run.accel import RuntimeConfig, build_accelerator
     from harness.measure.aggregate import aggregate
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import Meter

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO, TINY
 from harness.cli import main
-from harness.report import load_report
+from harness.report.schema import load_report
 
 SLEEP_MS = 20.0
 BASE = ["data.subset=120", "model.name=inference_models:SleepyEval", "measure.count_flops=false",
@@ -40,7 +40,7 @@ def test_latency_reads_the_sleep_of_the_eval_forward(sleepy, tmp_path, capsys):
 
 
 def test_an_inference_report_is_never_matched_with_a_training_one(tmp_path, capsys):
-    from harness.compare import collect, compare
+    from harness.gate.compare import collect, compare
     from synthetic_reports import make_report, write
 
     training = make_report(config_hash="same-recipe")
@@ -88,7 +88,7 @@ def test_cuda_events_read_a_known_gpu_sleep():
     20 ms, although the host only queues it (a host clock would read microseconds)."""
     import torch
 
-    from harness.inference import time_batches
+    from harness.infer.bench import time_batches
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
@@ -121,7 +121,7 @@ def test_an_inference_report_never_replaces_a_training_one(tmp_path, capsys):
 
 
 def test_inference_keys_stay_out_of_training_hashes_and_in_inference_ones():
-    from harness.config import config_hash, load_config, recipe_hash
+    from harness.config.run import config_hash, load_config, recipe_hash
 
     train, train_other = load_config(None), load_config(None, ["inference.batches=7"])
     assert config_hash(train) == config_hash(train_other) and recipe_hash(train) == recipe_hash(train_other)

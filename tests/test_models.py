@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from harness.errors import BadInput
-from harness.models import ModelConfig, build_model
+from harness.models.registry import ModelConfig, build_model
 
 
 @pytest.mark.parametrize("name, shape", [("mlp", (1, 8, 8)), ("cnn", (1, 8, 8)), ("cnn", (3, 28, 28)),

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from conftest import REPO, run_cli
-from harness.accel import CompileConfig, RuntimeConfig, resolve_device
-from harness.config import load_config
+from harness.run.accel import CompileConfig, RuntimeConfig, resolve_device
+from harness.config.run import load_config
 from harness.errors import BadInput
 from harness.measure.compile_stats import CompileTracker
 
@@ -76,8 +76,8 @@ def _run_slurm_script(tmp_path: Path, **slurm_env: str) -> list[list[str]]:
                            "--output", "runs/x"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     calls = [c.strip("\n").splitlines() for c in proc.stdout.split("CALL\n") if c.strip()]
-    assert calls[0][:3] == ["-m", "harness.slurm_job", "preflight"]  # bad input refused once, first
-    assert calls[-1][:3] == ["-m", "harness.slurm_job", "exits"]  # the failing rank's line, last
+    assert calls[0][:3] == ["-m", "harness.launch.slurm_job", "preflight"]  # bad input refused once, first
+    assert calls[-1][:3] == ["-m", "harness.launch.slurm_job", "exits"]  # the failing rank's line, last
     return calls
 
 
@@ -135,7 +135,7 @@ def test_launch_checks_the_config_before_starting_processes(tmp_path):
 
 
 def test_launch_puts_the_modes_overrides_before_run_options():
-    from harness.launch import build_command
+    from harness.launch.command import build_command
 
     cmd = build_command("cpu", 1, [CONFIG, "--output", "runs/x", "train.epochs=1"], precision="bf16")
     run = cmd[cmd.index("harness") + 1:]
@@ -155,7 +155,7 @@ def test_the_optimizer_step_asks_importlib_about_lomo_once(monkeypatch):
     import accelerate.optimizer as optimizer_module
     import importlib.util
 
-    from harness.accel import keep_lomo_answer
+    from harness.run.accel import keep_lomo_answer
 
     original = optimizer_module.is_lomo_available
     monkeypatch.setattr(optimizer_module, "is_lomo_available", getattr(original, "__wrapped__", original))
@@ -253,7 +253,7 @@ def test_fail_on_recompile_raises_only_inside_the_window():
 
 
 def test_marked_batch_dimension_does_not_recompile_for_a_short_last_batch():
-    from harness.accel import DynamicBatchDim
+    from harness.run.accel import DynamicBatchDim
 
     tracker = tracked()
     try:
@@ -281,8 +281,8 @@ def test_loop_counts_the_steps_a_gradient_scaler_skipped(model_name, skipped):
     from accelerate import Accelerator
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from harness.guard import StepGuard, StopSignals
-    from harness.loop import TrainParts, train_epoch
+    from harness.run.guard import StepGuard, StopSignals
+    from harness.run.loop import TrainParts, train_epoch
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import NullMeter
     from mode_models import InfiniteGradients

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import REPO, TINY
 from harness.errors import BadInput
-from harness.launch import Nodes, build_command, free_port
+from harness.launch.command import Nodes, build_command, free_port
 from harness.measure.aggregate import per_node
-from harness.report import load_report
+from harness.report.schema import load_report
 
 TIMEOUT_S = 300
 

@@ -1,5 +1,5 @@
 """data.transforms.preset: weights through every command: the samples a run trained on are
-the samples it is evaluated, predicted and measured on (harness/preprocess.py).
+the samples it is evaluated, predicted and measured on (harness/data/preprocess.py).
 
 squeezenet1_1 from scratch: the smallest torchvision net that refuses the digits' own
 8x8 images, so a command that forgets the preset fails here; its DEFAULT weights' preset
@@ -63,9 +63,9 @@ def test_evaluate_reproduces_a_preset_runs_test_figures(preset_run):
 def test_predict_feeds_a_file_through_the_weights_own_preprocessing(preset_run, tmp_path, capsys):
     import torchvision.models as tvm
 
-    from harness.predict import load_inputs
-    from harness.preprocess import recipe_data
-    from harness.reload import open_run
+    from harness.infer.predict import load_inputs
+    from harness.data.preprocess import recipe_data
+    from harness.infer.reload import open_run
 
     run = open_run(preset_run)
     data = recipe_data(run.cfg)
@@ -99,7 +99,7 @@ def test_launch_and_bench_inference_take_the_preset_config_validate_takes(tmp_pa
 
 def test_data_built_without_its_preset_is_refused():
     """A command that reached for build_data directly would measure 3x8x8 samples silently."""
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.data import build_data
 
     cfg = load_config(DIGITS, PRESET)

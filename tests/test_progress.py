@@ -13,7 +13,7 @@ import threading
 
 from conftest import REPO
 from harness.cli import main
-from harness.progress import StepLines
+from harness.observe.progress import StepLines
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
 # 360 digits -> 16 train batches of 16; a step sleeps 40 ms (tests/custom_models.py).
@@ -119,7 +119,7 @@ def test_warmup_that_takes_every_step_is_said_before_training(tmp_path, capsys):
 
 
 def test_a_sweep_in_a_log_says_a_line_per_cell(capsys):
-    from harness.sweep import _progress
+    from harness.sweep.command import _progress
 
     bar = _progress(2, "grid")  # stderr is captured: not a terminal
     for cell in ("a", "b"):

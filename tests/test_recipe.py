@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from harness.config import config_hash, load_config, recipe_hash, to_dict
-from harness.recipe import differing_keys
+from harness.config.run import config_hash, load_config, recipe_hash, to_dict
+from harness.config.recipe import differing_keys
 
 CONFIG = "configs/digits_cnn.yaml"
 

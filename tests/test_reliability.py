@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.report import load_report
+from harness.report.schema import load_report
 from conftest import REPO, TINY, run_cli
 
 CONFIG = "configs/digits_cnn.yaml"
@@ -229,7 +229,7 @@ def test_bad_input_only_the_ranks_see_ends_the_launch_with_exit_2(tmp_path):
 
 
 def test_the_launch_ends_with_the_status_of_the_rank_that_failed_first(tmp_path, monkeypatch):
-    from harness.launch import EXIT_DIR_ENV, first_failure, note_exit
+    from harness.launch.command import EXIT_DIR_ENV, first_failure, note_exit
 
     monkeypatch.setenv(EXIT_DIR_ENV, str(tmp_path))
     for rank, code in ((2, 0), (1, 3), (0, 143)):  # in the order they exit

@@ -31,7 +31,7 @@ def _report(run: Path) -> dict:
 
 def _write_test_split(run: Path, folder: Path) -> int:
     """The run's test split as PNG files, one folder per class (as the pool gives them: RGB)."""
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.data import build_data
 
     cfg = load_config(run / "config.yaml")
@@ -64,8 +64,8 @@ def test_evaluate_reproduces_the_runs_test_figures_exactly(finished_run):
 
 
 def test_predict_gives_evaluates_argmax_for_every_test_image(finished_run, tmp_path, capsys):
-    from harness.evaluate import evaluate_run
-    from harness.reload import open_run
+    from harness.infer.evaluate import evaluate_run
+    from harness.infer.reload import open_run
 
     folder = tmp_path / "test_split"
     n = _write_test_split(finished_run, folder)

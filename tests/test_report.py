@@ -8,10 +8,10 @@ import sys
 import pytest
 import yaml
 
-from harness import metrics_stream
-from harness.atomic import write_atomic
+from harness.observe import metrics_stream
+from harness.files.atomic import write_atomic
 from harness.errors import BadInput
-from harness.report import SCHEMA_VERSION, dump, load_report, validate, write_report
+from harness.report.schema import SCHEMA_VERSION, dump, load_report, validate, write_report
 from synthetic_reports import make_report, write
 
 
@@ -123,7 +123,7 @@ def test_a_deeply_nested_report_is_refused_in_one_line(tmp_path, depth):
 
 
 def test_a_report_holds_the_deepest_config_the_config_reader_takes(tmp_path):
-    from harness import strict_yaml
+    from harness.config import strict_yaml
 
     def config(levels: int) -> dict:
         deep: dict = {}
@@ -147,12 +147,12 @@ def test_the_caps_hold_without_libyaml(tmp_path, monkeypatch):
     """PyYAML built without libyaml: the pure-Python parser feeds the same composer."""
     import importlib
 
-    from harness import safe_yaml
+    from harness.files import safe_yaml
 
     monkeypatch.setitem(sys.modules, "yaml.cyaml", None)  # `from yaml.cyaml import ...` now fails
     pure = importlib.reload(safe_yaml)
     try:
-        assert pure._Parser.__module__ == "harness.safe_yaml"
+        assert pure._Parser.__module__ == "harness.files.safe_yaml"
         for text, match in ((_nested(5000), "nested more than 72"), ("a: &x [1]\nb: *x\n", "alias")):
             with pytest.raises(BadInput, match=match):
                 pure.loads(text, "r.yaml")
@@ -160,7 +160,7 @@ def test_the_caps_hold_without_libyaml(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(safe_yaml)
-    assert safe_yaml._Parser.__module__ != "harness.safe_yaml", "libyaml's parser is back"
+    assert safe_yaml._Parser.__module__ != "harness.files.safe_yaml", "libyaml's parser is back"
 
 
 def test_a_report_that_is_a_list_is_named(tmp_path):
@@ -174,7 +174,7 @@ def test_only_regular_files_are_read_and_a_fifo_does_not_block(tmp_path):
     import os
     import threading
 
-    from harness.safe_yaml import read_text
+    from harness.files.safe_yaml import read_text
 
     fifo = tmp_path / "report.yaml"
     os.mkfifo(fifo)
@@ -220,7 +220,7 @@ def test_a_hand_made_flow_layout_is_read_whole(tmp_path):
 
 
 def test_resume_goes_by_the_checkpoint_when_the_report_is_not_one(tmp_path, capsys):
-    from harness import resume
+    from harness.run import resume
 
     (tmp_path / "report.yaml").write_text(_nested(5000))
     assert resume._read_report(tmp_path) == {}
@@ -234,7 +234,7 @@ def test_resume_goes_by_the_checkpoint_when_the_report_is_not_one(tmp_path, caps
     ("none", "ask for more with train.epochs=N"),
 ])
 def test_the_hint_after_a_completed_run_is_one_the_resume_would_take(tmp_path, scheduler, hint):
-    from harness import resume
+    from harness.run import resume
 
     report = make_report()
     report["config"].update({"train": {"epochs": 2}, "optim": {"scheduler": {"name": scheduler}}})
@@ -291,7 +291,7 @@ def test_a_torn_last_line_and_an_unknown_kind_are_no_problem(tmp_path):
 
 
 def test_report_curves_leave_a_bad_line_out_with_one_warning(tmp_path, capsys):
-    from harness import curves
+    from harness.hwreport import curves
 
     bad = _stream(tmp_path / "bad", [GOOD[0], b'{"kind": "interval", "step": "abc"}\n', b"\xff\xfe\n", *GOOD[1:]])
     good = _stream(tmp_path / "good", GOOD)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import load_config
+from harness.config.run import load_config
 from harness.data import build_data
 from harness.data.loaders import build_loaders
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.report import load_report
+from harness.report.schema import load_report
 from tests_support import REPORT_KEYS
 from conftest import REPO, TINY, run_cli
 
@@ -40,7 +40,7 @@ def test_tiny_run_writes_a_complete_report(tmp_path):
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    import harness.fit as runner
+    import harness.run.fit as runner
 
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert run(whole, "train.epochs=3") == 0

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import run_folder
+from harness.files import run_folder
 from harness.cli import main
 from harness.errors import BadInput
-from harness.lock import LOCK_FILE
-from harness.report import load_report
+from harness.files.lock import LOCK_FILE
+from harness.report.schema import load_report
 from conftest import REPO, TINY
 
 CONFIG = "configs/digits_cnn.yaml"
@@ -237,7 +237,7 @@ def test_a_full_disk_while_extending_a_completed_run_keeps_its_report(tmp_path, 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit(143)], ids=["ctrl-c", "signal"])
 def test_an_inference_run_stopped_by_an_exception_leaves_nothing(tmp_path, monkeypatch, stop):
-    import harness.inference as inference
+    import harness.infer.bench as inference
 
     def stopped(*args, **kwargs):
         raise stop

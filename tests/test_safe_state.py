@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import atomic, resume
+from harness.files import atomic
+
+from harness.run import resume
 from harness.cli import main
 from harness.errors import BadInput
-from harness.guard import SIGTERM_ONCE_ENV, SecondSignal, StopSignals, deferred_signals
-from harness.lock import LOCK_FILE, RunLock, live_owner
-from harness.report import load_report
+from harness.run.guard import SIGTERM_ONCE_ENV, SecondSignal, StopSignals, deferred_signals
+from harness.files.lock import LOCK_FILE, RunLock, live_owner
+from harness.report.schema import load_report
 from conftest import REPO, TINY
 
 CONFIG = "configs/digits_cnn.yaml"
@@ -305,7 +307,7 @@ def test_the_slurm_rule_is_read_when_the_handlers_are_made(monkeypatch):
 
 def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, monkeypatch, capsys):
     """SIGTERM at step 5, and another while the report is being written: exit 143, a whole report."""
-    import harness.runner as runner
+    import harness.run.runner as runner
 
     real = runner.write_report
 
@@ -328,7 +330,7 @@ def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, 
 
 @pytest.mark.slow
 def test_a_second_sigterm_while_a_checkpoint_is_put_in_place_keeps_it(tmp_path, monkeypatch, capsys):
-    import harness.checkpoint as ckpt
+    import harness.run.checkpoint as ckpt
 
     real = ckpt.replace_dir
 
@@ -510,7 +512,7 @@ def _sweep_file(tmp_path: Path, seed: int) -> Path:
 @pytest.fixture
 def fake_cells(monkeypatch):
     """Cells that 'run' instantly: the sweep's bookkeeping is under test, not training."""
-    from harness import sweep
+    from harness.sweep import command as sweep
 
     ran = []
 
@@ -534,7 +536,7 @@ def test_sweep_resume_reruns_a_cell_whose_resolved_config_changed(tmp_path, fake
 
 
 def test_sweep_resume_refuses_to_run_beside_a_live_orphan(tmp_path, fake_cells, capsys):
-    from harness.report import dump
+    from harness.report.schema import dump
 
     out = tmp_path / "out"
     path = _sweep_file(tmp_path, seed=0)
@@ -552,13 +554,13 @@ def test_sweep_resume_refuses_to_run_beside_a_live_orphan(tmp_path, fake_cells, 
 
 
 def body_id(path: Path, index: int) -> str:
-    from harness.sweep_config import load_sweep
+    from harness.sweep.spec import load_sweep
 
     return load_sweep(str(path)).cells[index].id
 
 
 def test_sigterm_to_a_sweep_records_the_running_cell(tmp_path, monkeypatch, capsys):
-    from harness import sweep
+    from harness.sweep import command as sweep
 
     def signalled(spec, overrides, cell_dir, launch=None, config_file=None):
         cell_dir.mkdir(parents=True, exist_ok=True)
@@ -590,8 +592,8 @@ def test_skipping_batches_keeps_the_compile_wrapper_and_device_placement():
     from accelerate.data_loader import DataLoaderShard
     from torch.utils.data import DataLoader, TensorDataset
 
-    from harness.accel import DynamicBatchDim
-    from harness.fit import skip_in_epoch
+    from harness.run.accel import DynamicBatchDim
+    from harness.run.fit import skip_in_epoch
 
     acc = Accelerator(cpu=True)
     data = TensorDataset(torch.arange(40, dtype=torch.float32).reshape(20, 2), torch.zeros(20, dtype=torch.long))
@@ -679,7 +681,7 @@ def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits
 def test_a_rank_without_an_exit_note_is_named(tmp_path):
     import json
 
-    from harness.launch import _silent_message, first_failure, silent_ranks
+    from harness.launch.command import _silent_message, first_failure, silent_ranks
 
     for rank in (0, 1):
         (tmp_path / f"rank{rank}.start.json").write_text(json.dumps({"rank": rank, "pid": 100 + rank, "time": 1.0}))
@@ -694,7 +696,7 @@ def test_a_rank_without_an_exit_note_is_named(tmp_path):
 
 
 def test_a_silent_ranks_exit_status_is_read_from_the_launchers_summary():
-    from harness.launch import exit_status_in
+    from harness.launch.command import exit_status_in
 
     summary = """Failures:
 [1]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.lock import read_lock
+from harness.files.lock import read_lock
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "slurm-local.sh"

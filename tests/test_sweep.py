@@ -57,7 +57,7 @@ def test_a_bad_cell_config_is_refused_before_any_cell_runs(tmp_path, capsys):
 
 
 def test_grid_is_a_cartesian_product_plus_extra_cells(tmp_path):
-    from harness.sweep_config import load_sweep
+    from harness.sweep.spec import load_sweep
 
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({
@@ -209,7 +209,7 @@ def test_device_resident_yields_the_dataloader_order_every_epoch(drop_last):
 
 
 def test_device_resident_digits_match_the_dataloader_without_augmentation():
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.data import build_data
 
     cfg = load_config(REPO / "configs/digits_cnn.yaml", ["data.subset=120", "data.transforms.augment.rotation_deg=0"])
@@ -270,7 +270,7 @@ def real_batch_size_at(loader, x, rank, world):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_sweeps_validate(path):
-    from harness.sweep_config import load_sweep
+    from harness.sweep.spec import load_sweep
 
     spec = load_sweep(path)
     assert spec.cells and all(c.config.train.epochs > 0 for c in spec.cells)
@@ -286,7 +286,7 @@ def test_retry_failed_needs_resume(tmp_path, capsys):
 def test_device_resident_under_two_process_ddp(tmp_path):
     """Two real gloo ranks: each trains on its shard of the resident tensors; dev/test are gathered once."""
     from conftest import TINY, run_cli
-    from harness.report import load_report
+    from harness.report.schema import load_report
 
     proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/digits_cnn.yaml", *TINY,
                    "loader.kind=device_resident", "--output", str(tmp_path), timeout=240)
@@ -345,8 +345,8 @@ def test_a_second_sweep_on_a_running_sweeps_folder_is_refused_and_touches_nothin
 
 
 def test_the_sweep_folder_lock_is_released_and_an_empty_folder_it_made_removed(tmp_path):
-    from harness.lock import RunLock
-    from harness.sweep import sweep_folder
+    from harness.files.lock import RunLock
+    from harness.sweep.command import sweep_folder
 
     out = tmp_path / "a" / "b"
     with pytest.raises(RuntimeError), sweep_folder(out) as created:
@@ -434,7 +434,7 @@ def test_sweep_yaml_rows_read_back_as_written(tmp_path):
     YAML 1.2 would read as a float (1234e5678901234 -> inf) stays the string it was."""
     from types import SimpleNamespace
 
-    from harness.sweep_file import read_rows, write_sweep
+    from harness.sweep.file import read_rows, write_sweep
 
     spec = SimpleNamespace(name="s", source=tmp_path / "s.yaml", raw={"time_limit_s": 3e-4})
     row = {"id": "a-1", "config_hash": "1234e5678901234", "status": "completed", "job_id": "41_0", "seconds": 1.5}

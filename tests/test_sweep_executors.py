@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.slurm_config import LaunchSpec, SlurmOptions, cell_resources, parse_slurm, split_axes
-from harness.slurm_queue import parse_sacct, parse_scontrol
+from harness.sweep.slurm_config import LaunchSpec, SlurmOptions, cell_resources, parse_slurm, split_axes
+from harness.sweep.slurm_queue import parse_sacct, parse_scontrol
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
@@ -71,10 +71,10 @@ def test_launch_and_slurm_axes_are_not_config_keys():
 
 
 def test_a_cell_on_two_nodes_is_one_launcher_a_node_towards_node_0():
-    from harness.slurm_config import SlurmResources
-    from harness.slurm_job import log_names, node_command
-    from harness.sweep import cell_command
-    from harness.sweep_config import SweepSpec
+    from harness.sweep.slurm_config import SlurmResources
+    from harness.launch.slurm_job import log_names, node_command
+    from harness.sweep.command import cell_command
+    from harness.sweep.spec import SweepSpec
 
     # Nodes from the sweep's block or the cell's own axis; one process per node by default.
     _, launch, _ = split_axes({"optim.lr": 0.1}, "c", SlurmResources(nodes=2))
@@ -140,7 +140,7 @@ def test_a_launch_nproc_axis_runs_one_and_two_processes_and_rows_say_so(tmp_path
 
 
 def test_a_job_that_cannot_write_the_sweep_folder_says_it_must_be_shared(tmp_path):
-    from harness.slurm_job import run_cell_job
+    from harness.launch.slurm_job import run_cell_job
 
     result = run_cell_job(["true"], "/dev/null/cells/x")  # a folder no node could create
     assert result["exit_code"] is None
@@ -148,7 +148,7 @@ def test_a_job_that_cannot_write_the_sweep_folder_says_it_must_be_shared(tmp_pat
 
 
 def test_a_requeued_cell_resumes_from_its_folder(tmp_path, monkeypatch):
-    from harness.slurm_job import _resumable, resume_command
+    from harness.launch.slurm_job import _resumable, resume_command
 
     cmd = ["python", "-m", "harness", "run", "c.yaml", "a=1", "--output", str(tmp_path), "--overwrite"]
     assert resume_command(cmd, tmp_path) == ["python", "-m", "harness", "run", "c.yaml", "a=1", "--resume",
@@ -163,8 +163,8 @@ def test_a_requeued_cell_resumes_from_its_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("state", ["TIMEOUT", "PREEMPTED", "NODE_FAIL"])
 def test_a_job_the_scheduler_killed_is_a_failed_row_with_that_reason(tmp_path, state):
-    from harness.sweep_config import load_sweep
-    from harness.sweep_slurm import finished_row
+    from harness.sweep.spec import load_sweep
+    from harness.sweep.slurm import finished_row
 
     cell = load_sweep(write_spec(tmp_path)).cells[0]
     (tmp_path / "cells" / cell.id).mkdir(parents=True)
@@ -186,7 +186,7 @@ def test_slurm_without_srun_is_one_line_and_leaves_nothing(tmp_path, capsys, mon
 
 
 def test_a_cell_job_uses_the_cpus_slurm_gave_it_shared_among_its_processes():
-    from harness.slurm_job import thread_env
+    from harness.launch.slurm_job import thread_env
 
     run = ["python", "-m", "harness", "run", "c.yaml", "--output", "x"]
     launch = ["python", "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", "c.yaml", "--output", "x"]
@@ -219,8 +219,8 @@ def fake_slurm(tmp_path: Path, monkeypatch, how: str) -> None:
 
 def running_sweep(tmp_path: Path) -> tuple[Path, Path]:
     """A Slurm sweep as a stopped watcher left it: one cell running as job 41_0, one queued as 41_1."""
-    from harness.sweep_file import write_sweep
-    from harness.sweep_config import load_sweep_apart
+    from harness.sweep.file import write_sweep
+    from harness.sweep.spec import load_sweep_apart
 
     path = write_spec(tmp_path, executor="slurm", cells=[{"optim.lr": 0.01}, {"optim.lr": 0.02}])
     spec = load_sweep_apart(path)
@@ -239,7 +239,9 @@ def test_resume_where_slurm_does_not_answer_says_so_at_once_and_changes_no_row(t
     --retry-failed would have submitted both jobs a second time."""
     import time
 
-    from harness import slurm_queue, sweep_slurm
+    from harness.sweep import slurm_queue
+
+    from harness.sweep import slurm as sweep_slurm
 
     path, out = running_sweep(tmp_path)
     before = (out / "sweep.yaml").read_bytes()
@@ -261,9 +263,10 @@ def test_resume_where_slurm_does_not_answer_says_so_at_once_and_changes_no_row(t
 
 
 def test_a_controller_that_stops_answering_mid_sweep_changes_no_row(tmp_path, monkeypatch):
-    from harness import slurm_queue, sweep_slurm
-    from harness.sweep_file import read_rows
-    from harness.sweep_config import load_sweep_apart
+    from harness.sweep import slurm_queue
+    from harness.sweep import slurm as sweep_slurm
+    from harness.sweep.file import read_rows
+    from harness.sweep.spec import load_sweep_apart
 
     path, out = running_sweep(tmp_path)
     spec = load_sweep_apart(path)
@@ -279,7 +282,7 @@ def test_a_controller_that_stops_answering_mid_sweep_changes_no_row(tmp_path, mo
 
 
 def test_a_controller_that_answers_pings_up(tmp_path, monkeypatch):
-    from harness.slurm_queue import controller_silence
+    from harness.sweep.slurm_queue import controller_silence
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

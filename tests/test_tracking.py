@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import metrics_stream, tracking
+from harness.observe import metrics_stream
+
+from harness.observe import tracking
 from harness.cli import main
 from harness.measure.config import MeasureConfig, ProfileConfig
 from harness.measure.profile import first_step
-from harness.report import load_report
+from harness.report.schema import load_report
 from conftest import REPO, TINY
 
 EVERY = 2
@@ -206,7 +208,7 @@ def test_a_tracker_that_is_not_installed_is_bad_input(tmp_path, capsys, monkeypa
 
 
 def test_an_unknown_tracker_is_named():
-    from harness.config import load_config
+    from harness.config.run import load_config
     from harness.errors import BadInput
 
     with pytest.raises(BadInput, match=r"tracking.log_with\[0\]: expected one of tensorboard"):
@@ -216,7 +218,7 @@ def test_an_unknown_tracker_is_named():
 
 
 def test_report_curves_put_several_runs_on_one_axis(tmp_path):
-    from harness import curves
+    from harness.hwreport import curves
 
     for name, slope in (("a", 0.1), ("b", 0.2)):
         folder = tmp_path / "runs" / name

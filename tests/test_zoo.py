@@ -12,13 +12,13 @@ from accelerate import init_empty_weights
 from torch import nn
 
 from conftest import REPO
-from harness import zoo
+from harness.models import zoo
 from harness.cli import main
-from harness.config import load_config
+from harness.config.run import load_config
 from harness.errors import BadInput
 from harness.measure.flops import extra_formulas, training_flops
-from harness.models import ModelConfig
-from harness.report import load_report
+from harness.models.registry import ModelConfig
+from harness.report.schema import load_report
 
 DIGITS = str(REPO / "configs/digits_cnn.yaml")
 ONE_STEP = ["data.subset=64", "train.epochs=1", "train.max_steps=1", "measure.warmup_steps=0",
@@ -214,7 +214,7 @@ def test_the_weights_preset_is_the_weights_own_preprocessing():
 # --- channels-last, and three families train one step -----------------------------------------
 
 def test_channels_last_batches_are_channels_last():
-    from harness.accel import ChannelsLast
+    from harness.run.accel import ChannelsLast
 
     batches = [[torch.zeros(2, 3, 4, 4), torch.zeros(2)], [torch.zeros(2, 5), torch.zeros(2)]]
     out = list(ChannelsLast(batches))
@@ -227,8 +227,8 @@ def test_a_resumed_epoch_keeps_channels_last_and_the_compile_mark():
     from accelerate.data_loader import DataLoaderShard
     from torch.utils.data import DataLoader, TensorDataset
 
-    from harness.accel import ChannelsLast, DynamicBatchDim
-    from harness.fit import skip_in_epoch
+    from harness.run.accel import ChannelsLast, DynamicBatchDim
+    from harness.run.fit import skip_in_epoch
 
     acc = Accelerator(cpu=True)
     data = TensorDataset(torch.arange(20 * 12, dtype=torch.float32).reshape(20, 3, 2, 2), torch.zeros(20))
@@ -270,7 +270,7 @@ HARDWARE = sorted((REPO / "configs" / "hardware").glob("*.yaml"))
 
 
 def test_the_hardware_sweep_runs_every_hardware_config_each_with_a_step_budget():
-    from harness.sweep_config import load_sweep
+    from harness.sweep.spec import load_sweep
 
     spec = load_sweep(REPO / "configs" / "sweeps" / "hardware.yaml")
     assert sorted(c.config_file for c in spec.cells) == HARDWARE

@@ -40,12 +40,12 @@ class DataBundle:
 
 def build_data(cfg: DataConfig, seed: int, preset=None) -> DataBundle:
     """``preset``: the transform data.transforms.preset names; commands build through
-    ``harness.preprocess.recipe_data``, which resolves it from the model."""
+    ``harness.data.preprocess.recipe_data``, which resolves it from the model."""
     if cfg.transforms.preset != "none" and preset is None:
         # Without it every sample would silently keep the data set's own size (3x8x8 for
         # a 224x224 model): a wrong figure, not an error, so refuse loudly.
         raise ValueError("build_data: data.transforms.preset is set but no preset transform was given; "
-                         "build through harness.preprocess.recipe_data")
+                         "build through harness.data.preprocess.recipe_data")
     pool: Pool = load_pool(cfg)
     n = len(pool.dataset)
     indices = list(range(n))

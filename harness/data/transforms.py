@@ -56,7 +56,7 @@ class TransformConfig:
     preset: Literal["none", "weights"] = "none"
     """weights: the pretrained weights' own preprocessing (resize, crop, ImageNet
     normalisation) from torchvision's ``weights.transforms()``, in place of grayscale,
-    resize and normalize; augmentation still applies before it (harness/zoo.py)."""
+    resize and normalize; augmentation still applies before it (harness/models/zoo.py)."""
 
     def __post_init__(self):
         if self.preset == "weights" and (self.grayscale or self.resize is not None):

@@ -16,8 +16,8 @@ import io
 import sys
 from pathlib import Path
 
-from harness.atomic import write_text_atomic
-from harness.report_sources import Loaded, collect
+from harness.files.atomic import write_text_atomic
+from harness.report.sources import Loaded, collect
 from harness.errors import BadInput
 from harness.hwreport import charts, documents, tables
 from harness.hwreport.compare_machines import build, geomean_speedups
@@ -90,7 +90,7 @@ def cmd_report(args) -> int:
         raise BadInput("no reports found in " + ", ".join(args.reports))
     c = content(items, naming, args.baseline_machine, args.baseline_mode, plot=not args.no_plots)
     written = write(c, output)
-    from harness import curves  # each run's metrics.jsonl over time, after the comparison
+    from harness.hwreport import curves  # each run's metrics.jsonl over time, after the comparison
 
     curves.append_to(output / "report.md", output / "report.html", [i.path for i in items], not args.no_plots)
     if c.charts is None and not args.no_plots:

@@ -2,7 +2,7 @@
 
 Samples/s of a row are its independent replicates: the whole-run or window repeats
 one report lists, or one figure per report when a row holds several reports (the
-rule ``harness compare`` uses, harness/verdicts.py). The median carries an
+rule ``harness compare`` uses, harness/gate/verdicts.py). The median carries an
 order-statistic interval (measure/stats.py) with its exact coverage.
 
 The speed-up of a row is its median over the reference row's median. Its interval
@@ -17,11 +17,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.report_sources import Loaded
+from harness.report.sources import Loaded
 from harness.errors import BadInput
 from harness.hwreport import doubts, identity
 from harness.measure.stats import median_ci
-from harness.report import REPLICATES, dig, figure
+from harness.report.schema import REPLICATES, dig, figure
 
 
 def _number(v) -> bool:

@@ -11,12 +11,12 @@ import base64
 import html
 from dataclasses import dataclass
 
-from harness import conditions
+from harness.report import conditions
 from harness.hwreport import ranks, tables
 from harness.hwreport.charts import Chart, label
 from harness.hwreport.compare_machines import Comparison, Summary
 from harness.hwreport.scaling import Family
-from harness.report_sources import Loaded
+from harness.report.sources import Loaded
 
 
 @dataclass

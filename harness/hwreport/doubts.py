@@ -7,14 +7,14 @@ machine's load or the thread setting, not the hardware or the process count. An
 efficiency above 100% is flagged whatever else is known: more than linear scaling means
 the base run was slowed, or the runs did different work. Reports older than the
 ``contention`` and ``threads`` blocks give no reason either way: unknown is not flagged
-here, but their rows say "contention unknown" (harness/conditions.py).
+here, but their rows say "contention unknown" (harness/report/conditions.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness import conditions
+from harness.report import conditions
 
 SUPERLINEAR = 1.0 + 1e-9
 

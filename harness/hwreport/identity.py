@@ -3,7 +3,7 @@
 A hardware comparison holds the workload fixed and varies the machine and the mode,
 so the three are kept apart here:
 
-- the **workload** is what is computed: the recipe (harness/recipe.py) less the
+- the **workload** is what is computed: the recipe (harness/config/recipe.py) less the
   settings that only say how it is run (``runtime.*``: device, precision, compile;
   the DataLoader's delivery knobs), plus the ``scenario`` (training or inference,
   never joined). Two runs of one workload may carry another ``name``.
@@ -24,9 +24,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.recipe import NOT_RECIPE, differing_keys, flatten, recipe_view
-from harness.report import dig
-from harness.run_mode import (  # noqa: F401 -- the mode belongs to what a report is a measurement of
+from harness.config.recipe import NOT_RECIPE, differing_keys, flatten, recipe_view
+from harness.report.schema import dig
+from harness.report.run_mode import (  # noqa: F401 -- the mode belongs to what a report is a measurement of
     family_mode, mode_label, mode_order, node_count, settings, world_size)
 
 NOT_WORKLOAD = (*NOT_RECIPE, "runtime", "launch", "loader.kind", "loader.num_workers", "loader.pin_memory",

@@ -8,7 +8,7 @@ Grouped from the report's ``per_rank`` rows by the same function that writes its
 
 from __future__ import annotations
 
-from harness.report_sources import Loaded
+from harness.report.sources import Loaded
 from harness.hwreport.identity import mode_label
 from harness.measure.aggregate import per_node
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from harness.report_sources import Loaded
+from harness.report.sources import Loaded
 from harness.hwreport import doubts, identity
 from harness.hwreport.compare_machines import Estimate, replicates
-from harness.report import dig
+from harness.report.schema import dig
 
 WEAK, STRONG = "weak", "strong"
 

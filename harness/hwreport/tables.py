@@ -11,8 +11,8 @@ from collections import defaultdict
 from harness.hwreport import doubts
 from harness.hwreport.compare_machines import Comparison, Estimate, Row, Summary, Workload
 from harness.hwreport.scaling import Family, Point
-from harness.report import dig
-from harness.report_sources import Loaded
+from harness.report.schema import dig
+from harness.report.sources import Loaded
 
 Cell = tuple[str, bool]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from harness.accel import CompileConfig
+from harness.run.accel import CompileConfig
 
 
 class CompileTracker:

@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from harness.atomic import write_text_atomic
+from harness.files.atomic import write_text_atomic
 
 # Dense (no sparsity) peaks in TFLOP/s from the vendors' datasheets, per device model:
 # bf16/fp16/tf32 on the tensor cores, fp32 on the CUDA cores. Where a datasheet
@@ -257,7 +257,7 @@ def measured_peak_flops(device: torch.device, dtype: torch.dtype, device_name: s
     path = _cache_file()
     cache = {}
     if path.is_file():
-        from harness import safe_yaml
+        from harness.files import safe_yaml
         from harness.errors import BadInput
 
         try:  # a damaged cache is measured again, never fatal

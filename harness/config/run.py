@@ -1,0 +1,238 @@
+"""The run's configuration: typed dataclasses, loaded strictly from YAML.
+
+Each component owns a small dataclass next to the code that uses it; this module
+composes them into one ``Config`` and converts raw YAML into it. The loader is
+strict on purpose: an unknown key, a value of the wrong type or one out of range
+is refused with one line naming the file and the dotted key, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from harness.config.raw import apply_overrides, parse_override, read_yaml  # noqa: F401 -- re-exported
+from harness.run.accel import RuntimeConfig
+from harness.run.checkpoint import OutputConfig
+from harness.data.datasets import DataConfig
+from harness.data.loaders import LoaderConfig
+from harness.errors import BadInput, ConfigValueError
+from harness.config.inference import InferenceConfig
+from harness.measure.config import MeasureConfig
+from harness.models.registry import ModelConfig
+from harness.run.optim import LossConfig, OptimConfig
+from harness.observe.tracking import TrackingConfig
+from harness.config.train import TrainConfig
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    """A label for the run; reports carry it."""
+    seed: int = 0
+    """Seeds the split, the shuffling order, initial weights and augmentation."""
+    data: DataConfig = field(default_factory=DataConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    scenario: Literal["training", "inference"] = "training"
+    """training: train, test and measure (runner.py); inference: measure the forward pass alone (inference.py)."""
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        if not 0 <= self.seed < 2**32:
+            # numpy's seed, which every per-epoch seed also feeds, takes 32 bits.
+            raise ConfigValueError("seed", f"expected an integer in [0, 2**32), got {self.seed}")
+        if self.runtime.compile.enabled and self.measure.warmup_steps < 1:
+            # The first step compiles; compile time must never be timed as throughput.
+            raise ConfigValueError("measure.warmup_steps",
+                                   "expected >= 1 with runtime.compile.enabled (the first step compiles)")
+
+
+# --- YAML -> dataclasses ---------------------------------------------------------
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
+    if origin is dict:
+        return "a mapping"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    wrong = BadInput(f"{key}: expected {_describe(tp)}, got {value!r}", key=key)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise wrong
+        for arg in args:
+            if arg is type(None):
+                continue
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return from_dict(arg, value, key)  # its own errors name the key inside it
+            try:
+                return _convert(arg, value, key)
+            except BadInput:
+                continue
+        raise wrong
+    if origin is Literal:
+        if value in typing.get_args(tp) and not isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise wrong
+    if tp is float:
+        # NaN passes every range check (all comparisons are false), so refuse it here.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise BadInput(f"{key}: expected a finite number, got {value!r}", key=key)
+        raise wrong
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise wrong
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise wrong
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong
+        return dict(value)
+    raise TypeError(f"config field {key} has an unsupported type {tp!r}")
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``raw``, refusing unknown keys and wrong types."""
+    where = prefix or "config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise BadInput(f"{where}: expected a mapping, got {raw!r}", key=prefix or None)
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        # A key is the user's text: one with a newline or another control character is
+        # shown quoted, so the error stays one line.
+        shown = key if isinstance(key, str) and key.isprintable() else repr(key)
+        dotted = f"{prefix}.{shown}" if prefix else shown
+        if key not in known:
+            raise BadInput(f"{dotted}: unknown key (expected one of: {', '.join(known)})", key=dotted)
+        kwargs[key] = _convert(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as err:
+        dotted = f"{prefix}.{err.field}" if prefix else err.field
+        raise BadInput(f"{dotted}: {err.message}", key=dotted) from None
+
+
+def _override_of(key: str | None, overrides: list[str]) -> str | None:
+    """The last override that set ``key`` (or a section holding it, or a key inside it)."""
+    if not key:
+        return None
+    for text in reversed(overrides):
+        dotted = text.split("=", 1)[0].strip()
+        if key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + "."):
+            return text
+    return None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``path`` (or the defaults), apply ``KEY=VALUE`` overrides, validate.
+
+    An error in a value an override set names the override, not the file.
+    """
+    raw = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
+    overrides = list(overrides or [])
+    raw = apply_overrides(raw, overrides)  # its errors already name the override
+    try:
+        return from_dict(Config, raw)
+    except BadInput as err:
+        blamed = _override_of(getattr(err, "key", None), overrides)
+        if blamed is not None:
+            raise BadInput(f"override {blamed!r}: {err}", key=err.key) from None
+        raise BadInput(f"{source}: {err}", key=getattr(err, "key", None)) from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Config) -> str:
+    """A stable hash of what makes two runs the same recipe.
+
+    The output section says where results go, not what was run, so it is left out.
+    """
+    body = to_dict(cfg)
+    body.pop("output", None)
+    if cfg.scenario == "training":  # keys a training run does not use: its hash is as before them
+        body.pop("scenario"), body.pop("inference")
+    text = json.dumps(body, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recipe_hash(cfg: Config) -> str:
+    """A stable hash of what the run computes; ``harness compare`` matches cells on it.
+
+    Unlike ``config_hash`` it leaves out the labels (``name``), where results go
+    (``output``), how they are measured (``measure``) and where the data lives
+    (``data.root``, replaced by a fingerprint of its files): harness/config/recipe.py.
+    """
+    from harness.config.recipe import data_fingerprint, recipe_hash_of
+
+    body = to_dict(cfg)
+    return recipe_hash_of(body, data_fingerprint(body["data"]))

@@ -1,0 +1,34 @@
+"""A recipe's preprocessing, from its config: the one place every command gets it.
+
+``data.transforms`` alone does not say what a sample is: under ``preset: weights``
+the pretrained weights decide the size, the crop and the normalisation
+(``zoo.preset_transform``). ``harness run`` and ``validate`` (build.py), ``evaluate``,
+``predict``, ``bench-inference`` (a config or a run folder), ``scenario: inference``
+and ``launch``'s preflight all resolve it here, so no command feeds or measures a
+model on samples other than those it trains on.
+"""
+
+from __future__ import annotations
+
+
+def weights_preset(cfg):
+    """The weights' own eval transform under ``data.transforms.preset: weights``; else None."""
+    if cfg.data.transforms.preset != "weights":
+        return None
+    from harness.models.zoo import preset_transform
+
+    return preset_transform(cfg.model)
+
+
+def recipe_data(cfg):
+    """The recipe's data set, split and transforms (a ``DataBundle``), as training builds them."""
+    from harness.data import build_data
+
+    return build_data(cfg.data, cfg.seed, weights_preset(cfg))
+
+
+def eval_transform(cfg, channels: int):
+    """The eval pipeline a PIL image goes through before the model: the test split's."""
+    from harness.data.transforms import build_transform
+
+    return build_transform(cfg.data.transforms, train=False, channels=channels, preset=weights_preset(cfg))

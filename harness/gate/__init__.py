@@ -1,0 +1,1 @@
+"""``harness compare``: replicates against replicates, verdicts, the test and the output."""

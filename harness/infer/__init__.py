@@ -1,0 +1,1 @@
+"""The commands that reload a finished run's model: evaluate, predict, the inference bench."""

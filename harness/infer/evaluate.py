@@ -1,0 +1,250 @@
+"""``harness evaluate RUN_DIR``: the trained model on its own split, or on another data set.
+
+The run's own split is rebuilt from its config and seed (``preprocess.recipe_data``,
+as in training, the weights preset included) and passed through ``loop.evaluate``, the function the run tested with,
+with the same loader, batch size, loss and mode: the test accuracy and loss are the
+run's exactly (a run of several processes summed its losses in another order: equal
+to rounding). Another data set (``data.name=imagefolder data.root=...``) must hold
+only classes the model knows, by name; its labels are mapped onto the model's
+outputs by name, so a folder holding a few of the classes is fine.
+"""
+
+# No ``from __future__ import annotations``: EvalReport reads Required[...] from live annotations.
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BadInput
+from harness.infer.reload import RunFolder, build_trained_model, check_sample_shape, open_run
+
+SPLITS = ("test", "dev", "train", "all")
+
+
+class Relabelled:
+    """A data set whose targets are mapped through ``mapping`` (its class index -> the model's)."""
+
+    def __init__(self, ds, mapping: list[int]):
+        self.ds, self.mapping = ds, mapping
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        x, y = self.ds[i]
+        return x, self.mapping[y]
+
+
+def class_mapping(run: RunFolder, classes: list[str], source: str) -> list[int] | None:
+    """Each of the data set's class indices -> the model's; None when identical."""
+    if list(classes) == list(run.classes):
+        return None
+    unseen = [c for c in classes if c not in run.classes]
+    if unseen:
+        shown = ", ".join(repr(c) for c in unseen[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+        raise BadInput(f"data: {source} has the class{'es' if len(unseen) > 1 else ''} {shown}, which the model "
+                       f"never saw (it knows {', '.join(run.classes)})")
+    return [run.classes.index(c) for c in classes]
+
+
+def _view(data, split: str):
+    """The split to evaluate, through the eval transforms (the train split too: no augmentation)."""
+    from harness.data.split import TransformedSubset
+
+    eval_tf = data.test.transform
+    if split == "all":
+        indices = sorted(data.train.indices + data.dev.indices + data.test.indices)
+    else:
+        indices = getattr(data, split).indices
+    return TransformedSubset(data.test.base, indices, eval_tf)
+
+
+def _loader(view, cfg, accelerator):
+    """The test loader as the run built and prepared it (loaders.py, build.py)."""
+    import torch
+
+    from harness.run import accel
+    from harness.data.loaders import _loader as plain_loader, epoch_seed
+    from harness.data.resident import DeviceResidentLoader
+
+    bs = cfg.loader.eval_batch_size or cfg.loader.batch_size
+    if cfg.loader.kind == "device_resident":
+        loader = DeviceResidentLoader(view, bs).to(accelerator.device)
+    else:
+        loader_cfg = accel.pin_on_gpu(cfg.loader, accelerator)
+        loader = accelerator.prepare(plain_loader(view, loader_cfg, bs, False, None,
+                                                  torch.Generator().manual_seed(epoch_seed(cfg.seed, 0))))
+    if cfg.runtime.compile.enabled and cfg.runtime.compile.dynamic is None:
+        loader = accel.DynamicBatchDim(loader)
+    return loader
+
+
+def evaluate_run(run: RunFolder, split: str) -> dict:
+    """Evaluate ``run``'s model; returns the eval.yaml body (predictions under ``_predictions``)."""
+    import torch
+    from accelerate.utils import set_seed
+
+    from harness.run import accel
+
+    from harness.measure import environment
+    from harness.config.run import to_dict
+    from harness.run.loop import TrainParts, evaluate
+    from harness.run.optim import build_loss
+    from harness.data.preprocess import recipe_data
+
+    t0 = time.perf_counter()
+    cfg = run.cfg
+    accelerator, precision = accel.build_accelerator(cfg.runtime)
+    set_seed(cfg.seed)
+    data = recipe_data(cfg)
+    own = run.same_data()
+    if own and list(data.classes) != list(run.classes):
+        raise BadInput(f"data: {data.source} now has the classes {', '.join(data.classes)}, but the model was "
+                       f"trained on {', '.join(run.classes)} (the data set changed since the run)")
+    check_sample_shape(run, data.sample_shape, f"data: the images of {data.source}")
+    mapping = class_mapping(run, data.classes, data.source)
+    view = _view(data, split)
+    if not len(view):
+        raise BadInput(f"--split {split}: the {split} split of {data.source} holds no sample "
+                       f"(data.split.{split} is 0)" if split != "all" else f"data: {data.source} holds no sample")
+    model = accelerator.prepare(build_trained_model(run))
+    loss = build_loss(cfg.loss, reduction="none")
+    parts = TrainParts(accelerator, model, None, None, build_loss(cfg.loss), loss)
+    collected: list = []
+    result = evaluate(parts, _loader(Relabelled(view, mapping) if mapping else view, cfg, accelerator), collected)
+    preds = torch.cat([p for p, _ in collected]) if collected else torch.zeros(0, dtype=torch.long)
+    targets = torch.cat([t for _, t in collected]) if collected else torch.zeros(0, dtype=torch.long)
+    body = _body(run, split, data.source, own, result, preds, targets)
+    body["environment"] = environment.collect(cfg.seed)
+    body["mode"] = {**accel.describe(accelerator), "precision": precision.name}
+    body["wall_s"] = time.perf_counter() - t0
+    body["config"] = to_dict(cfg)
+    body["_predictions"] = preds.tolist()
+    return body
+
+
+def _body(run: RunFolder, split: str, source: str, own: bool, result, preds, targets) -> dict:
+    n = len(run.classes)
+    confusion = [[0] * n for _ in range(n)]
+    for t, p in zip(targets.tolist(), preds.tolist()):
+        confusion[t][p] += 1
+    per_class = {}
+    for i, name in enumerate(run.classes):
+        total = sum(confusion[i])
+        per_class[name] = {"samples": total, "correct": confusion[i][i],
+                           "accuracy": confusion[i][i] / total if total else None}
+    return {
+        "kind": "evaluation",
+        "run": str(run.path),
+        "model": str(run.weights),
+        "data": {"source": source, "split": split, "own_split": own},
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "samples": result.samples,
+        "classes": list(run.classes),
+        "per_class": per_class,
+        "confusion_matrix": confusion,
+        "run_report": _run_figures(run) if own and split == "test" else None,
+    }
+
+
+def _run_figures(run: RunFolder) -> dict | None:
+    """The run's own test figures, for the reader to check against; BadInput when its
+    report.yaml is there but is not a report."""
+    from harness.report.schema import load_report
+
+    path = run.path / "report.yaml"
+    if not path.exists():
+        return None
+    acc = load_report(path, raw=False).get("accuracy") or {}
+    return {"test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss")}
+
+
+def default_output(run: RunFolder, split: str) -> Path:
+    """RUN_DIR/eval-<split>.yaml, or eval-<data set>-<content>-<split>.yaml for another data set:
+    a name no run writes, so an evaluation never replaces a run's files."""
+    if run.same_data():
+        return run.path / f"eval-{split}.yaml"
+    from harness.config.run import to_dict
+    from harness.config.recipe import data_fingerprint
+
+    tag = data_fingerprint(to_dict(run.cfg)["data"]).replace(":", "-")
+    return run.path / f"eval-{tag}-{split}.yaml"
+
+
+def check_target(path: Path, flag: str) -> None:
+    """BadInput when eval.yaml cannot be written at ``path``: a folder holds its name, or the
+    nearest existing folder above it is a file or not writable."""
+    if path.is_dir():
+        raise BadInput(f"{flag}: {path} is a folder; expected the eval.yaml file's place (move the folder, "
+                       "or give --output DIR)")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise BadInput(f"{flag}: {folder} is a file; expected a folder for eval.yaml")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise BadInput(f"{flag}: cannot write in {folder} (permission denied)")
+            return
+
+
+def write_eval(path: Path, body: dict) -> Path:
+    from harness.files.atomic import write_text_atomic
+    from harness.report.schema import _plain, dump
+    from harness.config.typecheck import check_block
+
+    plain = _plain({k: v for k, v in body.items() if not k.startswith("_")})
+    check_block(plain, EvalReport, "")
+    return write_text_atomic(path, dump(plain))
+
+
+def cmd_evaluate(args) -> int:
+    from harness.cli import _split_positionals
+
+    run_dir, overrides = _split_positionals(args.items)
+    if run_dir is None:
+        raise BadInput("evaluate: needs RUN_DIR, the folder a `harness run` wrote")
+    run = open_run(run_dir, overrides)
+    split = args.split or ("test" if run.same_data() else "all")
+    if split == "all" and run.same_data():
+        print("warning: --split all includes the samples the model was trained on", file=sys.stderr)
+    path = Path(args.output) / "eval.yaml" if args.output else default_output(run, split)
+    # Refused now, not after minutes of evaluation: where eval.yaml goes, and the run's report.
+    check_target(path, "--output" if args.output else "evaluate")
+    _run_figures(run)
+    body = evaluate_run(run, split)
+    write_eval(path, body)
+    print(f"{body['data']['source']} ({split}, {body['samples']} samples): accuracy {body['accuracy']:.4f}, "
+          f"loss {body['loss']:.4f}")
+    worst = sorted((v["accuracy"], k) for k, v in body["per_class"].items() if v["accuracy"] is not None)[:3]
+    if worst:
+        print("lowest per-class accuracy: " + ", ".join(f"{k} {a:.3f}" for a, k in worst))
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- eval.yaml schema
+
+if sys.version_info >= (3, 11):
+    from typing import Required, TypedDict
+else:  # typing_extensions comes with torch
+    from typing_extensions import Required, TypedDict
+
+
+class EvalReport(TypedDict, total=False):
+    """eval.yaml (docs/report.md)."""
+    kind: Required[str]
+    run: Required[str]
+    model: str
+    data: Required[dict[str, Any]]
+    accuracy: Required[float | None]
+    loss: Required[float | None]
+    samples: Required[int]
+    classes: Required[list[str]]
+    per_class: Required[dict[str, Any]]
+    confusion_matrix: Required[list[list[int]]]
+    run_report: dict[str, Any] | None
+    environment: Required[dict[str, Any]]
+    mode: dict[str, Any]
+    wall_s: float
+    config: Required[dict[str, Any]]

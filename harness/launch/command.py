@@ -1,0 +1,417 @@
+"""``harness launch``: build the right ``accelerate launch`` command for a mode, and run it.
+
+On a machine without GPUs, ``accelerate launch --cpu --num_processes N`` starts one
+process. Real CPU data parallelism goes through accelerate's multi-process
+launcher (torchrun underneath): each process then builds a CPU Accelerator, which
+joins a gloo process group of N ranks.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness.errors import BadInput
+from harness.launch.nodes import TIMEOUT_SOURCE, Nodes, meet
+
+MODES = ("cpu", "gpu", "ddp")
+
+# The launchers (accelerate's, torchrun) end with their own status, 1, whatever a
+# rank exited with. ``harness launch`` hands each rank a folder in this variable;
+# a rank notes its exit status and one-line error there, and the launch ends with
+# the status of the rank that failed first: 2 for bad input, 3 for a diverged loss,
+# 128+N for a signal, as `harness run` alone would.
+EXIT_DIR_ENV = "HARNESS_EXIT_DIR"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_command(mode: str, nproc: int, run_args: list[str], precision: str | None = None,
+                  compile_model: bool = False, port: int | None = None,
+                  nodes: Nodes | None = None) -> list[str]:
+    """``nproc`` counts the processes on this node; the world is ``nodes.nnodes * nproc``."""
+    nodes = nodes or Nodes(main_port=port)
+    if mode not in MODES:
+        raise BadInput(f"--mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    nodes.check()
+    if nproc < 1:
+        raise BadInput(f"--nproc: expected an integer >= 1, got {nproc}")
+    if mode != "ddp" and nproc != 1:
+        raise BadInput(f"--nproc: mode {mode} runs one process; use --mode ddp for {nproc}")
+    if mode != "ddp" and nodes.nnodes > 1:
+        raise BadInput(f"--nnodes: mode {mode} runs one process on one node; use --mode ddp for {nodes.nnodes} nodes")
+    if mode == "ddp" and nproc * nodes.nnodes < 2:
+        raise BadInput("--nproc: ddp needs at least 2 processes (--nproc per node times --nnodes)")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    overrides = []
+    if mode == "cpu":
+        cmd += ["--cpu", "--num_processes", "1"]
+        overrides.append("runtime.device=cpu")
+    elif mode == "gpu":
+        cmd += ["--num_processes", "1"]
+        overrides.append("runtime.device=gpu")
+    elif nodes.nnodes == 1:
+        cmd += ["--multi_gpu", "--num_processes", str(nproc), "--num_machines", "1",
+                "--main_process_port", str(nodes.main_port or free_port())]
+    else:
+        # As launch/slurm.sbatch: accelerate counts processes over all machines, and a
+        # static rendezvous needs no store beyond rank 0's port.
+        cmd += ["--multi_gpu", "--num_machines", str(nodes.nnodes), "--machine_rank", str(nodes.node_rank),
+                "--num_processes", str(nodes.nnodes * nproc), "--main_process_ip", nodes.main_address,
+                "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network",
+                *nodes.launcher_flags()]
+    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the config decides both
+    if precision:
+        overrides.append(f"runtime.precision={precision}")
+    if compile_model:
+        overrides.append("runtime.compile.enabled=true")
+    positional, options = split_run_args(run_args)
+    # The mode's overrides come after the user's, so the mode wins, and before the
+    # options: `harness run`'s parser takes no KEY=VALUE after --output DIR.
+    return cmd + ["-m", "harness", "run", *positional, *overrides, *options]
+
+
+RUN_FLAGS = ("--overwrite",)
+"""``harness run``'s options that take no value."""
+
+
+def split_run_args(run_args: list[str]) -> tuple[list[str], list[str]]:
+    """``harness run``'s arguments as (CONFIG and KEY=VALUE items, --option VALUE pairs, flags)."""
+    positional, options = [], []
+    it = iter(run_args)
+    for arg in it:
+        if not arg.startswith("--"):
+            positional.append(arg)
+            continue
+        options.append(arg)
+        if "=" not in arg and arg not in RUN_FLAGS:
+            value = next(it, None)
+            if value is not None:
+                options.append(value)
+    return positional, options
+
+
+def preflight(run_args: list[str], check_folder: bool = True) -> Path:
+    """Refuse here what every launched process would refuse: a bad config, an output folder
+    holding another run (without --overwrite), or a device or precision this machine cannot
+    give. One line and exit 2, instead of N tracebacks from the ranks and the launcher's
+    exit 1. ``check_folder``: false on nodes other than node 0, which may find node 0's
+    run already started in the shared folder. Returns the run's output folder."""
+    return check_run(run_args, check_folder)[0]
+
+
+def check_run(run_args: list[str], check_folder: bool = True):
+    """``preflight``, returning (the output folder, the config)."""
+    from harness.run import accel
+    from harness.cli import _split_positionals, parser
+    from harness.config.run import load_config
+
+    ns = parser().parse_args(["run", *run_args])
+    config, overrides = _split_positionals(ns.items)
+    if ns.resume:
+        from harness.run import resume
+        from harness.config.run import to_dict
+
+        config = config or str(Path(ns.resume) / "config.yaml")
+        cfg = load_config(config, overrides)
+        cfg.output.dir = ns.resume
+        resume.plan(Path(ns.resume), to_dict(cfg), ns.resume_from)  # refuses what every rank would
+    else:
+        cfg = load_config(config, overrides)
+        if check_folder:
+            from harness.files import run_folder
+
+            run_folder.check_unused(Path(ns.output or cfg.output.dir), ns.overwrite,
+                                    resumable=cfg.scenario != "inference")
+    runtime = cfg.runtime
+    accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
+    # The model and its probe batch, as `harness validate` builds them: a layer that
+    # does not fit is named here once, not by every rank.
+    from harness.models.registry import build_model
+    from harness.data.preprocess import recipe_data
+
+    data = recipe_data(cfg)
+    build_model(cfg.model, data.sample_shape, data.num_classes)
+    return Path(ns.resume or ns.output or cfg.output.dir), cfg
+
+
+_FAULT_FILE = None  # kept open for faulthandler for the life of the process
+
+
+def note_start() -> None:
+    """Called by ``harness run`` as it starts: a rank that later ends without an exit note
+    (os._exit, a segfault, the OOM killer, or a hang the launcher ended) is then known
+    by name; a fatal signal's Python traceback goes to ``rank{N}.fault``."""
+    global _FAULT_FILE
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return
+    import faulthandler
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        Path(folder, f"rank{rank}.start.json").write_text(
+            json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
+        _FAULT_FILE = open(Path(folder, f"rank{rank}.fault"), "w")
+        faulthandler.enable(file=_FAULT_FILE)
+    except OSError:
+        pass
+
+
+def silent_ranks(folder: Path) -> list[dict]:
+    """Ranks that started but never noted an exit, each with its fatal error if Python saw one."""
+    out = []
+    for start in sorted(folder.glob("rank*.start.json")):
+        try:
+            record = json.loads(start.read_text())
+        except (OSError, ValueError):
+            continue
+        rank = record["rank"]
+        if (folder / f"rank{rank}.json").exists():
+            continue
+        fault = (folder / f"rank{rank}.fault")
+        text = fault.read_text(errors="replace").strip() if fault.is_file() else ""
+        record["fault"] = text.splitlines()[0] if text else None
+        out.append(record)
+    return out
+
+
+PEER_ERRORS = ("connection", "peer", "timed out", "timeout", "broken pipe", "gloo", "nccl")
+
+
+def _caused_by_a_peer(first: dict) -> bool:
+    """Whether the first noted failure reads as another rank's doing (a closed connection, a
+    collective that timed out), not its own (bad input, a divergence, a signal, its exception)."""
+    message = (first.get("message") or "").lower()
+    return first.get("code") == 1 and (not message or any(word in message for word in PEER_ERRORS))
+
+
+def _silent_message(silent: list[dict], first: dict | None) -> str:
+    r = silent[0]
+    how = f", {r['status']}" if r.get("status") else ""
+    noticed = (first or {}).get("message") or ""
+    if r["fault"] is None and ("timed out" in noticed.lower() or "timeout" in noticed.lower()):
+        after = noticed.removeprefix("error: ")
+        return (f"error: rank {r['rank']} (pid {r['pid']}{how}) stopped advancing: rank {first['rank']} timed out "
+                f"waiting for it (runtime.collective_timeout_s) and the launcher then stopped it; "
+                f"rank {first['rank']}: {after}")
+    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit), "
+                           "or it hung and the launcher stopped it")
+    text = f"error: rank {r['rank']} (pid {r['pid']}{how}) ended without a note: {cause}"
+    if first is not None and first.get("message"):
+        after = first["message"].removeprefix("error: ")
+        text += f"; then rank {first['rank']} failed: {after}"
+    return text
+
+
+def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
+    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
+    from harness.report.schema import load_report, write_report
+
+    path = None if output is None else output / "report.yaml"
+    try:
+        report = load_report(path) if path is not None else None
+    except BadInput:
+        return
+    if not isinstance(report, dict) or report.get("status") == "completed":
+        return
+    r = silent[0]
+    report["status"] = "failed"
+    report["failed_rank"] = r["rank"]
+    report["error"] = message.removeprefix("error: ")
+    report["rank_failures"] = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"}
+                               for s in silent] + list(report.get("rank_failures") or [])
+    write_report(path, report)
+
+
+def note_exit(code: int, message: str | None = None) -> None:
+    """Called by ``harness run`` as it exits: record this rank's status for ``harness launch``."""
+    folder = os.environ.get(EXIT_DIR_ENV)
+    if not folder:
+        return
+    rank = int(os.environ.get("RANK", "0"))
+    record = {"rank": rank, "code": code, "message": message, "time": time.time()}
+    try:
+        Path(folder, f"rank{rank}.json").write_text(json.dumps(record))
+    except OSError:
+        pass  # the launch is gone or its folder with it; the exit status still stands
+
+
+def first_failure(folder: Path) -> dict | None:
+    """The record of the rank that failed first (the cause; the others were stopped after)."""
+    records = []
+    for path in folder.glob("rank*.json"):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    failed = [r for r in records if r.get("code")]
+    return min(failed, key=lambda r: r["time"]) if failed else None
+
+
+GROUP_GRACE_S = 60.0
+"""After the launcher exits, how long its process group may take to finish checkpointing."""
+
+
+def _run_forwarding_signals(cmd: list[str], env: dict, exits: Path | None = None) -> tuple[int, str]:
+    """Run the launcher in its own process group; SIGINT/SIGTERM to us reach all of it.
+
+    The ranks stop at a step boundary, checkpoint and report (torchrun's agent passes
+    the signal on to its workers and waits for them); we wait for the whole group, so
+    nothing is left running re-parented to PID 1.
+    """
+    import signal
+    import threading
+
+    from harness.process.children import forwarding_signals
+
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    tail: collections.deque[str] = collections.deque(maxlen=400)
+
+    def pump():  # the launcher's stderr passes through; its tail holds each rank's exit code
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+
+    with forwarding_signals(proc):
+        code = proc.wait()
+        deadline = time.monotonic() + GROUP_GRACE_S
+        # A single-process launcher can die before its child has reported; torchrun's agent
+        # dies at a second SIGTERM (Slurm signals it and we forward ours) while its ranks,
+        # in their own sessions, still checkpoint. Ending now would end a Slurm step under them.
+        while (_group_alive(proc.pid) or _ranks_running(exits)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        reader.join(timeout=5)
+    return code, "".join(tail)
+
+
+def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
+    """A worker's exit code or signal from torchrun's failure summary ("exitcode : -9 (pid: N)")."""
+    import re
+    import signal
+
+    m = re.search(rf"exitcode\s*:\s*(-?\d+)\s*\(pid:\s*{pid}\)", launcher_stderr)
+    if m is None:
+        return None
+    code = int(m.group(1))
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _ranks_running(folder: Path | None) -> bool:
+    """Whether a rank of this machine noted its start in ``folder`` but not yet its exit, and lives."""
+    import psutil
+
+    if folder is None:
+        return False
+    host = socket.gethostname()
+    for record in silent_ranks(folder):
+        if record.get("host") != host:
+            continue
+        try:
+            rank = psutil.Process(record["pid"])
+            if rank.status() != psutil.STATUS_ZOMBIE and rank.create_time() <= record["time"] + 1:
+                return True  # (not a later process that was given the same pid)
+        except psutil.Error:
+            continue
+    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def cmd_launch(args) -> int:
+    for flag, value in (("--output", args.output), ("--resume", args.resume), ("--resume-from", args.resume_from)):
+        if value is not None:
+            args.items = [*args.items, flag, value]
+    if args.overwrite:
+        args.items = [*args.items, "--overwrite"]  # rank 0 clears the folder, under its lock
+    nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port, args.rendezvous_timeout)
+    cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
+    # what follows `-m harness run`; the folder is looked at once, here, before any rank starts
+    output, cfg = check_run(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0)
+    if nodes.nnodes > 1 and nodes.rendezvous_timeout_s is None:
+        nodes.rendezvous_timeout_s = cfg.runtime.collective_timeout_s
+        cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
+    if args.dry_run:
+        print(shlex.join(cmd))
+        return 0
+    if nodes.nnodes > 1 and not meet(nodes):
+        return 1
+    with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
+        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits}, Path(exits))
+        first = first_failure(Path(exits)) if code else None
+        silent = silent_ranks(Path(exits)) if code else []
+        for r in silent:
+            r["status"] = exit_status_in(launcher_stderr, r["pid"])
+        never_met = code and nodes.nnodes > 1 and not any(Path(exits).glob("rank*.start.json")) \
+            and "Timed out" in launcher_stderr
+    if never_met:
+        print(f"error: the {nodes.nnodes} nodes did not all meet at {nodes.endpoint} within "
+              f"{nodes.rendezvous_timeout_s:g} s ({TIMEOUT_SOURCE}): a node never started, or cannot reach "
+              "node 0 there", file=sys.stderr)
+        return 1
+    if silent and (first is None or _caused_by_a_peer(first)):
+        message = _silent_message(silent, first)
+        _blame_silent(output, silent, message)
+        print(message, file=sys.stderr)  # last, below the launcher's own report
+        return 1
+    if first is None:
+        return code
+    if first.get("message"):
+        # Repeated last, below the launcher's own report, so the cause is the final line.
+        print(f"{first['message']} (rank {first['rank']})", file=sys.stderr)
+    return int(first["code"])
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("launch", help="run a recipe under accelerate launch in a given mode")
+    p.add_argument("--mode", required=True, choices=MODES)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes on this node (ddp: one per GPU, or N gloo ranks on CPU)")
+    p.add_argument("--nnodes", type=int, default=1, help="machines in the run, each running this command")
+    p.add_argument("--node-rank", type=int, default=0, help="this machine's rank, 0 .. nnodes-1")
+    p.add_argument("--main-address", default="127.0.0.1", help="the address of the node with rank 0")
+    p.add_argument("--main-port", type=int,
+                   help="the port node 0 listens on (default: a free one; required with --nnodes > 1)")
+    p.add_argument("--rendezvous-timeout", type=float, metavar="S",
+                   help="with --nnodes > 1: how long the nodes wait for one another "
+                        "(default: runtime.collective_timeout_s)")
+    p.add_argument("--precision", choices=("no", "bf16", "fp16"), help="override runtime.precision")
+    p.add_argument("--compile", action="store_true", help="turn on runtime.compile.enabled")
+    p.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    p.add_argument("--output", help="passed on to `harness run`")
+    p.add_argument("--resume", metavar="DIR", help="passed on to `harness run`: continue the run in DIR")
+    p.add_argument("--resume-from", metavar="epoch_NNNN", help="passed on to `harness run`")
+    p.add_argument("--overwrite", action="store_true",
+                   help="passed on to `harness run`: the output folder holds an earlier run; delete its files first")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...] [--output DIR]")
+    p.set_defaults(func=cmd_launch)

@@ -1,0 +1,1 @@
+"""The model registry, users' models by import path, and torchvision's zoo."""

@@ -1,0 +1,238 @@
+"""The recorder: the run's figures over time, to metrics.jsonl and to every tracker.
+
+The meter tells it when each step ended (with the step's data wait and host time),
+the loop hands it each step's loss, fit.py each epoch's dev figures, and the runner
+the report at the end. Every ``tracking.every_n_steps`` global optimizer steps it
+writes one interval line; all else between those points is a few host counters and
+one in-place add on the device (the loss: a ``.item()`` per step would synchronise
+every step). The step axis is the global optimizer step, so a resumed run carries on
+where its checkpoint stood. Only the main process records.
+
+The lines themselves (metrics.jsonl and ``accelerator.log``, whose TensorBoard writer
+flushes to disk on every call) are written by one background thread, in order, so the
+training thread only builds a small dict per interval. Before a checkpoint, ``drain``
+waits for every queued line: a resume from that checkpoint then finds each line up to
+its step on disk, and steps never skip.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from harness.observe import metrics_stream
+
+from harness.observe import tracking
+from harness.measure.memory import MB
+
+FINAL = ("test_accuracy", "test_loss", "best_dev_accuracy", "samples_per_s", "step_time_p50_ms", "peak_rss_mb",
+         "peak_pss_mb", "device_peak_mb", "data_wait_fraction", "time_to_target_s", "mfu")
+"""The end-of-run figures logged as ``final/<name>``: TensorBoard's HParams tab compares runs on them."""
+
+
+GROUP = {"interval": "train", "epoch": "epoch", "end": "final"}
+"""A line's kind -> the trackers' tag prefix: ``train/train_loss``, ``epoch/dev_accuracy``, ``final/test_accuracy``."""
+
+
+NOT_LOGGED = ("kind", "step", "steps", "samples", "epoch")
+"""Line keys that are the axis or counts, not figures: kept in metrics.jsonl, not sent to the trackers."""
+
+
+def _tag(kind: str, key: str) -> str:
+    return f"{GROUP[kind]}/{key}"
+
+
+class Recorder:
+    """Records on the main process; on the others every call is a no-op."""
+
+    def __init__(self, accelerator, optimizer, output: Path, cfg: tracking.TrackingConfig, steps_done: int,
+                 epochs_done: int, resumed: bool, memory=None):
+        self.acc, self.optimizer, self.cfg = accelerator, optimizer, cfg
+        self.enabled = accelerator.is_main_process
+        self.step = steps_done
+        """Global optimizer steps done, continued across resumes."""
+        self.memory = memory
+        self.last_train_loss: float | None = None
+        """The mean train loss of the last interval logged, on the host (progress.py shows it)."""
+        self.world = accelerator.num_processes
+        self.cuda = accelerator.device.type == "cuda"
+        self._loss = torch.zeros((), device=accelerator.device)
+        self._reset()
+        self.stream = None
+        if self.enabled:
+            import psutil
+
+            self._proc = psutil.Process()
+            if resumed:
+                metrics_stream.continue_from(output, steps_done, epochs_done)
+            self.stream = metrics_stream.MetricStream(output, fresh=not resumed)
+        self.tracker_error: str | None = None
+        """The first error a tracker raised while logging: the run goes on, its report warns."""
+        self._lines: queue.Queue | None = None
+        self._writer: threading.Thread | None = None
+        if self.enabled:
+            self._lines = queue.Queue()
+            self._writer = threading.Thread(target=self._write_lines, name="harness-recorder", daemon=True)
+            self._writer.start()
+
+    def _reset(self) -> None:
+        self._loss.zero_()
+        self._samples = self._loss_n = 0
+        self._wait_s: list[float] = []
+        self._step_s: list[float] = []
+
+    # -- what the loop and the meter call -------------------------------------------
+
+    def add_loss(self, loss: torch.Tensor, samples: int) -> None:
+        if self.enabled:
+            self._loss.add_(loss.detach(), alpha=samples)  # stays on the device: no sync
+            self._loss_n += samples
+
+    def before_step(self, step: int) -> None:
+        pass
+
+    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
+        """Step ``step`` of this process ended (meter.py); every ``every_n_steps`` global steps, log."""
+        self.step += 1
+        if not self.enabled:
+            return
+        self._wait_s.append(wait_s)
+        self._step_s.append(step_s)
+        self._samples += samples
+        if self.step % self.cfg.every_n_steps == 0:
+            self._interval()
+
+    def _interval(self) -> None:
+        t0 = time.perf_counter()
+        loss_sum = self._loss.item()  # the one sync per interval, which also drains the queued steps
+        drain_s = time.perf_counter() - t0
+        busy_s = sum(self._wait_s) + sum(self._step_s) + drain_s
+        row = {
+            "kind": "interval", "step": self.step, "steps": len(self._step_s), "samples": self._samples,
+            "train_loss": loss_sum / self._loss_n if self._loss_n else None,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            # Rank 0's samples times the world size: ranks step in lock-step under DDP.
+            "samples_per_s": self._samples * self.world / busy_s if busy_s > 0 else None,
+            "step_time_ms_p50": statistics.median(self._step_s) * 1000 if self._step_s else None,
+            "data_wait_fraction": sum(self._wait_s) / busy_s if busy_s > 0 else None,
+            **self._memory(),
+            "scaler_scale": self._scale(),
+        }
+        self.last_train_loss = row["train_loss"]
+        self._reset()
+        self._emit(row)
+
+    def _memory(self) -> dict:
+        last = getattr(self.memory, "last_full", None)  # the sampler's latest tree reading
+        out = {"rss_mb": self._proc.memory_info().rss / MB,
+               "pss_mb": last.pss / MB if last is not None and last.pss else None,
+               "device_allocated_mb": None, "device_reserved_mb": None}
+        if self.cuda:
+            out["device_allocated_mb"] = torch.cuda.memory_allocated(self.acc.device) / MB
+            out["device_reserved_mb"] = torch.cuda.memory_reserved(self.acc.device) / MB
+        return out
+
+    def _scale(self) -> float | None:
+        scaler = getattr(self.acc, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None else None
+
+    def _emit(self, row: dict, to_trackers: bool = True) -> None:
+        self._lines.put((row, to_trackers))
+
+    def _write_lines(self) -> None:
+        """The writer thread: each queued line to metrics.jsonl, then to the trackers."""
+        while True:
+            item = self._lines.get()
+            try:
+                if item is None:
+                    return
+                row, to_trackers = item
+                self.stream.write(row)
+                if to_trackers and self.acc.trackers:
+                    values = {_tag(row["kind"], k): v for k, v in row.items()
+                              if k not in NOT_LOGGED and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                    self.acc.log(values, step=row["step"])
+            except Exception as err:  # noqa: BLE001 -- a tracker failing costs a warning, not the run
+                self.tracker_error = self.tracker_error or f"{err.__class__.__name__}: {err}"
+            finally:
+                self._lines.task_done()
+
+    def drain(self) -> None:
+        """Wait until every line queued so far is written (before a checkpoint)."""
+        if self._lines is not None and self._writer.is_alive():
+            self._lines.join()
+
+    # -- what fit.py and the runner call ----------------------------------------------
+
+    def epoch_done(self, dev_row: dict, wall_s: float) -> None:
+        if not self.enabled:
+            return
+        self._emit({"kind": "epoch", "step": self.step, "epoch": dev_row["epoch"],
+                    "train_loss": dev_row["train_loss"], "dev_accuracy": dev_row["accuracy"],
+                    "dev_loss": dev_row["loss"], "epoch_wall_s": wall_s})
+
+    def finish(self, report: dict) -> None:
+        """The run's end: test figures and headline figures, then the stream is closed."""
+        if not self.enabled:
+            return
+        from harness.report.schema import figures
+
+        heads = figures(report)
+        acc = report.get("accuracy") or {}
+        row = {"kind": "end", "step": self.step, "status": report.get("status"),
+               **{k: heads.get(k) for k in FINAL if k in heads},
+               "test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss"),
+               "best_dev_accuracy": acc.get("best_dev_accuracy")}
+        # Trackers get the end figures of a completed run only: an interrupted one is resumed
+        # and ends later, and its figures at the stop would stay beside the real ones.
+        self._emit(row, to_trackers=report.get("status") == "completed")
+        self._lines.put(None)
+        self._writer.join()
+        if self.tracker_error:
+            report.setdefault("warnings", []).append(f"trackers: some figures were not logged: {self.tracker_error}")
+        self.stream.close()
+        if self.stream.error:
+            report.setdefault("warnings", []).append(f"metrics.jsonl is incomplete: {self.stream.error}")
+
+
+def start_trackers(acc, cfg: tracking.TrackingConfig, output: Path, config: dict, steps_done: int,
+                   resumed: bool) -> None:
+    """``init_trackers`` with the resolved config as hyperparameters (all ranks call it; Accelerate
+    starts trackers on the main process only).
+
+    TensorBoard: Accelerate's own hyperparameter write puts them in a separate
+    timestamped run with no metrics declared, so the HParams tab would show no
+    columns; the hparams are written into the run itself instead, declaring the
+    ``final/*`` metrics logged at the end. ``purge_step`` drops events a killed run
+    wrote past the checkpoint a resume starts from (and a fresh run's old events).
+    """
+    names = cfg.names()
+    if not names:
+        return
+    init = tracking.local_defaults(names, output, cfg.init_kwargs)
+    if "tensorboard" in init:
+        init["tensorboard"].setdefault("purge_step", steps_done + 1 if resumed else 0)
+    acc.init_trackers(cfg.project, config=None, init_kwargs=init)
+    if not acc.is_main_process:  # the other ranks' trackers were never started
+        return
+    hp = tracking.hparams(config)
+    for tracker in acc.trackers:
+        if tracker.name != "tensorboard":
+            tracker.store_init_configuration(hp)
+        elif not resumed:
+            write_tensorboard_hparams(tracker.writer, hp)
+
+
+def write_tensorboard_hparams(writer, hp: dict) -> None:
+    from torch.utils.tensorboard.summary import hparams
+
+    exp, start, end = hparams(hp, {f"final/{name}": 0.0 for name in FINAL})
+    file_writer = writer._get_file_writer()
+    for summary in (exp, start, end):
+        file_writer.add_summary(summary)
+    writer.flush()

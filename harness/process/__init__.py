@@ -1,0 +1,1 @@
+"""Child processes: forked helpers and children in their own session."""

@@ -1,0 +1,99 @@
+"""Set up a run: the recipe built and handed to the Accelerator.
+
+Everything that can be bad input (config, data, model, mode) is checked in
+``build`` before anything is written, so a refused run leaves no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.run import accel
+from harness.config.run import Config
+from harness.data import DataBundle
+from harness.data.loaders import Loaders, build_loaders
+from harness.data.resident import DeviceResidentLoader
+from harness.run.loop import TrainParts
+from harness.models.registry import build_model
+from harness.run.optim import build_loss, build_optimizer, build_scheduler
+from harness.data.preprocess import recipe_data
+
+
+@dataclass
+class Built:
+    cfg: Config
+    accelerator: object
+    precision: accel.Precision
+    data: DataBundle
+    loaders: Loaders
+    parts: TrainParts
+    model_info: dict
+    steps_per_epoch: int
+    """Optimizer steps per epoch in a single process (before sharding)."""
+
+
+def build(cfg: Config) -> Built:
+    from accelerate.utils import set_seed
+
+    from harness.observe.tracking import accelerator_kwargs
+
+    accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir))
+    set_seed(cfg.seed)
+    with accelerator.main_process_first():
+        data = recipe_data(cfg)
+    loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
+    set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
+    model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
+    if cfg.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    info["memory_format"] = "channels_last" if cfg.runtime.channels_last else "contiguous"
+    steps_per_epoch = len(loaders.train)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
+    parts = TrainParts(accelerator, model, optimizer, scheduler,
+                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"))
+    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch)
+
+
+def _prepare_core(b: Built, *loaders):
+    """Hand model, optimizer, scheduler and ``loaders`` to the Accelerator; the prepared loaders."""
+    p = b.parts
+    core = [p.model, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
+    prepared = list(b.accelerator.prepare(*core, *loaders))
+    p.model, p.optimizer = prepared[:2]
+    if p.scheduler is not None:
+        p.scheduler = prepared[2]
+    return prepared[len(core):]
+
+
+def prepare(b: Built) -> None:
+    """Hand model, optimizer, loaders and scheduler to the Accelerator."""
+    acc, ld = b.accelerator, b.loaders
+    if isinstance(ld.train, DeviceResidentLoader):
+        _prepare_device_resident(b)
+        return
+    (ld.train,) = _prepare_core(b, ld.train)
+    if ld.dev is not None:
+        ld.dev = acc.prepare(ld.dev)
+    if ld.test is not None:
+        ld.test = acc.prepare(ld.test)
+
+
+def _prepare_device_resident(b: Built) -> None:
+    """loader.kind=device_resident: the loaders stay out of ``accelerate.prepare``.
+
+    Wrapping them would re-batch and copy tensors that are already on the device.
+    The train loader takes its rank's shard itself; under DDP the dev/test tensors
+    go back through an ordinary DataLoader so Accelerate shards them and
+    ``gather_for_metrics`` drops its padding, exactly as on the DataLoader path.
+    """
+    acc, ld = b.accelerator, b.loaders
+    _prepare_core(b)
+    ld.train = ld.train.to(acc.device).shard(acc.process_index, acc.num_processes)
+    for name in ("dev", "test"):
+        loader = getattr(ld, name)
+        if loader is None:
+            continue
+        setattr(ld, name, loader.to(acc.device) if acc.num_processes == 1 else acc.prepare(loader.as_dataloader()))

@@ -1,0 +1,282 @@
+"""Finish a run: the report's blocks from what the run did, and a failing rank's note.
+
+Nothing here trains; each function turns the run's history and measurements into
+report fields.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from harness.measure import environment
+from harness.run.build import Built
+from harness.config.run import Config, config_hash, recipe_hash, to_dict
+from harness.run.fit import History
+from harness.measure.flops import datasheet_peak_tflops, measured_peak_flops, training_flops
+from harness.report.schema import SCHEMA_VERSION
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def accuracy_block(cfg: Config, hist: History, test) -> dict:
+    devs = [d for d in hist.dev if d["accuracy"] is not None and not math.isnan(d["accuracy"])]
+    best = max(devs, key=lambda d: d["accuracy"]) if devs else None
+    return {
+        "dev": hist.dev,
+        "best_dev_accuracy": best["accuracy"] if best else None,
+        "best_epoch": best["epoch"] if best else None,
+        "final_dev_accuracy": devs[-1]["accuracy"] if devs else None,
+        "test_accuracy": test.accuracy if test else None,
+        "test_loss": test.loss if test else None,
+        "test_samples": test.samples if test else 0,
+        "target_accuracy": cfg.train.target_accuracy,
+        "time_to_target_s": hist.time_to_target_s,
+        "time_to_target_wall_s": hist.time_to_target_wall_s,
+    }
+
+
+PROBE_BATCH = 8
+"""Samples in the FLOP-counting batch: per-sample FLOPs of conv and linear layers do
+not depend on the batch size, and a small batch fits beside a nearly full device."""
+
+
+def count_flops(b: Built) -> tuple[float, float] | None:
+    """(forward, forward+backward) FLOPs per sample, on a small probe batch of the train split.
+
+    Counted on the meta device: from shapes alone, so a ViT-B/16 costs a second instead
+    of a real step, and every machine counts the same figure (attention as the math
+    path, without the recompute a fused kernel's backward does). A model that cannot
+    run on meta (it reads a tensor's values) is counted on the run's device.
+    """
+    if not b.cfg.measure.count_flops:
+        return None
+    import torch
+
+    from harness.data.split import TransformedSubset
+
+    train = b.data.train
+    n = min(PROBE_BATCH, b.cfg.loader.batch_size, len(train))
+    # The train samples through the eval transform: same shapes, and no augmentation
+    # draw moves the random state.
+    view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
+    inputs, targets = zip(*(view[i] for i in range(n)))
+    device = b.accelerator.device
+    # The bare module: no DDP hooks (no collective on one rank), no compiled graph
+    # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
+    model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    batch = (torch.stack(inputs), torch.tensor(targets))
+    try:
+        return training_flops(model, *batch, b.parts.loss_fn, device="meta")
+    except Exception:  # noqa: BLE001 -- data-dependent code: count where it really runs
+        return training_flops(model, batch[0].to(device), batch[1].to(device), b.parts.loss_fn)
+
+
+def _failed(what: str, err: Exception) -> str:
+    return f"{what} is null: {err.__class__.__name__}: {err}"
+
+
+def compute_figures(b: Built, samples_per_s: float | None) -> tuple[dict, list[str]]:
+    """The compute block and its warnings; a failure in counting or measuring leaves its fields null.
+
+    Runs after training, inside the run's failure handling: whatever goes wrong here
+    (a model FlopCounterMode cannot trace, a device too full for the peak's matrices)
+    costs those figures and a warning, never the report or the run's status.
+    """
+    warnings: list[str] = []
+    try:
+        forward, fps = count_flops(b) or (None, None)
+    except Exception as err:  # noqa: BLE001 -- any failure is recorded, not raised
+        forward = fps = None
+        warnings.append(_failed("compute.flops_per_sample", err))
+    block = compute_block(b, fps, samples_per_s, warnings)
+    block["forward_flops_per_sample"] = forward
+    return block, warnings
+
+
+def _has_conv(model) -> bool:
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
+                  warnings: list[str] | None = None) -> dict:
+    """Achieved FLOP/s and MFU against a measured peak and a datasheet peak (null when unknown)."""
+    from harness.measure.flops import peak_precision, tf32_switches
+
+    warnings = [] if warnings is None else warnings
+    acc = b.accelerator
+    device = acc.device
+    cuda = device.type == "cuda"
+    name = environment.gpus()[0]["name"] if cuda else environment.cpu_model()
+    kind = peak_precision(b.precision.name, _has_conv(b.parts.model)) if cuda else \
+        ("fp32" if b.precision.name == "no" else b.precision.name)
+    block = {"flops_per_sample": fps, "achieved_tflops": None, "achieved_tflops_per_device": None,
+             "measured_peak_tflops": None, "measured_peak_at": None, "measured_peak_load_avg_1m": None,
+             "datasheet_peak_tflops": None,
+             "mfu_measured_peak": None, "mfu_datasheet": None, "peak_device": name,
+             "peak_dtype": str(b.precision.compute_dtype).replace("torch.", ""),
+             "peak_precision": kind, "tf32": tf32_switches()}
+    if fps is None or not samples_per_s:
+        return block
+    per_device = fps * samples_per_s / acc.num_processes
+    block["achieved_tflops"] = fps * samples_per_s / 1e12
+    block["achieved_tflops_per_device"] = per_device / 1e12
+    if b.cfg.measure.measure_peak:
+        try:
+            peak, context = measured_peak_flops(device, b.precision.compute_dtype, name, at_least=per_device)
+            block["measured_peak_tflops"] = peak / 1e12
+            block["measured_peak_at"] = context["measured_at"]
+            block["measured_peak_load_avg_1m"] = context["load_avg_1m"]
+            block["mfu_peak_contended"] = context["contended"]
+            block["measured_peak_contention"] = context["contention"]
+            if context["contended"]:
+                warnings.append("compute.mfu_measured_peak is against a matmul peak measured on a contended "
+                                f"machine (other processes took {context['contention']['foreign_cpu_fraction']:.0%}"
+                                " of its CPUs): the peak reads low, the MFU high; not cached")
+            if per_device <= peak:
+                block["mfu_measured_peak"] = per_device / peak
+            else:  # measured again and still below what the run did: the peak is wrong, not MFU > 1
+                warnings.append(f"compute.mfu_measured_peak is null: the run achieved {per_device / 1e12:.4g} "
+                                f"TFLOP/s per device, above the measured matmul peak {peak / 1e12:.4g} "
+                                f"(measured under load average {context['load_avg_1m']}); a busy machine "
+                                "lowers a peak measurement")
+        except Exception as err:  # noqa: BLE001 -- e.g. out of memory beside the run's tensors
+            warnings.append(_failed("compute.measured_peak_tflops", err))
+    if cuda:
+        sheet = datasheet_peak_tflops(name, kind)
+        if sheet:
+            block["datasheet_peak_tflops"] = sheet
+            block["mfu_datasheet"] = per_device / (sheet * 1e12)
+        else:
+            warnings.append(f"compute.mfu_datasheet is null: no datasheet peak for {name!r} in {kind}")
+    return block
+
+
+def warnings_for(figures: dict, threads: dict | None = None) -> list[str]:
+    out = contention_warnings(figures.get("contention"), threads)
+    if not figures["throughput"]["measured_steps"]:
+        out.append("no step fell inside the timed window: lower measure.warmup_steps or train longer")
+    step = figures.get("step_time_ms") or {}
+    if step.get("noise") in ("noisy", "unreliable"):
+        out.append(f"step_time_ms is {step['noise']}: IQR/median = {step['iqr_over_median']:.2f} "
+                   "(> 0.10 noisy, > 0.25 unreliable)")
+    return out
+
+
+def _num(value) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
+
+
+def contention_warnings(block: dict | None, threads: dict | None) -> list[str]:
+    """What the contention and threads blocks say against the run's figures, in words."""
+    out = []
+    if block and block.get("verdict") == "contended":
+        out.append(f"the machine was contended: other processes took {block['foreign_cpu_fraction']:.0%} of the "
+                   f"{block['capacity_cpus']:g} CPUs this run may use during the timed window (load average "
+                   f"{_num(block.get('load_avg_end'))}); its timings are not those of an idle machine")
+    if threads and threads.get("oversubscribed_free"):
+        out.append(f"{threads['total_threads']} threads ran on {threads['free_cpus']:.2g} free CPUs during the "
+                   "timed window: threads beyond free cores spin and slow every step")
+    return out
+
+
+def base_report(cfg: Config) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "name": cfg.name,
+        "scenario": cfg.scenario,
+        "started_at": now(),
+        "finished_at": None,
+        "config_hash": config_hash(cfg),
+        "recipe_hash": recipe_hash(cfg),
+        "config": to_dict(cfg),
+        "environment": environment.collect(cfg.seed),
+        "accuracy": {},
+        "timing": {},
+        "throughput": {},
+    }
+
+
+def keep_completed_report(output: Path, report: dict) -> None:
+    """A run that failed on a full disk never replaces a completed report (``DiskFull``).
+
+    Resuming a completed run for more epochs and finding the disk full would otherwise
+    put a failed report with null figures where the completed one's figures were; the
+    completed report and its model.pt describe one run and stay together.
+    A failed or interrupted report is still replaced: the new one says more.
+    """
+    from harness.files.atomic import DiskFull
+    from harness.errors import BadInput
+    from harness.files.safe_yaml import read_yaml
+
+    error = str(report.get("error") or "")
+    if report.get("status") != "failed" or not error.startswith("no space left"):
+        return
+    path = output / "report.yaml"
+    try:
+        previous = read_yaml(path) if path.is_file() else None
+    except BadInput:
+        return
+    if isinstance(previous, dict) and previous.get("status") == "completed":
+        raise DiskFull.with_message(f"{error}; report.yaml not rewritten (the completed report "
+                                    "and its model.pt stay)")
+
+
+# --- a rank that fails ----------------------------------------------------------------
+#
+# A failing rank cannot wait for the others (they may be inside a collective it will
+# never join), so it notes its error in a file and exits; the launcher then stops the
+# other ranks, whose collectives fail in turn. Rank 0 writes the report, and names the
+# first failure in time, which is the cause, rather than its own "peer closed" error.
+
+def failures_dir(output: Path) -> Path:
+    return output / "failures"
+
+
+def note_rank_failure(output: Path, rank: int, report: dict) -> None:
+    from harness.files.atomic import write_text_atomic
+
+    note = {"rank": rank, "at": time.time(), "error": report["error"], "traceback": report.get("traceback")}
+    write_text_atomic(failures_dir(output) / f"rank{rank}.yaml", yaml.safe_dump(note, sort_keys=False))
+    print(f"error: rank {rank}: {report['error']}", file=sys.stderr, flush=True)
+
+
+def _rank_notes(folder: Path) -> list[dict]:
+    """The ranks' failure notes; one that is damaged or not a note is left out (the report
+    still says the run failed), never a traceback in the middle of the blame."""
+    from harness.files import safe_yaml
+    from harness.errors import BadInput
+
+    notes = []
+    for path in folder.glob("rank*.yaml"):
+        try:
+            note = safe_yaml.read_yaml(path, "rank failure note")
+        except BadInput:
+            continue
+        if isinstance(note, dict) and isinstance(note.get("at"), (int, float)):
+            notes.append(note)
+    return notes
+
+
+def blame_first_failure(output: Path, report: dict) -> None:
+    folder = failures_dir(output)
+    notes = sorted(_rank_notes(folder), key=lambda n: n["at"]) if folder.is_dir() else []
+    if not notes:
+        return
+    first = notes[0]
+    report["status"] = "failed"
+    report["failed_rank"] = first["rank"]
+    report["error"] = f"rank {first['rank']}: {first['error']}"
+    report["traceback"] = first["traceback"]
+    report["rank_failures"] = [{"rank": n["rank"], "error": n["error"]} for n in notes]

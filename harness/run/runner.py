@@ -1,0 +1,282 @@
+"""One run, end to end: set up (build.py), fit (fit.py), test, finish (finish.py).
+
+This module only orders the phases and turns what stopped the run into a status;
+bad input raised while setting up propagates before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from harness.run import accel
+
+from harness.files import atomic
+
+from harness.run import checkpoint
+
+from harness.run import finish
+
+from harness.files import run_folder
+from harness.run.build import Built, build, prepare
+from harness.config.run import Config, to_dict
+from harness.run.fit import History, fit
+from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
+from harness.files.lock import RunLock
+from harness.run.loop import evaluate
+from harness.measure import compile_stats, contention, threads
+from harness.measure.aggregate import aggregate
+from harness.measure.meter import Meter
+from harness.report.schema import write_report
+
+
+EXIT_DIVERGED = 3
+
+
+def execute(cfg: Config, output: Path, resume: bool | Path = False, overwrite: bool = False) -> tuple[dict, int]:
+    """Run ``cfg`` into ``output``; returns (report, exit status). BadInput propagates.
+
+    ``resume``: True continues from the newest checkpoint, a path from that checkpoint
+    (resume.py chose and checked it). A run that does not resume never writes into a
+    folder holding another run's files: bad input, or with ``overwrite`` those files are
+    removed first (run_folder.py). Exit status: 0 completed, 1 failed, 3 diverged,
+    128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM). SIGINT and SIGTERM are held
+    for the whole run, so one arriving during setup still stops it cleanly at the
+    first step. A full disk raises ``DiskFull`` when not even the report could be
+    written (the previous report and checkpoints stay).
+    """
+    with StopSignals() as signals, contextlib.ExitStack() as held:
+        return _execute(cfg, output, resume, overwrite, signals, held)
+
+
+def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
+                    report: dict) -> tuple[str, int, bool]:
+    """Fit, test and save the model; (status, exit status, whether the ranks are still in step).
+
+    Whatever stops the run is recorded in ``report``. After a failure or a second
+    signal the ranks may stand at different collectives, so none may be started.
+    """
+    acc = b.accelerator
+    try:
+        report["stop_reason"] = fit(b, meter, guard, output, hist)
+        with meter.phase("eval"):
+            test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
+        report["accuracy"] = finish.accuracy_block(b.cfg, hist, test)
+        if b.cfg.output.save_model:
+            with meter.phase("checkpoint"):
+                checkpoint.save_model(acc, b.parts.model, output / "model.pt")
+                if acc.is_main_process:
+                    checkpoint.save_model_card(output, b.data.classes, b.data.sample_shape)
+            report["artifacts"] = {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
+    except Interrupted as err:
+        report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
+        return "interrupted", 128 + err.signum, True
+    except Diverged as err:
+        report["error"] = str(err)
+        report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
+        return "diverged", EXIT_DIVERGED, True
+    except KeyboardInterrupt as err:  # a second signal: out now, without a checkpoint
+        signum = err.signum if isinstance(err, SecondSignal) else 2
+        report["error"] = f"{err or 'interrupted by the user'} (a second signal: no checkpoint of this epoch)"
+        return "interrupted", 128 + signum, False
+    except atomic.DiskFull as err:  # one line says it all: no traceback
+        report["error"] = str(err)
+        return "failed", 1, False
+    except Exception as err:  # a failed run is data: the report says what went wrong
+        report["error"] = f"{err.__class__.__name__}: {err}"
+        report["traceback"] = traceback.format_exc(limit=8)
+        return "failed", 1, False
+    return "completed", 0, True
+
+
+def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, signals: StopSignals,
+             held: contextlib.ExitStack) -> tuple[dict, int]:
+    t_start = time.perf_counter()
+    b = build(cfg)
+    acc = b.accelerator
+    # One run per folder (the main process holds it for the job), taken once the
+    # recipe is known good, so refused input writes nothing; then another run's files
+    # are refused (or cleared, with --overwrite), and what a killed run left
+    # half-written is cleared away.
+    held.enter_context(RunLock(output, enabled=acc.is_main_process))
+    if acc.is_main_process:
+        if not resume:
+            run_folder.claim(output, overwrite)
+        atomic.clean_leftovers(output)
+        atomic.clean_leftovers(checkpoint.checkpoints_dir(output))
+        checkpoint.check_writable(output)
+    report = finish.base_report(cfg)
+    report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes, "classes": b.data.classes,
+                      "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes(),
+                      "skipped_files": b.data.skipped}
+    report["model"] = b.model_info
+    if acc.is_main_process:  # before prepare(), which every rank passes together
+        shutil.rmtree(finish.failures_dir(output), ignore_errors=True)
+    prepare(b)
+    accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
+    accel.channels_last_batches(b.loaders, cfg.runtime)
+    report["distributed"] = accel.describe(acc)
+    report["distributed"]["precision"] = b.precision.name
+    hist = History()
+    hist.segment_started(t_start)
+    last = checkpoint.latest_checkpoint(output) if resume is True else (resume or None)
+    if last is not None:
+        hist = History.restore(checkpoint.load_checkpoint(acc, last))
+        hist.segment_started(t_start)
+        if acc.is_main_process:
+            checkpoint.drop_newer(output, last)
+        report["resumed_from_epoch"] = hist.epochs_done
+        report["resumed_from_step_in_epoch"] = hist.step_in_epoch
+    if acc.is_main_process:
+        atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    compiled = compile_stats.CompileTracker(cfg.runtime.compile)
+    meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
+    if acc.is_main_process:
+        threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
+    guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
+    warning = window_warning(b, hist)
+    if warning and acc.is_main_process:
+        print(warning, file=sys.stderr, flush=True)
+    setup_s = time.perf_counter() - t_start
+    status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
+    # The report is the last thing that must not be lost: a second signal from here
+    # on waits until it is written (and then ends the process, 128+N).
+    held.enter_context(signals.deferred())
+    if not report["accuracy"]:
+        report["accuracy"] = finish.accuracy_block(cfg, hist, None)
+    multi = acc.num_processes > 1
+    if multi and not ranks_in_step:
+        finish.note_rank_failure(output, acc.process_index, report)
+    # One gather for every per-rank summary, and only while the ranks are in step.
+    local = [(meter.summary(), compiled.summary())]
+    if multi and ranks_in_step:
+        from accelerate.utils import gather_object
+        local = gather_object(local)
+    figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
+    raw = figures.pop("raw")
+    report.update(figures)
+    foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
+    if figures["contention"] and acc.device.type == "cuda":
+        report["contention"] = {**figures["contention"], "device_processes": contention.device_holders(
+            acc.device.index or 0, contention.own_pids())}
+    report["threads"] = threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign)
+    report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
+    # Only the main process reports; measuring the peak on every rank at once would
+    # have the ranks share the cores and cache a peak that is a fraction of the real one.
+    # FLOPs and the peak are counted after training, on the run's device, and a failure
+    # there costs those figures and a warning, never the report.
+    compute, compute_warnings = finish.compute_figures(b, figures["throughput"]["samples_per_s"]) \
+        if acc.is_main_process else ({}, [])
+    report["compute"] = compute
+    report["compile"] = compile_stats.combine(cfg.runtime.compile, [c for _, c in local])
+    report["distributed"]["scaler_skipped_steps"] = \
+        hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
+    report["warnings"] = finish.warnings_for(figures, report["threads"]) \
+        + compile_stats.warnings_for(report["compile"]) \
+        + compute_warnings
+    if multi and not ranks_in_step:
+        report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
+    report["raw"] = raw
+    if profiler is not None and acc.is_main_process:
+        report["profile"] = _finish_profile(profiler, report)
+    report["timing"] = {
+        "setup_s": setup_s,
+        "epoch_wall_s": hist.epoch_wall_s,
+        "train_wall_s": hist.train_elapsed_s,
+        "total_wall_s": hist.run_wall_s_now(),
+        "process_wall_s": time.perf_counter() - t_start,
+    }
+    report["status"] = status
+    report["finished_at"] = finish.now()
+    if acc.is_main_process:
+        if multi:
+            finish.blame_first_failure(output, report)
+        recorder.finish(report)
+        finish.keep_completed_report(output, report)
+        try:
+            write_report(output / "report.yaml", report)
+        except atomic.DiskFull as err:
+            # The run's own error (a checkpoint that did not fit) is the cause to name.
+            first = report["error"] if str(report.get("error") or "").startswith("no space left") else str(err)
+            raise atomic.DiskFull.with_message(f"{first}; report.yaml not rewritten "
+                                               "(the previous report and checkpoints are intact)") from None
+    if ranks_in_step:
+        # The ranks leave together: one tearing down its process group while another
+        # still finishes the last collective can abort inside gloo.
+        acc.wait_for_everyone()
+        acc.end_training()
+    return report, code
+
+
+def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list):
+    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps."""
+    from harness.measure.profile import Profiler, first_step
+    from harness.observe.recorder import Recorder, start_trackers
+
+    cfg, acc = b.cfg, b.accelerator
+    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed)
+    start_trackers(acc, cfg.tracking, output, to_dict(cfg), hist.steps_done, resumed)
+    profiler = None
+    if cfg.measure.profile is not None:
+        left = _steps_left(b, hist)
+        # Every rank leaves the same steps untimed (the window edges are barriers); one traces.
+        profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
+                            cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
+    meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
+                  listeners=[recorder] + ([profiler] if profiler else []))
+    if profiler is not None:
+        meter.untimed = profiler.steps
+    meter.recorder = recorder
+    recorder.memory = meter.memory
+    return meter, recorder, profiler
+
+
+def _steps_left(b: Built, hist: History) -> int:
+    """The train steps this process will take (one rank's: the loader is sharded by now)."""
+    cfg = b.cfg
+    left = (cfg.train.epochs - hist.epochs_done) * len(b.loaders.train) - hist.step_in_epoch
+    if cfg.train.max_steps is not None:
+        left = min(left, cfg.train.max_steps - hist.steps_done)
+    return max(left, 0)
+
+
+def window_warning(b: Built, hist: History) -> str | None:
+    """Said before training when warm-up leaves no step (or too few) to time: the end of a
+    1-epoch DDP run is a late moment to learn it measured nothing. The meter counts this
+    process's steps from 0, warm-up included, also after a resume."""
+    m, left = b.cfg.measure, _steps_left(b, hist)
+    world = b.accelerator.num_processes
+    has = f"each of the {world} ranks has {left} train steps" if world > 1 else f"this run has {left} train steps"
+    limit = "train.max_steps" if b.cfg.train.max_steps is not None and \
+        left == b.cfg.train.max_steps - hist.steps_done else "train.epochs"
+    if left <= m.warmup_steps:
+        return (f"warning: measure.warmup_steps={m.warmup_steps} takes every step: {has} "
+                f"({len(b.loaders.train)} per epoch), so no throughput will be measured; "
+                f"lower measure.warmup_steps (e.g. {left // 2}) or raise {limit}")
+    if m.window_steps is not None and m.repeat_unit == "window":
+        fit = (left - m.warmup_steps) // m.window_steps
+        if fit < m.repeats:
+            return (f"warning: {has} ({len(b.loaders.train)} per epoch): after measure.warmup_steps="
+                    f"{m.warmup_steps}, {fit} of measure.repeats={m.repeats} windows of measure.window_steps="
+                    f"{m.window_steps} fit; lower those or raise {limit}")
+    return None
+
+
+def _finish_profile(profiler, report: dict) -> dict | None:
+    """The report's ``profile`` block; a trace that cannot be written costs a warning, not the run."""
+    try:
+        profiler.finish()  # a run that ended before the last traced step
+    except Exception as err:  # noqa: BLE001 -- e.g. a full disk under profile/
+        report["warnings"].append(f"profile is null: {err.__class__.__name__}: {err}")
+        return None
+    block = profiler.block()
+    if block is None:
+        report["warnings"].append(f"profile is null: the run ended before step {profiler.start} "
+                                  "(measure.profile.after)")
+    return block
