@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.budget import Budget
 from benchmarks.conftest import reset_accelerate
-from harness.report.schema import figure
+from harness.report.figures import figure
 
 REPO = Path(__file__).resolve().parent.parent
 COMMON = ["output.progress=false", "output.checkpoint_every_epoch=false", "output.save_model=false"]
@@ -40,7 +40,7 @@ RECIPES = {
 
 ROUNDS = 3
 BUDGET_S = 90.0
-# extra_info name -> harness.report.schema.FIGURES name
+# extra_info name -> harness.report.figures.FIGURES name
 FIGURES = {"samples_per_s": "samples_per_s", "step_time_ms_p50": "step_time_p50_ms",
            "peak_rss_mb": "peak_rss_mb", "test_accuracy": "test_accuracy"}
 

@@ -249,7 +249,7 @@ def cmd_validate(args) -> int:
 
 def cmd_env(args) -> int:
     from harness.measure import environment
-    from harness.report.schema import dump
+    from harness.report.io import dump
 
     print(dump({"environment": environment.collect()}), end="")
     return EXIT_OK

@@ -1,6 +1,6 @@
 """Synthetic report.yaml files for the compare and report tests: no training, fixed numbers.
 
-They are written with ``harness.report.schema.write_report``, which validates them against
+They are written with ``harness.report.io.write_report``, which validates them against
 the report schema: a fixture that does not fit what real runs write fails.
 """
 
@@ -10,7 +10,9 @@ import copy
 import random
 from pathlib import Path
 
-from harness.report.schema import SCHEMA_VERSION, write_report
+from harness.report.schema import SCHEMA_VERSION
+
+from harness.report.io import write_report
 
 CPU_A = {"cpu_model": "AMD EPYC 7763", "cpu_count": 16, "gpu_model": None, "gpu_count": 0,
          "python": "3.11.7", "torch": "2.14.1", "cuda": None}

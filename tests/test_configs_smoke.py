@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 SMOKE = ["data.subset=64", "data.fake.size=64", "train.epochs=1", "train.max_steps=2",

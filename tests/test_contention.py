@@ -344,7 +344,7 @@ def test_contended_benchmark_rounds_are_dropped_and_too_few_say_not_measured():
 
 def test_an_inference_report_has_a_block_per_batch_size_and_the_worst(tmp_path):
     from harness.cli import main
-    from harness.report.schema import load_report
+    from harness.report.io import load_report
     from conftest import TINY
 
     out = tmp_path / "inf"

@@ -17,7 +17,7 @@ import torch
 from conftest import REPO, TINY, run_cli
 from harness.cli import main
 from harness.launch.command import free_port
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 CONFIG = "configs/digits_cnn.yaml"
 # Runs here measure modes, not the machine: skip the matmul peak, keep checkpoints out.

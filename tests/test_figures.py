@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from conftest import TINY
 from harness.cli import main
 from harness.measure.memory import MB, read_tree, tree_rss_bytes
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 MLP = "configs/digits_mlp.yaml"
 

@@ -22,7 +22,7 @@ from harness.cli import main
 from harness.hwreport import charts, identity
 from harness.hwreport.compare_machines import Estimate
 from harness.hwreport.scaling import STRONG, WEAK, Point, series_of
-from harness.report.schema import load_report, write_report
+from harness.report.io import load_report, write_report
 from synthetic_reports import CPU_A, GPU_B, make_report, write
 
 DATA = Path(__file__).parent / "data" / "hwreport"

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import REPO, TINY
 from harness.cli import main
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 SLEEP_MS = 20.0
 BASE = ["data.subset=120", "model.name=inference_models:SleepyEval", "measure.count_flops=false",

@@ -18,7 +18,7 @@ from conftest import REPO, TINY
 from harness.errors import BadInput
 from harness.launch.command import Nodes, build_command, free_port
 from harness.measure.aggregate import per_node
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 TIMEOUT_S = 300
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.report.schema import load_report
+from harness.report.io import load_report
 from conftest import REPO, TINY, run_cli
 
 CONFIG = "configs/digits_cnn.yaml"

@@ -11,7 +11,8 @@ import yaml
 from harness.observe import metrics_stream
 from harness.files.atomic import write_atomic
 from harness.errors import BadInput
-from harness.report.schema import SCHEMA_VERSION, dump, load_report, validate, write_report
+from harness.report.schema import SCHEMA_VERSION, validate
+from harness.report.io import dump, load_report, write_report
 from synthetic_reports import make_report, write
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.report.schema import load_report
+from harness.report.io import load_report
 from tests_support import REPORT_KEYS
 from conftest import REPO, TINY, run_cli
 

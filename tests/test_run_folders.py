@@ -19,7 +19,7 @@ from harness.files import run_folder
 from harness.cli import main
 from harness.errors import BadInput
 from harness.files.lock import LOCK_FILE
-from harness.report.schema import load_report
+from harness.report.io import load_report
 from conftest import REPO, TINY
 
 CONFIG = "configs/digits_cnn.yaml"

@@ -30,7 +30,7 @@ from harness.cli import main
 from harness.errors import BadInput
 from harness.run.guard import SIGTERM_ONCE_ENV, SecondSignal, StopSignals, deferred_signals
 from harness.files.lock import LOCK_FILE, RunLock, live_owner
-from harness.report.schema import load_report
+from harness.report.io import load_report
 from conftest import REPO, TINY
 
 CONFIG = "configs/digits_cnn.yaml"
@@ -536,7 +536,7 @@ def test_sweep_resume_reruns_a_cell_whose_resolved_config_changed(tmp_path, fake
 
 
 def test_sweep_resume_refuses_to_run_beside_a_live_orphan(tmp_path, fake_cells, capsys):
-    from harness.report.schema import dump
+    from harness.report.io import dump
 
     out = tmp_path / "out"
     path = _sweep_file(tmp_path, seed=0)

@@ -286,7 +286,7 @@ def test_retry_failed_needs_resume(tmp_path, capsys):
 def test_device_resident_under_two_process_ddp(tmp_path):
     """Two real gloo ranks: each trains on its shard of the resident tensors; dev/test are gathered once."""
     from conftest import TINY, run_cli
-    from harness.report.schema import load_report
+    from harness.report.io import load_report
 
     proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/digits_cnn.yaml", *TINY,
                    "loader.kind=device_resident", "--output", str(tmp_path), timeout=240)

@@ -25,7 +25,7 @@ from harness.observe import tracking
 from harness.cli import main
 from harness.measure.config import MeasureConfig, ProfileConfig
 from harness.measure.profile import first_step
-from harness.report.schema import load_report
+from harness.report.io import load_report
 from conftest import REPO, TINY
 
 EVERY = 2

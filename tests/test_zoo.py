@@ -18,7 +18,7 @@ from harness.config.run import load_config
 from harness.errors import BadInput
 from harness.measure.flops import extra_formulas, training_flops
 from harness.models.registry import ModelConfig
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 DIGITS = str(REPO / "configs/digits_cnn.yaml")
 ONE_STEP = ["data.subset=64", "train.epochs=1", "train.max_steps=1", "measure.warmup_steps=0",

@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.report import conditions
 from harness.errors import BadInput
 from harness.config.recipe import differing_keys
-from harness.report.schema import FIGURES, dig
+from harness.report.figures import FIGURES, dig
 from harness.report.sources import Loaded, collect  # noqa: F401 -- compare's inputs, read by report too
 from harness.report.run_mode import mode_label
 from harness.gate.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge

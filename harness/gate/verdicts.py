@@ -22,7 +22,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from harness.report.schema import REPLICATES, dig, figure
+from harness.report.figures import REPLICATES, dig, figure
 from harness.gate.significance import ALPHA, can_reach, fewer_successes_p, min_p, one_sided_p, repeats_needed
 
 REGRESSION, SUSPICIOUS, OK, IMPROVED, INSUFFICIENT = "regression", "suspicious", "ok", "improved", "insufficient data"
@@ -31,7 +31,7 @@ REGRESSION, SUSPICIOUS, OK, IMPROVED, INSUFFICIENT = "regression", "suspicious",
 @dataclass(frozen=True)
 class Metric:
     name: str
-    """What ``--threshold NAME=PCT`` calls it; a harness.report.schema.FIGURES name."""
+    """What ``--threshold NAME=PCT`` calls it; a harness.report.figures.FIGURES name."""
     label: str
     higher_is_better: bool
     threshold: float

@@ -21,7 +21,7 @@ from harness.report.sources import Loaded
 from harness.errors import BadInput
 from harness.hwreport import doubts, identity
 from harness.measure.stats import median_ci
-from harness.report.schema import REPLICATES, dig, figure
+from harness.report.figures import REPLICATES, dig, figure
 
 
 def _number(v) -> bool:

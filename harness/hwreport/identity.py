@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config.recipe import NOT_RECIPE, differing_keys, flatten, recipe_view
-from harness.report.schema import dig
+from harness.report.figures import dig
 from harness.report.run_mode import (  # noqa: F401 -- the mode belongs to what a report is a measurement of
     family_mode, mode_label, mode_order, node_count, settings, world_size)
 

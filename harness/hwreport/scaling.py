@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from harness.report.sources import Loaded
 from harness.hwreport import doubts, identity
 from harness.hwreport.compare_machines import Estimate, replicates
-from harness.report.schema import dig
+from harness.report.figures import dig
 
 WEAK, STRONG = "weak", "strong"
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from harness.hwreport import doubts
 from harness.hwreport.compare_machines import Comparison, Estimate, Row, Summary, Workload
 from harness.hwreport.scaling import Family, Point
-from harness.report.schema import dig
+from harness.report.figures import dig
 from harness.report.sources import Loaded
 
 Cell = tuple[str, bool]

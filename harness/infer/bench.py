@@ -144,7 +144,7 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
     from harness.models.registry import build_model
     from harness.data.preprocess import recipe_data
     from harness.infer.reload import load_weights
-    from harness.report.schema import write_report
+    from harness.report.io import write_report
 
     t_start = time.perf_counter()
     if cfg.measure.repeats > 1:

@@ -152,7 +152,7 @@ def _body(run: RunFolder, split: str, source: str, own: bool, result, preds, tar
 def _run_figures(run: RunFolder) -> dict | None:
     """The run's own test figures, for the reader to check against; BadInput when its
     report.yaml is there but is not a report."""
-    from harness.report.schema import load_report
+    from harness.report.io import load_report
 
     path = run.path / "report.yaml"
     if not path.exists():
@@ -190,7 +190,7 @@ def check_target(path: Path, flag: str) -> None:
 
 def write_eval(path: Path, body: dict) -> Path:
     from harness.files.atomic import write_text_atomic
-    from harness.report.schema import _plain, dump
+    from harness.report.io import _plain, dump
     from harness.config.typecheck import check_block
 
     plain = _plain({k: v for k, v in body.items() if not k.startswith("_")})

@@ -74,7 +74,7 @@ def _card(run: Path, saved: Config) -> tuple[list[str], tuple[int, ...]]:
                            "expected {\"classes\": [...], \"sample_shape\": [C, H, W]}") from None
     report = run / "report.yaml"
     if report.exists():
-        from harness.report.schema import load_report
+        from harness.report.io import load_report
 
         block = load_report(report, raw=False).get("data") or {}
         if block.get("classes") and block.get("sample_shape"):

@@ -218,7 +218,7 @@ def _silent_message(silent: list[dict], first: dict | None) -> str:
 
 def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
     """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
-    from harness.report.schema import load_report, write_report
+    from harness.report.io import load_report, write_report
 
     path = None if output is None else output / "report.yaml"
     try:

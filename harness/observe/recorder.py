@@ -180,7 +180,7 @@ class Recorder:
         """The run's end: test figures and headline figures, then the stream is closed."""
         if not self.enabled:
             return
-        from harness.report.schema import figures
+        from harness.report.figures import figures
 
         heads = figures(report)
         acc = report.get("accuracy") or {}

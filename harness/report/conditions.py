@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from harness.report.schema import dig
+from harness.report.figures import dig
 
 QUIET, CONTENDED, UNKNOWN = "quiet", "contended", "unknown"
 NOISY, UNRELIABLE = "noisy", "unreliable"

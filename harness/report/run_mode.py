@@ -6,7 +6,7 @@ rows, ``harness report``'s tables). Plain Python over a report's dict: no torch.
 
 from __future__ import annotations
 
-from harness.report.schema import dig
+from harness.report.figures import dig
 
 
 def _device(d: dict) -> str:

@@ -12,10 +12,7 @@ refused. Adding a key: declare it, with its type, in its block's TypedDict.
 """
 
 # No ``from __future__ import annotations``: TypedDict reads Required[...] from live annotations.
-import math
-import re
 import sys
-from pathlib import Path
 from typing import Any, Literal, Union
 
 if sys.version_info >= (3, 11):
@@ -23,12 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # typing_extensions comes with torch
     from typing_extensions import NotRequired, Required, TypedDict
 
-import yaml
-
-from harness.files.atomic import write_text_atomic
-from harness.errors import BadInput
-from harness.files.safe_yaml import loads, read_text
 from harness.config.typecheck import check_block, short
+from harness.report.figures import _ABSENT, COMPLETED_FIGURES, FIGURES, dig
 
 SCHEMA_VERSION = 2
 STATUSES = ("completed", "failed", "interrupted", "diverged", "running")
@@ -287,57 +280,6 @@ class Report(TypedDict, total=False):
     """measure.profile's trace; absent when none was asked for."""
 
 
-FIGURES: dict[str, tuple[str, ...]] = {
-    "samples_per_s": ("throughput.samples_per_s", "throughput.train_samples_per_s"),
-    "step_time_p50_ms": ("step_time_ms.p50",),
-    "peak_rss_mb": ("memory.peak_rss_mb",),
-    "peak_pss_mb": ("memory.peak_pss_mb",),
-    "test_accuracy": ("accuracy.test_accuracy",),
-    "time_to_target_s": ("accuracy.time_to_target_s",),
-    "data_wait_fraction": ("data_wait_fraction",),
-    "device_peak_mb": ("memory.device_peak_allocated_mb",),
-    "mfu": ("compute.mfu_measured_peak",),
-}
-"""The headline figures by name -> their dotted keys, the first non-null one wins
-(the schema-2 name first, then the schema-1 one). Every reader takes them from here."""
-
-COMPLETED_FIGURES = ("samples_per_s", "step_time_p50_ms", "peak_rss_mb", "test_accuracy", "time_to_target_s")
-"""A completed report holds a key (its value may be null) for each of these."""
-
-REPLICATES = {
-    "samples_per_s": "repeats.samples_per_s",
-    "step_time_p50_ms": "repeats.step_time_ms_p50",
-    "peak_rss_mb": "repeats.peak_rss_mb",
-    "peak_pss_mb": "repeats.peak_pss_mb",
-    "test_accuracy": "repeats.test_accuracy",
-    "time_to_target_s": "repeats.time_to_target_s",
-}
-"""Where one report keeps independent replicates of a figure (window or run repeats)."""
-
-_ABSENT = object()
-
-
-def dig(report: dict, dotted: str, default=None):
-    """``report['a']['b']`` for ``'a.b'``; ``default`` when a key is absent, None when a parent is null."""
-    node = report
-    for part in dotted.split("."):
-        if node is None:
-            return None
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-def figure(report: dict, name: str):
-    """The headline figure ``name`` (a FIGURES key), or None when null or absent."""
-    return next((v for v in (dig(report, k) for k in FIGURES[name]) if v is not None), None)
-
-
-def figures(report: dict, names=tuple(FIGURES)) -> dict:
-    return {name: figure(report, name) for name in names}
-
-
 # --------------------------------------------------------------------------- validation
 
 def validate(report) -> None:
@@ -357,78 +299,3 @@ def validate(report) -> None:
         for name in COMPLETED_FIGURES:
             if all(dig(report, k, _ABSENT) is _ABSENT for k in FIGURES[name]):
                 raise ValueError(f"{FIGURES[name][0]}: report lacks the metric (a completed report holds it)")
-
-
-# --------------------------------------------------------------------------- write, read
-
-def _plain(value):
-    """YAML-safe values: tuples to lists, NaN/inf to null (YAML readers disagree on them)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str) and type(value) is not str:  # e.g. torch.__version__
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _plain(value.item())
-    return value
-
-
-def dump(report: dict) -> str:
-    return yaml.safe_dump(_plain(report), sort_keys=False, default_flow_style=None, width=100)
-
-
-def write_report(path: str | Path, report: dict) -> Path:
-    """Validate, then write atomically. A report that does not fit the schema is a bug here."""
-    plain = _plain(report)
-    validate(plain)
-    return write_text_atomic(path, dump(plain))
-
-
-_RAW_BLOCK = re.compile(r"^raw:[^\n]*(?:\n(?:[ \t#][^\n]*)?)*\n?", re.M)
-"""The top-level ``raw:`` block as ``dump`` lays it out: its key at column 0, every line
-below it indented (a hand-made layout that differs is simply read whole)."""
-
-
-def read_yaml_of(path: str | Path, raw: bool = True, what: str = "report"):
-    """The YAML of a report file (a folder: its report.yaml), not yet checked to be one.
-
-    ``raw=False`` drops the ``raw`` lists unread: two figures per measured step, they
-    are nearly all of a long run's report (a 60 MB report is 99.99% ``raw``), and only
-    the benchmarks read them; compare, ``harness report``, evaluate and resume do not.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "report.yaml"
-    text = read_text(path, what)
-    return loads(text if raw else _RAW_BLOCK.sub("", text), path, what)
-
-
-def checked(data, path: str | Path) -> dict:
-    """``data`` (a report file's YAML) when it is a report this version reads; else BadInput."""
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: not a report (expected a mapping of report keys, got {type(data).__name__})")
-    if "schema_version" not in data:
-        raise BadInput(f"{path}: not a report (no schema_version)")
-    if "status" in data and data["status"] not in STATUSES:
-        raise BadInput(f"{path}: status {short(data['status'])} is not one of {', '.join(STATUSES)}")
-    try:
-        validate(data)
-    except ValueError as err:
-        key, _, why = str(err).partition(": ")
-        if why.startswith("required key missing"):
-            raise BadInput(f"{path}: report lacks the key {key!r}") from None
-        if why.startswith("report lacks the metric"):
-            raise BadInput(f"{path}: report lacks the metric {key}") from None
-        if key == "schema_version":
-            raise BadInput(f"{path}: {why}") from None
-        raise BadInput(f"{path}: {err}") from None
-    return data
-
-
-def load_report(path: str | Path, raw: bool = True) -> dict:
-    """Read a report, refusing anything that is not one this version understands (BadInput)."""
-    path = Path(path)
-    return checked(read_yaml_of(path, raw), path / "report.yaml" if path.is_dir() else path)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import BadInput
-from harness.report.schema import checked, load_report, read_yaml_of
+from harness.report.io import checked, load_report, read_yaml_of
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.errors import BadInput
 from harness.measure.contention import worst
 from harness.measure.stats import median_ci
-from harness.report.schema import load_report, write_report
+from harness.report.io import load_report, write_report
 
 
 def _child_command(config_path: str | None, overrides: list[str], out: Path) -> list[str]:

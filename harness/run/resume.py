@@ -27,7 +27,7 @@ from harness.run.checkpoint import RECIPE_FILE, STATE_FILE, checkpoints_dir, com
 from harness.observe import metrics_stream
 from harness.files import safe_yaml
 from harness.errors import BadInput
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 # Keys a resume may change, and why each cannot change the computation so far:
 # where results go and how progress shows (output.*), what is measured and how

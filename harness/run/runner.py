@@ -33,7 +33,7 @@ from harness.run.loop import evaluate
 from harness.measure import compile_stats, contention, threads
 from harness.measure.aggregate import aggregate
 from harness.measure.meter import Meter
-from harness.report.schema import write_report
+from harness.report.io import write_report
 
 
 EXIT_DIVERGED = 3

@@ -23,8 +23,8 @@ import harness
 from harness.files.atomic import write_text_atomic
 from harness.errors import BadInput
 from harness.files.lock import RunLock, live_owner
-from harness.report.schema import load_report
-from harness.report.schema import figures as report_figures
+from harness.report.io import load_report
+from harness.report.figures import figures as report_figures
 from harness.sweep.file import now, read_rows, write_sweep
 from harness.sweep.table import summary_table
 
@@ -138,7 +138,7 @@ SWEEP_FIGURES = ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "pea
 
 
 def figures(report: dict | None) -> dict:
-    """The key figures a sweep row copies from its cell's report (names from harness.report.schema.FIGURES)."""
+    """The key figures a sweep row copies from its cell's report (names from harness.report.figures.FIGURES)."""
     return {**report_figures(report or {}, SWEEP_FIGURES), **scale(report)}
 
 

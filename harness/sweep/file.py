@@ -18,7 +18,7 @@ from harness.files import safe_yaml
 from harness.config import strict_yaml
 from harness.files.atomic import write_text_atomic
 from harness.errors import BadInput
-from harness.report.schema import dump
+from harness.report.io import dump
 
 if TYPE_CHECKING:
     from harness.sweep.spec import SweepSpec

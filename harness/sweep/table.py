@@ -15,7 +15,7 @@ from pathlib import Path
 from harness.report import conditions
 from harness.errors import BadInput
 from harness.hwreport import identity
-from harness.report.schema import load_report
+from harness.report.io import load_report
 
 
 def _fmt(value, spec: str) -> str:
