@@ -82,16 +82,26 @@ def test_a_folder_reads_its_txt_files_in_sorted_order(tmp_path):
     assert len(one.dev) == len(one.test) == 0
 
 
-@pytest.mark.parametrize("make, key, expected", [
-    (lambda p: p / "missing.txt", "data.root", "does not exist"),
-    (lambda p: (p / "empty.txt").write_bytes(b"") and None or p / "empty.txt", "data.root", "is empty"),
-    (lambda p: (p / "d").mkdir() or p / "d", "data.root", "holds no .txt file"),
-    (lambda p: (p / "short.txt").write_bytes(b"tiny") and None or p / "short.txt", "data.seq_len",
-     "fewer than one window"),
+def _bad_corpus(tmp_path: Path, kind: str) -> Path:
+    if kind == "missing":
+        return tmp_path / "missing.txt"
+    if kind == "empty folder":
+        (tmp_path / "d").mkdir()
+        return tmp_path / "d"
+    path = tmp_path / f"{kind}.txt"
+    path.write_bytes({"empty": b"", "short": b"tiny"}[kind])
+    return path
+
+
+@pytest.mark.parametrize("kind, key, expected", [
+    ("missing", "data.root", "does not exist"),
+    ("empty", "data.root", "is empty"),
+    ("empty folder", "data.root", "holds no .txt file"),
+    ("short", "data.seq_len", "has 4 tokens, fewer than one window"),
 ])
-def test_bad_corpora_are_one_line_naming_the_key(tmp_path, make, key, expected):
+def test_bad_corpora_are_one_line_naming_the_key(tmp_path, kind, key, expected):
     with pytest.raises(BadInput, match=expected) as err:
-        build_text_data(make(tmp_path), seq_len=16, split=SplitConfig())
+        build_text_data(_bad_corpus(tmp_path, kind), seq_len=16, split=SplitConfig())
     assert str(err.value).startswith(key + ":") and "\n" not in str(err.value)
     assert err.value.key == key
 

@@ -30,7 +30,9 @@ class GPTConfig:
     seq_len: int = 256
     """Positions the model has embeddings for: the longest window or generation."""
     n_layer: int = 4
+    """Decoder blocks."""
     n_head: int = 4
+    """Attention heads per block; each is d_model / n_head wide."""
     d_model: int = 128
     """Width of the residual stream; a multiple of n_head."""
     tie_embeddings: bool = True
