@@ -30,11 +30,6 @@ FAILED, MISSING, NEW = "failed", "missing", "new"
 
 # --------------------------------------------------------------------------- cells
 
-def machine(report: dict) -> str:
-    comp = dig(report, "environment.comparability") or {}
-    return comp.get("gpu_model") or comp.get("cpu_model") or "unknown machine"
-
-
 def mode(report: dict) -> str:
     """``cpu ×1``, ``ddp gloo ×2 bf16``: the name every other surface gives the mode."""
     return mode_label(report)
