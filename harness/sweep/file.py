@@ -7,7 +7,6 @@ so a killed sweep leaves the last one whole.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from harness.files import safe_yaml
 
 from harness.config import strict_yaml
 from harness.files.atomic import write_text_atomic
+from harness.files.clock import now  # noqa: F401 -- also sweep/command.py's and sweep/slurm.py's
 from harness.errors import BadInput
 from harness.report.io import dump
 
@@ -33,10 +33,6 @@ class _RowLoader(strict_yaml.StrictLoader):
     completed cell would run again."""
 
     yaml_implicit_resolvers = yaml.SafeLoader.yaml_implicit_resolvers
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_sweep(out: Path, spec: SweepSpec, rows: list[dict], started_at: str) -> None:
