@@ -21,7 +21,7 @@ from harness.report import conditions
 from harness.config.recipe import differing_keys
 from harness.report.figures import dig
 from harness.report.sources import Loaded
-from harness.report.run_mode import mode_label
+from harness.report.run_mode import mode_label  # ``ddp gloo ×2 bf16``: the mode's one name
 from harness.gate.verdicts import METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -29,11 +29,6 @@ FAILED, MISSING, NEW = "failed", "missing", "new"
 
 
 # --------------------------------------------------------------------------- cells
-
-def mode(report: dict) -> str:
-    """``cpu ×1``, ``ddp gloo ×2 bf16``: the name every other surface gives the mode."""
-    return mode_label(report)
-
 
 def _mode_key(report: dict) -> tuple:
     """What the config does not hold but a cell's identity needs: the mode, and the
@@ -47,7 +42,7 @@ def cell_label(report: dict) -> str:
     if report.get("scenario") == "inference":
         bs = ",".join(str(b) for b in dig(report, "config.inference.batch_sizes") or []) or None
     ident = report.get("recipe_hash") or report.get("config_hash") or "?"
-    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode_label(report)} #{str(ident)[:8]}"
     return f"{label} inference" if report.get("scenario") == "inference" else label
 
 
