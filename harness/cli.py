@@ -289,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
     # Each module keeps its heavy imports (torch, accelerate) inside its commands, so
     # building the parser (and compare, report) stays cheap.
     from harness import hwreport
-    from harness.gate import compare
+    from harness.gate import command as compare
     from harness.launch import command as launch
     from harness.infer import commands as model_commands
     from harness.sweep import command as sweep

@@ -40,7 +40,8 @@ def test_latency_reads_the_sleep_of_the_eval_forward(sleepy, tmp_path, capsys):
 
 
 def test_an_inference_report_is_never_matched_with_a_training_one(tmp_path, capsys):
-    from harness.gate.compare import collect, compare
+    from harness.gate.compare import compare
+    from harness.report.sources import collect
     from synthetic_reports import make_report, write
 
     training = make_report(config_hash="same-recipe")

@@ -30,6 +30,7 @@ from harness.models.registry import ModelConfig
 from harness.run.optim import LossConfig, OptimConfig
 from harness.observe.tracking import TrackingConfig
 from harness.config.train import TrainConfig
+from harness.config.typecheck import describe, fits
 
 
 @dataclass
@@ -64,37 +65,11 @@ class Config:
 
 # --- YAML -> dataclasses ---------------------------------------------------------
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        return "a boolean"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if tp is type(None):
-        return "null"
-    if tp is Any:
-        return "any value"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"a list of {_describe(args[0]).split(' ', 1)[-1]}s" if args else "a list"
-    if origin is dict:
-        return "a mapping"
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
 def _convert(tp: Any, value: Any, key: str) -> Any:
+    """``value`` as type ``tp``: the kinds are typecheck's (the report's too); only a whole
+    number where a float is asked is converted, and a dataclass built from its mapping."""
     origin = typing.get_origin(tp)
-    wrong = BadInput(f"{key}: expected {_describe(tp)}, got {value!r}", key=key)
+    wrong = BadInput(f"{key}: expected {describe(tp)}, got {value!r}", key=key)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -115,16 +90,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             except BadInput:
                 continue
         raise wrong
-    if origin is Literal:
-        if value in typing.get_args(tp) and not isinstance(value, bool):
-            return value
-        raise wrong
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise wrong
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+    if origin is Literal or tp in (bool, int, str):
+        if fits(value, tp):
             return value
         raise wrong
     if tp is float:
@@ -138,17 +105,13 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 return number
             raise BadInput(f"{key}: expected a finite number, got {value!r}", key=key)
         raise wrong
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise wrong
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
+        if not fits(value, tp):
             raise wrong
         (item_tp,) = typing.get_args(tp)[:1] or (Any,)
         return [_convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        if not fits(value, tp) or not all(isinstance(k, str) for k in value):
             raise wrong
         return dict(value)
     raise TypeError(f"config field {key} has an unsupported type {tp!r}")

@@ -1,11 +1,14 @@
-"""Checking a parsed YAML value against a TypedDict schema, naming the dotted key that does not fit.
+"""Checking a parsed YAML value against a type, naming the dotted key that does not fit.
 
-report.py's schema is TypedDicts; this walks a value against one. Checks are by
+The one reading of type hints for both schemas: the report's TypedDicts are walked here
+(``check_block``), and the config's dataclasses are built by config/run.py with the same
+``fits`` and ``describe``, so a wrong value reads alike in either file. Checks are by
 kind (a mapping, a list, a number, one of some literals), never coercions, and a
 block may hold keys its TypedDict does not name: a newer writer may add one.
 """
 
 # No ``from __future__ import annotations``: the hints are read as live objects.
+import dataclasses
 import math
 import sys
 import types
@@ -23,28 +26,41 @@ def short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(tp) -> str:
+_NAMES = {type(None): "null", int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+
+
+def _is_block(tp) -> bool:
+    """A mapping of named keys: a report's TypedDict or a config's dataclass."""
+    return is_typeddict(tp) or dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict
+
+
+def describe(tp) -> str:
+    """What a value of type ``tp`` is, for an error: ``a number or null``, ``one of sgd, adam``."""
     origin = typing.get_origin(tp)
-    if tp is type(None):
-        return "null"
-    if tp in (int, float, str, bool):
-        return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}[tp]
-    if is_typeddict(tp) or origin is dict:
+    if tp in _NAMES:
+        return _NAMES[tp]
+    if _is_block(tp):
         return "a mapping"
-    if origin is list:
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if args and args[0] in _NAMES and args[0] is not type(None):
+            return f"a list of {_NAMES[args[0]].split(' ', 1)[-1]}s"
         return "a list"
     if origin is Literal:
         return "one of " + ", ".join(map(str, typing.get_args(tp)))
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if set(args) >= {int, float}:
-            args = tuple(a for a in args if a is not int)
-        return " or ".join(_describe(a) for a in args)
+            args = tuple(a for a in args if a is not int)  # an integer is a number
+        return " or ".join(describe(a) for a in args)
     return "any value"
 
 
-def _fits(value, tp) -> bool:
-    """Shallow: whether ``value`` has the kind ``tp`` asks for (children checked apart)."""
+def fits(value, tp) -> bool:
+    """Shallow: whether ``value`` has the kind ``tp`` asks for (children checked apart).
+
+    Kinds, never coercions: True is no integer, 1 is a number, NaN and inf are none.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
         return True
@@ -58,24 +74,24 @@ def _fits(value, tp) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if tp is str:
         return isinstance(value, str)
-    if is_typeddict(tp) or origin is dict:
+    if _is_block(tp):
         return isinstance(value, dict)
-    if origin is list:
-        return isinstance(value, list)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
     if origin is Literal:
         return value in typing.get_args(tp) and not isinstance(value, bool)
     if origin in (Union, types.UnionType):
-        return any(_fits(value, a) for a in typing.get_args(tp))
-    raise TypeError(f"report schema type {tp!r} is not supported")
+        return any(fits(value, a) for a in typing.get_args(tp))
+    raise TypeError(f"schema type {tp!r} is not supported")
 
 
 def _check(value, tp, key: str) -> None:
-    if not _fits(value, tp):
-        raise ValueError(f"{key}: expected {_describe(tp)}, got {short(value)}")
+    if not fits(value, tp):
+        raise ValueError(f"{key}: expected {describe(tp)}, got {short(value)}")
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(tp):
-            if _fits(value, arg):
+            if fits(value, arg):
                 return _check(value, arg, key)
     if is_typeddict(tp):
         check_block(value, tp, key)

@@ -20,29 +20,17 @@ import time
 from pathlib import Path
 
 from harness.files.atomic import DiskFull, is_disk_full
+from harness.files.clock import now
+from harness.process.pids import same_process, started_at
 from harness.errors import BadInput
 
 LOCK_FILE = ".lock"
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int, started: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    now = _start_ticks(pid)
-    return started is None or now is None or now == started
+def _started(pid: int) -> str:
+    """The owner's start time (seconds since the epoch): a later process given its pid is not it."""
+    started = started_at(pid)
+    return "" if started is None else f"{started:.2f}"
 
 
 def read_lock(folder: Path) -> dict | None:
@@ -104,8 +92,11 @@ def holder_alive(owner: dict, age_s: float = 0.0) -> bool:
         pid = int(owner["pid"])
     except ValueError:
         return False
-    started = owner.get("started")
-    return _alive(pid, int(started) if started and started.isdigit() else None)
+    try:
+        started = float(owner.get("started") or "")
+    except ValueError:
+        started = None  # not recorded: the pid alone says
+    return same_process(pid, started)
 
 
 def live_owner(folder: Path) -> dict | None:
@@ -177,8 +168,8 @@ class RunLock:
                 raise DiskFull(folder, None) from None
             raise BadInput(f"output.dir: cannot write to {_named(folder)} ({err.strerror or err})") from None
         pid = os.getpid()
-        body = (f"pid: {pid}\nhost: {socket.gethostname()}\nstarted: {_start_ticks(pid) or ''}\n"
-                f"since: {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        body = (f"pid: {pid}\nhost: {socket.gethostname()}\nstarted: {_started(pid)}\n"
+                f"since: {now()}\n")
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)

@@ -61,12 +61,12 @@ class _HarnessLoader(Composer, _Parser, SafeConstructor, Resolver):
     neither check could be made.
     """
 
-    def __init__(self, stream):
+    def __init__(self, stream, max_depth: int = MAX_DEPTH):
         _Parser.__init__(self, stream)
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
-        self._depth = 0
+        self._depth, self._max_depth = 0, max_depth
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -74,8 +74,8 @@ class _HarnessLoader(Composer, _Parser, SafeConstructor, Resolver):
             raise _Refused(f"YAML aliases are refused; found the alias *{event.anchor}", event.start_mark)
         self._depth += 1
         try:
-            if self._depth > MAX_DEPTH:
-                raise _Refused(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+            if self._depth > self._max_depth:
+                raise _Refused(f"nested more than {self._max_depth} levels deep", event.start_mark)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -91,16 +91,16 @@ def _line(mark) -> str:
     return f" at line {mark.line + 1}" if mark is not None else ""
 
 
-def loads(text: str, where: str | Path, what: str = "report") -> Any:
+def loads(text: str, where: str | Path, what: str = "report", max_depth: int = MAX_DEPTH) -> Any:
     """Parse one YAML document a harness command wrote; BadInput naming ``where``."""
-    loader = _HarnessLoader(text)
+    loader = _HarnessLoader(text, max_depth)
     try:
         return loader.get_single_data()
     except _Refused as err:
         raise BadInput(f"{where}: not a {what} ({err.why}{_line(err.mark)})") from None
     except yaml.MarkedYAMLError as err:
         # libyaml stops at 1000 levels in its own scanner, before the composer's cap sees them.
-        why = f"nested more than {MAX_DEPTH} levels deep" if "nesting depth" in str(err.problem) else "malformed YAML"
+        why = f"nested more than {max_depth} levels deep" if "nesting depth" in str(err.problem) else "malformed YAML"
         raise BadInput(f"{where}: not a {what} ({why}{_line(err.problem_mark)})") from None
     except yaml.YAMLError:
         raise BadInput(f"{where}: not a {what} (malformed YAML)") from None

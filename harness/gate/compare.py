@@ -15,33 +15,20 @@ metric. Exit status: 0 pass, 1 the gate fails, 2 bad input. docs/compare.md.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.report import conditions
-from harness.errors import BadInput
 from harness.config.recipe import differing_keys
-from harness.report.figures import FIGURES, dig
-from harness.report.sources import Loaded, collect  # noqa: F401 -- compare's inputs, read by report too
-from harness.report.run_mode import mode_label
-from harness.gate.verdicts import BY_NAME, METRICS, REGRESSION, SUSPICIOUS, judge
+from harness.report.figures import dig
+from harness.report.sources import Loaded
+from harness.report.run_mode import mode_label  # ``ddp gloo ×2 bf16``: the mode's one name
+from harness.gate.verdicts import METRICS, REGRESSION, SUSPICIOUS, judge
 
 EXIT_OK, EXIT_FAILED = 0, 1
 FAILED, MISSING, NEW = "failed", "missing", "new"
 
 
 # --------------------------------------------------------------------------- cells
-
-def machine(report: dict) -> str:
-    comp = dig(report, "environment.comparability") or {}
-    return comp.get("gpu_model") or comp.get("cpu_model") or "unknown machine"
-
-
-def mode(report: dict) -> str:
-    """``cpu ×1``, ``ddp gloo ×2 bf16``: the name every other surface gives the mode."""
-    return mode_label(report)
-
 
 def _mode_key(report: dict) -> tuple:
     """What the config does not hold but a cell's identity needs: the mode, and the
@@ -55,7 +42,7 @@ def cell_label(report: dict) -> str:
     if report.get("scenario") == "inference":
         bs = ",".join(str(b) for b in dig(report, "config.inference.batch_sizes") or []) or None
     ident = report.get("recipe_hash") or report.get("config_hash") or "?"
-    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode(report)} #{str(ident)[:8]}"
+    label = f"{report.get('name') or '?'} bs={bs if bs is not None else '?'} {mode_label(report)} #{str(ident)[:8]}"
     return f"{label} inference" if report.get("scenario") == "inference" else label
 
 
@@ -284,65 +271,3 @@ def compare(baseline: list[Loaded], candidate: list[Loaded], opts: Options | Non
 def _hw(hw: tuple) -> str:
     cpu, gpu = hw
     return gpu or cpu or "unknown"
-
-
-# --------------------------------------------------------------------------- command
-
-def parse_thresholds(items: list[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, sep, pct = item.partition("=")
-        by_key = {k: BY_NAME[n] for n in BY_NAME for k in FIGURES[n]}  # the dotted key works too
-        metric = BY_NAME.get(name) or by_key.get(name)
-        if not sep or metric is None:
-            raise BadInput(f"--threshold {item}: expected METRIC=PCT with METRIC one of {', '.join(BY_NAME)}")
-        try:
-            value = float(pct.rstrip("%"))
-        except ValueError:
-            raise BadInput(f"--threshold {item}: {pct!r} is not a number") from None
-        if not value >= 0 or value == float("inf"):
-            raise BadInput(f"--threshold {item}: must be a finite number >= 0")
-        out[metric.name] = value
-    return out
-
-
-def cmd_compare(args) -> int:
-    from harness.gate.output import RENDERERS
-
-    thresholds = parse_thresholds(args.threshold or [])
-    if args.calibrate:
-        from harness.gate.calibrate import calibrate, render
-
-        if args.baseline or args.candidate:
-            raise BadInput("--calibrate RUNS...: takes the runs after it, not BASELINE CANDIDATE")
-        sys.stdout.write(render(calibrate([x for p in args.calibrate for x in collect(p)])))
-        return EXIT_OK
-    if not (args.baseline and args.candidate):
-        raise BadInput("compare: needs BASELINE and CANDIDATE (or --calibrate RUNS...)")
-    opts = Options(thresholds, args.allow_missing, args.allow_new, args.strict)
-    result = compare(collect(args.baseline), collect(args.candidate), opts, names=(args.baseline, args.candidate))
-    sys.stdout.write(RENDERERS[args.format](result))
-    return result.exit_status
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "compare", help="compare a candidate's reports with a baseline's; exit 1 when the gate fails",
-        description="Compare reports cell by cell. Exit 0 pass; 1 a regression, a failed, missing or new "
-                    "cell (or, with --strict, a suspicious change or a timing from a contended machine); 2 bad input. "
-                    "docs/compare.md.")
-    p.add_argument("baseline", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
-    p.add_argument("candidate", nargs="?", help="report.yaml, sweep.yaml or a folder of reports")
-    p.add_argument("--threshold", action="append", metavar="METRIC=PCT",
-                   # argparse %-formats help text: a literal % is written %%.
-                   help="override a threshold: " + ", ".join(
-                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS).replace("%", "%%"))
-    p.add_argument("--allow-missing", action="store_true", help="a baseline cell with no candidate passes")
-    p.add_argument("--allow-new", action="store_true", help="a candidate cell with no baseline passes")
-    p.add_argument("--strict", action="store_true",
-                   help="a suspicious change (beyond the threshold, too few repeats to test) fails too, and so "
-                        "does any timing verdict where either side ran on a contended machine")
-    p.add_argument("--calibrate", nargs="+", metavar="RUNS",
-                   help="A/A runs of one commit: print each metric's spread and the smallest detectable change")
-    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
-    p.set_defaults(func=cmd_compare)

@@ -7,6 +7,7 @@ import math
 
 from harness.gate.compare import FAILED, MISSING, NEW, Comparison, Row
 from harness.gate.verdicts import REGRESSION, SUSPICIOUS
+from harness.report.columns import aligned
 
 HEADER = ("cell", "metric", "baseline", "candidate", "change", "threshold", "verdict", "note")
 
@@ -49,10 +50,8 @@ def summary(c: Comparison) -> str:
 
 
 def render_table(c: Comparison) -> str:
-    body = [list(HEADER)] + [_cells(r) for r in c.rows]
-    widths = [max(len(row[i]) for row in body) for i in range(len(HEADER))]
     lines = [f"baseline: {c.baseline}", f"candidate: {c.candidate}", ""]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in body]
+    lines += aligned([list(HEADER)] + [_cells(r) for r in c.rows])
     if c.hardware:
         lines += ["", "hardware comparison, not a regression check:"] + [f"  {h}" for h in c.hardware]
     return "\n".join(lines + ["", summary(c)]) + "\n"

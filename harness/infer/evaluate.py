@@ -19,8 +19,6 @@ from typing import Any
 from harness.errors import BadInput
 from harness.infer.reload import RunFolder, build_trained_model, check_sample_shape, open_run
 
-SPLITS = ("test", "dev", "train", "all")
-
 
 class Relabelled:
     """A data set whose targets are mapped through ``mapping`` (its class index -> the model's)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.errors import BadInput
 from harness.infer.reload import RunFolder, build_trained_model, open_run
+from harness.report.columns import aligned
 
 FOLDER_SETS = ("digits", "imagefolder")
 
@@ -136,8 +137,7 @@ def render(preds: list[Prediction], fmt: str) -> str:
         return buf.getvalue()
     rows = [["image"] + [f"top {r}" for r in range(1, k + 1)]]
     rows += [[p.path] + [f"{c} ({v:.3f})" for c, v in p.top] for p in preds]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n" for r in rows)
+    return "".join(line + "\n" for line in aligned(rows))
 
 
 def cmd_predict(args) -> int:

@@ -323,7 +323,7 @@ def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
 
 def _ranks_running(folder: Path | None) -> bool:
     """Whether a rank of this machine noted its start in ``folder`` but not yet its exit, and lives."""
-    import psutil
+    from harness.process.pids import same_process
 
     if folder is None:
         return False
@@ -331,12 +331,8 @@ def _ranks_running(folder: Path | None) -> bool:
     for record in silent_ranks(folder):
         if record.get("host") != host:
             continue
-        try:
-            rank = psutil.Process(record["pid"])
-            if rank.status() != psutil.STATUS_ZOMBIE and rank.create_time() <= record["time"] + 1:
-                return True  # (not a later process that was given the same pid)
-        except psutil.Error:
-            continue
+        if same_process(record["pid"], record["time"]):
+            return True  # (not a later process that was given the same pid)
     return False
 
 

@@ -26,17 +26,6 @@ import psutil
 MB = 1024 * 1024
 
 
-def tree_rss_bytes(proc: psutil.Process, children: list[psutil.Process] | None = None) -> int:
-    """Summed RSS of ``proc`` and its children: counts shared pages once per process (kept for comparison)."""
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True) if children is None else children:
-        try:
-            total += child.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass  # a worker that exited between listing and reading
-    return total
-
-
 @dataclass
 class TreeMemory:
     """One reading: the main process's RSS, and the tree's PSS and USS (bytes; None where the OS has none)."""

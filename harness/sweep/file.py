@@ -7,16 +7,13 @@ so a killed sweep leaves the last one whole.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from harness.files import safe_yaml
-
 from harness.config import strict_yaml
+from harness.files import safe_yaml
 from harness.files.atomic import write_text_atomic
+from harness.files.clock import now  # noqa: F401 -- also sweep/command.py's and sweep/slurm.py's
 from harness.errors import BadInput
 from harness.report.io import dump
 
@@ -24,19 +21,6 @@ if TYPE_CHECKING:
     from harness.sweep.spec import SweepSpec
 
 SCHEMA_VERSION = 1
-
-
-class _RowLoader(strict_yaml.StrictLoader):
-    """The config reader's depth cap and duplicate-key check, resolving plain scalars as the
-    writer (``yaml.safe_dump``, YAML 1.1) meant them: under the config reader's 1.2 floats a
-    config hash of hex digits such as ``1234e5678901234`` reads back as a number (inf), and its
-    completed cell would run again."""
-
-    yaml_implicit_resolvers = yaml.SafeLoader.yaml_implicit_resolvers
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def write_sweep(out: Path, spec: SweepSpec, rows: list[dict], started_at: str) -> None:
@@ -61,13 +45,12 @@ def read_rows(out: Path) -> dict[str, dict]:
     path = out / "sweep.yaml"
     if not path.exists() and not path.is_symlink():
         return {}
-    text = safe_yaml.read_text(path, "sweep")
-    try:
-        data = yaml.load(text, Loader=_RowLoader)  # noqa: S506 -- a SafeLoader subclass
-    except BadInput as err:  # nested too deep, a key given twice
-        raise BadInput(f"{path}: not a sweep ({err})") from None
-    except yaml.YAMLError:
-        raise BadInput(f"{path}: not a sweep (malformed YAML)") from None
+    # The reader of every file a harness command wrote: no aliases, size and depth capped, and
+    # plain scalars resolved as the writer (yaml.safe_dump, YAML 1.1) meant them: under the
+    # config reader's 1.2 floats a config hash of hex digits such as ``1234e5678901234`` would
+    # read back as a number (inf), and its completed cell would run again. The depth cap is
+    # the config's: the spec as written is the deepest thing the file holds.
+    data = safe_yaml.loads(safe_yaml.read_text(path, "sweep"), path, "sweep", max_depth=strict_yaml.MAX_DEPTH)
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise BadInput(f"{path}: not a sweep this harness reads (schema_version {SCHEMA_VERSION})")
     cells = data.get("cells") or []

@@ -23,7 +23,6 @@ KILLED = {  # the scheduler ended the job, not the run: the row's reason
     "OUT_OF_MEMORY": "the job ran out of memory (the scheduler's limit)",
     "CANCELLED": "the job was cancelled",
 }
-FINISHED = {"COMPLETED", "FAILED", *KILLED}
 TIMEOUT_S = 30.0
 PING_TIMEOUT_S = 15.0
 """``scontrol ping`` waits for the controller at most its MessageTimeout (10 s by default)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.report import conditions
 from harness.errors import BadInput
 from harness.hwreport import identity
+from harness.report.columns import aligned
 from harness.report.io import load_report
 
 
@@ -85,8 +86,7 @@ def summary_table(rows: list[dict], folder: Path | None = None) -> str:
     header = ["cell", "status", *(c[0] for c in COLUMNS), "timing conditions"]
     body = [[r["id"], r["status"], *(_fmt(r.get(k), f) for _, k, f in COLUMNS),
              _conditions(r, reports.get(r["id"]))] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    lines = aligned([header, *body])
 
     done = [r for r in rows if r["status"] == "completed"]
     groups = _workloads(done, reports)
