@@ -164,6 +164,15 @@ def test_the_caps_hold_without_libyaml(tmp_path, monkeypatch):
     assert safe_yaml._Parser.__module__ != "harness.files.safe_yaml", "libyaml's parser is back"
 
 
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    """A writer never repeats a key; PyYAML would keep the last one silently."""
+    from harness.files import safe_yaml
+
+    with pytest.raises(BadInput, match=r"sweep.yaml: not a sweep \(the key 'status' is given twice at line 3\)"):
+        safe_yaml.loads("cells:\n- status: failed\n  status: completed\n", "sweep.yaml", "sweep")
+    assert safe_yaml.loads("a: {status: 1}\nb: {status: 2}\n", "r.yaml") == {"a": {"status": 1}, "b": {"status": 2}}
+
+
 def test_a_report_that_is_a_list_is_named(tmp_path):
     path = tmp_path / "report.yaml"
     path.write_text("- 1\n- 2\n")

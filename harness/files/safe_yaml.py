@@ -80,6 +80,18 @@ class _HarnessLoader(Composer, _Parser, SafeConstructor, Resolver):
         finally:
             self._depth -= 1
 
+    def compose_mapping_node(self, anchor):
+        # A writer never gives a key twice: a second one means a hand edit, and PyYAML would
+        # keep the last silently (a sweep row's status overwritten, say).
+        node = super().compose_mapping_node(anchor)
+        seen = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if (key.tag, key.value) in seen:
+                    raise _Refused(f"the key {key.value!r} is given twice", key.start_mark)
+                seen.add((key.tag, key.value))
+        return node
+
 
 class _Refused(Exception):
     def __init__(self, why: str, mark):
