@@ -8,6 +8,9 @@ and the report says ``status: failed``.
 
 from __future__ import annotations
 
+# Exit statuses every command shares; `harness launch` passes a rank's on as its own.
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
 
 class BadInput(Exception):
     """Input the harness refuses; the message names the key, file or layer.

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from harness.data.batches import SeededBatchSampler, epoch_seed
 from harness.data.resident import DeviceResidentLoader
 from harness.data.split import TransformedSubset
 from harness.errors import BadInput, ConfigValueError
@@ -88,11 +89,6 @@ class Loaders:
             batches.epoch_seed = epoch_seed(seed, epoch)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    # numpy takes 32-bit seeds; seeds below 42,949 (every one that ran before) are unchanged.
-    return (seed * 100_003 + epoch) % 2**32
-
-
 def skip_batches(loader, n: int, accelerator):
     """``loader`` without its first ``n`` batches of this epoch, skipped at the sampler.
 
@@ -104,22 +100,6 @@ def skip_batches(loader, n: int, accelerator):
     if isinstance(loader, DeviceResidentLoader):
         return loader.skip_first(n)
     return accelerator.skip_first_batches(loader, n)
-
-
-class SeededBatchSampler(BatchSampler):
-    """Batches of ``(position, seed)``: each batch carries the seed of its augmentation.
-
-    The seed is a function of the epoch's seed and the batch's number, set in the main
-    process by ``Loaders.reseed``, so it reaches persistent workers too (see
-    ``TransformedSubset``). The order of positions is the plain BatchSampler's.
-    """
-
-    epoch_seed: int = 0
-
-    def __iter__(self):
-        for k, batch in enumerate(super().__iter__()):
-            seed = (self.epoch_seed * 1_000_003 + k) % 2**63
-            yield [(i, seed) for i in batch]
 
 
 def _loader(ds: Dataset, cfg: LoaderConfig, batch_size: int, train: bool, generator,

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from harness.data.augment import AugmentedSubset, BatchAugment, split_pipeline
+from harness.data.batches import SeededBatchSampler
 
 
 def materialise(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +114,6 @@ class DeviceResidentLoader:
 
     def _batch_sampler(self):
         from accelerate.data_loader import BatchSamplerShard
-
-        from harness.data.loaders import SeededBatchSampler
 
         batches = SeededBatchSampler(_Positions(self._order()), self.batch_size, self.drop_last)
         batches.epoch_seed = self.generator.initial_seed() if self.generator is not None else 0

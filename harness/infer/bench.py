@@ -281,10 +281,10 @@ def run_and_print(cfg, output: Path, overwrite: bool = False) -> int:
 def cmd_bench_inference(args) -> int:
     """CONFIG: random weights, into <output.dir>/inference. RUN_DIR: its config and model.pt,
     into RUN_DIR/inference. --output DIR: into DIR."""
-    from harness.cli import _split_positionals
+    from harness.args import split_positionals
     from harness.config.run import load_config
 
-    source, overrides = _split_positionals(args.items)
+    source, overrides = split_positionals(args.items)
     if source is None:
         raise BadInput("bench-inference: needs a CONFIG file or a RUN_DIR")
     overrides = ["scenario=inference"] + overrides

@@ -197,9 +197,9 @@ def write_eval(path: Path, body: dict) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    from harness.cli import _split_positionals
+    from harness.args import split_positionals
 
-    run_dir, overrides = _split_positionals(args.items)
+    run_dir, overrides = split_positionals(args.items)
     if run_dir is None:
         raise BadInput("evaluate: needs RUN_DIR, the folder a `harness run` wrote")
     run = open_run(run_dir, overrides)

@@ -115,11 +115,12 @@ def preflight(run_args: list[str], check_folder: bool = True) -> Path:
 def check_run(run_args: list[str], check_folder: bool = True):
     """``preflight``, returning (the output folder, the config)."""
     from harness.run import accel
-    from harness.cli import _split_positionals, parser
+    from harness.args import split_positionals
     from harness.config.run import load_config
+    from harness.run.command import parse_run_args
 
-    ns = parser().parse_args(["run", *run_args])
-    config, overrides = _split_positionals(ns.items)
+    ns = parse_run_args(run_args)
+    config, overrides = split_positionals(ns.items)
     if ns.resume:
         from harness.run import resume
         from harness.config.run import to_dict

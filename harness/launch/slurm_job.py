@@ -129,8 +129,7 @@ def run_cell_job(cmd: list[str], cell_dir: str) -> dict:
 
 
 def preflight(run_args: list[str]) -> int:
-    from harness.cli import EXIT_BAD_INPUT
-    from harness.errors import BadInput
+    from harness.errors import EXIT_BAD_INPUT, BadInput
     from harness.launch.command import preflight as check
 
     try:

@@ -8,12 +8,10 @@ holds its folder at a time, with the lock a run holds its own folder by (harness
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +20,10 @@ from typing import TYPE_CHECKING
 import harness
 from harness.files.atomic import write_text_atomic
 from harness.errors import BadInput
-from harness.files.lock import RunLock, live_owner
-from harness.report.io import load_report
-from harness.report.figures import figures as report_figures
+from harness.files.lock import live_owner
+from harness.sweep.cells import (  # noqa: F401  (cell_command, sweep_folder, SweepStopped: imported from here too)
+    SweepStopped, cell_command, figures, last_line, pending_row, read_report, run_stoppable, sweep_folder)
 from harness.sweep.file import now, read_rows, write_sweep
-from harness.sweep.table import summary_table
 
 if TYPE_CHECKING:  # sweep_config builds configs, which imports torch: only the commands need it
     from harness.sweep.spec import Cell, SweepSpec
@@ -70,27 +67,6 @@ def _kill_group(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     proc.wait()
 
 
-def _last_line(text: str) -> str | None:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else None
-
-
-def cell_command(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,
-                 python: str = sys.executable, config_file: Path | None = None) -> list[str]:
-    """``harness run`` for a one-process cell, ``harness launch`` for a cell with ``launch.*`` axes;
-    ``config_file`` is the cell's own config (its ``config`` key) in place of the base's."""
-    config_file = config_file or spec.base_config
-    config = [str(config_file)] if config_file is not None else []
-    if launch is None or launch.mode is None:
-        head = ["run"]
-    else:
-        head = ["launch", "--mode", launch.mode, "--nproc", str(launch.nproc)]
-        if launch.nnodes > 1:  # the job on each node adds its --node-rank and the main address
-            head += ["--nnodes", str(launch.nnodes)]
-    # The cell's folder is the sweep's: a new attempt replaces what an earlier one left.
-    return [python, "-m", "harness", *head, *config, *overrides, "--output", str(cell_dir), "--overwrite"]
-
-
 def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,
              config_file: Path | None = None) -> Attempt:
     """One attempt of one cell in its own process group, killed at the time limit."""
@@ -112,57 +88,18 @@ def run_cell(spec: SweepSpec, overrides: list[str], cell_dir: Path, launch=None,
             raise
     seconds = time.perf_counter() - t0
     stderr = (cell_dir / "stderr.log").read_text(errors="replace")
-    report = _read_report(cell_dir)
+    report = read_report(cell_dir)
     if timed_out:
         return Attempt("failed", f"timed out after {spec.time_limit_s:g} s", seconds, report, stderr)
     if proc.returncode == 0 and report is not None and report["status"] == "completed":
         return Attempt("completed", None, seconds, report, stderr)
-    error = (report or {}).get("error") or _last_line(stderr) or f"exit status {proc.returncode}"
+    error = (report or {}).get("error") or last_line(stderr) or f"exit status {proc.returncode}"
     return Attempt("failed", error, seconds, report, stderr)
-
-
-def _read_report(cell_dir: Path) -> dict | None:
-    try:
-        return load_report(cell_dir / "report.yaml") if (cell_dir / "report.yaml").is_file() else None
-    except BadInput:
-        return None
 
 
 def _is_oom(attempt: Attempt) -> bool:
     text = f"{attempt.stderr}\n{attempt.error or ''}".lower()
     return attempt.status == "failed" and OOM_MARKER in text
-
-
-SWEEP_FIGURES = ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "peak_rss_mb", "peak_pss_mb",
-                 "test_accuracy", "time_to_target_s")
-
-
-def figures(report: dict | None) -> dict:
-    """The key figures a sweep row copies from its cell's report (names from harness.report.figures.FIGURES)."""
-    return {**report_figures(report or {}, SWEEP_FIGURES), **scale(report)}
-
-
-def scale(report: dict | None) -> dict:
-    """How many processes the cell ran and the batch each saw: what a scaling table needs."""
-    report = report or {}
-    world = (report.get("distributed") or {}).get("world_size")
-    per_device = ((report.get("config") or {}).get("loader") or {}).get("batch_size")
-    total = (report.get("throughput") or {}).get("global_batch_size")
-    if total is None and isinstance(world, int) and isinstance(per_device, int):
-        total = world * per_device
-    return {"world_size": world, "per_device_batch_size": per_device, "global_batch_size": total}
-
-
-class SweepStopped(KeyboardInterrupt):
-    """SIGTERM/SIGINT to the sweep: the running cell was stopped (and reported) with it."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-
-
-def _stop_on(signum, frame):
-    raise SweepStopped(signum)
 
 
 def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
@@ -174,7 +111,7 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
             attempt = run_cell(spec, overrides, cell_dir, cell.launch, cell.config_file)
         except SweepStopped as stop:
             # The cell got the signal too and checkpointed: the row says so, never "pending".
-            report = _read_report(cell_dir)
+            report = read_report(cell_dir)
             stop.row = {"id": cell.id, "config_hash": cell.config_hash, "axes": cell.axes,
                         "status": "interrupted", "error": f"the sweep was {stop}", "attempts": attempts + 1,
                         "report": f"cells/{cell.id}/report.yaml" if report is not None else None,
@@ -204,10 +141,6 @@ def run_with_backoff(spec: SweepSpec, cell: Cell, cell_dir: Path) -> dict:
     }
 
 
-def pending_row(cell: Cell) -> dict:
-    return {"id": cell.id, "axes": cell.axes, "status": "pending"}
-
-
 class _CellLines:
     """The bar's stand-in when stderr is a log: one plain line per finished cell, no carriage returns."""
 
@@ -232,27 +165,6 @@ def _progress(total: int, name: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="cell", desc=name, file=sys.stderr)
-
-
-@contextlib.contextmanager
-def sweep_folder(out: Path):
-    """The sweep folder for this sweep alone, the way a run holds its folder (harness/files/lock.py):
-    a second sweep (or run) on it is refused before it reads or writes anything there; and
-    folders this sweep created and left empty (it was refused before writing) are removed."""
-    created = [p for p in (out, *out.parents) if not p.exists()]
-    lock = RunLock(out)
-    lock.acquire()
-    try:
-        yield bool(created)
-    finally:
-        lock.release()
-        for folder in created:  # innermost first; one that holds anything stops the walk
-            try:
-                folder.rmdir()
-            except FileNotFoundError:
-                continue
-            except OSError:
-                break
 
 
 def run_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: bool) -> list[dict]:
@@ -317,24 +229,6 @@ def cmd_sweep(args) -> int:
                            "--executor slurm (the local executor runs every cell on this machine)")
     return run_stoppable(lambda: run_sweep(spec, out, resume=args.resume, retry_failed=args.retry_failed), out,
                          f"continue with: harness sweep {args.sweep} --output {out} --resume")
-
-
-def run_stoppable(run, out: Path, resume_hint: str) -> int:
-    """``run()`` (the sweep, returning its rows) with SIGINT/SIGTERM raised in it as
-    KeyboardInterrupt; then the summary table, or the one-line error and 128+N."""
-    old = {sig: signal.signal(sig, _stop_on) for sig in (signal.SIGINT, signal.SIGTERM)} \
-        if threading.current_thread() is threading.main_thread() else {}
-    try:
-        rows = run()
-    except KeyboardInterrupt as err:
-        print(f"error: interrupted ({err or 'SIGINT'}); {resume_hint}", file=sys.stderr)
-        return 128 + getattr(err, "signum", signal.SIGINT)
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    print(summary_table(rows, out))
-    print(f"\nsweep  {out / 'sweep.yaml'}")
-    return 0
 
 
 def add_parser(subparsers) -> None:

@@ -39,7 +39,7 @@ import harness
 from harness.sweep import slurm_queue
 from harness.errors import BadInput
 from harness.sweep.slurm_config import SlurmResources, cell_resources, resource_dict
-from harness.sweep.command import _last_line, _read_report, cell_command, figures, pending_row, sweep_folder
+from harness.sweep.cells import cell_command, figures, last_line, pending_row, read_report, run_stoppable, sweep_folder
 from harness.sweep.file import now, read_rows, write_sweep
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _executor(out: Path, spec: SweepSpec, res: SlurmResources, count: int):
     try:
         ex.update_parameters(**params)
     except ValueError as err:
-        raise BadInput(f"slurm: {_last_line(str(err))}") from None
+        raise BadInput(f"slurm: {last_line(str(err))}") from None
     return ex
 
 
@@ -138,7 +138,7 @@ def submit_array(out: Path, spec: SweepSpec, res: SlurmResources, cells: list[Ce
             if type(err).__name__ not in ("FailedJobError", "FailedSubmissionError"):
                 raise
             said.seek(0)
-            why = _last_line(said.read()) or _last_line(str(err))
+            why = last_line(said.read()) or last_line(str(err))
             raise BadInput(f"slurm: sbatch refused the array: {why}") from None
     return [str(job.job_id) for job in jobs]
 
@@ -171,7 +171,7 @@ def _job_result(out: Path, job_id: str) -> tuple[str, object] | None:
 def finished_row(out: Path, cell: Cell, row: dict, state: str) -> dict:
     """A job the scheduler no longer runs: its row, from the report, the job's result and the state."""
     cell_dir = out / "cells" / cell.id
-    report = _read_report(cell_dir)
+    report = read_report(cell_dir)
     result = _job_result(out, row["job_id"])
     info = result[1] if result and result[0] == "success" and isinstance(result[1], dict) else {}
     ok = (state == "COMPLETED" and info.get("exit_code") == 0 and report is not None
@@ -179,8 +179,8 @@ def finished_row(out: Path, cell: Cell, row: dict, state: str) -> dict:
     error = None
     if not ok:
         stderr = cell_dir / "stderr.log"
-        stderr_tail = _last_line(stderr.read_text(errors="replace")) if stderr.is_file() else None
-        raised = _last_line(str(result[1])) if result and result[0] == "error" else None
+        stderr_tail = last_line(stderr.read_text(errors="replace")) if stderr.is_file() else None
+        raised = last_line(str(result[1])) if result and result[0] == "error" else None
         if state in slurm_queue.KILLED:
             error = f"{state}: {slurm_queue.KILLED[state]}"
             if state == "TIMEOUT":
@@ -311,8 +311,6 @@ def _run_slurm_sweep(spec: SweepSpec, out: Path, resume: bool, retry_failed: boo
 
 def cmd_slurm_sweep(args, spec: SweepSpec, out: Path) -> int:
     """Like the local sweep's command; a signal stops the watching, never the jobs."""
-    from harness.sweep.command import run_stoppable
-
     spec.executor = "slurm"
     spec.raw = {**spec.raw, "executor": "slurm"}
     again = f"harness sweep {args.sweep} --output {out} --resume"
