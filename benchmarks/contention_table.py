@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
+from harness.report.io import load_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def run_once(hogs: int, threads: int | None, epochs: int, out: Path) -> dict:
         for p in beside:
             p.kill()
             p.wait()
-    report = yaml.safe_load((out / "report.yaml").read_text())
+    report = load_report(out / "report.yaml")
     c = report["contention"]
     return {"foreign": c["foreign_cpu_fraction"], "verdict": c["verdict"], "load_before": load,
             "samples_per_s": report["throughput"]["samples_per_s"],

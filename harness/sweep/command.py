@@ -23,7 +23,8 @@ from harness.errors import BadInput
 from harness.files.lock import live_owner
 from harness.sweep.cells import (  # noqa: F401  (cell_command, sweep_folder, SweepStopped: imported from here too)
     SweepStopped, cell_command, figures, last_line, pending_row, read_report, run_stoppable, sweep_folder)
-from harness.sweep.file import now, read_rows, write_sweep
+from harness.files.clock import now
+from harness.sweep.file import read_rows, write_sweep
 
 if TYPE_CHECKING:  # sweep_config builds configs, which imports torch: only the commands need it
     from harness.sweep.spec import Cell, SweepSpec

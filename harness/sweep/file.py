@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from harness.config import strict_yaml
 from harness.files import safe_yaml
 from harness.files.atomic import write_text_atomic
-from harness.files.clock import now  # noqa: F401 -- also sweep/command.py's and sweep/slurm.py's
+from harness.files.clock import now
 from harness.errors import BadInput
 from harness.report.io import dump
 

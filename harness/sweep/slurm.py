@@ -40,7 +40,8 @@ from harness.sweep import slurm_queue
 from harness.errors import BadInput
 from harness.sweep.slurm_config import SlurmResources, cell_resources, resource_dict
 from harness.sweep.cells import cell_command, figures, last_line, pending_row, read_report, run_stoppable, sweep_folder
-from harness.sweep.file import now, read_rows, write_sweep
+from harness.files.clock import now
+from harness.sweep.file import read_rows, write_sweep
 
 if TYPE_CHECKING:
     from harness.sweep.spec import Cell, SweepSpec
