@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.args import OneLineParser, split_positionals
+from harness.report.columns import aligned
 from harness.errors import EXIT_OK, BadInput
 
 
@@ -176,8 +177,7 @@ def summary_table(report: dict, path: Path) -> str:
         ("total wall (s)", fmt(report["timing"].get("total_wall_s"), ".2f")),
         ("report", str(path)),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return "\n".join(aligned([list(row) for row in rows]))
 
 
 def _conditions_rows(report: dict) -> list[tuple[str, str]]:
