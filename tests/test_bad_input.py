@@ -18,12 +18,12 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_cli
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
 from harness.cli import main
-from synthetic_reports import make_report, write
+from support.reports import make_report, write
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
-TESTS = str(Path(__file__).parent)
 
 
 @dataclass
@@ -469,7 +469,7 @@ def test_bad_input(case: Case, tmp_path, capsys, monkeypatch):
         Path(env["HARNESS_CACHE"]).write_text("a file where the cache folder would go\n")
     before = _snapshot(tmp_path)
     if case.process:
-        proc = run_cli(*argv, env={"PYTHONPATH": os.pathsep.join([TESTS, str(inp)]), **env}, timeout=120)
+        proc = run_cli(*argv, env={"PYTHONPATH": os.pathsep.join([TESTS_PATH, str(inp)]), **env}, timeout=120)
         code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     else:
         for key, value in env.items():

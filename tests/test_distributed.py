@@ -14,7 +14,9 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli
+from support.paths import REPO
+from support.recipes import TINY
 from harness.cli import main
 from harness.launch.command import free_port
 from harness.report.io import load_report

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, run_cli
+from support.cli import run_cli
+from support.paths import REPO
 from harness.run.accel import CompileConfig, RuntimeConfig, resolve_device
 from harness.config.run import load_config
 from harness.errors import BadInput

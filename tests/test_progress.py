@@ -11,7 +11,7 @@ import sys
 import termios
 import threading
 
-from conftest import REPO
+from support.paths import REPO
 from harness.cli import main
 from harness.observe.progress import StepLines
 

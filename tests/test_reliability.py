@@ -19,11 +19,12 @@ import pytest
 import torch
 
 from harness.report.io import load_report
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
+from support.recipes import TINY
 
 CONFIG = "configs/digits_cnn.yaml"
-TESTS = str(Path(__file__).parent)
-ENV = {"PYTHONPATH": TESTS}
+ENV = {"PYTHONPATH": TESTS_PATH}
 
 
 def weights(folder: Path) -> dict:

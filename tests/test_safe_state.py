@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,11 @@ from harness.errors import BadInput
 from harness.run.guard import SIGTERM_ONCE_ENV, SecondSignal, StopSignals, deferred_signals
 from harness.files.lock import LOCK_FILE, RunLock, live_owner
 from harness.report.io import load_report
-from conftest import REPO, TINY
+from support.cli import run_in_process
+from support.paths import REPO, TESTS_PATH
+from support.recipes import TINY
 
 CONFIG = "configs/digits_cnn.yaml"
-TESTS = str(Path(__file__).parent)
 RECIPE = [CONFIG, *TINY, "optim.scheduler.name=none"]
 
 
@@ -46,9 +48,7 @@ def at_a_terminal(monkeypatch):
     monkeypatch.delenv(SIGTERM_ONCE_ENV, raising=False)
 
 
-def run(out: Path, *extra: str, resume_dir: bool = False) -> int:
-    target = ["--resume", str(out)] if resume_dir else ["--output", str(out)]
-    return main(["run", *RECIPE, *extra, *target])
+run = partial(run_in_process, RECIPE)
 
 
 def snapshot(folder: Path) -> dict:
@@ -88,7 +88,7 @@ def test_resume_of_a_completed_run_changes_nothing(done_run, tmp_path, capsys):
     out = copy_of(done_run, tmp_path)
     before = snapshot(out)
     capsys.readouterr()
-    assert run(out, resume_dir=True) == 0
+    assert run(out, resume=True) == 0
     err = capsys.readouterr().err
     assert "already completed" in err and "nothing rewritten" in err and "Traceback" not in err
     assert snapshot(out) == before
@@ -99,7 +99,7 @@ def test_resume_of_a_completed_run_with_more_epochs_trains_on(done_run, tmp_path
     out = copy_of(done_run, tmp_path)
     (out / ".report.yaml.dead0001.tmp").write_text("left by a SIGKILL")
     (out / "checkpoints" / ".tmp-epoch_0003").mkdir()
-    assert run(out, "train.epochs=3", resume_dir=True) == 0
+    assert run(out, "train.epochs=3", resume=True) == 0
     report = load_report(out)
     assert report["resumed_from_epoch"] == 2
     assert [d["epoch"] for d in report["accuracy"]["dev"]] == [1, 2, 3]
@@ -125,7 +125,7 @@ def test_resume_with_another_recipe_is_refused(done_run, tmp_path, capsys, chang
     out = copy_of(done_run, tmp_path)
     before = snapshot(out)
     capsys.readouterr()
-    assert run(out, change, resume_dir=True) == 2
+    assert run(out, change, resume=True) == 2
     line = one_error_line(capsys.readouterr().err)
     assert named in line
     assert snapshot(out) == before
@@ -222,7 +222,7 @@ def test_a_full_disk_names_the_path_and_bytes_and_leaves_the_old_file(tiny_disk)
 def test_a_full_disk_fails_the_run_in_one_line_and_keeps_the_last_checkpoint(tiny_disk, tmp_path):
     """Room for one epoch checkpoint (about 770 KB) but not for a second beside it."""
     out = tiny_disk(1000) / "run"
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     cmd = [sys.executable, "-m", "harness", "run", *RECIPE, "--output", str(out)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     assert proc.returncode == 1, proc.stderr
@@ -316,7 +316,7 @@ def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, 
         return real(path, report)
 
     monkeypatch.setattr(runner, "write_report", signalled_while_writing)
-    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.syspath_prepend(TESTS_PATH)
     out = tmp_path / "run"
     code = run(out, "model.name=custom_models:SignalAt",
                f"model.kwargs={{step: 5, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}")
@@ -389,7 +389,7 @@ def test_a_damaged_checkpoint_is_named_and_an_older_one_offered(done_run, tmp_pa
         _truncate(path)
     before = snapshot(out)
     capsys.readouterr()
-    assert run(out, resume_dir=True) == 2
+    assert run(out, resume=True) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"{path}: {what}" in line
     assert "--resume-from epoch_0001" in line
@@ -456,7 +456,7 @@ def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_p
     """One run killed at 10 random instants over its life (setup, steps, evaluation,
     checkpoints, the report), resumed after each; it ends where an uninterrupted one does."""
     common = [*RECIPE, "train.epochs=4", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 15}"]
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     whole, part = tmp_path / "whole", tmp_path / "part"
     ref = subprocess.run([sys.executable, "-m", "harness", "run", *common, "--output", str(whole)],
                          cwd=REPO, capture_output=True, text=True, env=env)
@@ -616,7 +616,7 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.slow
 def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
                              "train.epochs=30", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}",
                              "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -646,7 +646,7 @@ def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits
     out = tmp_path / "out"
     marker = tmp_path / "training"
     save_s = 8  # longer than the 5 s harness launch gives its launcher's stderr to close
-    env = {**os.environ, "PYTHONPATH": TESTS, "SLURM_JOB_ID": "1"}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH, "SLURM_JOB_ID": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
                              "train.epochs=30", "output.checkpoint_every_epoch=false",
                              "model.name=custom_models:SlowToSave",
@@ -720,7 +720,7 @@ def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause, statu
     proc = subprocess.run([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
                            f"model.name=custom_models:{model}", "model.kwargs={rank: 1, step: 3}",
                            "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": TESTS})
+                          env={**os.environ, "PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: rank 1 (pid ") and cause in last, last
@@ -730,7 +730,7 @@ def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause, statu
 
 
 def test_the_launch_preflight_probes_the_model(tmp_path, monkeypatch, capsys):
-    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.syspath_prepend(TESTS_PATH)
     code = main(["launch", "--mode", "ddp", "--nproc", "2", *RECIPE, "model.name=custom_models:WrongWidth",
                  "--output", str(tmp_path / "out"), "--dry-run"])
     assert code == 2
@@ -750,7 +750,7 @@ def test_sigterm_to_a_real_sweep_stops_and_records_its_cell(tmp_path):
     path = tmp_path / "sweep.in.yaml"
     path.write_text(yaml.safe_dump(spec))
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(path), "--output", str(out)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -774,7 +774,7 @@ def test_sigterm_to_whole_run_repeats_reaches_the_repeat_and_writes_the_report(t
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *RECIPE, "train.epochs=30",
                              "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}", "measure.repeats=2",
                              "measure.repeat_unit=run", "--output", str(out)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": TESTS}, stdout=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": TESTS_PATH}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (out / "repeat_01" / "checkpoints" / "epoch_0001").exists():

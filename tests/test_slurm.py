@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from harness.files.lock import read_lock
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 LOGS = Path(os.environ.get("SLURM_LOCAL_DIR", "/var/tmp/harness-slurm"))  # scripts/slurm-local.sh's daemons
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
@@ -82,9 +83,8 @@ def sweep_file(tmp_path: Path, name: str, **spec) -> Path:
 
 def harness(*args: str, timeout: float = 600, tests_on_path: bool = False) -> subprocess.CompletedProcess:
     """``tests_on_path``: the jobs can import tests/custom_models.py (sbatch passes the environment on)."""
-    path = os.pathsep.join([str(REPO), str(REPO / "tests")] if tests_on_path else [str(REPO)])
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": path})
+    path = os.pathsep.join([str(REPO), TESTS_PATH] if tests_on_path else [str(REPO)])
+    return run_cli(*args, timeout=timeout, env={"PYTHONPATH": path})
 
 
 def rows(out: Path) -> list[dict]:
@@ -191,7 +191,7 @@ def sbatch(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
     """Submit, then poll the controller every half second (``sbatch --wait`` polls far more slowly)."""
     log = tmp_path / "slurm.out"
     env = {**os.environ, "HARNESS_PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # tests/custom_models.py
+           "PYTHONPATH": os.pathsep.join([str(REPO), TESTS_PATH])}  # tests/custom_models.py
     job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), *args],
                          capture_output=True, text=True, timeout=60, env=env, check=True).stdout.strip()
     deadline = time.monotonic() + timeout

@@ -14,9 +14,8 @@ from harness.cli import main
 from harness.errors import BadInput
 from harness.data.loaders import LoaderConfig, build_loaders
 from harness.data.resident import DeviceResidentLoader
+from support.paths import REPO, TESTS
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
 TINY = {"data.subset": 120, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 32,
         "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False}
 
@@ -285,7 +284,8 @@ def test_retry_failed_needs_resume(tmp_path, capsys):
 @pytest.mark.slow
 def test_device_resident_under_two_process_ddp(tmp_path):
     """Two real gloo ranks: each trains on its shard of the resident tensors; dev/test are gathered once."""
-    from conftest import TINY, run_cli
+    from support.cli import run_cli
+    from support.recipes import TINY
     from harness.report.io import load_report
 
     proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/digits_cnn.yaml", *TINY,

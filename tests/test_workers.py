@@ -12,7 +12,8 @@ import signal
 
 import pytest
 
-from conftest import TINY, run_cli
+from support.cli import run_cli
+from support.recipes import TINY
 from test_reliability import CONFIG, ENV, assert_same_run
 
 # Augmentation on, so a seed that does not reach the workers changes the result.
