@@ -28,7 +28,7 @@ SLEEP_MS = 60_000  # one eval batch; the signal cuts it short
 def run_dir(tmp_path_factory, harness_cache):
     out = tmp_path_factory.mktemp("run") / "digits"
     proc = run_cli("run", "configs/digits_cnn.yaml", *TINY, "train.epochs=1",
-                   "model.name=signal_models:MarksEval", "--output", str(out), env={"PYTHONPATH": TESTS_PATH})
+                   "model.name=fixtures.signal_models:MarksEval", "--output", str(out), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 0, proc.stderr
     return out
 

@@ -20,7 +20,7 @@ from support.paths import TESTS_PATH
 RECIPE = ["configs/digits_cnn.yaml", "data.subset=360", "train.epochs=1", "measure.warmup_steps=1",
           "loader.batch_size=32", "output.progress=false", "output.save_model=false",
           "output.checkpoint_every_epoch=false", "measure.count_flops=false", "measure.measure_peak=false",
-          "model.name=gate_models:Sleepy"]
+          "model.name=fixtures.gate_models:Sleepy"]
 BASE_SLEEP_MS, CAND_SLEEP_MS = "50", "300"
 
 

@@ -10,7 +10,7 @@ from harness.cli import main
 from harness.report.io import load_report
 
 SLEEP_MS = 20.0
-BASE = ["data.subset=120", "model.name=inference_models:SleepyEval", "measure.count_flops=false",
+BASE = ["data.subset=120", "model.name=fixtures.inference_models:SleepyEval", "measure.count_flops=false",
         "output.progress=false"]
 
 

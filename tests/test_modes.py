@@ -286,7 +286,7 @@ def test_loop_counts_the_steps_a_gradient_scaler_skipped(model_name, skipped):
     from harness.run.loop import TrainParts, train_epoch
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import NullMeter
-    from mode_models import InfiniteGradients
+    from fixtures.mode_models import InfiniteGradients
 
     acc = Accelerator(cpu=True)
     torch.manual_seed(0)

@@ -101,7 +101,7 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
 
 def test_cli_model_that_does_not_fit_exits_2(tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("run", CONFIG, "model.name=custom_models:WrongWidth", "--output", str(out),
+    proc = run_cli("run", CONFIG, "model.name=fixtures.custom_models:WrongWidth", "--output", str(out),
                    env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 2, proc.stderr
     assert "layer 'fc2'" in proc.stderr and "Traceback" not in proc.stderr

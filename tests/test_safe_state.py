@@ -318,7 +318,7 @@ def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, 
     monkeypatch.setattr(runner, "write_report", signalled_while_writing)
     monkeypatch.syspath_prepend(TESTS_PATH)
     out = tmp_path / "run"
-    code = run(out, "model.name=custom_models:SignalAt",
+    code = run(out, "model.name=fixtures.custom_models:SignalAt",
                f"model.kwargs={{step: 5, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}")
     assert code == 143
     assert "second SIGTERM" in one_error_line(capsys.readouterr().err)
@@ -455,7 +455,7 @@ KILLS = 10
 def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_path):
     """One run killed at 10 random instants over its life (setup, steps, evaluation,
     checkpoints, the report), resumed after each; it ends where an uninterrupted one does."""
-    common = [*RECIPE, "train.epochs=4", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 15}"]
+    common = [*RECIPE, "train.epochs=4", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 15}"]
     env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     whole, part = tmp_path / "whole", tmp_path / "part"
     ref = subprocess.run([sys.executable, "-m", "harness", "run", *common, "--output", str(whole)],
@@ -618,7 +618,7 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
-                             "train.epochs=30", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}",
+                             "train.epochs=30", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 20}",
                              "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -649,7 +649,7 @@ def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits
     env = {**os.environ, "PYTHONPATH": TESTS_PATH, "SLURM_JOB_ID": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
                              "train.epochs=30", "output.checkpoint_every_epoch=false",
-                             "model.name=custom_models:SlowToSave",
+                             "model.name=fixtures.custom_models:SlowToSave",
                              f"model.kwargs={{marker: {marker}, sleep_ms: 20, save_s: {save_s}}}",
                              "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -718,7 +718,7 @@ Root Cause (first observed failure):
 def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause, status):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *RECIPE,
-                           f"model.name=custom_models:{model}", "model.kwargs={rank: 1, step: 3}",
+                           f"model.name=fixtures.custom_models:{model}", "model.kwargs={rank: 1, step: 3}",
                            "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -731,7 +731,7 @@ def test_a_rank_that_dies_without_a_note_is_blamed(tmp_path, model, cause, statu
 
 def test_the_launch_preflight_probes_the_model(tmp_path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(TESTS_PATH)
-    code = main(["launch", "--mode", "ddp", "--nproc", "2", *RECIPE, "model.name=custom_models:WrongWidth",
+    code = main(["launch", "--mode", "ddp", "--nproc", "2", *RECIPE, "model.name=fixtures.custom_models:WrongWidth",
                  "--output", str(tmp_path / "out"), "--dry-run"])
     assert code == 2
     assert "layer 'fc2'" in one_error_line(capsys.readouterr().err)
@@ -744,7 +744,7 @@ def test_sigterm_to_a_real_sweep_stops_and_records_its_cell(tmp_path):
 
     spec = {"base": {"config": str(REPO / CONFIG),
                      "overrides": {"data.subset": 360, "train.epochs": 30, "measure.warmup_steps": 1,
-                                   "output.progress": False, "model.name": "custom_models:Slow",
+                                   "output.progress": False, "model.name": "fixtures.custom_models:Slow",
                                    "model.kwargs": {"sleep_ms": 20}}},
             "cells": [{"loader.batch_size": 32}, {"loader.batch_size": 64}], "time_limit_s": 300}
     path = tmp_path / "sweep.in.yaml"
@@ -772,7 +772,7 @@ def test_sigterm_to_a_real_sweep_stops_and_records_its_cell(tmp_path):
 def test_sigterm_to_whole_run_repeats_reaches_the_repeat_and_writes_the_report(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *RECIPE, "train.epochs=30",
-                             "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 20}", "measure.repeats=2",
+                             "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 20}", "measure.repeats=2",
                              "measure.repeat_unit=run", "--output", str(out)], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": TESTS_PATH}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -165,7 +165,7 @@ def test_a_resume_drops_the_lines_past_its_checkpoint_and_a_torn_line(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_leaves_every_step_once(tmp_path):
     """Killed once lines past its first checkpoint exist; resumed, the stream has each step once."""
-    common = [*CNN, "train.epochs=3", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 30}",
+    common = [*CNN, "train.epochs=3", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 30}",
               "tracking.log_with=[tensorboard]"]
     env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     out = tmp_path / "run"

@@ -24,7 +24,7 @@ RECIPE = [CONFIG, *TINY, "train.epochs=3", "data.transforms.augment.rotation_deg
 @pytest.mark.slow
 def test_persistent_workers_and_their_restart_on_resume_match_zero_workers(tmp_path):
     model = f"model.kwargs={{step: 12, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}"
-    common = [*RECIPE, "model.name=custom_models:SignalAt", model]
+    common = [*RECIPE, "model.name=fixtures.custom_models:SignalAt", model]
     (tmp_path / "sent").write_text("the reference runs must not be signalled\n")
     runs = {"w0": [], "w2_persistent": ["loader.num_workers=2", "loader.persistent_workers=true"]}
     for name, extra in runs.items():
