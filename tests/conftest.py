@@ -18,6 +18,10 @@ settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("deterministic")
 
+# support/ holds assertion helpers (support.folders.one_error_line): rewritten like a
+# test module's, so a failure there shows the values too.
+pytest.register_assert_rewrite("support")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def harness_cache(tmp_path_factory):

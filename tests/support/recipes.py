@@ -10,3 +10,10 @@ TINY = [
     "loader.batch_size=32",
     "output.progress=false",
 ]
+
+# Relative to the repository root, where the tests run the command.
+CONFIG = "configs/digits_cnn.yaml"
+
+# The tiny recipe at a constant learning rate, for the tests that stop, resume and
+# compare runs (tests/safe_state/).
+SAFE_RECIPE = [CONFIG, *TINY, "optim.scheduler.name=none"]
