@@ -16,12 +16,11 @@ import torch
 
 from support.cli import run_cli
 from support.paths import REPO
-from support.recipes import TINY
+from support.recipes import CONFIG, TINY
 from harness.cli import main
 from harness.launch.command import free_port
 from harness.report.io import load_report
 
-CONFIG = "configs/digits_cnn.yaml"
 # Runs here measure modes, not the machine: skip the matmul peak, keep checkpoints out.
 QUIET = [*TINY, "measure.measure_peak=false", "output.checkpoint_every_epoch=false"]
 ON_CPU = [*QUIET, "runtime.device=cpu"]  # CPU tests stay on the CPU on a GPU machine too

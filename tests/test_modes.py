@@ -13,12 +13,12 @@ from torch import nn
 
 from support.cli import run_cli
 from support.paths import REPO
+from support.recipes import CONFIG
 from harness.run.accel import CompileConfig, RuntimeConfig, resolve_device
 from harness.config.run import load_config
 from harness.errors import BadInput
 from harness.measure.compile_stats import CompileTracker
 
-CONFIG = "configs/digits_cnn.yaml"
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.yaml"))
 
 

@@ -11,10 +11,8 @@ from harness.cli import main
 from harness.report.io import load_report
 from support.cli import run_cli, run_in_process
 from support.paths import REPO, TESTS_PATH
-from support.recipes import TINY
+from support.recipes import CONFIG, TINY
 from support.reports import REPORT_KEYS
-
-CONFIG = "configs/digits_cnn.yaml"
 
 
 run = partial(run_in_process, [CONFIG, *TINY])

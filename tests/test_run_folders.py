@@ -23,9 +23,8 @@ from harness.files.lock import LOCK_FILE
 from harness.report.io import load_report
 from support.cli import run_in_process
 from support.paths import REPO
-from support.recipes import TINY
+from support.recipes import CONFIG, TINY
 
-CONFIG = "configs/digits_cnn.yaml"
 SMALL = [*TINY, "data.subset=160"]  # later overrides win
 INFERENCE = ["scenario=inference", "inference.batch_sizes=[1,4]", "inference.batches=2",
              "inference.warmup_batches=1"]

@@ -13,8 +13,9 @@ import signal
 import pytest
 
 from support.cli import run_cli
-from support.recipes import TINY
-from test_reliability import CONFIG, ENV, assert_same_run
+from support.paths import TESTS_PATH
+from support.recipes import CONFIG, TINY
+from support.runs import assert_same_run
 
 # Augmentation on, so a seed that does not reach the workers changes the result.
 RECIPE = [CONFIG, *TINY, "train.epochs=3", "data.transforms.augment.rotation_deg=15",
@@ -28,14 +29,14 @@ def test_persistent_workers_and_their_restart_on_resume_match_zero_workers(tmp_p
     (tmp_path / "sent").write_text("the reference runs must not be signalled\n")
     runs = {"w0": [], "w2_persistent": ["loader.num_workers=2", "loader.persistent_workers=true"]}
     for name, extra in runs.items():
-        proc = run_cli("run", *common, *extra, "--output", str(tmp_path / name), env=ENV)
+        proc = run_cli("run", *common, *extra, "--output", str(tmp_path / name), env={"PYTHONPATH": TESTS_PATH})
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(tmp_path / "w0", tmp_path / "w2_persistent")
 
     (tmp_path / "sent").unlink()  # step 12 is the 4th of epoch 2: the stop lands inside an epoch
     part = tmp_path / "resumed"
-    proc = run_cli("run", *common, *runs["w2_persistent"], "--output", str(part), env=ENV)
+    proc = run_cli("run", *common, *runs["w2_persistent"], "--output", str(part), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
-    proc = run_cli("run", "--resume", str(part), env=ENV)
+    proc = run_cli("run", "--resume", str(part), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(tmp_path / "w0", part)
