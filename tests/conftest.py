@@ -1,10 +1,12 @@
-"""Shared fixtures: a session-wide digits cache and a fresh Accelerate state per test."""
+"""Fixtures and hooks only: a session-wide digits cache and a fresh Accelerate state per test.
+
+The helpers the test files share (paths, recipes, running the command, synthetic
+reports, run folders) live in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +18,9 @@ settings.register_profile("deterministic", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("deterministic")
 
-REPO = Path(__file__).resolve().parent.parent
-
-# Small, fast recipe settings for tests that train: a few hundred digits, two epochs.
-TINY = [
-    "data.subset=360",
-    "train.epochs=2",
-    "measure.warmup_steps=1",
-    "loader.batch_size=32",
-    "output.progress=false",
-]
+# support/ holds assertion helpers (support.folders.one_error_line): rewritten like a
+# test module's, so a failure there shows the values too.
+pytest.register_assert_rewrite("support")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,9 +42,3 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     PartialState._reset_state()
 
-
-def run_cli(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m harness ARGS`` in a subprocess, as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)

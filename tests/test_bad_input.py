@@ -18,12 +18,12 @@ from typing import Callable
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_cli
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
 from harness.cli import main
-from synthetic_reports import make_report, write
+from support.reports import make_report, write
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
-TESTS = str(Path(__file__).parent)
 
 
 @dataclass
@@ -173,18 +173,18 @@ CASES = [
     # --- models -------------------------------------------------------------------------
     Case("cnn_on_tiny_images", run("data.name=fake", "data.fake.size=40", "data.fake.image_shape=[1,2,2]"),
          ("cnn", "at least 4x4", "2x2")),
-    Case("kwargs_the_model_rejects", run("model.name=bad_models:RejectsKwargs", "model.kwargs={width: -1}"),
-         ("bad_models:RejectsKwargs(**model.kwargs)", "ValueError", "width must be positive")),
+    Case("kwargs_the_model_rejects", run("model.name=fixtures.bad_models:RejectsKwargs", "model.kwargs={width: -1}"),
+         ("fixtures.bad_models:RejectsKwargs(**model.kwargs)", "ValueError", "width must be positive")),
     Case("kwargs_the_model_lacks", run("model.kwargs={depth: 3}"), ("model.kwargs.depth",)),
-    Case("model_init_raises", run("model.name=bad_models:InitRaises"), ("RuntimeError", "cannot be built")),
-    Case("model_without_parameters", run("model.name=bad_models:NoParameters"), ("no parameters",)),
-    Case("model_exits_in_init", run("model.name=bad_models:ExitsInInit"), ("SystemExit(5)", "sys.exit"),
+    Case("model_init_raises", run("model.name=fixtures.bad_models:InitRaises"), ("RuntimeError", "cannot be built")),
+    Case("model_without_parameters", run("model.name=fixtures.bad_models:NoParameters"), ("no parameters",)),
+    Case("model_exits_in_init", run("model.name=fixtures.bad_models:ExitsInInit"), ("SystemExit(5)", "sys.exit"),
          process=True),
     Case("model_exits_at_import", run_with(exits_at_import), ("exits_at_import", "SystemExit(4)"), process=True),
     Case("model_module_missing", run("model.name=no_such_module:Net"), ("model.name", "cannot import")),
-    Case("model_not_a_module", run("model.name=custom_models:NotAModule"), ("not an nn.Module",)),
-    Case("model_layers_do_not_fit", run("model.name=custom_models:WrongWidth"), ("layer 'fc2'",)),
-    Case("model_output_wrong_classes", run("model.name=custom_models:WrongClasses"), ("output has shape",)),
+    Case("model_not_a_module", run("model.name=fixtures.custom_models:NotAModule"), ("not an nn.Module",)),
+    Case("model_layers_do_not_fit", run("model.name=fixtures.custom_models:WrongWidth"), ("layer 'fc2'",)),
+    Case("model_output_wrong_classes", run("model.name=fixtures.custom_models:WrongClasses"), ("output has shape",)),
     Case("pretrained_missing", run_with(lambda inp: [f"model.pretrained={inp / 'w.pt'}"]),
          ("model.pretrained", "not a file")),
     Case("pretrained_not_a_state_dict", run_with(lambda inp: [f"model.pretrained={text(inp, 'w.pt', 'garbage')}"]),
@@ -469,7 +469,7 @@ def test_bad_input(case: Case, tmp_path, capsys, monkeypatch):
         Path(env["HARNESS_CACHE"]).write_text("a file where the cache folder would go\n")
     before = _snapshot(tmp_path)
     if case.process:
-        proc = run_cli(*argv, env={"PYTHONPATH": os.pathsep.join([TESTS, str(inp)]), **env}, timeout=120)
+        proc = run_cli(*argv, env={"PYTHONPATH": os.pathsep.join([TESTS_PATH, str(inp)]), **env}, timeout=120)
         code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     else:
         for key, value in env.items():

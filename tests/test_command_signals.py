@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
+from support.recipes import TINY
 
-TESTS = str(Path(__file__).parent)
 SLEEP_MS = 60_000  # one eval batch; the signal cuts it short
 
 
@@ -27,7 +28,7 @@ SLEEP_MS = 60_000  # one eval batch; the signal cuts it short
 def run_dir(tmp_path_factory, harness_cache):
     out = tmp_path_factory.mktemp("run") / "digits"
     proc = run_cli("run", "configs/digits_cnn.yaml", *TINY, "train.epochs=1",
-                   "model.name=signal_models:MarksEval", "--output", str(out), env={"PYTHONPATH": TESTS})
+                   "model.name=fixtures.signal_models:MarksEval", "--output", str(out), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -37,7 +38,7 @@ def _tree(folder: Path) -> dict[str, int]:
 
 
 def _signalled(args: list[str], marker: Path, signum: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": TESTS, "HARNESS_TEST_EVAL_MARKER": str(marker),
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH, "HARNESS_TEST_EVAL_MARKER": str(marker),
            "HARNESS_TEST_EVAL_SLEEP_MS": str(SLEEP_MS)}
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

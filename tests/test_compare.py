@@ -14,7 +14,7 @@ import yaml
 from harness.cli import main
 from harness.report.sources import collect
 from harness.gate.significance import can_reach, one_sided_p, repeats_needed
-from synthetic_reports import GPU_B, make_report, noisy_steps, write
+from support.reports import GPU_B, make_report, noisy_steps, write
 
 
 def run(capsys, *argv):

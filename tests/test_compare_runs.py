@@ -14,19 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from support.cli import run_cli
+from support.paths import TESTS_PATH
 
-TESTS = str(Path(__file__).parent)
 RECIPE = ["configs/digits_cnn.yaml", "data.subset=360", "train.epochs=1", "measure.warmup_steps=1",
           "loader.batch_size=32", "output.progress=false", "output.save_model=false",
           "output.checkpoint_every_epoch=false", "measure.count_flops=false", "measure.measure_peak=false",
-          "model.name=gate_models:Sleepy"]
+          "model.name=fixtures.gate_models:Sleepy"]
 BASE_SLEEP_MS, CAND_SLEEP_MS = "50", "300"
 
 
 def harness_run(out: Path, *extra: str, sleep_ms: str = BASE_SLEEP_MS, fail_at: str = "0"):
     return run_cli("run", *RECIPE, *extra, "--output", str(out),
-                   env={"PYTHONPATH": TESTS, "HARNESS_TEST_STEP_SLEEP_MS": sleep_ms, "HARNESS_TEST_FAIL_AT": fail_at})
+                   env={"PYTHONPATH": TESTS_PATH, "HARNESS_TEST_STEP_SLEEP_MS": sleep_ms, "HARNESS_TEST_FAIL_AT": fail_at})
 
 
 def compare(*args: str):

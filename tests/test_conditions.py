@@ -6,7 +6,7 @@ from pathlib import Path
 
 from harness.report import conditions
 from harness.cli import _summary_table
-from synthetic_reports import make_report
+from support.reports import make_report
 
 
 def summary(report: dict) -> str:
@@ -51,7 +51,7 @@ def test_an_inference_report_is_as_contended_as_its_worst_batch_size():
 
 def _sweep(tmp_path, cells: list[tuple[str, dict]]):
     from harness.sweep.command import figures
-    from synthetic_reports import write
+    from support.reports import write
 
     rows = []
     for cell_id, report in cells:

@@ -9,15 +9,14 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from harness.measure import contention
 from harness.measure.contention import CONTENDED_AT, Probe, Tally, Window
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 # Two CPUs' lines of a real /proc/stat (user nice system idle iowait irq softirq steal ...), 100 Hz.
 PROC_STAT = """cpu  300 10 100 5000 20 5 5 40 0 0
@@ -271,7 +270,7 @@ def test_the_meter_writes_a_block_per_window_and_one_for_all():
 
 def test_whole_run_repeats_keep_each_block_and_the_worst(tmp_path):
     from harness.run.repeats import combine
-    from tests.synthetic_reports import make_report as synthetic
+    from support.reports import make_report as synthetic
 
     reports = []
     for rate, foreign in ((100.0, 0.05), (90.0, 0.6), (95.0, 0.1)):
@@ -345,7 +344,7 @@ def test_contended_benchmark_rounds_are_dropped_and_too_few_say_not_measured():
 def test_an_inference_report_has_a_block_per_batch_size_and_the_worst(tmp_path):
     from harness.cli import main
     from harness.report.io import load_report
-    from conftest import TINY
+    from support.recipes import TINY
 
     out = tmp_path / "inf"
     assert main(["run", "configs/digits_cnn.yaml", *TINY, "data.subset=160", "scenario=inference",
@@ -370,7 +369,7 @@ def test_contention_and_free_cpus_are_named_in_the_warnings():
 
 def test_a_run_warns_once_at_its_start_when_threads_exceed_its_cpus(tmp_path, monkeypatch, capsys):
     from harness.cli import main
-    from conftest import TINY
+    from support.recipes import TINY
 
     monkeypatch.setattr(contention, "capacity_cpus", lambda cpus=None, quota=None: 0.5)  # a half-CPU quota
     assert main(["run", "configs/digits_cnn.yaml", *TINY, "data.subset=160", "train.epochs=1",

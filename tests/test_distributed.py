@@ -14,12 +14,13 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli
+from support.paths import REPO
+from support.recipes import CONFIG, TINY
 from harness.cli import main
 from harness.launch.command import free_port
 from harness.report.io import load_report
 
-CONFIG = "configs/digits_cnn.yaml"
 # Runs here measure modes, not the machine: skip the matmul peak, keep checkpoints out.
 QUIET = [*TINY, "measure.measure_peak=false", "output.checkpoint_every_epoch=false"]
 ON_CPU = [*QUIET, "runtime.device=cpu"]  # CPU tests stay on the CPU on a GPU machine too
@@ -104,9 +105,9 @@ def test_ddp_step_matches_a_single_process_step_on_the_global_batch(tmp_path):
     process ends on the whole batch: DDP averages the ranks' gradients."""
     from torch import nn
 
-    from ddp_parity_worker import LR, global_batch, tiny_model
+    from fixtures.ddp_parity_worker import LR, global_batch, tiny_model
 
-    ok(accelerate_launch("launch/cpu-ddp.yaml", "tests/ddp_parity_worker.py", str(tmp_path)))
+    ok(accelerate_launch("launch/cpu-ddp.yaml", "tests/fixtures/ddp_parity_worker.py", str(tmp_path)))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert r0["world_size"] == r1["world_size"] == 2 and r0["backend"] == "gloo"
     assert r0["wrapped"] == "DistributedDataParallel" and r0["pid"] != r1["pid"]
@@ -246,7 +247,7 @@ def test_fp16_counts_every_step_the_scaler_skips(tmp_path):
     """A model whose gradients are always infinite: the scaler skips every step."""
     steps = 5
     assert main(["run", CONFIG, *QUIET, "runtime.device=gpu", "runtime.precision=fp16",
-                 "model.name=mode_models:InfiniteGradients", f"train.max_steps={steps}", "train.epochs=1",
+                 "model.name=fixtures.mode_models:InfiniteGradients", f"train.max_steps={steps}", "train.epochs=1",
                  "--output", str(tmp_path)]) == 0
     assert load_report(tmp_path)["distributed"]["scaler_skipped_steps"] == steps
 

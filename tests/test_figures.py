@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from conftest import TINY
+from support.recipes import TINY
 from harness.cli import main
 from harness.measure.memory import MB, read_tree
 from harness.report.io import load_report
@@ -115,7 +115,7 @@ def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monke
 def test_ddp_counts_each_sample_once_when_the_data_set_does_not_divide(tmp_path):
     """Two gloo ranks, 252 train samples in global batches of 64: Accelerate pads the last
     batch (60 real) to 64; the padding is not samples."""
-    from conftest import run_cli
+    from support.cli import run_cli
 
     proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", MLP, *TINY, "measure.warmup_steps=0",
                    "--output", str(tmp_path), timeout=240)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from synthetic_reports import make_report, write
+from support.reports import make_report, write
 
 PACKAGE = Path(__file__).resolve().parent.parent / "harness"
 MAX_ROOT_FILES = 10

@@ -23,7 +23,7 @@ from harness.hwreport import charts, identity
 from harness.hwreport.compare_machines import Estimate
 from harness.hwreport.scaling import STRONG, WEAK, Point, series_of
 from harness.report.io import load_report, write_report
-from synthetic_reports import CPU_A, GPU_B, make_report, write
+from support.reports import CPU_A, GPU_B, make_report, write
 
 DATA = Path(__file__).parent / "data" / "hwreport"
 MACHINE_A, MACHINE_B = "AMD EPYC, 2 CPUs", "Intel Xeon Gold 6338, 8 CPUs"

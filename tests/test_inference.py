@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, TINY
+from support.paths import REPO
+from support.recipes import TINY
 from harness.cli import main
 from harness.report.io import load_report
 
 SLEEP_MS = 20.0
-BASE = ["data.subset=120", "model.name=inference_models:SleepyEval", "measure.count_flops=false",
+BASE = ["data.subset=120", "model.name=fixtures.inference_models:SleepyEval", "measure.count_flops=false",
         "output.progress=false"]
 
 
@@ -42,7 +43,7 @@ def test_latency_reads_the_sleep_of_the_eval_forward(sleepy, tmp_path, capsys):
 def test_an_inference_report_is_never_matched_with_a_training_one(tmp_path, capsys):
     from harness.gate.compare import compare
     from harness.report.sources import collect
-    from synthetic_reports import make_report, write
+    from support.reports import make_report, write
 
     training = make_report(config_hash="same-recipe")
     training["recipe_hash"] = "same-recipe"
@@ -111,7 +112,7 @@ def test_cuda_events_read_a_known_gpu_sleep():
 
 
 def test_an_inference_report_never_replaces_a_training_one(tmp_path, capsys):
-    from synthetic_reports import make_report, write
+    from support.reports import make_report, write
 
     write(tmp_path, "run", make_report())
     before = (tmp_path / "run" / "report.yaml").read_text()

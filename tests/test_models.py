@@ -30,14 +30,14 @@ def test_unknown_kwarg_names_the_key():
 
 
 def test_custom_model_by_import_path():
-    model, _ = build_model(ModelConfig(name="custom_models:TinyNet", kwargs={"width": 4}), (1, 8, 8), 10)
+    model, _ = build_model(ModelConfig(name="fixtures.custom_models:TinyNet", kwargs={"width": 4}), (1, 8, 8), 10)
     assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
 @pytest.mark.parametrize("spec, match", [
     ("no_such_module_xyz:Net", "model.name: cannot import 'no_such_module_xyz'"),
-    ("custom_models:Missing", "has no attribute 'Missing'"),
-    ("custom_models:NotAModule", "is not an nn.Module subclass"),
+    ("fixtures.custom_models:Missing", "has no attribute 'Missing'"),
+    ("fixtures.custom_models:NotAModule", "is not an nn.Module subclass"),
 ])
 def test_bad_import_paths(spec, match):
     with pytest.raises(BadInput, match=match):
@@ -46,14 +46,14 @@ def test_bad_import_paths(spec, match):
 
 def test_shape_mismatch_names_the_layer():
     with pytest.raises(BadInput) as info:
-        build_model(ModelConfig(name="custom_models:WrongWidth"), (1, 8, 8), 10)
+        build_model(ModelConfig(name="fixtures.custom_models:WrongWidth"), (1, 8, 8), 10)
     msg = str(info.value)
     assert "layer 'fc2' (Linear)" in msg and "(2, 32)" in msg
 
 
 def test_output_size_must_match_classes():
     with pytest.raises(BadInput, match=r"output has shape \(2, 3\).*expected \(2, 10\)"):
-        build_model(ModelConfig(name="custom_models:WrongClasses"), (1, 8, 8), 10)
+        build_model(ModelConfig(name="fixtures.custom_models:WrongClasses"), (1, 8, 8), 10)
 
 
 def test_transfer_learning_replaces_head_and_freezes_backbone(tmp_path):

@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, run_cli
+from support.cli import run_cli
+from support.paths import REPO
+from support.recipes import CONFIG
 from harness.run.accel import CompileConfig, RuntimeConfig, resolve_device
 from harness.config.run import load_config
 from harness.errors import BadInput
 from harness.measure.compile_stats import CompileTracker
 
-CONFIG = "configs/digits_cnn.yaml"
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.yaml"))
 
 
@@ -285,7 +286,7 @@ def test_loop_counts_the_steps_a_gradient_scaler_skipped(model_name, skipped):
     from harness.run.loop import TrainParts, train_epoch
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import NullMeter
-    from mode_models import InfiniteGradients
+    from fixtures.mode_models import InfiniteGradients
 
     acc = Accelerator(cpu=True)
     torch.manual_seed(0)

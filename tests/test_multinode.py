@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, TINY
+from support.paths import REPO
+from support.recipes import TINY
 from harness.errors import BadInput
 from harness.launch.command import Nodes, build_command, free_port
 from harness.measure.aggregate import per_node

@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import REPO
+from support.paths import REPO
 from harness.cli import main
 
 DIGITS = str(REPO / "configs/digits_cnn.yaml")

@@ -11,14 +11,14 @@ import sys
 import termios
 import threading
 
-from conftest import REPO
+from support.paths import REPO
 from harness.cli import main
 from harness.observe.progress import StepLines
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
-# 360 digits -> 16 train batches of 16; a step sleeps 40 ms (tests/custom_models.py).
+# 360 digits -> 16 train batches of 16; a step sleeps 40 ms (tests/fixtures/custom_models.py).
 SLOW = ["data.subset=360", "loader.batch_size=16", "train.epochs=1", "measure.warmup_steps=1",
-        "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 40}", "tracking.every_n_steps=2",
+        "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 40}", "tracking.every_n_steps=2",
         "output.save_model=false", "output.checkpoint_every_epoch=false"]
 STEPS = 16
 

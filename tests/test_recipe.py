@@ -6,8 +6,7 @@ import shutil
 
 from harness.config.run import config_hash, load_config, recipe_hash, to_dict
 from harness.config.recipe import differing_keys
-
-CONFIG = "configs/digits_cnn.yaml"
+from support.recipes import CONFIG
 
 
 def h(*overrides: str) -> str:

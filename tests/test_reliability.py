@@ -16,29 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from harness.report.io import load_report
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
+from support.recipes import CONFIG, TINY
+from support.runs import assert_same_run
 
-CONFIG = "configs/digits_cnn.yaml"
-TESTS = str(Path(__file__).parent)
-ENV = {"PYTHONPATH": TESTS}
-
-
-def weights(folder: Path) -> dict:
-    return torch.load(folder / "model.pt", weights_only=True)
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ra, rb = load_report(a), load_report(b)
-    assert rb["status"] == "completed"
-    assert [d["epoch"] for d in rb["accuracy"]["dev"]] == [d["epoch"] for d in ra["accuracy"]["dev"]]
-    assert ra["accuracy"]["dev"] == rb["accuracy"]["dev"]  # train loss, dev accuracy and loss, per epoch
-    assert ra["accuracy"]["test_accuracy"] == rb["accuracy"]["test_accuracy"]
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+ENV = {"PYTHONPATH": TESTS_PATH}
 
 
 # --- signals -------------------------------------------------------------------------
@@ -46,7 +31,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_checkpoints_mid_epoch_and_resume_matches(tmp_path, signum):
     """Step 12 is the 4th of epoch 2 (8 steps an epoch): the stop lands inside an epoch."""
-    common = [CONFIG, *TINY, "train.epochs=3", "model.name=custom_models:SignalAt",
+    common = [CONFIG, *TINY, "train.epochs=3", "model.name=fixtures.custom_models:SignalAt",
               f"model.kwargs={{step: 12, signum: {int(signum)}, marker: {tmp_path / 'sent'}}}"]
     whole, part = tmp_path / "whole", tmp_path / "part"
     (tmp_path / "sent").write_text("the reference run must not be signalled\n")
@@ -72,7 +57,7 @@ def test_sigterm_in_the_first_profiled_step_ends_interrupted_with_a_report(tmp_p
     """The guard stops the loop after the step the signal landed in: that step still
     counts for the meter's listeners, so the profiler's block holds it."""
     out = tmp_path / "run"
-    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:SignalAt", "measure.profile={steps: 3, after: 3}",
+    proc = run_cli("run", CONFIG, *TINY, "model.name=fixtures.custom_models:SignalAt", "measure.profile={steps: 3, after: 3}",
                    f"model.kwargs={{step: 4, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}",
                    "--output", str(out), env=ENV)
     assert proc.returncode == 143, proc.stderr
@@ -92,7 +77,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120.0) -> Non
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL at whatever point epoch 2 has reached; --resume restarts from epoch 1."""
-    common = [CONFIG, *TINY, "train.epochs=3", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 40}"]
+    common = [CONFIG, *TINY, "train.epochs=3", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 40}"]
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert run_cli("run", *common, "--output", str(whole), env=ENV).returncode == 0
 
@@ -115,7 +100,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 # --- a diverging loss ---------------------------------------------------------------
 
 def test_nan_loss_stops_with_status_diverged(tmp_path):
-    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:NanAfter", "model.kwargs={step: 6}",
+    proc = run_cli("run", CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}",
                    "--output", str(tmp_path), env=ENV)
     assert proc.returncode == 3, proc.stderr
     report = load_report(tmp_path)
@@ -126,7 +111,7 @@ def test_nan_loss_stops_with_status_diverged(tmp_path):
 
 
 def test_nan_loss_is_only_recorded_when_asked(tmp_path):
-    proc = run_cli("run", CONFIG, *TINY, "model.name=custom_models:NanAfter", "model.kwargs={step: 6}",
+    proc = run_cli("run", CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}",
                    "train.on_nonfinite=record", "--output", str(tmp_path), env=ENV)
     assert proc.returncode == 0, proc.stderr
     report = load_report(tmp_path)
@@ -196,7 +181,7 @@ def test_unscanned_corrupt_image_fails_the_run_naming_the_file(tmp_path):
 def launch_two_ranks(out: Path, model: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
     """Two gloo ranks whose ``model`` misbehaves on rank 1 at step 3; (process, seconds taken)."""
     t0 = time.monotonic()
-    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY, f"model.name=custom_models:{model}",
+    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *TINY, f"model.name=fixtures.custom_models:{model}",
                    "model.kwargs={rank: 1, step: 3}", *extra, "--output", str(out), env=ENV, timeout=240)
     return proc, time.monotonic() - t0
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TINY
+from support.paths import REPO
+from support.recipes import TINY
 from harness.cli import main
 
 

@@ -13,7 +13,7 @@ from harness.files.atomic import write_atomic
 from harness.errors import BadInput
 from harness.report.schema import SCHEMA_VERSION, validate
 from harness.report.io import dump, load_report, write_report
-from synthetic_reports import make_report, write
+from support.reports import make_report, write
 
 
 def minimal():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +9,8 @@ import torch
 from harness.config.run import load_config
 from harness.data import build_data
 from harness.data.loaders import build_loaders
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 AUGMENT = ["data.subset=150", "data.transforms.augment.rotation_deg=15", "data.transforms.augment.hflip_p=0.5",
            "data.transforms.augment.color_jitter=0.3", "data.transforms.augment.gaussian_noise_std=0.05",
            "loader.batch_size=16"]

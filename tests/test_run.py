@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
 
 from harness.cli import main
 from harness.report.io import load_report
-from tests_support import REPORT_KEYS
-from conftest import REPO, TINY, run_cli
+from support.cli import run_cli, run_in_process
+from support.paths import REPO, TESTS_PATH
+from support.recipes import CONFIG, TINY
+from support.reports import REPORT_KEYS
 
-CONFIG = "configs/digits_cnn.yaml"
 
-
-def run(out: Path, *extra: str, resume: bool = False) -> int:
-    target = ["--resume", str(out)] if resume else ["--output", str(out)]
-    return main(["run", CONFIG, *TINY, *extra, *target])
+run = partial(run_in_process, [CONFIG, *TINY])
 
 
 def test_tiny_run_writes_a_complete_report(tmp_path):
@@ -101,8 +99,8 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
 
 def test_cli_model_that_does_not_fit_exits_2(tmp_path):
     out = tmp_path / "out"
-    proc = run_cli("run", CONFIG, "model.name=custom_models:WrongWidth", "--output", str(out),
-                   env={"PYTHONPATH": str(Path(__file__).parent)})
+    proc = run_cli("run", CONFIG, "model.name=fixtures.custom_models:WrongWidth", "--output", str(out),
+                   env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 2, proc.stderr
     assert "layer 'fc2'" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()

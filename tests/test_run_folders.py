@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,16 @@ from harness.cli import main
 from harness.errors import BadInput
 from harness.files.lock import LOCK_FILE
 from harness.report.io import load_report
-from conftest import REPO, TINY
+from support.cli import run_in_process
+from support.paths import REPO
+from support.recipes import CONFIG, TINY
 
-CONFIG = "configs/digits_cnn.yaml"
 SMALL = [*TINY, "data.subset=160"]  # later overrides win
 INFERENCE = ["scenario=inference", "inference.batch_sizes=[1,4]", "inference.batches=2",
              "inference.warmup_batches=1"]
 
 
-def run(out: Path, *extra: str) -> int:
-    return main(["run", CONFIG, *SMALL, *extra, "--output", str(out)])
+run = partial(run_in_process, [CONFIG, *SMALL])
 
 
 def snapshot(folder: Path) -> dict:

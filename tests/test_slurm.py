@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from harness.files.lock import read_lock
+from support.cli import run_cli
+from support.paths import REPO, TESTS_PATH
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "slurm-local.sh"
 LOGS = Path(os.environ.get("SLURM_LOCAL_DIR", "/var/tmp/harness-slurm"))  # scripts/slurm-local.sh's daemons
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
@@ -81,10 +82,9 @@ def sweep_file(tmp_path: Path, name: str, **spec) -> Path:
 
 
 def harness(*args: str, timeout: float = 600, tests_on_path: bool = False) -> subprocess.CompletedProcess:
-    """``tests_on_path``: the jobs can import tests/custom_models.py (sbatch passes the environment on)."""
-    path = os.pathsep.join([str(REPO), str(REPO / "tests")] if tests_on_path else [str(REPO)])
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": path})
+    """``tests_on_path``: the jobs can import tests/fixtures/custom_models.py (sbatch passes the environment on)."""
+    path = os.pathsep.join([str(REPO), TESTS_PATH] if tests_on_path else [str(REPO)])
+    return run_cli(*args, timeout=timeout, env={"PYTHONPATH": path})
 
 
 def rows(out: Path) -> list[dict]:
@@ -132,7 +132,7 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     cell get it again from their launcher, and must still checkpoint, as one process does."""
     # The one-process cell's checkpoint takes 6 s: its row must wait for the report (the job
     # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
-    slow = {"config": str(REPO / "configs/digits_cnn.yaml"), "model.name": "custom_models:SlowToSave",
+    slow = {"config": str(REPO / "configs/digits_cnn.yaml"), "model.name": "fixtures.custom_models:SlowToSave",
             "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 0, "save_s": 6}}
     spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
                       cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2}])
@@ -191,7 +191,7 @@ def sbatch(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[int, str]:
     """Submit, then poll the controller every half second (``sbatch --wait`` polls far more slowly)."""
     log = tmp_path / "slurm.out"
     env = {**os.environ, "HARNESS_PYTHON": sys.executable,
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}  # tests/custom_models.py
+           "PYTHONPATH": os.pathsep.join([str(REPO), TESTS_PATH])}  # tests/fixtures/custom_models.py
     job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), *args],
                          capture_output=True, text=True, timeout=60, env=env, check=True).stdout.strip()
     deadline = time.monotonic() + timeout
@@ -229,7 +229,7 @@ def test_sbatch_bad_input_ends_the_job_with_one_line(slurm, tmp_path):
 
 def test_sbatch_ends_with_the_failing_ranks_one_line(slurm, tmp_path):
     code, log = sbatch(tmp_path, "--ntasks-per-node=2", "launch/slurm.sbatch", "configs/digits_cnn.yaml",
-                       *TINY_ARGS, "model.name=custom_models:FailOnRank", "--output", str(tmp_path / "run"))
+                       *TINY_ARGS, "model.name=fixtures.custom_models:FailOnRank", "--output", str(tmp_path / "run"))
     assert code == 1, log[-3000:]
     lines = [ln for ln in log.splitlines() if ln.strip()]
     assert lines[-1] == "error: RuntimeError: boom on rank 1 at step 3 (rank 1)", log[-3000:]

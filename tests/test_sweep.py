@@ -14,9 +14,8 @@ from harness.cli import main
 from harness.errors import BadInput
 from harness.data.loaders import LoaderConfig, build_loaders
 from harness.data.resident import DeviceResidentLoader
+from support.paths import REPO, TESTS
 
-REPO = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
 TINY = {"data.subset": 120, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 32,
         "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False}
 
@@ -35,7 +34,7 @@ def read_rows(out: Path) -> list[dict]:
 
 @pytest.fixture
 def cells_import_tests(monkeypatch):
-    """A cell's process imports test models from tests/ (model.name: sweep_models:...)."""
+    """A cell's process imports test models from tests/ (model.name: fixtures.sweep_models:...)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
 
 
@@ -76,7 +75,7 @@ def test_grid_is_a_cartesian_product_plus_extra_cells(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_cell_is_a_row_and_the_sweep_goes_on_then_resumes(tmp_path, capsys, cells_import_tests):
-    path = write_sweep(tmp_path, [{"model.name": "sweep_models:Boom"}, {"loader.batch_size": 32}])
+    path = write_sweep(tmp_path, [{"model.name": "fixtures.sweep_models:Boom"}, {"loader.batch_size": 32}])
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--output", str(out)]) == 0
     failed, ok = read_rows(out)
@@ -172,7 +171,7 @@ def test_a_hung_cell_times_out_and_is_recorded(tmp_path):
 
 @pytest.mark.slow
 def test_oom_backoff_halves_the_batch_until_it_fits(tmp_path, cells_import_tests):
-    path = write_sweep(tmp_path, [{"model.name": "sweep_models:OutOfMemoryAbove8"}], oom_backoff=True)
+    path = write_sweep(tmp_path, [{"model.name": "fixtures.sweep_models:OutOfMemoryAbove8"}], oom_backoff=True)
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--output", str(out)]) == 0
     (row,) = read_rows(out)
@@ -285,7 +284,8 @@ def test_retry_failed_needs_resume(tmp_path, capsys):
 @pytest.mark.slow
 def test_device_resident_under_two_process_ddp(tmp_path):
     """Two real gloo ranks: each trains on its shard of the resident tensors; dev/test are gathered once."""
-    from conftest import TINY, run_cli
+    from support.cli import run_cli
+    from support.recipes import TINY
     from harness.report.io import load_report
 
     proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/digits_cnn.yaml", *TINY,
@@ -319,7 +319,7 @@ def test_a_second_sweep_on_a_running_sweeps_folder_is_refused_and_touches_nothin
     import sys
     import time
 
-    path = write_sweep(tmp_path, [{"model.name": "sweep_models:Slow", "train.epochs": 100}])
+    path = write_sweep(tmp_path, [{"model.name": "fixtures.sweep_models:Slow", "train.epochs": 100}])
     out = tmp_path / "out"
     harness = [sys.executable, "-m", "harness", "sweep", str(path), "--output", str(out)]
     first = subprocess.Popen(harness, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -15,8 +15,8 @@ import yaml
 from harness.cli import main
 from harness.sweep.slurm_config import LaunchSpec, SlurmOptions, cell_resources, parse_slurm, split_axes
 from harness.sweep.slurm_queue import parse_sacct, parse_scontrol
+from support.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
         "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False,
         "measure.measure_peak": False, "runtime.device": "cpu"}

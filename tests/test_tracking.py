@@ -26,7 +26,8 @@ from harness.cli import main
 from harness.measure.config import MeasureConfig, ProfileConfig
 from harness.measure.profile import first_step
 from harness.report.io import load_report
-from conftest import REPO, TINY
+from support.paths import REPO, TESTS_PATH
+from support.recipes import TINY
 
 EVERY = 2
 CNN = ["configs/digits_cnn.yaml", *TINY, f"tracking.every_n_steps={EVERY}"]
@@ -164,9 +165,9 @@ def test_a_resume_drops_the_lines_past_its_checkpoint_and_a_torn_line(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_resume_leaves_every_step_once(tmp_path):
     """Killed once lines past its first checkpoint exist; resumed, the stream has each step once."""
-    common = [*CNN, "train.epochs=3", "model.name=custom_models:Slow", "model.kwargs={sleep_ms: 30}",
+    common = [*CNN, "train.epochs=3", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 30}",
               "tracking.log_with=[tensorboard]"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *common, "--output", str(out)], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -12,8 +12,10 @@ import signal
 
 import pytest
 
-from conftest import TINY, run_cli
-from test_reliability import CONFIG, ENV, assert_same_run
+from support.cli import run_cli
+from support.paths import TESTS_PATH
+from support.recipes import CONFIG, TINY
+from support.runs import assert_same_run
 
 # Augmentation on, so a seed that does not reach the workers changes the result.
 RECIPE = [CONFIG, *TINY, "train.epochs=3", "data.transforms.augment.rotation_deg=15",
@@ -23,18 +25,18 @@ RECIPE = [CONFIG, *TINY, "train.epochs=3", "data.transforms.augment.rotation_deg
 @pytest.mark.slow
 def test_persistent_workers_and_their_restart_on_resume_match_zero_workers(tmp_path):
     model = f"model.kwargs={{step: 12, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}"
-    common = [*RECIPE, "model.name=custom_models:SignalAt", model]
+    common = [*RECIPE, "model.name=fixtures.custom_models:SignalAt", model]
     (tmp_path / "sent").write_text("the reference runs must not be signalled\n")
     runs = {"w0": [], "w2_persistent": ["loader.num_workers=2", "loader.persistent_workers=true"]}
     for name, extra in runs.items():
-        proc = run_cli("run", *common, *extra, "--output", str(tmp_path / name), env=ENV)
+        proc = run_cli("run", *common, *extra, "--output", str(tmp_path / name), env={"PYTHONPATH": TESTS_PATH})
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(tmp_path / "w0", tmp_path / "w2_persistent")
 
     (tmp_path / "sent").unlink()  # step 12 is the 4th of epoch 2: the stop lands inside an epoch
     part = tmp_path / "resumed"
-    proc = run_cli("run", *common, *runs["w2_persistent"], "--output", str(part), env=ENV)
+    proc = run_cli("run", *common, *runs["w2_persistent"], "--output", str(part), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
-    proc = run_cli("run", "--resume", str(part), env=ENV)
+    proc = run_cli("run", "--resume", str(part), env={"PYTHONPATH": TESTS_PATH})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(tmp_path / "w0", part)

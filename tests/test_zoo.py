@@ -11,7 +11,7 @@ import torchvision.models as tvm
 from accelerate import init_empty_weights
 from torch import nn
 
-from conftest import REPO
+from support.paths import REPO
 from harness.models import zoo
 from harness.cli import main
 from harness.config.run import load_config
