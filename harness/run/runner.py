@@ -55,7 +55,7 @@ def execute(cfg: Config, output: Path, resume: bool | Path = False, overwrite: b
         return _execute(cfg, output, resume, overwrite, signals, held)
 
 
-def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
+def _train_and_test(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Path, hist: History,
                     report: dict) -> tuple[str, int, bool]:
     """Fit, test and save the model; (status, exit status, whether the ranks are still in step).
 
@@ -64,7 +64,7 @@ def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist
     """
     acc = b.accelerator
     try:
-        report["stop_reason"] = fit(b, meter, guard, output, hist)
+        report["stop_reason"] = fit(b, meter, recorder, compiled, guard, output, hist)
         with meter.phase("eval"):
             test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
         report["accuracy"] = finish.accuracy_block(b.cfg, hist, test)
@@ -144,7 +144,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     if warning and acc.is_main_process:
         print(warning, file=sys.stderr, flush=True)
     setup_s = time.perf_counter() - t_start
-    status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
+    status, code, ranks_in_step = _train_and_test(b, meter, recorder, compiled, guard, output, hist, report)
     # The report is the last thing that must not be lost: a second signal from here
     # on waits until it is written (and then ends the process, 128+N).
     held.enter_context(signals.deferred())
@@ -215,12 +215,18 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
 
 
 def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list):
-    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps."""
+    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps.
+
+    The meter and the recorder share one memory sampler, each given it as it is made.
+    """
+    from harness.measure.meter import sampler_for
     from harness.measure.profile import Profiler, first_step
     from harness.observe.recorder import Recorder, start_trackers
 
     cfg, acc = b.cfg, b.accelerator
-    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed)
+    memory = sampler_for(cfg.measure, acc.device)
+    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed,
+                        memory=memory)
     start_trackers(acc, cfg.tracking, output, to_dict(cfg), hist.steps_done, resumed)
     profiler = None
     if cfg.measure.profile is not None:
@@ -229,11 +235,9 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
         profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
                             cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
-                  listeners=[recorder] + ([profiler] if profiler else []))
+                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory)
     if profiler is not None:
         meter.untimed = profiler.steps
-    meter.recorder = recorder
-    recorder.memory = meter.memory
     return meter, recorder, profiler
 
 
