@@ -94,23 +94,27 @@ def silent_message(silent: list[dict], first: dict | None) -> str:
 
 
 def blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
-    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
-    from harness.report.io import load_report, write_report
+    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank.
 
-    path = None if output is None else output / "report.yaml"
+    The blame goes in through the report's builder and its one writer (validated,
+    atomic): a report that cannot be read is left as it is.
+    """
+    from harness.report.io import write_report
+    from harness.run.report_builder import ReportBuilder
+
+    if output is None:
+        return
+    path = output / "report.yaml"
     try:
-        report = load_report(path) if path is not None else None
+        builder = ReportBuilder.reopen(path)
     except BadInput:
         return
-    if not isinstance(report, dict) or report.get("status") == "completed":
+    if builder.report.get("status") == "completed":
         return
-    r = silent[0]
-    report["status"] = "failed"
-    report["failed_rank"] = r["rank"]
-    report["error"] = message.removeprefix("error: ")
-    report["rank_failures"] = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"}
-                               for s in silent] + list(report.get("rank_failures") or [])
-    write_report(path, report)
+    failures = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"} for s in silent]
+    builder.blame(silent[0]["rank"], message.removeprefix("error: "),
+                  failures + list(builder.report.get("rank_failures") or []))
+    write_report(path, builder.report)
 
 
 def note_exit(code: int, message: str | None = None) -> None:
