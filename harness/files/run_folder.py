@@ -1,4 +1,5 @@
-"""What makes a folder hold a run, and ``--overwrite``: the one place that says both.
+"""A run's folder: what makes a folder hold a run, ``--overwrite``, and ``RunFolder``,
+the one skeleton every command that writes a run goes through.
 
 A command that writes a run (``harness run``, its scenario ``inference``, whole-run
 repeats, ``bench-inference``, ``harness launch``) never writes into a folder that
@@ -15,6 +16,11 @@ them is removed as a link, and a folder is removed by ``shutil.rmtree``, which u
 the links inside it (on Linux it removes through file descriptors, so a folder swapped
 for a link meanwhile is not followed either).
 
+``RunFolder`` holds a folder for one run (``harness run`` and the inference
+scenario alike): its lock, another run's files refused or cleared, what a killed
+writer left half-written cleaned away, a write test before any work, then
+``config.yaml`` and an atomic, validated ``report.yaml``.
+
 Torch-free: the check runs before anything is built.
 """
 
@@ -26,6 +32,9 @@ import shutil
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.files.atomic import DiskFull, clean_leftovers, write_text_atomic
+from harness.files.lock import RunLock, live_owner
+from harness.report.io import write_report
 
 RUN_FILES = ("report.yaml", "config.yaml", "model.pt", "classes.json", "metrics.jsonl")
 RUN_FOLDERS = ("checkpoints", "failures")
@@ -106,8 +115,6 @@ def check_unused(folder: Path, overwrite: bool, resumable: bool = True) -> None:
 
     A folder a live run holds is left to its lock, whose refusal names the run.
     """
-    from harness.files.lock import live_owner
-
     if overwrite:
         return
     entries = run_entries(folder)
@@ -134,3 +141,72 @@ def _remove(path: Path) -> None:
             path.unlink(missing_ok=True)
     except OSError as err:
         raise BadInput(f"--overwrite: cannot remove {path} ({err.strerror or err})") from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before the work, not after it, when results could not be saved."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / ".write-test", "ok\n").unlink()
+    except DiskFull:
+        raise
+    except OSError as err:
+        raise BadInput(f"output.dir: cannot write to {folder} ({err.strerror or err})") from None
+
+
+class RunFolder:
+    """``with RunFolder(path) as folder:`` holds ``path`` for one run (its lock) until the block ends.
+
+    ``enabled``: false on the ranks other than the main process, which neither lock,
+    claim nor write (the main process does it for the job). ``discard_on_error``: an
+    exception leaving the block (bad input, Ctrl-C, a signal's exit) removes what the
+    block wrote here (``config.yaml``, and a folder the lock created), so a measurement
+    stopped half-way leaves nothing; a failure the run records is a report, not this.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True, discard_on_error: bool = False):
+        self.path = Path(path)
+        self.enabled = enabled
+        self.discard_on_error = discard_on_error
+        self.lock = RunLock(self.path, enabled=enabled)
+        self.config_written: Path | None = None
+
+    def __enter__(self) -> "RunFolder":
+        self.lock.acquire()
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        try:
+            if kind is not None and self.discard_on_error:
+                if self.config_written is not None:
+                    self.config_written.unlink(missing_ok=True)
+                self.lock.remove_created()
+        finally:
+            self.lock.release()
+
+    def claim(self, overwrite: bool, resumable: bool = True, fresh: bool = True) -> None:
+        """Under the lock: another run's files refused (cleared with ``overwrite``) when the run
+        is ``fresh`` (a resume continues the run that is there), a killed writer's leftovers
+        cleaned (the checkpoints' too), and a write test."""
+        if not self.enabled:
+            return
+        if fresh:
+            claim(self.path, overwrite, resumable)
+        clean_leftovers(self.path)
+        clean_leftovers(self.path / "checkpoints")
+        check_writable(self.path)
+
+    def write_config(self, config: dict) -> Path | None:
+        """``config.yaml``: the resolved recipe (``config.to_dict``), written atomically."""
+        import yaml
+
+        if not self.enabled:
+            return None
+        self.config_written = write_text_atomic(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        return self.config_written
+
+    def write_report(self, report: dict) -> Path | None:
+        """``report.yaml``, validated against the schema and written atomically (report/io.py)."""
+        if not self.enabled:
+            return None
+        return write_report(self.path / "report.yaml", report)

@@ -18,12 +18,10 @@ peak are kept per phase: setup, then one phase per batch size.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 import traceback
 from pathlib import Path
-from types import SimpleNamespace
 
 from harness.errors import BadInput
 
@@ -84,32 +82,6 @@ def sample_batch(data, size: int, device):
     return torch.stack([view[i % len(view)][0] for i in range(size)]).to(device)
 
 
-@contextlib.contextmanager
-def _claimed(output: Path, overwrite: bool, stop):
-    """Hold ``output`` for this measurement (its lock, and no other run's files in it, or
-    those cleared with ``overwrite``); yields a note of what the block wrote.
-
-    Whatever propagates out of the block (bad input, a signal's exception, Ctrl-C) leaves
-    nothing half-written: the block's ``config.yaml`` and a folder the lock created are
-    removed, ``stop`` is called (the memory sampler's) and the lock released. A failure
-    the block records is a report, not this.
-    """
-    from harness.files import run_folder
-    from harness.files.lock import RunLock
-
-    wrote = SimpleNamespace(config=None)
-    with RunLock(output) as lock:
-        try:
-            run_folder.claim(output, overwrite, resumable=False)
-            yield wrote
-        except BaseException:
-            stop()
-            if wrote.config is not None:
-                wrote.config.unlink(missing_ok=True)
-            lock.remove_created()
-            raise
-
-
 def _peaks(phases: dict) -> dict:
     keys = ("peak_rss_mb", "peak_pss_mb", "peak_uss_mb", "device_peak_allocated_mb", "device_peak_reserved_mb")
     out = {}
@@ -123,28 +95,24 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
     """Measure ``cfg`` into ``output``/report.yaml; returns (report, exit status). BadInput propagates.
 
     A folder holding another run (a training run's, or an earlier measurement) is bad
-    input unless ``overwrite`` (run_folder.py).
+    input unless ``overwrite`` (run_folder.py). Whatever propagates out (bad input, a
+    signal's exception, Ctrl-C) leaves nothing half-written: the ``config.yaml`` written
+    and a folder the lock created are removed (``RunFolder(discard_on_error=True)``) and
+    the memory sampler is stopped. A failure the measurement records is a report, not this.
     """
-    import yaml
     from accelerate.utils import set_seed
 
-    from harness.run import accel
-
-    from harness.files import atomic
-
-    from harness.run import checkpoint
-
-    from harness.run import finish
-
-    from harness.files import run_folder
     from harness.config.run import to_dict
+    from harness.data.preprocess import recipe_data
+    from harness.files import run_folder
+    from harness.files.run_folder import RunFolder
+    from harness.infer.reload import load_weights
     from harness.measure import contention, threads
     from harness.measure.memory import MemorySampler
     from harness.measure.stats import distribution
     from harness.models.registry import build_model
-    from harness.data.preprocess import recipe_data
-    from harness.infer.reload import load_weights
-    from harness.report.io import write_report
+    from harness.run import accel
+    from harness.run.report_builder import ReportBuilder, contention_warnings, data_block
 
     t_start = time.perf_counter()
     if cfg.measure.repeats > 1:
@@ -165,67 +133,55 @@ def execute(cfg, output: Path, overwrite: bool = False) -> tuple[dict, int]:
         model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
         if cfg.inference.weights:
             load_weights(model, cfg.inference.weights)
+        with RunFolder(output, discard_on_error=True) as folder:
+            folder.claim(overwrite, resumable=False)
+            builder = ReportBuilder.start(cfg)
+            model = accelerator.prepare(model)
+            model.eval()
+            builder.setup(data_block(data, sizes=False), info,
+                          {**accel.describe(accelerator), "precision": precision.name})
+            folder.write_config(to_dict(cfg))
+            inputs = sample_batch(data, max(cfg.inference.batch_sizes), device)
+            setup_s = time.perf_counter() - t_start
+            sampler.leave()
+            rows, status, code = [], "completed", 0
+            probe = contention.Probe()
+            threads.warn_at_start(threads.threads_block(probe.capacity, 1))
+            try:
+                for bs in cfg.inference.batch_sizes:
+                    window = contention.Window(probe)
+                    with sampler.phase(f"batch_{bs}"):
+                        lat, wall = time_batches(model, inputs[:bs], cfg.inference.warmup_batches,
+                                                 cfg.inference.batches, device, window)
+                    rows.append({"batch_size": bs, "latency_ms": distribution(lat),
+                                 "samples_per_s": bs * len(lat) / wall, "timed_wall_s": wall,
+                                 "memory": sampler.summary()[f"batch_{bs}"], "contention": window.block(),
+                                 "raw_latency_ms": lat})
+            except Exception as err:  # noqa: BLE001 -- e.g. out of memory at the largest batch: recorded
+                status, code = "failed", 1
+                builder.failed(f"{err.__class__.__name__}: {err}", traceback.format_exc(limit=8))
+            finally:
+                sampler.stop()
+            phases = sampler.summary()
+            block = _contention(rows, device)
+            threads_block = threads.threads_block(probe.capacity, 1, (block or {}).get("foreign_cpu_fraction"))
+            inference = {"weights": str(cfg.inference.weights) if cfg.inference.weights else "random",
+                         "clock": "cuda_events" if cuda else "perf_counter", "precision": precision.name,
+                         "compiled": cfg.runtime.compile.enabled, "warmup_batches": cfg.inference.warmup_batches,
+                         "timed_batches": cfg.inference.batches, "batch_sizes": rows}
+            throughput, step_time_ms, raw = _headline(rows, cfg.inference.warmup_batches)
+            builder.inferred(inference, {**_peaks(phases), "setup": phases.get("setup")}, block, threads_block,
+                             throughput, step_time_ms, raw)
+            builder.finished(status, {"setup_s": setup_s, "total_wall_s": time.perf_counter() - t_start,
+                                      "process_wall_s": time.perf_counter() - t_start})
+            builder.warn([f"latency at batch {r['batch_size']} is {r['latency_ms']['noise']}: IQR/median = "
+                          f"{r['latency_ms']['iqr_over_median']:.2f}" for r in rows
+                          if r["latency_ms"]["noise"] != "ok"] + contention_warnings(block, threads_block))
+            folder.write_report(builder.report)
     except BaseException:
         sampler.stop()
         raise
-    with _claimed(output, overwrite, sampler.stop) as wrote:
-        atomic.clean_leftovers(output)
-        checkpoint.check_writable(output)
-        report = finish.base_report(cfg)
-        report["data"] = {"source": data.source, "num_classes": data.num_classes, "classes": data.classes,
-                          "sample_shape": list(data.sample_shape)}
-        report["model"] = info
-        model = accelerator.prepare(model)
-        model.eval()
-        report["distributed"] = {**accel.describe(accelerator), "precision": precision.name}
-        wrote.config = atomic.write_text_atomic(output / "config.yaml",
-                                                yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        inputs = sample_batch(data, max(cfg.inference.batch_sizes), device)
-        setup_s = time.perf_counter() - t_start
-        sampler.leave()
-        rows, report["status"], code = [], "completed", 0
-        probe = contention.Probe()
-        threads.warn_at_start(threads.threads_block(probe.capacity, 1))
-        try:
-            for bs in cfg.inference.batch_sizes:
-                window = contention.Window(probe)
-                with sampler.phase(f"batch_{bs}"):
-                    lat, wall = time_batches(model, inputs[:bs], cfg.inference.warmup_batches,
-                                             cfg.inference.batches, device, window)
-                rows.append({"batch_size": bs, "latency_ms": distribution(lat),
-                             "samples_per_s": bs * len(lat) / wall, "timed_wall_s": wall,
-                             "memory": sampler.summary()[f"batch_{bs}"], "contention": window.block(),
-                             "raw_latency_ms": lat})
-        except Exception as err:  # noqa: BLE001 -- e.g. out of memory at the largest batch: recorded
-            report["status"], code = "failed", 1
-            report["error"] = f"{err.__class__.__name__}: {err}"
-            report["traceback"] = traceback.format_exc(limit=8)
-        finally:
-            sampler.stop()
-        phases = sampler.summary()
-        report["inference"] = {
-            "weights": str(cfg.inference.weights) if cfg.inference.weights else "random",
-            "clock": "cuda_events" if cuda else "perf_counter",
-            "precision": precision.name,
-            "compiled": cfg.runtime.compile.enabled,
-            "warmup_batches": cfg.inference.warmup_batches,
-            "timed_batches": cfg.inference.batches,
-            "batch_sizes": rows,
-        }
-        report["memory"] = {**_peaks(phases), "setup": phases.get("setup")}
-        report["contention"] = _contention(rows, device)
-        report["threads"] = threads.threads_block(probe.capacity, 1, (report["contention"] or {})
-                                                  .get("foreign_cpu_fraction"))
-        _headline(report, rows)
-        report["timing"] = {"setup_s": setup_s, "total_wall_s": time.perf_counter() - t_start,
-                            "process_wall_s": time.perf_counter() - t_start}
-        report["finished_at"] = finish.now()
-        report["warnings"] = [f"latency at batch {r['batch_size']} is {r['latency_ms']['noise']}: IQR/median = "
-                              f"{r['latency_ms']['iqr_over_median']:.2f}" for r in rows
-                              if r["latency_ms"]["noise"] != "ok"] \
-            + finish.contention_warnings(report["contention"], report["threads"])
-        write_report(output / "report.yaml", report)
-    return report, code
+    return builder.report, code
 
 
 def _contention(rows: list[dict], device) -> dict | None:
@@ -239,21 +195,20 @@ def _contention(rows: list[dict], device) -> dict | None:
     return block
 
 
-def _headline(report: dict, rows: list[dict]) -> None:
-    """The figures compare reads: samples/s at the largest batch size, latency at the smallest."""
+def _headline(rows: list[dict], warmup_batches: int) -> tuple[dict, dict | None, dict | None]:
+    """The figures compare reads: (throughput, step_time_ms, raw): samples/s at the largest
+    batch size, latency at the smallest; the rows' raw latencies move to ``raw``."""
     if not rows:
-        report["throughput"] = {}
-        return
+        return {}, None, None
     small = min(rows, key=lambda r: r["batch_size"])
     large = max(rows, key=lambda r: r["batch_size"])
-    report["throughput"] = {"samples_per_s": large["samples_per_s"], "global_batch_size": large["batch_size"],
-                            "measured_steps": large["latency_ms"]["count"],
-                            "warmup_steps": report["config"]["inference"]["warmup_batches"],
-                            "window_s": large["timed_wall_s"]}
-    report["step_time_ms"] = small["latency_ms"]
-    report["raw"] = {"step_time_ms": small["raw_latency_ms"]}
+    throughput = {"samples_per_s": large["samples_per_s"], "global_batch_size": large["batch_size"],
+                  "measured_steps": large["latency_ms"]["count"], "warmup_steps": warmup_batches,
+                  "window_s": large["timed_wall_s"]}
+    raw = {"step_time_ms": small["raw_latency_ms"]}
     for r in rows:
         r.pop("raw_latency_ms")
+    return throughput, small["latency_ms"], raw
 
 
 def summary_table(report: dict, path: Path) -> str:

@@ -9,7 +9,6 @@ joins a gloo process group of N ranks.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import shlex
 import socket
@@ -20,16 +19,14 @@ import time
 from pathlib import Path
 
 from harness.errors import BadInput
+# The ranks' exit notes live in exit_notes.py; `harness run` (note_start, note_exit), the
+# Slurm job side (first_failure, silent_ranks) and the tests still find them here.
+from harness.launch.exit_notes import (EXIT_DIR_ENV, blame_silent, caused_by_a_peer, exit_status_in,  # noqa: F401
+                                       first_failure, note_exit, note_start, silent_message, silent_ranks)
+from harness.launch.exit_notes import silent_message as _silent_message  # noqa: F401
 from harness.launch.nodes import TIMEOUT_SOURCE, Nodes, meet
 
 MODES = ("cpu", "gpu", "ddp")
-
-# The launchers (accelerate's, torchrun) end with their own status, 1, whatever a
-# rank exited with. ``harness launch`` hands each rank a folder in this variable;
-# a rank notes its exit status and one-line error there, and the launch ends with
-# the status of the rank that failed first: 2 for bad input, 3 for a diverged loss,
-# 128+N for a signal, as `harness run` alone would.
-EXIT_DIR_ENV = "HARNESS_EXIT_DIR"
 
 
 def free_port() -> int:
@@ -148,120 +145,6 @@ def check_run(run_args: list[str], check_folder: bool = True):
     return Path(ns.resume or ns.output or cfg.output.dir), cfg
 
 
-_FAULT_FILE = None  # kept open for faulthandler for the life of the process
-
-
-def note_start() -> None:
-    """Called by ``harness run`` as it starts: a rank that later ends without an exit note
-    (os._exit, a segfault, the OOM killer, or a hang the launcher ended) is then known
-    by name; a fatal signal's Python traceback goes to ``rank{N}.fault``."""
-    global _FAULT_FILE
-    folder = os.environ.get(EXIT_DIR_ENV)
-    if not folder:
-        return
-    import faulthandler
-
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        Path(folder, f"rank{rank}.start.json").write_text(
-            json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}))
-        _FAULT_FILE = open(Path(folder, f"rank{rank}.fault"), "w")
-        faulthandler.enable(file=_FAULT_FILE)
-    except OSError:
-        pass
-
-
-def silent_ranks(folder: Path) -> list[dict]:
-    """Ranks that started but never noted an exit, each with its fatal error if Python saw one."""
-    out = []
-    for start in sorted(folder.glob("rank*.start.json")):
-        try:
-            record = json.loads(start.read_text())
-        except (OSError, ValueError):
-            continue
-        rank = record["rank"]
-        if (folder / f"rank{rank}.json").exists():
-            continue
-        fault = (folder / f"rank{rank}.fault")
-        text = fault.read_text(errors="replace").strip() if fault.is_file() else ""
-        record["fault"] = text.splitlines()[0] if text else None
-        out.append(record)
-    return out
-
-
-PEER_ERRORS = ("connection", "peer", "timed out", "timeout", "broken pipe", "gloo", "nccl")
-
-
-def _caused_by_a_peer(first: dict) -> bool:
-    """Whether the first noted failure reads as another rank's doing (a closed connection, a
-    collective that timed out), not its own (bad input, a divergence, a signal, its exception)."""
-    message = (first.get("message") or "").lower()
-    return first.get("code") == 1 and (not message or any(word in message for word in PEER_ERRORS))
-
-
-def _silent_message(silent: list[dict], first: dict | None) -> str:
-    r = silent[0]
-    how = f", {r['status']}" if r.get("status") else ""
-    noticed = (first or {}).get("message") or ""
-    if r["fault"] is None and ("timed out" in noticed.lower() or "timeout" in noticed.lower()):
-        after = noticed.removeprefix("error: ")
-        return (f"error: rank {r['rank']} (pid {r['pid']}{how}) stopped advancing: rank {first['rank']} timed out "
-                f"waiting for it (runtime.collective_timeout_s) and the launcher then stopped it; "
-                f"rank {first['rank']}: {after}")
-    cause = r["fault"] or ("it died without a word (a signal such as the OOM killer's SIGKILL, or os._exit), "
-                           "or it hung and the launcher stopped it")
-    text = f"error: rank {r['rank']} (pid {r['pid']}{how}) ended without a note: {cause}"
-    if first is not None and first.get("message"):
-        after = first["message"].removeprefix("error: ")
-        text += f"; then rank {first['rank']} failed: {after}"
-    return text
-
-
-def _blame_silent(output: Path | None, silent: list[dict], message: str) -> None:
-    """Rank 0's report blamed itself ("connection closed", a receive timeout): name the silent rank."""
-    from harness.report.io import load_report, write_report
-
-    path = None if output is None else output / "report.yaml"
-    try:
-        report = load_report(path) if path is not None else None
-    except BadInput:
-        return
-    if not isinstance(report, dict) or report.get("status") == "completed":
-        return
-    r = silent[0]
-    report["status"] = "failed"
-    report["failed_rank"] = r["rank"]
-    report["error"] = message.removeprefix("error: ")
-    report["rank_failures"] = [{"rank": s["rank"], "error": s["fault"] or "ended without a note"}
-                               for s in silent] + list(report.get("rank_failures") or [])
-    write_report(path, report)
-
-
-def note_exit(code: int, message: str | None = None) -> None:
-    """Called by ``harness run`` as it exits: record this rank's status for ``harness launch``."""
-    folder = os.environ.get(EXIT_DIR_ENV)
-    if not folder:
-        return
-    rank = int(os.environ.get("RANK", "0"))
-    record = {"rank": rank, "code": code, "message": message, "time": time.time()}
-    try:
-        Path(folder, f"rank{rank}.json").write_text(json.dumps(record))
-    except OSError:
-        pass  # the launch is gone or its folder with it; the exit status still stands
-
-
-def first_failure(folder: Path) -> dict | None:
-    """The record of the rank that failed first (the cause; the others were stopped after)."""
-    records = []
-    for path in folder.glob("rank*.json"):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    failed = [r for r in records if r.get("code")]
-    return min(failed, key=lambda r: r["time"]) if failed else None
-
-
 GROUP_GRACE_S = 60.0
 """After the launcher exits, how long its process group may take to finish checkpointing."""
 
@@ -303,23 +186,6 @@ def _run_forwarding_signals(cmd: list[str], env: dict, exits: Path | None = None
             os.killpg(proc.pid, signal.SIGKILL)
         reader.join(timeout=5)
     return code, "".join(tail)
-
-
-def exit_status_in(launcher_stderr: str, pid: int) -> str | None:
-    """A worker's exit code or signal from torchrun's failure summary ("exitcode : -9 (pid: N)")."""
-    import re
-    import signal
-
-    m = re.search(rf"exitcode\s*:\s*(-?\d+)\s*\(pid:\s*{pid}\)", launcher_stderr)
-    if m is None:
-        return None
-    code = int(m.group(1))
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _ranks_running(folder: Path | None) -> bool:
@@ -376,9 +242,9 @@ def cmd_launch(args) -> int:
               f"{nodes.rendezvous_timeout_s:g} s ({TIMEOUT_SOURCE}): a node never started, or cannot reach "
               "node 0 there", file=sys.stderr)
         return 1
-    if silent and (first is None or _caused_by_a_peer(first)):
-        message = _silent_message(silent, first)
-        _blame_silent(output, silent, message)
+    if silent and (first is None or caused_by_a_peer(first)):
+        message = silent_message(silent, first)
+        blame_silent(output, silent, message)
         print(message, file=sys.stderr)  # last, below the launcher's own report
         return 1
     if first is None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ import yaml
 from torch import nn
 
 from harness.files.atomic import write_text_atomic
+from harness.files.clock import now
 
 # Dense (no sparsity) peaks in TFLOP/s from the vendors' datasheets, per device model:
 # bf16/fp16/tf32 on the tensor cores, fp32 on the CUDA cores. Where a datasheet
@@ -305,6 +305,6 @@ def _measure_with_contention(device: torch.device, dtype: torch.dtype, probe) ->
     with Window(probe) as window:
         flops = measure_matmul_peak(device, dtype)
     block = window.block()
-    return {"flops": flops, "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"flops": flops, "measured_at": now(),
             "load_avg_1m": block["load_avg_end"],
             "foreign_cpu_fraction": block["foreign_cpu_fraction"]}, block

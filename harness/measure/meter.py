@@ -56,6 +56,11 @@ def process_identity() -> dict:
             "node_rank": int(node) if node and node.isdigit() else 0}
 
 
+def sampler_for(cfg: MeasureConfig, device: torch.device) -> MemorySampler:
+    """The memory sampler a run's meter and recorder share."""
+    return MemorySampler(interval_s=cfg.rss_interval_ms / 1000.0, cuda_device=device if device.type == "cuda" else None)
+
+
 @dataclass
 class Window:
     """One timed window on this process."""
@@ -92,12 +97,12 @@ class StepListener(Protocol):
 class Meter:
     def __init__(self, cfg: MeasureConfig, device: torch.device,
                  barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = (),
-                 listeners: Sequence[StepListener] = ()):
+                 listeners: Sequence[StepListener] = (), memory: MemorySampler | None = None):
+        """``memory``: the sampler whose peaks the meter keeps per phase (the recorder reads the
+        same one); None: a sampler of its own at ``cfg.rss_interval_ms``."""
         self.cfg = cfg
         self.hooks = list(hooks)
         self.listeners = list(listeners)
-        self.recorder = None
-        """The recorder (recorder.py), which the loop hands each step's loss; None: nothing recorded."""
         self.untimed: range = range(0)
         """Steps no window may time (the profiled ones): they split a window into segments."""
         self.cuda = device.type == "cuda"
@@ -108,8 +113,7 @@ class Meter:
         self.probe = contention.Probe()
         self.windows = [Window(contention=contention.Tally(self.probe.capacity)) for _ in range(cfg.repeats)]
         self._reading: contention.Reading | None = None
-        self.memory = MemorySampler(interval_s=cfg.rss_interval_ms / 1000.0,
-                                    cuda_device=device if self.cuda else None)
+        self.memory = memory if memory is not None else sampler_for(cfg, device)
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
         self._pending: tuple | None = None
         """(loader, batch, window, t0, t1, CUDA events) of the step under way, until it ends."""

@@ -2,11 +2,12 @@
 
 The meter tells it when each step ended (with the step's data wait and host time),
 the loop hands it each step's loss, fit.py each epoch's dev figures, and the runner
-the report at the end. Every ``tracking.every_n_steps`` global optimizer steps it
-writes one interval line; all else between those points is a few host counters and
-one in-place add on the device (the loss: a ``.item()`` per step would synchronise
-every step). The step axis is the global optimizer step, so a resumed run carries on
-where its checkpoint stood. Only the main process records.
+the report at the end (its warnings go back to the report builder). Every
+``tracking.every_n_steps`` global optimizer steps it writes one interval line; all
+else between those points is a few host counters and one in-place add on the device
+(the loss: a ``.item()`` per step would synchronise every step). The step axis is
+the global optimizer step, so a resumed run carries on where its checkpoint stood.
+Only the main process records.
 
 The lines themselves (metrics.jsonl and ``accelerator.log``, whose TensorBoard writer
 flushes to disk on every call) are written by one background thread, in order, so the
@@ -176,10 +177,11 @@ class Recorder:
                     "train_loss": dev_row["train_loss"], "dev_accuracy": dev_row["accuracy"],
                     "dev_loss": dev_row["loss"], "epoch_wall_s": wall_s})
 
-    def finish(self, report: dict) -> None:
-        """The run's end: test figures and headline figures, then the stream is closed."""
+    def finish(self, report: dict) -> list[str]:
+        """The run's end: test figures and headline figures, then the stream is closed;
+        returns the report's warnings about what could not be recorded."""
         if not self.enabled:
-            return
+            return []
         from harness.report.figures import figures
 
         heads = figures(report)
@@ -193,11 +195,13 @@ class Recorder:
         self._emit(row, to_trackers=report.get("status") == "completed")
         self._lines.put(None)
         self._writer.join()
+        warnings = []
         if self.tracker_error:
-            report.setdefault("warnings", []).append(f"trackers: some figures were not logged: {self.tracker_error}")
+            warnings.append(f"trackers: some figures were not logged: {self.tracker_error}")
         self.stream.close()
         if self.stream.error:
-            report.setdefault("warnings", []).append(f"metrics.jsonl is incomplete: {self.stream.error}")
+            warnings.append(f"metrics.jsonl is incomplete: {self.stream.error}")
+        return warnings
 
 
 def start_trackers(acc, cfg: tracking.TrackingConfig, output: Path, config: dict, steps_done: int,

@@ -52,17 +52,6 @@ class OutputConfig:
             raise ConfigValueError("progress_interval_s", f"expected seconds > 0, got {self.progress_interval_s}")
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before training, not after it, when results could not be saved."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / ".write-test", "ok\n").unlink()
-    except DiskFull:
-        raise
-    except OSError as err:
-        raise BadInput(f"output.dir: cannot write to {folder} ({err.strerror or err})") from None
-
-
 def checkpoints_dir(output: Path) -> Path:
     return output / "checkpoints"
 

@@ -1,7 +1,7 @@
-"""Finish a run: the report's blocks from what the run did, and a failing rank's note.
+"""Finish a run: the report's blocks from what the run did, its one write, and a failing rank's note.
 
 Nothing here trains; each function turns the run's history and measurements into
-report fields.
+the blocks the report builder (report_builder.py) places.
 """
 
 from __future__ import annotations
@@ -9,21 +9,19 @@ from __future__ import annotations
 import math
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from harness.config.run import Config
+from harness.files.atomic import DiskFull
+from harness.files.run_folder import RunFolder
 from harness.measure import environment
-from harness.run.build import Built
-from harness.config.run import Config, config_hash, recipe_hash, to_dict
-from harness.run.fit import History
 from harness.measure.flops import datasheet_peak_tflops, measured_peak_flops, training_flops
-from harness.report.schema import SCHEMA_VERSION
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+from harness.run.build import Built
+from harness.run.fit import History
+# The report's words for its figures live with its builder; named here too for their readers.
+from harness.run.report_builder import ReportBuilder, contention_warnings, now, warnings_for  # noqa: F401
 
 
 def accuracy_block(cfg: Config, hist: History, test) -> dict:
@@ -161,51 +159,17 @@ def compute_block(b: Built, fps: float | None, samples_per_s: float | None,
     return block
 
 
-def warnings_for(figures: dict, threads: dict | None = None) -> list[str]:
-    out = contention_warnings(figures.get("contention"), threads)
-    if not figures["throughput"]["measured_steps"]:
-        out.append("no step fell inside the timed window: lower measure.warmup_steps or train longer")
-    step = figures.get("step_time_ms") or {}
-    if step.get("noise") in ("noisy", "unreliable"):
-        out.append(f"step_time_ms is {step['noise']}: IQR/median = {step['iqr_over_median']:.2f} "
-                   "(> 0.10 noisy, > 0.25 unreliable)")
-    return out
-
-
-def _num(value) -> str:
-    return "unknown" if value is None else f"{value:.2f}"
-
-
-def contention_warnings(block: dict | None, threads: dict | None) -> list[str]:
-    """What the contention and threads blocks say against the run's figures, in words."""
-    out = []
-    if block and block.get("verdict") == "contended":
-        out.append(f"the machine was contended: other processes took {block['foreign_cpu_fraction']:.0%} of the "
-                   f"{block['capacity_cpus']:g} CPUs this run may use during the timed window (load average "
-                   f"{_num(block.get('load_avg_end'))}); its timings are not those of an idle machine")
-    if threads and threads.get("oversubscribed_free"):
-        out.append(f"{threads['total_threads']} threads ran on {threads['free_cpus']:.2g} free CPUs during the "
-                   "timed window: threads beyond free cores spin and slow every step")
-    return out
-
-
-def base_report(cfg: Config) -> dict:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "status": "running",
-        "error": None,
-        "name": cfg.name,
-        "scenario": cfg.scenario,
-        "started_at": now(),
-        "finished_at": None,
-        "config_hash": config_hash(cfg),
-        "recipe_hash": recipe_hash(cfg),
-        "config": to_dict(cfg),
-        "environment": environment.collect(cfg.seed),
-        "accuracy": {},
-        "timing": {},
-        "throughput": {},
-    }
+def save_report(folder: RunFolder, report: dict) -> None:
+    """The run's report.yaml, written once at the end (``DiskFull`` when not even it fits:
+    the previous report and checkpoints stay)."""
+    keep_completed_report(folder.path, report)
+    try:
+        folder.write_report(report)
+    except DiskFull as err:
+        # The run's own error (a checkpoint that did not fit) is the cause to name.
+        first = report["error"] if str(report.get("error") or "").startswith("no space left") else str(err)
+        raise DiskFull.with_message(f"{first}; report.yaml not rewritten "
+                                    "(the previous report and checkpoints are intact)") from None
 
 
 def keep_completed_report(output: Path, report: dict) -> None:
@@ -216,7 +180,6 @@ def keep_completed_report(output: Path, report: dict) -> None:
     completed report and its model.pt describe one run and stay together.
     A failed or interrupted report is still replaced: the new one says more.
     """
-    from harness.files.atomic import DiskFull
     from harness.errors import BadInput
     from harness.files.safe_yaml import read_yaml
 
@@ -244,12 +207,12 @@ def failures_dir(output: Path) -> Path:
     return output / "failures"
 
 
-def note_rank_failure(output: Path, rank: int, report: dict) -> None:
+def note_rank_failure(output: Path, rank: int, error: str, traceback: str | None) -> None:
     from harness.files.atomic import write_text_atomic
 
-    note = {"rank": rank, "at": time.time(), "error": report["error"], "traceback": report.get("traceback")}
+    note = {"rank": rank, "at": time.time(), "error": error, "traceback": traceback}
     write_text_atomic(failures_dir(output) / f"rank{rank}.yaml", yaml.safe_dump(note, sort_keys=False))
-    print(f"error: rank {rank}: {report['error']}", file=sys.stderr, flush=True)
+    print(f"error: rank {rank}: {error}", file=sys.stderr, flush=True)
 
 
 def _rank_notes(folder: Path) -> list[dict]:
@@ -269,14 +232,11 @@ def _rank_notes(folder: Path) -> list[dict]:
     return notes
 
 
-def blame_first_failure(output: Path, report: dict) -> None:
+def blame_first_failure(output: Path, builder: ReportBuilder) -> None:
     folder = failures_dir(output)
     notes = sorted(_rank_notes(folder), key=lambda n: n["at"]) if folder.is_dir() else []
     if not notes:
         return
     first = notes[0]
-    report["status"] = "failed"
-    report["failed_rank"] = first["rank"]
-    report["error"] = f"rank {first['rank']}: {first['error']}"
-    report["traceback"] = first["traceback"]
-    report["rank_failures"] = [{"rank": n["rank"], "error": n["error"]} for n in notes]
+    builder.blame(first["rank"], f"rank {first['rank']}: {first['error']}",
+                  [{"rank": n["rank"], "error": n["error"]} for n in notes], traceback=first["traceback"])

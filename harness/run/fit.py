@@ -85,12 +85,11 @@ class History:
 
 
 @contextlib.contextmanager
-def _watched(b: Built, meter: Meter):
+def _watched(b: Built, meter: Meter, recorder):
     """What a person watches (progress.py), listening to the meter's steps while fit runs."""
     from harness.observe.progress import progress_for
 
-    shown = progress_for(b.cfg.output, b.cfg.name, b.cfg.train.epochs, b.accelerator,
-                         getattr(meter, "recorder", None))
+    shown = progress_for(b.cfg.output, b.cfg.name, b.cfg.train.epochs, b.accelerator, recorder)
     meter.listeners.append(shown)
     try:
         yield shown
@@ -131,24 +130,28 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     return b.loaders.train
 
 
-def _drain(meter: Meter) -> None:
+def _drain(recorder) -> None:
     """metrics.jsonl holds every line up to the checkpoint's step before the checkpoint exists."""
-    if getattr(meter, "recorder", None) is not None:
-        meter.recorder.drain()
+    if recorder is not None:
+        recorder.drain()
 
 
-def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -> str:
+def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Path, hist: History) -> str:
     """Train the remaining epochs; returns why training ended.
 
+    The observers come in as arguments: ``meter`` times the steps, ``recorder``
+    (recorder.py; None: nothing recorded) logs the losses and epochs, ``compiled``
+    (compile_stats.CompileTracker; None: nothing compiled) says how much time went to
+    compiling, which the train/eval time leaves out.
     Raises ``Interrupted`` after checkpointing when a signal asked to stop, and
     ``Diverged`` when the loss stopped being finite (with train.on_nonfinite: stop).
     """
     cfg, acc = b.cfg, b.accelerator
     started = time.perf_counter() - hist.train_elapsed_s
-    compile_s = lambda: sum(getattr(h, "compile_s", 0.0) for h in meter.hooks)  # noqa: E731
+    compile_s = lambda: compiled.compile_s if compiled is not None else 0.0  # noqa: E731
     guard.step = hist.steps_done
     reason = "epochs"
-    with _watched(b, meter) as shown:
+    with _watched(b, meter, recorder) as shown:
         for epoch in range(hist.epochs_done, cfg.train.epochs):
             budget = None if cfg.train.max_steps is None else cfg.train.max_steps - hist.steps_done
             if budget is not None and budget <= 0:
@@ -159,7 +162,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
             done = carry.steps if carry else 0
             shown.epoch_started(epoch + 1, _steps_this_epoch(b, budget, done), done)
             result = train_epoch(b.parts, _epoch_loader(b, hist, epoch), meter, guard,
-                                 max_steps=budget, carry=carry)
+                                 max_steps=budget, carry=carry, recorder=recorder)
             hist.steps_done += result.steps - (carry.steps if carry else 0)
             stop = result.stop
             if stop is not None and stop.reason == "diverged":
@@ -168,7 +171,7 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
                 hist.stopped_inside(result, time.perf_counter() - t0)
                 hist.train_elapsed_s = time.perf_counter() - started
                 hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
-                _drain(meter)
+                _drain(recorder)
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
                                                cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
@@ -182,15 +185,15 @@ def fit(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History) -
             hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
                              "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
-            if getattr(meter, "recorder", None) is not None:
-                meter.recorder.epoch_done(hist.dev[-1], hist.epoch_wall_s[-1])
+            if recorder is not None:
+                recorder.epoch_done(hist.dev[-1], hist.epoch_wall_s[-1])
             target = cfg.train.target_accuracy
             if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
                 hist.time_to_target_s = hist.train_eval_s
                 hist.time_to_target_wall_s = hist.train_elapsed_s
             stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
             if cfg.output.checkpoint_every_epoch or stop is not None:
-                _drain(meter)
+                _drain(recorder)
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
                                                recipe=to_dict(cfg))

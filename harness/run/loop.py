@@ -45,15 +45,17 @@ class EpochResult:
 
 
 def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: int | None = None,
-                carry: EpochResult | None = None) -> EpochResult:
-    """One pass over ``loader``; ``carry`` holds what an interrupted pass already did."""
+                carry: EpochResult | None = None, recorder=None) -> EpochResult:
+    """One pass over ``loader``; ``carry`` holds what an interrupted pass already did.
+
+    ``recorder`` (recorder.py) is handed each step's loss; None: nothing recorded.
+    """
     acc, model, opt = parts.accelerator, parts.model, parts.optimizer
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
     samples, steps, skipped = (carry.samples, carry.steps, carry.skipped_steps) if carry else (0, 0, 0)
     stop, finished = None, False
-    recorder = getattr(meter, "recorder", None)
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
         outputs = model(inputs)

@@ -23,6 +23,7 @@ from harness.errors import BadInput
 from harness.measure.contention import worst
 from harness.measure.stats import median_ci
 from harness.report.io import load_report, write_report
+from harness.run.report_builder import ReportBuilder
 
 
 def _child_command(config_path: str | None, overrides: list[str], out: Path) -> list[str]:
@@ -88,11 +89,11 @@ def run_repeats(plan: dict, config_path: str | None, overrides: list[str], outpu
             except BadInput:
                 child = {}
             status = "interrupted" if child.get("status") == "interrupted" else "failed"
-            report = {**child, "status": status,
-                      "error": f"repeat {k} of {n} ended with exit status {code}: {child.get('error')}"}
+            builder = ReportBuilder(dict(child))
+            builder.repeat_failed(status, f"repeat {k} of {n} ended with exit status {code}: {child.get('error')}")
             if child:
-                write_report(output / "report.yaml", report)
-            return report, code
+                write_report(output / "report.yaml", builder.report)
+            return builder.report, code
         reports.append(load_report(folder))
     return combine(plan, reports, output), 0
 
@@ -120,12 +121,9 @@ def combine(plan: dict, reports: list[dict], output: Path) -> dict:
     rates = _values(reports, "throughput", "samples_per_s")
     order = sorted(range(len(reports)), key=lambda i: rates[i] or 0.0)
     shown = order[(len(order) - 1) // 2]  # the (lower) median run
-    report = dict(reports[shown])
-    report["config"] = plan["config"]
-    report["config_hash"] = plan["config_hash"]
-    report["recipe_hash"] = plan["recipe_hash"]
+    builder = ReportBuilder(dict(reports[shown]))
     numbers = [r for r in rates if r is not None]
-    report["repeats"] = {
+    builder.combined(plan, {
         "unit": "run",
         "count": len(reports),
         "shown": shown + 1,
@@ -139,9 +137,6 @@ def combine(plan: dict, reports: list[dict], output: Path) -> dict:
         "time_to_target_s": _values(reports, "accuracy", "time_to_target_s"),
         "contention": [r.get("contention") for r in reports],
         "contention_worst": worst([r.get("contention") for r in reports]),
-    }
-    # The figures are the median run's, but the median and its interval draw on every run:
-    # the conditions they were taken under are the worst run's.
-    report["contention"] = report["repeats"]["contention_worst"]
-    write_report(output / "report.yaml", report)
-    return report
+    })
+    write_report(output / "report.yaml", builder.report)
+    return builder.report

@@ -1,7 +1,9 @@
 """One run, end to end: set up (build.py), fit (fit.py), test, finish (finish.py).
 
 This module only orders the phases and turns what stopped the run into a status;
-bad input raised while setting up propagates before anything is written.
+each phase's result goes to the report builder (report_builder.py), and the run
+folder (files/run_folder.py) holds the lock and writes config.yaml and report.yaml.
+Bad input raised while setting up propagates before anything is written.
 """
 
 from __future__ import annotations
@@ -13,27 +15,18 @@ import time
 import traceback
 from pathlib import Path
 
-import yaml
-
-from harness.run import accel
-
-from harness.files import atomic
-
-from harness.run import checkpoint
-
-from harness.run import finish
-
-from harness.files import run_folder
-from harness.run.build import Built, build, prepare
 from harness.config.run import Config, to_dict
-from harness.run.fit import History, fit
-from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
-from harness.files.lock import RunLock
-from harness.run.loop import evaluate
+from harness.files import atomic
+from harness.files.run_folder import RunFolder
 from harness.measure import compile_stats, contention, threads
 from harness.measure.aggregate import aggregate
 from harness.measure.meter import Meter
-from harness.report.io import write_report
+from harness.run import accel, checkpoint, finish
+from harness.run.build import Built, build, prepare
+from harness.run.fit import History, fit
+from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
+from harness.run.loop import evaluate
+from harness.run.report_builder import Outcome, ReportBuilder, data_block
 
 
 EXIT_DIVERGED = 3
@@ -55,44 +48,45 @@ def execute(cfg: Config, output: Path, resume: bool | Path = False, overwrite: b
         return _execute(cfg, output, resume, overwrite, signals, held)
 
 
-def _train_and_test(b: Built, meter: Meter, guard: StepGuard, output: Path, hist: History,
-                    report: dict) -> tuple[str, int, bool]:
-    """Fit, test and save the model; (status, exit status, whether the ranks are still in step).
+def _train_and_test(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Path,
+                    hist: History) -> Outcome:
+    """Fit, test and save the model; what it came to, whatever stopped it.
 
-    Whatever stops the run is recorded in ``report``. After a failure or a second
-    signal the ranks may stand at different collectives, so none may be started.
+    After a failure or a second signal the ranks may stand at different collectives,
+    so none may be started (``ranks_in_step`` false).
     """
     acc = b.accelerator
+    done = Outcome("completed", 0, True)
     try:
-        report["stop_reason"] = fit(b, meter, guard, output, hist)
+        done.stop_reason = fit(b, meter, recorder, compiled, guard, output, hist)
         with meter.phase("eval"):
             test = evaluate(b.parts, b.loaders.test) if b.loaders.test is not None else None
-        report["accuracy"] = finish.accuracy_block(b.cfg, hist, test)
+        done.accuracy = finish.accuracy_block(b.cfg, hist, test)
         if b.cfg.output.save_model:
             with meter.phase("checkpoint"):
                 checkpoint.save_model(acc, b.parts.model, output / "model.pt")
                 if acc.is_main_process:
                     checkpoint.save_model_card(output, b.data.classes, b.data.sample_shape)
-            report["artifacts"] = {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
+            done.artifacts = {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
     except Interrupted as err:
-        report["error"] = f"{err}; the state is checkpointed: resume with --resume {output}"
-        return "interrupted", 128 + err.signum, True
+        done.status, done.code = "interrupted", 128 + err.signum
+        done.error = f"{err}; the state is checkpointed: resume with --resume {output}"
     except Diverged as err:
-        report["error"] = str(err)
-        report["divergence"] = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
-        return "diverged", EXIT_DIVERGED, True
+        done.status, done.code = "diverged", EXIT_DIVERGED
+        done.error = str(err)
+        done.divergence = {"step": err.step, "epoch": err.epoch, "loss": err.loss}
     except KeyboardInterrupt as err:  # a second signal: out now, without a checkpoint
         signum = err.signum if isinstance(err, SecondSignal) else 2
-        report["error"] = f"{err or 'interrupted by the user'} (a second signal: no checkpoint of this epoch)"
-        return "interrupted", 128 + signum, False
+        done.status, done.code, done.ranks_in_step = "interrupted", 128 + signum, False
+        done.error = f"{err or 'interrupted by the user'} (a second signal: no checkpoint of this epoch)"
     except atomic.DiskFull as err:  # one line says it all: no traceback
-        report["error"] = str(err)
-        return "failed", 1, False
+        done.status, done.code, done.ranks_in_step = "failed", 1, False
+        done.error = str(err)
     except Exception as err:  # a failed run is data: the report says what went wrong
-        report["error"] = f"{err.__class__.__name__}: {err}"
-        report["traceback"] = traceback.format_exc(limit=8)
-        return "failed", 1, False
-    return "completed", 0, True
+        done.status, done.code, done.ranks_in_step = "failed", 1, False
+        done.error = f"{err.__class__.__name__}: {err}"
+        done.traceback = traceback.format_exc(limit=8)
+    return done
 
 
 def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, signals: StopSignals,
@@ -100,127 +94,113 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     t_start = time.perf_counter()
     b = build(cfg)
     acc = b.accelerator
+    main = acc.is_main_process
     # One run per folder (the main process holds it for the job), taken once the
     # recipe is known good, so refused input writes nothing; then another run's files
     # are refused (or cleared, with --overwrite), and what a killed run left
     # half-written is cleared away.
-    held.enter_context(RunLock(output, enabled=acc.is_main_process))
-    if acc.is_main_process:
-        if not resume:
-            run_folder.claim(output, overwrite)
-        atomic.clean_leftovers(output)
-        atomic.clean_leftovers(checkpoint.checkpoints_dir(output))
-        checkpoint.check_writable(output)
-    report = finish.base_report(cfg)
-    report["data"] = {"source": b.data.source, "num_classes": b.data.num_classes, "classes": b.data.classes,
-                      "sample_shape": list(b.data.sample_shape), "sizes": b.data.sizes(),
-                      "skipped_files": b.data.skipped}
-    report["model"] = b.model_info
-    if acc.is_main_process:  # before prepare(), which every rank passes together
+    folder = held.enter_context(RunFolder(output, enabled=main))
+    folder.claim(overwrite, fresh=not resume)
+    builder = ReportBuilder.start(cfg)
+    if main:  # before prepare(), which every rank passes together
         shutil.rmtree(finish.failures_dir(output), ignore_errors=True)
     prepare(b)
     accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
     accel.channels_last_batches(b.loaders, cfg.runtime)
-    report["distributed"] = accel.describe(acc)
-    report["distributed"]["precision"] = b.precision.name
     hist = History()
     hist.segment_started(t_start)
     last = checkpoint.latest_checkpoint(output) if resume is True else (resume or None)
     if last is not None:
         hist = History.restore(checkpoint.load_checkpoint(acc, last))
         hist.segment_started(t_start)
-        if acc.is_main_process:
+        if main:
             checkpoint.drop_newer(output, last)
-        report["resumed_from_epoch"] = hist.epochs_done
-        report["resumed_from_step_in_epoch"] = hist.step_in_epoch
-    if acc.is_main_process:
-        atomic.write_text_atomic(output / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    builder.setup(data_block(b.data), b.model_info, {**accel.describe(acc), "precision": b.precision.name},
+                  resumed=(hist.epochs_done, hist.step_in_epoch) if last is not None else None)
+    folder.write_config(to_dict(cfg))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
-    if acc.is_main_process:
+    if main:
         threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
     warning = window_warning(b, hist)
-    if warning and acc.is_main_process:
+    if warning and main:
         print(warning, file=sys.stderr, flush=True)
     setup_s = time.perf_counter() - t_start
-    status, code, ranks_in_step = _train_and_test(b, meter, guard, output, hist, report)
+    done = _train_and_test(b, meter, recorder, compiled, guard, output, hist)
     # The report is the last thing that must not be lost: a second signal from here
     # on waits until it is written (and then ends the process, 128+N).
     held.enter_context(signals.deferred())
-    if not report["accuracy"]:
-        report["accuracy"] = finish.accuracy_block(cfg, hist, None)
+    done.accuracy = done.accuracy or finish.accuracy_block(cfg, hist, None)
+    builder.trained(done)
     multi = acc.num_processes > 1
-    if multi and not ranks_in_step:
-        finish.note_rank_failure(output, acc.process_index, report)
-    # One gather for every per-rank summary, and only while the ranks are in step.
-    local = [(meter.summary(), compiled.summary())]
-    if multi and ranks_in_step:
-        from accelerate.utils import gather_object
-        local = gather_object(local)
-    figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
-    raw = figures.pop("raw")
-    report.update(figures)
-    foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
-    if figures["contention"] and acc.device.type == "cuda":
-        report["contention"] = {**figures["contention"], "device_processes": contention.device_holders(
-            acc.device.index or 0, contention.own_pids())}
-    report["threads"] = threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign)
-    report["nonfinite"] = guard.record() if ranks_in_step or not multi else None
-    # Only the main process reports; measuring the peak on every rank at once would
-    # have the ranks share the cores and cache a peak that is a fraction of the real one.
-    # FLOPs and the peak are counted after training, on the run's device, and a failure
-    # there costs those figures and a warning, never the report.
-    compute, compute_warnings = finish.compute_figures(b, figures["throughput"]["samples_per_s"]) \
-        if acc.is_main_process else ({}, [])
-    report["compute"] = compute
-    report["compile"] = compile_stats.combine(cfg.runtime.compile, [c for _, c in local])
-    report["distributed"]["scaler_skipped_steps"] = \
-        hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
-    report["warnings"] = finish.warnings_for(figures, report["threads"]) \
-        + compile_stats.warnings_for(report["compile"]) \
-        + compute_warnings
-    if multi and not ranks_in_step:
-        report["warnings"].append(f"rank {acc.process_index} failed: figures are this rank's alone")
-    report["raw"] = raw
-    if profiler is not None and acc.is_main_process:
-        report["profile"] = _finish_profile(profiler, report)
-    report["timing"] = {
+    if multi and not done.ranks_in_step:
+        finish.note_rank_failure(output, acc.process_index, done.error, done.traceback)
+    _measured(b, builder, meter, compiled, guard, hist, done)
+    if profiler is not None and main:
+        builder.profiled(*_finish_profile(profiler))
+    builder.finished(done.status, {
         "setup_s": setup_s,
         "epoch_wall_s": hist.epoch_wall_s,
         "train_wall_s": hist.train_elapsed_s,
         "total_wall_s": hist.run_wall_s_now(),
         "process_wall_s": time.perf_counter() - t_start,
-    }
-    report["status"] = status
-    report["finished_at"] = finish.now()
-    if acc.is_main_process:
+    })
+    if main:
         if multi:
-            finish.blame_first_failure(output, report)
-        recorder.finish(report)
-        finish.keep_completed_report(output, report)
-        try:
-            write_report(output / "report.yaml", report)
-        except atomic.DiskFull as err:
-            # The run's own error (a checkpoint that did not fit) is the cause to name.
-            first = report["error"] if str(report.get("error") or "").startswith("no space left") else str(err)
-            raise atomic.DiskFull.with_message(f"{first}; report.yaml not rewritten "
-                                               "(the previous report and checkpoints are intact)") from None
-    if ranks_in_step:
+            finish.blame_first_failure(output, builder)
+        builder.warn(recorder.finish(builder.report))
+        finish.save_report(folder, builder.report)
+    if done.ranks_in_step:
         # The ranks leave together: one tearing down its process group while another
         # still finishes the last collective can abort inside gloo.
         acc.wait_for_everyone()
         acc.end_training()
-    return report, code
+    return builder.report, done.code
+
+
+def _measured(b: Built, builder: ReportBuilder, meter: Meter, compiled, guard: StepGuard, hist: History,
+              done: Outcome) -> None:
+    """The ranks' measurements combined, the compute figures and the guard's record, to the builder."""
+    cfg, acc = b.cfg, b.accelerator
+    main, multi = acc.is_main_process, acc.num_processes > 1
+    # One gather for every per-rank summary, and only while the ranks are in step.
+    local = [(meter.summary(), compiled.summary())]
+    if multi and done.ranks_in_step:
+        from accelerate.utils import gather_object
+        local = gather_object(local)
+    figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
+    # Only the main process reports; measuring the peak on every rank at once would
+    # have the ranks share the cores and cache a peak that is a fraction of the real one.
+    # FLOPs and the peak are counted after training, on the run's device, and a failure
+    # there costs those figures and a warning, never the report.
+    compute, warnings = finish.compute_figures(b, figures["throughput"]["samples_per_s"]) if main else ({}, [])
+    if multi and not done.ranks_in_step:
+        warnings.append(f"rank {acc.process_index} failed: figures are this rank's alone")
+    foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
+    holders = None
+    if figures["contention"] and acc.device.type == "cuda":
+        holders = contention.device_holders(acc.device.index or 0, contention.own_pids())
+    skipped = hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
+    builder.measured(figures, threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign),
+                     nonfinite=guard.record() if done.ranks_in_step or not multi else None, compute=compute,
+                     compiled=compile_stats.combine(cfg.runtime.compile, [c for _, c in local]),
+                     scaler_skipped_steps=skipped, device_processes=holders, warnings=warnings)
 
 
 def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list):
-    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps."""
+    """The meter, with the recorder (metrics.jsonl, trackers) and the profiler listening to its steps.
+
+    The meter and the recorder share one memory sampler, each given it as it is made.
+    """
+    from harness.measure.meter import sampler_for
     from harness.measure.profile import Profiler, first_step
     from harness.observe.recorder import Recorder, start_trackers
 
     cfg, acc = b.cfg, b.accelerator
-    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed)
+    memory = sampler_for(cfg.measure, acc.device)
+    recorder = Recorder(acc, b.parts.optimizer, output, cfg.tracking, hist.steps_done, hist.epochs_done, resumed,
+                        memory=memory)
     start_trackers(acc, cfg.tracking, output, to_dict(cfg), hist.steps_done, resumed)
     profiler = None
     if cfg.measure.profile is not None:
@@ -229,11 +209,9 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
         profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
                             cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
-                  listeners=[recorder] + ([profiler] if profiler else []))
+                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory)
     if profiler is not None:
         meter.untimed = profiler.steps
-    meter.recorder = recorder
-    recorder.memory = meter.memory
     return meter, recorder, profiler
 
 
@@ -268,15 +246,14 @@ def window_warning(b: Built, hist: History) -> str | None:
     return None
 
 
-def _finish_profile(profiler, report: dict) -> dict | None:
-    """The report's ``profile`` block; a trace that cannot be written costs a warning, not the run."""
+def _finish_profile(profiler) -> tuple[dict | None, str | None]:
+    """The report's ``profile`` block and its warning; a trace that cannot be written costs a
+    warning, not the run."""
     try:
         profiler.finish()  # a run that ended before the last traced step
     except Exception as err:  # noqa: BLE001 -- e.g. a full disk under profile/
-        report["warnings"].append(f"profile is null: {err.__class__.__name__}: {err}")
-        return None
+        return None, f"profile is null: {err.__class__.__name__}: {err}"
     block = profiler.block()
     if block is None:
-        report["warnings"].append(f"profile is null: the run ended before step {profiler.start} "
-                                  "(measure.profile.after)")
-    return block
+        return None, f"profile is null: the run ended before step {profiler.start} (measure.profile.after)"
+    return block, None

@@ -92,15 +92,15 @@ def test_the_slurm_rule_is_read_when_the_handlers_are_made(monkeypatch):
 
 def test_a_second_sigterm_while_the_report_is_written_still_writes_it(tmp_path, monkeypatch, capsys):
     """SIGTERM at step 5, and another while the report is being written: exit 143, a whole report."""
-    import harness.run.runner as runner
+    import harness.files.run_folder as run_folder
 
-    real = runner.write_report
+    real = run_folder.write_report
 
     def signalled_while_writing(path, report):
         os.kill(os.getpid(), signal.SIGTERM)
         return real(path, report)
 
-    monkeypatch.setattr(runner, "write_report", signalled_while_writing)
+    monkeypatch.setattr(run_folder, "write_report", signalled_while_writing)
     monkeypatch.syspath_prepend(TESTS_PATH)
     out = tmp_path / "run"
     code = run(out, "model.name=fixtures.custom_models:SignalAt",
