@@ -350,3 +350,14 @@ def test_calibration_from_contended_runs_says_so(tmp_path, capsys):
         write(tmp_path / "aa", f"r{i}", make_report(samples_per_s=1000.0 + i, contention=verdict, foreign=share))
     code, out, _ = run(capsys, "--calibrate", tmp_path / "aa")
     assert code == 0 and "1 of 3 runs contended" in out and "calibrate on a quiet machine" in out
+
+
+def test_one_table_helper_lines_up_left_words_and_right_numbers():
+    from harness.report.columns import aligned
+
+    lines = aligned([["metric", "n", "median"], ["samples_per_s", 5, "1,234"], ["test_accuracy", 12, "0.97"]],
+                    right={1, 2})
+    assert lines == ["metric          n  median",
+                     "samples_per_s   5   1,234",
+                     "test_accuracy  12    0.97"]
+    assert aligned([["a", "b"], ["long", ""]]) == ["a     b", "long"], "no trailing spaces"

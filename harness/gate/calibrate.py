@@ -13,6 +13,7 @@ import math
 import statistics
 
 from harness.report import conditions
+from harness.report.columns import aligned
 from harness.gate.compare import group
 from harness.errors import BadInput
 from harness.report.sources import Loaded
@@ -70,20 +71,19 @@ def _f(v, spec: str) -> str:
 def render(result: list[tuple[str, list[dict]]]) -> str:
     lines = []
     for label, rows in result:
-        lines += [f"cell {label}", "",
-                  f"{'metric':<18} {'n':>3} {'median':>12} {'min':>12} {'max':>12} {'range':>8} {'cv':>7} "
-                  f"{'detectable':>10} {'threshold':>9}"]
+        table = [["metric", "n", "median", "min", "max", "range", "cv", "detectable", "threshold"]]
         for r in rows:
             unit = " pt" if r["metric"] == "test_accuracy" else "%"
-            lines.append(
-                f"{r['metric']:<18} {r['n']:>3} {_f(r.get('median'), ',.4g'):>12} {_f(r.get('min'), ',.4g'):>12} "
-                f"{_f(r.get('max'), ',.4g'):>12} {_f(r.get('range'), '.1f') + unit:>8} "
-                f"{_f(r.get('cv'), '.1f') + unit:>7} "
-                f"{(_f(r.get('detectable'), '.1f') + '%') if r.get('detectable') is not None else 'n/a':>10} "
-                f"{_f(r.get('suggested_threshold'), 'g') + unit:>9}")
+            detectable = r.get("detectable")
+            table.append([r["metric"], r["n"], _f(r.get("median"), ",.4g"), _f(r.get("min"), ",.4g"),
+                          _f(r.get("max"), ",.4g"), _f(r.get("range"), ".1f") + unit, _f(r.get("cv"), ".1f") + unit,
+                          "n/a" if detectable is None else _f(detectable, ".1f") + "%",
+                          _f(r.get("suggested_threshold"), "g") + unit])
+        body = aligned(table, right=set(range(1, 9)))
+        for i, r in enumerate(rows, start=1):
             if r["metric"] == "time_to_target_s":
-                lines[-1] += f"  reached {r['reached']}"
-        lines.append("")
+                body[i] += f"  reached {r['reached']}"
+        lines += [f"cell {label}", "", *body, ""]
     lines += ["range: (max - min) / median of the runs; cv: their standard deviation / median.",
               f"detectable: the smallest shift the exact Mann-Whitney test finds at p < {ALPHA:g} when each "
               f"side holds this many runs with this spread (n/a below {repeats_needed(ALPHA)} runs).",

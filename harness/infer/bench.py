@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.report.columns import aligned
 
 
 def time_batches(model, x, warmup: int, batches: int, device, window=None) -> tuple[list[float], float]:
@@ -213,16 +214,14 @@ def _headline(rows: list[dict], warmup_batches: int) -> tuple[dict, dict | None,
 
 def summary_table(report: dict, path: Path) -> str:
     inf = report.get("inference") or {}
-    lines = [f"inference  {report['distributed']['device']}, precision {inf.get('precision')}, "
-             f"compiled {inf.get('compiled')}, weights {inf.get('weights')}, clock {inf.get('clock')}",
-             f"{'batch':>6}  {'p50 ms':>9}  {'p90 ms':>9}  {'p99 ms':>9}  {'samples/s':>11}  {'peak PSS MB':>11}"]
+    rows = [["batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "peak PSS MB"]]
     for r in inf.get("batch_sizes", []):
-        lat, mem = r["latency_ms"], r["memory"] or {}
-        pss = mem.get("peak_pss_mb")
-        lines.append(f"{r['batch_size']:>6}  {lat['p50']:>9.3f}  {lat['p90']:>9.3f}  {lat['p99']:>9.3f}  "
-                     f"{r['samples_per_s']:>11,.1f}  {pss if pss is None else format(pss, ',.1f'):>11}")
-    lines.append(f"report  {path}")
-    return "\n".join(lines)
+        lat, pss = r["latency_ms"], (r["memory"] or {}).get("peak_pss_mb")
+        rows.append([r["batch_size"], f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}",
+                     f"{r['samples_per_s']:,.1f}", "-" if pss is None else f"{pss:,.1f}"])
+    return "\n".join([f"inference  {report['distributed']['device']}, precision {inf.get('precision')}, "
+                      f"compiled {inf.get('compiled')}, weights {inf.get('weights')}, clock {inf.get('clock')}",
+                      *aligned(rows, right=set(range(6))), f"report  {path}"])
 
 
 def run_and_print(cfg, output: Path, overwrite: bool = False) -> int:
