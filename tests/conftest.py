@@ -42,3 +42,16 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     PartialState._reset_state()
 
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests of small tensors: they stay quick beside other work on a
+    shared machine (several threads on 2 busy cores collapse). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

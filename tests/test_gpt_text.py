@@ -20,13 +20,7 @@ from harness.models.gpt import GPT, GPTConfig
 from harness.task.causal_lm import CausalLM
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: these tests stay quick beside other work on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> GPT:

@@ -14,12 +14,7 @@ from harness.run.optim import LossConfig, build_loss
 from harness.task import TASKS, CausalLM, Classification, Evaluation, Task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_both_tasks_meet_the_interface():

@@ -135,19 +135,11 @@ class ReportBuilder:
 
     def trained(self, outcome: Outcome) -> None:
         """What training and testing came to; the status itself is placed at the end (``finished``)."""
-        r = self.report
-        if outcome.stop_reason is not None:
-            r["stop_reason"] = outcome.stop_reason
-        if outcome.accuracy is not None:
-            r["accuracy"] = outcome.accuracy
-        if outcome.artifacts is not None:
-            r["artifacts"] = outcome.artifacts
-        if outcome.error is not None:
-            r["error"] = outcome.error
-        if outcome.divergence is not None:
-            r["divergence"] = outcome.divergence
-        if outcome.traceback is not None:
-            r["traceback"] = outcome.traceback
+        # In this order: the report's keys keep the order a reader met them in before.
+        for key in ("stop_reason", "accuracy", "artifacts", "error", "divergence", "traceback"):
+            value = getattr(outcome, key)
+            if value is not None:
+                self.report[key] = value
 
     def failed(self, error: str, traceback: str | None = None) -> None:
         """The measurement failed part-way (the inference scenario): what it measured stays."""
