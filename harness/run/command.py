@@ -214,6 +214,13 @@ def cmd_validate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     b = build(cfg)
     sizes = b.data.sizes()
+    if b.text:
+        c = b.data.corpus
+        print(f"{args.config}: ok — {c['source']} ({c['size_bytes']:,} bytes, {c['tokens']:,} tokens of "
+              f"{c['tokenizer']}), vocabulary {b.data.vocab_size}, windows of {b.data.seq_len} tokens, split "
+              f"{sizes['train']}/{sizes['dev']}/{sizes['test']} windows; model {cfg.model.name} with "
+              f"{b.model_info['parameters']:,} parameters")
+        return EXIT_OK
     print(f"{args.config}: ok — {b.data.source}, {b.data.num_classes} classes, sample shape "
           f"{tuple(b.data.sample_shape)}, split {sizes['train']}/{sizes['dev']}/{sizes['test']}; "
           f"model {cfg.model.name} with {b.model_info['parameters']:,} parameters")
