@@ -62,7 +62,8 @@ class DataConfig:
     found before the run starts (about 0.1-1 ms per small image; turn off for huge folders:
     a bad file then fails the run when it is first loaded, naming the file)."""
     subset: int | None = None
-    """Use only this many samples of the pool (a seeded choice): quick runs and tests."""
+    """Use only this many samples of the pool (a seeded choice): quick runs and tests. Image
+    data sets only: a text corpus is read whole (its size is in data.root)."""
     fake: FakeDataConfig = field(default_factory=FakeDataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     transforms: TransformConfig = field(default_factory=TransformConfig)

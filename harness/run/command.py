@@ -169,6 +169,8 @@ def summary_table(report: dict, path: Path) -> str:
         ("best dev accuracy", fmt(acc.get("best_dev_accuracy"), ".4f")),
         ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
         ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
+        *([("train tokens/s", fmt(thr["tokens_per_s"], ",.1f"))] if "tokens_per_s" in thr else []),
+        *([("test loss (nats/token)", fmt(acc["test_loss"], ".4f"))] if "test_perplexity" in acc else []),
         ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
         *_conditions_rows(report),
         ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),

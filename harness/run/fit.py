@@ -130,6 +130,12 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     return b.loaders.train
 
 
+def _lm_dev(dev) -> dict:
+    """A language model's dev pass: perplexity and bits per byte beside its loss in nats per token."""
+    figures = (dev.figures or {}) if dev is not None else {}
+    return {k: figures[k] for k in ("perplexity", "bits_per_byte") if k in figures}
+
+
 def _drain(recorder) -> None:
     """metrics.jsonl holds every line up to the checkpoint's step before the checkpoint exists."""
     if recorder is not None:
@@ -184,7 +190,8 @@ def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Pa
             hist.train_elapsed_s = time.perf_counter() - started
             hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
-                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
+                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None,
+                             **_lm_dev(dev)})
             if recorder is not None:
                 recorder.epoch_done(hist.dev[-1], hist.epoch_wall_s[-1])
             target = cfg.train.target_accuracy

@@ -208,8 +208,10 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
         # Every rank leaves the same steps untimed (the window edges are barriers); one traces.
         profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
                             cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
+    # A workload in tokens (a language model) is counted in tokens too, by its task.
+    tokens = (lambda batch, n: b.task.units(batch[1], n)) if b.task.unit == "tokens" else None
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
-                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory)
+                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory, tokens=tokens)
     if profiler is not None:
         meter.untimed = profiler.steps
     return meter, recorder, profiler
