@@ -97,6 +97,10 @@ def check_workload(cfg: Config) -> None:
     if text and ":" not in model and model not in LM_MODELS:
         raise ConfigValueError("model.name", f"{model} is an image model; a text corpus (data.name: text) needs "
                                              f"{', '.join(LM_MODELS)} or package.module:ClassName")
+    if text and cfg.loader.kind == "device_resident":
+        raise ConfigValueError("loader.kind", "device_resident holds images; a text corpus needs dataloader")
+    if text and cfg.runtime.channels_last:
+        raise ConfigValueError("runtime.channels_last", "a memory format of images; a language model has none")
     positions = cfg.model.kwargs.get("seq_len") if model in LM_MODELS else None
     if isinstance(positions, int) and cfg.data.seq_len is not None and cfg.data.seq_len > positions:
         raise ConfigValueError("data.seq_len", f"{cfg.data.seq_len} is longer than the model's "

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import BadInput
 from harness.run import accel
 from harness.config.run import Config
 from harness.data import DataBundle
@@ -44,6 +43,15 @@ class Built:
         return isinstance(self.data, TextData)
 
 
+def recipe_model(cfg: Config, data: DataBundle | TextData):
+    """(model, info) that fits ``data``: an image model for its shape and classes, a language
+    model for its vocabulary and window. Every command that builds the recipe's model
+    (run, validate, launch's preflight) builds it here."""
+    if isinstance(data, TextData):
+        return build_causal_lm(cfg.model, data.vocab_size, data.seq_len)
+    return build_model(cfg.model, data.sample_shape, data.num_classes)
+
+
 def build(cfg: Config) -> Built:
     from accelerate.utils import set_seed
 
@@ -55,19 +63,10 @@ def build(cfg: Config) -> Built:
         data = recipe_data(cfg)
     loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
     text = isinstance(data, TextData)
-    if text and cfg.loader.kind == "device_resident":
-        raise BadInput("loader.kind: device_resident holds images; a text corpus needs loader.kind: dataloader",
-                       key="loader.kind")
     task = build_task(cfg.task, label_smoothing=cfg.loss.label_smoothing,
                       **({"bytes_per_token": data.bytes_per_token} if text else {}))
     set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
-    if text:
-        model, info = build_causal_lm(cfg.model, data.vocab_size, data.seq_len)
-    else:
-        model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
-    if cfg.runtime.channels_last and text:
-        raise BadInput("runtime.channels_last: a memory format of images; a language model has none",
-                       key="runtime.channels_last")
+    model, info = recipe_model(cfg, data)
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     info["memory_format"] = "channels_last" if cfg.runtime.channels_last else "contiguous"
