@@ -301,6 +301,8 @@ CASES = [
     Case("seq_len_past_the_corpus", lambda inp, out: ["run", GPT_CONFIG, f"data.root={text(inp, 'c.txt', 'short')}",
                                                       "--output", str(out)],
          ("data.seq_len", "c.txt", "fewer than one window")),
+    Case("two_targets", gpt_run("train.target_loss=2.0", "train.target_accuracy=0.5"),
+         ("train.target_loss", "not both")),
     Case("text_on_device_resident", gpt_run("loader.kind=device_resident"), ("loader.kind", "text corpus")),
     Case("text_channels_last", gpt_run("runtime.channels_last=true"), ("runtime.channels_last", "language model")),
     Case("text_corpus_missing", gpt_run("data.root=/nonexistent/corpus.txt"), ("data.root", "does not exist")),

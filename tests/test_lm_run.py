@@ -106,3 +106,30 @@ def test_inference_commands_refuse_a_language_model_run_in_one_line(tiny_gpt, co
     assert main([command, str(tiny_gpt["_folder"])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "causal_lm run" in err
+
+
+def test_time_to_a_target_loss_and_stop_there(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a stitch in time saves nine. " * 2000)
+    out = tmp_path / "run"
+    assert main(["run", GPT, f"data.root={corpus}", "train.epochs=4", "train.max_steps=null",
+                 "train.target_loss=4.5", "train.stop_at_target=true", "output.progress=false",
+                 "output.save_model=false", "--output", str(out)]) == 0
+    report = load_report(out)
+    a = report["accuracy"]
+    # A line said over and over is learnt long before the fourth epoch.
+    assert report["stop_reason"] == "target_loss" and len(a["dev"]) < 4 and a["time_to_target_s"] > 0
+    assert a["target_loss"] == 4.5 and a["dev"][-1]["loss"] <= 4.5 < min([d["loss"] for d in a["dev"][:-1]] or [9])
+
+
+def test_the_new_keys_at_their_defaults_keep_an_image_recipe_and_its_resume():
+    from harness.config.run import config_hash, load_config, recipe_hash, to_dict
+    from harness.run.resume import recipe_changes
+
+    cfg = load_config(REPO / "configs/digits_cnn.yaml")
+    before = to_dict(cfg)  # what a config written before the language-model keys held
+    before.pop("task"), before["data"].pop("seq_len"), before["data"].pop("tokenizer")
+    before["train"].pop("target_loss")
+    assert recipe_changes(before, to_dict(cfg), epochs_done=1) == []
+    # digits_cnn's hashes as the harness wrote them before the language-model keys existed.
+    assert (config_hash(cfg), recipe_hash(cfg)) == ("96f349f9af877476", "52eea0d449068e59")

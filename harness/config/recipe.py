@@ -77,14 +77,16 @@ forward pass costs the same whatever the weights' values."""
 
 def drop_workload_defaults(config: dict) -> dict:
     """``config`` without the language-model keys at their image defaults (``task:
-    classification``, no ``data.seq_len``, no ``data.tokenizer``): adding them kept every
-    image run's config_hash and recipe_hash, so earlier reports still compare."""
+    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``):
+    adding them kept every image run's config_hash and recipe_hash, so earlier reports
+    still compare and earlier checkpoints still resume."""
     config = dict(config)
     if config.get("task") == "classification":
         config.pop("task")
-    data = config.get("data")
-    if isinstance(data, dict):
-        config["data"] = {k: v for k, v in data.items() if not (k in ("seq_len", "tokenizer") and v is None)}
+    for section, keys in (("data", ("seq_len", "tokenizer")), ("train", ("target_loss",))):
+        block = config.get(section)
+        if isinstance(block, dict):
+            config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
     return config
 
 

@@ -69,6 +69,8 @@ class Accuracy(TypedDict, total=False):
     time_to_target_wall_s: OptNum
     """Wall seconds since training started until then, checkpoint writes and compile included."""
     # A language model's run (task: causal_lm): its losses are in nats per token.
+    target_loss: NotRequired[OptNum]
+    """train.target_loss: time_to_target_s then times the first dev loss at or below it."""
     final_dev_loss: NotRequired[OptNum]
     test_perplexity: NotRequired[OptNum]
     test_bits_per_byte: NotRequired[OptNum]

@@ -40,6 +40,8 @@ def accuracy_block(cfg: Config, hist: History, test) -> dict:
         "target_accuracy": cfg.train.target_accuracy,
         "time_to_target_s": hist.time_to_target_s,
         "time_to_target_wall_s": hist.time_to_target_wall_s,
+        **({"target_loss": cfg.train.target_loss}
+           if cfg.train.target_loss is not None or cfg.task != "classification" else {}),
         **(lm_figures(hist, test) if cfg.task != "classification" and _has_lm_figures(hist, test) else {}),
     }
 
