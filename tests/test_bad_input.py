@@ -24,6 +24,12 @@ from harness.cli import main
 from support.reports import make_report, write
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
+GPT_CONFIG = str(REPO / "configs/tiny_gpt.yaml")
+
+
+def gpt_run(*items: str) -> Callable[[Path, Path], list[str]]:
+    """`harness run configs/tiny_gpt.yaml ITEMS --output OUT`."""
+    return lambda inp, out: ["run", GPT_CONFIG, *items, "--output", str(out)]
 
 
 @dataclass
@@ -282,6 +288,28 @@ CASES = [
          ("metrics.jsonl line 2", "step is 'abc'")),
     Case("resume_metrics_not_utf8", lambda inp, out: ["run", "--resume", _trained(inp, None), "train.epochs=2"],
          ("metrics.jsonl line 2", "not UTF-8")),
+    # --- the language-model workload (issue 26) -----------------------------------------
+    Case("text_task_with_an_image_model", gpt_run("model.name=cnn", "model.kwargs={}"),
+         ("model.name", "cnn is an image model", "data.name: text")),
+    Case("gpt_on_images", run("model.name=gpt"), ("model.name", "gpt is a language model", "digits")),
+    Case("causal_lm_task_on_images", run("task=causal_lm"), ("task", "causal_lm needs a text corpus")),
+    Case("classification_task_on_text", gpt_run("task=classification"), ("task", "classification", "causal_lm")),
+    Case("unknown_task", run("task=regression"), ("task", "unknown task 'regression'")),
+    Case("seq_len_on_images", run("data.seq_len=64"), ("data.seq_len", "only a text corpus")),
+    Case("seq_len_past_the_models_positions", gpt_run("data.seq_len=128"),
+         ("data.seq_len", "128 is longer than", "model.kwargs.seq_len = 64")),
+    Case("seq_len_past_the_corpus", lambda inp, out: ["run", GPT_CONFIG, f"data.root={text(inp, 'c.txt', 'short')}",
+                                                      "--output", str(out)],
+         ("data.seq_len", "c.txt", "fewer than one window")),
+    Case("two_targets", gpt_run("train.target_loss=2.0", "train.target_accuracy=0.5"),
+         ("train.target_loss", "not both")),
+    Case("text_on_device_resident", gpt_run("loader.kind=device_resident"), ("loader.kind", "text corpus")),
+    Case("text_channels_last", gpt_run("runtime.channels_last=true"), ("runtime.channels_last", "language model")),
+    Case("text_corpus_missing", gpt_run("data.root=/nonexistent/corpus.txt"), ("data.root", "does not exist")),
+    Case("text_corpus_empty", lambda inp, out: ["run", GPT_CONFIG, f"data.root={text(inp, 'e.txt', '')}",
+                                                "--output", str(out)], ("data.root", "is empty")),
+    Case("tokenizer_does_not_parse", lambda inp, out: ["run", GPT_CONFIG, f"data.tokenizer={text(inp, 't.json', '{')}",
+                                                       "--output", str(out)], ("data.tokenizer", "t.json")),
     # --- trackers: what would stop them is refused before the run writes anything ---------
     Case("tracking_project_dotdot", run("tracking.project=.."), ("tracking.project", "plain name")),
     Case("tracking_project_absolute", run("tracking.project=/tmp/elsewhere"), ("tracking.project", "plain name")),

@@ -54,6 +54,8 @@ def data_fingerprint(data: dict) -> str:
         return str(name)
     base = Path(root)
     digest = hashlib.sha256()
+    if base.is_file():  # a text corpus may be one .txt file
+        digest.update(f"{base.name}\0{base.stat().st_size}\n".encode())
     for folder, dirs, files in os.walk(base):
         dirs.sort()
         for f in sorted(files):
@@ -73,6 +75,21 @@ batch sizes are what it computes) but for ``inference.weights``, a file's path: 
 forward pass costs the same whatever the weights' values."""
 
 
+def drop_workload_defaults(config: dict) -> dict:
+    """``config`` without the language-model keys at their image defaults (``task:
+    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``):
+    adding them kept every image run's config_hash and recipe_hash, so earlier reports
+    still compare and earlier checkpoints still resume."""
+    config = dict(config)
+    if config.get("task") == "classification":
+        config.pop("task")
+    for section, keys in (("data", ("seq_len", "tokenizer")), ("train", ("target_loss",))):
+        block = config.get(section)
+        if isinstance(block, dict):
+            config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
+    return config
+
+
 def _dropped_for(config: dict, dotted: str) -> bool:
     if _dropped(dotted):
         return True
@@ -83,7 +100,7 @@ def _dropped_for(config: dict, dotted: str) -> bool:
 
 def recipe_view(config: dict, fingerprint: str | None = None) -> dict:
     """The flat recipe of a resolved config: every computation-changing key, dotted."""
-    flat = {k: v for k, v in flatten(config).items() if not _dropped_for(config, k)}
+    flat = {k: v for k, v in flatten(drop_workload_defaults(config)).items() if not _dropped_for(config, k)}
     if fingerprint is not None:
         flat["data.content"] = fingerprint
     return flat

@@ -21,12 +21,12 @@ from typing import Any, Literal, Union
 from harness.config.raw import apply_overrides, parse_override, read_yaml  # noqa: F401 -- re-exported
 from harness.run.accel import RuntimeConfig
 from harness.run.checkpoint import OutputConfig
-from harness.data.datasets import DataConfig
+from harness.data.datasets import TEXT_SETS, DataConfig
 from harness.data.loaders import LoaderConfig
 from harness.errors import BadInput, ConfigValueError
 from harness.config.inference import InferenceConfig
 from harness.measure.config import MeasureConfig
-from harness.models.registry import ModelConfig
+from harness.models.registry import LM_MODELS, ModelConfig
 from harness.run.optim import LossConfig, OptimConfig
 from harness.observe.tracking import TrackingConfig
 from harness.config.train import TrainConfig
@@ -52,8 +52,14 @@ class Config:
     """training: train, test and measure (runner.py); inference: measure the forward pass alone (inference.py)."""
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    task: str | None = None
+    """What is learnt: classification (images), causal_lm (next token of a text), or
+    package.module:ClassName for your own task (harness/task/base.py's Task). Null:
+    inferred from the data set (data.name: text -> causal_lm, else classification)."""
 
     def __post_init__(self):
+        self.task = self.task or default_task(self.data.name)
+        check_workload(self)
         if not 0 <= self.seed < 2**32:
             # numpy's seed, which every per-epoch seed also feeds, takes 32 bits.
             raise ConfigValueError("seed", f"expected an integer in [0, 2**32), got {self.seed}")
@@ -61,6 +67,44 @@ class Config:
             # The first step compiles; compile time must never be timed as throughput.
             raise ConfigValueError("measure.warmup_steps",
                                    "expected >= 1 with runtime.compile.enabled (the first step compiles)")
+
+
+TASK_NAMES = ("classification", "causal_lm")
+"""The built-in tasks (harness.task.TASKS, named here without importing torch)."""
+
+
+def default_task(data_name: str) -> str:
+    return "causal_lm" if data_name in TEXT_SETS else "classification"
+
+
+def check_workload(cfg: Config) -> None:
+    """The task, the data set and the model must be one kind of workload: a text
+    task given an image model (or the reverse) is refused at load, naming the key."""
+    task, data, model = cfg.task, cfg.data.name, cfg.model.name
+    if task not in TASK_NAMES and ":" not in task:
+        raise ConfigValueError("task", f"unknown task {task!r} (expected one of: {', '.join(TASK_NAMES)}, "
+                                       "or package.module:ClassName)")
+    text = data in TEXT_SETS
+    if task == "causal_lm" and not text:
+        raise ConfigValueError("task", f"causal_lm needs a text corpus (data.name: text); data.name {data} "
+                                       "holds images")
+    if task == "classification" and text:
+        raise ConfigValueError("task", "classification needs an image data set; data.name text is a corpus "
+                                       "(task: causal_lm)")
+    if model in LM_MODELS and not text:
+        raise ConfigValueError("model.name", f"{model} is a language model; data.name {data} holds images "
+                                             "(use an image model, or data.name: text)")
+    if text and ":" not in model and model not in LM_MODELS:
+        raise ConfigValueError("model.name", f"{model} is an image model; a text corpus (data.name: text) needs "
+                                             f"{', '.join(LM_MODELS)} or package.module:ClassName")
+    if text and cfg.loader.kind == "device_resident":
+        raise ConfigValueError("loader.kind", "device_resident holds images; a text corpus needs dataloader")
+    if text and cfg.runtime.channels_last:
+        raise ConfigValueError("runtime.channels_last", "a memory format of images; a language model has none")
+    positions = cfg.model.kwargs.get("seq_len") if model in LM_MODELS else None
+    if isinstance(positions, int) and cfg.data.seq_len is not None and cfg.data.seq_len > positions:
+        raise ConfigValueError("data.seq_len", f"{cfg.data.seq_len} is longer than the model's "
+                                               f"model.kwargs.seq_len = {positions} positions")
 
 
 # --- YAML -> dataclasses ---------------------------------------------------------
@@ -180,7 +224,9 @@ def config_hash(cfg: Config) -> str:
 
     The output section says where results go, not what was run, so it is left out.
     """
-    body = to_dict(cfg)
+    from harness.config.recipe import drop_workload_defaults
+
+    body = drop_workload_defaults(to_dict(cfg))
     body.pop("output", None)
     if cfg.scenario == "training":  # keys a training run does not use: its hash is as before them
         body.pop("scenario"), body.pop("inference")

@@ -16,8 +16,11 @@ class TrainConfig:
     """Stop after this many optimizer steps in total (a budget for quick runs)."""
     target_accuracy: float | None = None
     """Dev accuracy whose first crossing is timed (time_to_target_s)."""
+    target_loss: float | None = None
+    """Dev loss (nats per token for a language model) whose first reach, at or below,
+    is timed (time_to_target_s) instead of an accuracy."""
     stop_at_target: bool = False
-    """End training once target_accuracy is reached."""
+    """End training once target_accuracy (or target_loss) is reached."""
     on_nonfinite: Literal["stop", "record"] = "stop"
     """A NaN or infinite training loss: stop the run (status diverged, exit 3), or only
     count such steps in the report's nonfinite block."""
@@ -30,5 +33,10 @@ class TrainConfig:
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigValueError(
                 "target_accuracy", f"expected a fraction in (0, 1], got {self.target_accuracy}")
-        if self.stop_at_target and self.target_accuracy is None:
-            raise ConfigValueError("stop_at_target", "needs train.target_accuracy")
+        if self.target_loss is not None and self.target_loss <= 0:
+            raise ConfigValueError("target_loss", f"expected a loss > 0, got {self.target_loss}")
+        if self.target_loss is not None and self.target_accuracy is not None:
+            raise ConfigValueError("target_loss", "one target is timed: set train.target_accuracy or "
+                                                  "train.target_loss, not both")
+        if self.stop_at_target and self.target_accuracy is None and self.target_loss is None:
+            raise ConfigValueError("stop_at_target", "needs train.target_accuracy or train.target_loss")

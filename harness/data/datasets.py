@@ -47,9 +47,11 @@ class FakeDataConfig:
 @dataclass
 class DataConfig:
     name: str = "digits"
-    """One of the registry's names: digits, imagefolder, fake, mnist, fashion_mnist, cifar10."""
+    """One of the registry's names: digits, imagefolder, fake, mnist, fashion_mnist, cifar10;
+    or text, a corpus for a language model (harness/data/text.py)."""
     root: str | None = None
-    """Folder holding the files. digits: its PNG cache (default ~/.cache/harness/digits)."""
+    """Folder holding the files. digits: its PNG cache (default ~/.cache/harness/digits).
+    text: a .txt file or a folder of them (null: the CPython documentation every Python ships)."""
     download: bool = False
     """Let torchvision download mnist/fashion_mnist/cifar10 into root (off: never fetch)."""
     corrupt_images: Literal["fail", "skip"] = "fail"
@@ -60,16 +62,27 @@ class DataConfig:
     found before the run starts (about 0.1-1 ms per small image; turn off for huge folders:
     a bad file then fails the run when it is first loaded, naming the file)."""
     subset: int | None = None
-    """Use only this many samples of the pool (a seeded choice): quick runs and tests."""
+    """Use only this many samples of the pool (a seeded choice): quick runs and tests. Image
+    data sets only: a text corpus is read whole (its size is in data.root)."""
     fake: FakeDataConfig = field(default_factory=FakeDataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     transforms: TransformConfig = field(default_factory=TransformConfig)
+    seq_len: int | None = None
+    """text: tokens per training window (null: the model's model.kwargs.seq_len, else 256)."""
+    tokenizer: str | None = None
+    """text: a local tokenizer.json (the text extra); null: one token per UTF-8 byte."""
 
     def __post_init__(self):
-        if self.name not in DATASETS:
+        if self.name not in DATASETS and self.name not in TEXT_SETS:
             raise ConfigValueError(
-                "name", f"unknown data set {self.name!r} (expected one of: {', '.join(DATASETS)})"
+                "name", f"unknown data set {self.name!r} (expected one of: {', '.join([*DATASETS, *TEXT_SETS])})"
             )
+        text = self.name in TEXT_SETS
+        for key in ("seq_len", "tokenizer"):
+            if getattr(self, key) is not None and not text:
+                raise ConfigValueError(key, f"only a text corpus (data.name: text) has one; data.name is {self.name}")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise ConfigValueError("seq_len", f"expected an integer >= 1 or null, got {self.seq_len}")
         if self.subset is not None and self.subset <= 0:
             raise ConfigValueError("subset", f"expected an integer > 0 or null, got {self.subset}")
         if self.corrupt_images == "skip" and not self.scan_images:
@@ -270,6 +283,10 @@ DATASETS: dict[str, Callable[[DataConfig], Pool]] = {
     "fashion_mnist": _torchvision_set,
     "cifar10": _torchvision_set,
 }
+
+
+TEXT_SETS = ("text",)
+"""Data sets of text, for a language model: harness/data/text.py builds them, not ``load_pool``."""
 
 
 def load_pool(cfg: DataConfig) -> Pool:

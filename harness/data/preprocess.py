@@ -20,9 +20,28 @@ def weights_preset(cfg):
     return preset_transform(cfg.model)
 
 
+DEFAULT_SEQ_LEN = 256
+"""Tokens per window when neither data.seq_len nor model.kwargs.seq_len says."""
+
+
+def text_seq_len(cfg) -> int:
+    """A text recipe's window: data.seq_len, else the model's positions, else the default."""
+    positions = cfg.model.kwargs.get("seq_len")
+    if cfg.data.seq_len is not None:
+        return cfg.data.seq_len
+    return positions if isinstance(positions, int) and not isinstance(positions, bool) else DEFAULT_SEQ_LEN
+
+
 def recipe_data(cfg):
-    """The recipe's data set, split and transforms (a ``DataBundle``), as training builds them."""
+    """The recipe's data set, split and transforms (a ``DataBundle``), as training builds them;
+    a text corpus's windows (a ``TextData``, harness/data/text.py) for ``data.name: text``."""
     from harness.data import build_data
+    from harness.data.datasets import TEXT_SETS
+
+    if cfg.data.name in TEXT_SETS:
+        from harness.data.text import build_text_data
+
+        return build_text_data(cfg.data.root, text_seq_len(cfg), cfg.data.split, cfg.data.tokenizer)
 
     return build_data(cfg.data, cfg.seed, weights_preset(cfg))
 

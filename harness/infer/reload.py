@@ -52,6 +52,10 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunFold
     if not (run / "model.pt").is_file():
         raise BadInput(f"{run}: holds no model.pt (the run did not finish, or ran with output.save_model: false)")
     saved = load_config(config)
+    if saved.task != "classification":
+        # evaluate, predict and bench-inference read images and classes so far.
+        raise BadInput(f"{run}: a {saved.task} run (a language model); evaluate, predict and bench-inference "
+                       "take image-classification runs only, for now")
     overrides = list(overrides or [])
     named = {o.split("=", 1)[0].strip() for o in overrides}
     if named & {"data.name", "data.root"} and "data.subset" not in named:

@@ -53,6 +53,15 @@ def per_node(rank_rows: list[dict]) -> list[dict]:
     return out
 
 
+def _token_figures(per_rank: list[dict], slowest: float, world: int, steps: int) -> dict:
+    """A language model's throughput in tokens: every rank's real tokens over the slowest
+    rank's window, as samples_per_s counts samples."""
+    tokens = sum(w.get("tokens", 0) for r in per_rank for w in r["windows"])
+    rate = tokens / slowest if slowest > 0 else None
+    return {"tokens_per_s": rate, "tokens_per_s_per_device": rate / world if rate else None,
+            "measured_tokens": tokens, "tokens_per_step": tokens / steps if steps else None}
+
+
 def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
     """``per_rank``: each rank's ``Meter.summary()``, rank 0 first."""
     world = len(per_rank)
@@ -85,8 +94,7 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
     rates = _window_rates(per_rank)
     waits = [row["data_wait_fraction"] for row in rank_rows if row["data_wait_fraction"] is not None]
     mem = lambda key: max((row[key] for row in rank_rows if row[key] is not None), default=None)  # noqa: E731
-    return {
-        "throughput": {
+    throughput = {
             "samples_per_s": samples_per_s,
             "train_samples_per_s": samples_per_s,  # the schema-1 name, kept for its readers
             "samples_per_s_per_device": samples_per_s / world if samples_per_s else None,
@@ -96,7 +104,11 @@ def aggregate(per_rank: list[dict], global_batch_size: int) -> dict:
             "measured_samples": total_samples,
             "warmup_steps": r0["warmup_steps"],
             "window_s": slowest,
-        },
+    }
+    if per_rank and all(r.get("counts_tokens") for r in per_rank):
+        throughput.update(_token_figures(per_rank, slowest, world, steps))
+    return {
+        "throughput": throughput,
         "step_time_ms": step_dist,
         "data_wait_ms": distribution(r0["data_wait_ms"]),
         "data_wait_fraction": max(waits) if waits else None,

@@ -26,6 +26,9 @@ although the causal mask leaves half of it unused.
 
 from __future__ import annotations
 
+FORMULA = "6*N + 12*L*H*Q*T"
+"""The formula's words in the report (compute.flops_per_token_formula_source)."""
+
 
 def matmul_params(n_layer: int, d_model: int, vocab_size: int) -> int:
     """N above: 12 d^2 per block plus the head's d * vocab_size."""

@@ -68,14 +68,19 @@ class Window:
     data_wait_s: list[float] = field(default_factory=list)
     step_s: list[float] = field(default_factory=list)
     samples: int = 0
+    tokens: int | None = None
+    """Tokens of the window's real samples, when the meter counts them (a language model)."""
     wall_s: float = 0.0
     """Sum of the window's segments (a window spans epochs; evaluation is outside it)."""
     contention: contention.Tally | None = None
     """What other processes took of the run's CPUs over the same segments."""
 
     def as_dict(self) -> dict:
-        return {"steps": len(self.step_s), "samples": self.samples, "wall_s": self.wall_s,
-                "data_wait_s": sum(self.data_wait_s)}
+        out = {"steps": len(self.step_s), "samples": self.samples, "wall_s": self.wall_s,
+               "data_wait_s": sum(self.data_wait_s)}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+        return out
 
 
 class WindowHook(Protocol):
@@ -97,9 +102,12 @@ class StepListener(Protocol):
 class Meter:
     def __init__(self, cfg: MeasureConfig, device: torch.device,
                  barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = (),
-                 listeners: Sequence[StepListener] = (), memory: MemorySampler | None = None):
+                 listeners: Sequence[StepListener] = (), memory: MemorySampler | None = None,
+                 tokens: Callable[[object, int], int] | None = None):
         """``memory``: the sampler whose peaks the meter keeps per phase (the recorder reads the
-        same one); None: a sampler of its own at ``cfg.rss_interval_ms``."""
+        same one); None: a sampler of its own at ``cfg.rss_interval_ms``. ``tokens``: (batch,
+        real samples) -> the tokens those samples hold (the task's ``units``), for a workload
+        measured in tokens; None: samples alone."""
         self.cfg = cfg
         self.hooks = list(hooks)
         self.listeners = list(listeners)
@@ -111,7 +119,9 @@ class Meter:
         self.step = 0
         """Train steps seen by this process, warm-up included."""
         self.probe = contention.Probe()
-        self.windows = [Window(contention=contention.Tally(self.probe.capacity)) for _ in range(cfg.repeats)]
+        self.tokens = tokens
+        self.windows = [Window(contention=contention.Tally(self.probe.capacity), tokens=0 if tokens else None)
+                        for _ in range(cfg.repeats)]
         self._reading: contention.Reading | None = None
         self.memory = memory if memory is not None else sampler_for(cfg, device)
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
@@ -233,6 +243,9 @@ class Meter:
             w.data_wait_s.append(t1 - t0)
             w.step_s.append(t2 - t1)
             w.samples += n
+            if self.tokens is not None:
+                # Of the real samples only: a distributed sampler's padding is never throughput.
+                w.tokens += self.tokens(batch, n)
         for listener in self.listeners:
             listener.after_step(self.step, t1 - t0, t2 - t1, n)
         self.step += 1
@@ -273,6 +286,7 @@ class Meter:
         return {
             **process_identity(),
             "warmup_steps": self.cfg.warmup_steps,
+            "counts_tokens": self.tokens is not None,
             "windows": [w.as_dict() for w in measured],
             "step_times_ms": [s * 1000 for s in steps],
             "data_wait_ms": [s * 1000 for s in waits],

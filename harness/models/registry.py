@@ -1,7 +1,8 @@
 """The model registry, user models by import path, and transfer learning.
 
-Every builder gets the data set's input channels, image size and class count, so
-a model always fits the data it is trained on.
+Every image builder gets the data set's input channels, image size and class count,
+and every language model the vocabulary size and window length, so a model always
+fits the data it is trained on.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import torch
 from torch import nn
 
 from harness.errors import BadInput, ConfigValueError
+from harness.models.gpt import GPT
 
 
 @dataclass
 class ModelConfig:
     name: str = "cnn"
     """mlp, cnn, resnet18, torchvision:<name> for any torchvision classification model
-    (harness/models/zoo.py), or package.module:ClassName for your own nn.Module."""
+    (harness/models/zoo.py), gpt (a language model, harness/models/gpt.py), or
+    package.module:ClassName for your own nn.Module."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels)."""
+    """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels;
+    gpt: n_layer, n_head, d_model, seq_len)."""
     pretrained: str | None = None
     """Local state_dict file to start from; a head of another class count is replaced.
     torchvision:<name> also takes a weights name (DEFAULT, IMAGENET1K_V1), read from
@@ -41,10 +45,10 @@ class ModelConfig:
             why = unknown_name(self.name)
             if why:
                 raise ConfigValueError("name", why)
-        if self.name not in MODELS and ":" not in self.name:
+        if self.name not in MODELS and self.name not in LM_MODELS and ":" not in self.name:
             raise ConfigValueError(
                 "name",
-                f"unknown model {self.name!r} (expected one of: {', '.join(MODELS)}, torchvision:<name>, "
+                f"unknown model {self.name!r} (expected one of: {', '.join([*MODELS, *LM_MODELS])}, torchvision:<name>, "
                 "or package.module:ClassName)",
             )
         if self.freeze_backbone and not self.pretrained:
@@ -123,6 +127,8 @@ def resnet18(in_channels: int, image_size: tuple[int, int], num_classes: int,
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": resnet18}
+LM_MODELS: dict[str, Callable[..., nn.Module]] = {"gpt": GPT}
+"""Causal language models: they take ``vocab_size`` and ``seq_len`` and return logits (batch, time, vocab)."""
 
 
 def _import_model(spec: str) -> Callable[..., nn.Module]:
@@ -307,3 +313,38 @@ def check_fits(model: nn.Module, sample_shape: tuple[int, ...], num_classes: int
             f"model: output has shape {got} for a batch of 2, expected (2, {num_classes}): "
             f"one score per class of the data set"
         )
+
+
+def build_causal_lm(cfg: ModelConfig, vocab_size: int, seq_len: int) -> tuple[nn.Module, dict]:
+    """A language model for a vocabulary of ``vocab_size`` trained on windows of ``seq_len``.
+
+    gpt's positions default to the window (``model.kwargs.seq_len`` may give more, for
+    generation); a user's model gets ``vocab_size`` and ``seq_len`` when it takes them.
+    One probe window checks the output is (batch, time, vocab) before training.
+    """
+    builder = LM_MODELS.get(cfg.name) or _import_model(cfg.name)
+    kwargs = dict(cfg.kwargs)
+    standard = {"vocab_size": vocab_size, "seq_len": kwargs.pop("seq_len", seq_len)}
+    if cfg.pretrained:
+        raise BadInput("model.pretrained: loading weights into a language model is not supported yet")
+    model = _call(builder, cfg.name, standard, kwargs)
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"model.name: {cfg.name} did not return an nn.Module")
+    if not any(True for _ in model.parameters()):
+        raise BadInput(f"model.name: {cfg.name} has no parameters, so there is nothing to train")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, seq_len, dtype=torch.long))
+    except (Exception, SystemExit) as err:
+        raise BadInput(f"model: a window of data.seq_len = {seq_len} tokens fails: {_why(err)}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, seq_len, vocab_size):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BadInput(f"model: output has shape {got} for one window of {seq_len} tokens, expected "
+                       f"(1, {seq_len}, {vocab_size}): one logit per token of the vocabulary")
+    info: dict = {"name": cfg.name, "parameters": sum(p.numel() for p in model.parameters()),
+                  "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return model, info

@@ -68,6 +68,14 @@ class Accuracy(TypedDict, total=False):
     reached (or none was set)."""
     time_to_target_wall_s: OptNum
     """Wall seconds since training started until then, checkpoint writes and compile included."""
+    # A language model's run (task: causal_lm): its losses are in nats per token.
+    target_loss: NotRequired[OptNum]
+    """train.target_loss: time_to_target_s then times the first dev loss at or below it."""
+    final_dev_loss: NotRequired[OptNum]
+    test_perplexity: NotRequired[OptNum]
+    test_bits_per_byte: NotRequired[OptNum]
+    """test_loss / ln 2 / the corpus's bytes per token: comparable across tokenizers."""
+    test_tokens: NotRequired[Union[int, None]]
 
 
 class Timing(TypedDict, total=False):
@@ -91,6 +99,11 @@ class Throughput(TypedDict, total=False):
     measured_samples: int | None
     warmup_steps: int | None
     window_s: OptNum
+    # A workload measured in tokens (a language model): real tokens, never padding.
+    tokens_per_s: NotRequired[OptNum]
+    tokens_per_s_per_device: NotRequired[OptNum]
+    measured_tokens: NotRequired[Union[int, None]]
+    tokens_per_step: NotRequired[OptNum]
 
 
 class Distribution(TypedDict, total=False):
@@ -163,6 +176,10 @@ class Compute(TypedDict, total=False):
     peak_precision: str | None
     """The datasheet column the work runs at: bf16, fp16, tf32 or fp32."""
     tf32: dict[str, Any] | None
+    # A language model's run: FLOPs per token, counted and by the published formula.
+    flops_per_token: NotRequired[OptNum]
+    flops_per_token_formula: NotRequired[OptNum]
+    flops_per_token_formula_source: NotRequired[Union[str, None]]
 
 
 class Distributed(TypedDict, total=False):

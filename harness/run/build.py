@@ -16,9 +16,12 @@ from harness.data import DataBundle
 from harness.data.loaders import Loaders, build_loaders
 from harness.data.resident import DeviceResidentLoader
 from harness.run.loop import TrainParts
-from harness.models.registry import build_model
+from harness.models.registry import build_causal_lm, build_model
 from harness.run.optim import build_loss, build_optimizer, build_scheduler
 from harness.data.preprocess import recipe_data
+from harness.data.text import TextData
+from harness.task import Task
+from harness.task.load import build_task
 
 
 @dataclass
@@ -26,12 +29,27 @@ class Built:
     cfg: Config
     accelerator: object
     precision: accel.Precision
-    data: DataBundle
+    data: DataBundle | TextData
     loaders: Loaders
     parts: TrainParts
     model_info: dict
     steps_per_epoch: int
     """Optimizer steps per epoch in a single process (before sharding)."""
+    task: Task
+
+    @property
+    def text(self) -> bool:
+        """A language model's run: windows of a text corpus, throughput in tokens."""
+        return isinstance(self.data, TextData)
+
+
+def recipe_model(cfg: Config, data: DataBundle | TextData):
+    """(model, info) that fits ``data``: an image model for its shape and classes, a language
+    model for its vocabulary and window. Every command that builds the recipe's model
+    (run, validate, launch's preflight) builds it here."""
+    if isinstance(data, TextData):
+        return build_causal_lm(cfg.model, data.vocab_size, data.seq_len)
+    return build_model(cfg.model, data.sample_shape, data.num_classes)
 
 
 def build(cfg: Config) -> Built:
@@ -44,8 +62,11 @@ def build(cfg: Config) -> Built:
     with accelerator.main_process_first():
         data = recipe_data(cfg)
     loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
+    text = isinstance(data, TextData)
+    task = build_task(cfg.task, label_smoothing=cfg.loss.label_smoothing,
+                      **({"bytes_per_token": data.bytes_per_token} if text else {}))
     set_seed(cfg.seed)  # initial weights do not depend on what the data code drew
-    model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
+    model, info = recipe_model(cfg, data)
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     info["memory_format"] = "channels_last" if cfg.runtime.channels_last else "contiguous"
@@ -53,8 +74,8 @@ def build(cfg: Config) -> Built:
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
     parts = TrainParts(accelerator, model, optimizer, scheduler,
-                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"))
-    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch)
+                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"), task)
+    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch, task)
 
 
 def _prepare_core(b: Built, *loaders):

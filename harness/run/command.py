@@ -169,6 +169,8 @@ def summary_table(report: dict, path: Path) -> str:
         ("best dev accuracy", fmt(acc.get("best_dev_accuracy"), ".4f")),
         ("test accuracy", fmt(acc.get("test_accuracy"), ".4f")),
         ("train samples/s", fmt(thr.get("train_samples_per_s"), ",.1f") + _why_no_throughput(thr)),
+        *([("train tokens/s", fmt(thr["tokens_per_s"], ",.1f"))] if "tokens_per_s" in thr else []),
+        *([("test loss (nats/token)", fmt(acc["test_loss"], ".4f"))] if "test_perplexity" in acc else []),
         ("step time p50 (ms)", fmt(step.get("p50"), ".3f")),
         *_conditions_rows(report),
         ("data wait fraction", fmt(report.get("data_wait_fraction"), ".3f")),
@@ -214,6 +216,13 @@ def cmd_validate(args) -> int:
     cfg = load_config(args.config, args.overrides)
     b = build(cfg)
     sizes = b.data.sizes()
+    if b.text:
+        c = b.data.corpus
+        print(f"{args.config}: ok — {c['source']} ({c['size_bytes']:,} bytes, {c['tokens']:,} tokens of "
+              f"{c['tokenizer']}), vocabulary {b.data.vocab_size}, windows of {b.data.seq_len} tokens, split "
+              f"{sizes['train']}/{sizes['dev']}/{sizes['test']} windows; model {cfg.model.name} with "
+              f"{b.model_info['parameters']:,} parameters")
+        return EXIT_OK
     print(f"{args.config}: ok — {b.data.source}, {b.data.num_classes} classes, sample shape "
           f"{tuple(b.data.sample_shape)}, split {sizes['train']}/{sizes['dev']}/{sizes['test']}; "
           f"model {cfg.model.name} with {b.model_info['parameters']:,} parameters")

@@ -25,6 +25,8 @@ from harness.run.report_builder import ReportBuilder, contention_warnings, now, 
 
 
 def accuracy_block(cfg: Config, hist: History, test) -> dict:
+    """The report's ``accuracy`` block; a language model's adds its loss in other units
+    (``lm_figures``)."""
     devs = [d for d in hist.dev if d["accuracy"] is not None and not math.isnan(d["accuracy"])]
     best = max(devs, key=lambda d: d["accuracy"]) if devs else None
     return {
@@ -38,7 +40,28 @@ def accuracy_block(cfg: Config, hist: History, test) -> dict:
         "target_accuracy": cfg.train.target_accuracy,
         "time_to_target_s": hist.time_to_target_s,
         "time_to_target_wall_s": hist.time_to_target_wall_s,
+        **({"target_loss": cfg.train.target_loss}
+           if cfg.train.target_loss is not None or cfg.task != "classification" else {}),
+        **(lm_figures(hist, test) if cfg.task != "classification" and _has_lm_figures(hist, test) else {}),
     }
+
+
+LM_FIGURES = ("perplexity", "bits_per_byte", "tokens")
+"""What a language model's evaluation gives beyond accuracy and loss (harness/task/causal_lm.py)."""
+
+
+def _has_lm_figures(hist: History, test) -> bool:
+    return bool(test is not None and test.figures and "perplexity" in test.figures) or \
+        any("perplexity" in d for d in hist.dev)
+
+
+def lm_figures(hist: History, test) -> dict:
+    """test_loss is in nats per token; beside it its perplexity, bits per byte (comparable
+    across tokenizers) and the tokens it is over, and the last dev pass's loss."""
+    figures = (test.figures or {}) if test is not None else {}
+    devs = [d for d in hist.dev if d.get("loss") is not None]
+    return {"final_dev_loss": devs[-1]["loss"] if devs else None,
+            **{f"test_{k}": figures.get(k) for k in LM_FIGURES}}
 
 
 PROBE_BATCH = 8
@@ -62,19 +85,24 @@ def count_flops(b: Built) -> tuple[float, float] | None:
 
     train = b.data.train
     n = min(PROBE_BATCH, b.cfg.loader.batch_size, len(train))
-    # The train samples through the eval transform: same shapes, and no augmentation
-    # draw moves the random state.
-    view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
+    if b.text:  # token windows: no transform, and each is its own targets shifted by one
+        view = train
+    else:
+        # The train samples through the eval transform: same shapes, and no augmentation
+        # draw moves the random state.
+        view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
     inputs, targets = zip(*(view[i] for i in range(n)))
     device = b.accelerator.device
     # The bare module: no DDP hooks (no collective on one rank), no compiled graph
     # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
     model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
-    batch = (torch.stack(inputs), torch.tensor(targets))
+    batch = (torch.stack(inputs), torch.stack(targets) if b.text else torch.tensor(targets))
+    # The task's loss: a language model's logits are (batch, time, vocab).
+    loss = b.task.loss if b.text else b.parts.loss_fn
     try:
-        return training_flops(model, *batch, b.parts.loss_fn, device="meta")
+        return training_flops(model, *batch, loss, device="meta")
     except Exception:  # noqa: BLE001 -- data-dependent code: count where it really runs
-        return training_flops(model, batch[0].to(device), batch[1].to(device), b.parts.loss_fn)
+        return training_flops(model, batch[0].to(device), batch[1].to(device), loss)
 
 
 def _failed(what: str, err: Exception) -> str:
@@ -96,7 +124,21 @@ def compute_figures(b: Built, samples_per_s: float | None) -> tuple[dict, list[s
         warnings.append(_failed("compute.flops_per_sample", err))
     block = compute_block(b, fps, samples_per_s, warnings)
     block["forward_flops_per_sample"] = forward
+    if b.text:
+        block.update(token_flops(b, fps))
     return block, warnings
+
+
+def token_flops(b: Built, fps: float | None) -> dict:
+    """A language model's FLOPs per token: the count's (per window over the window's tokens)
+    and the published formula's (measure/lm_flops.py; gpt only: a user's model's shape is unknown)."""
+    from harness.measure.lm_flops import FORMULA, gpt_flops_per_token
+
+    model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    gpt = getattr(model, "config", None) if b.cfg.model.name == "gpt" else None
+    return {"flops_per_token": fps / b.data.seq_len if fps is not None else None,
+            "flops_per_token_formula": gpt_flops_per_token(gpt, b.data.seq_len) if gpt is not None else None,
+            "flops_per_token_formula_source": FORMULA if gpt is not None else None}
 
 
 def _has_conv(model) -> bool:

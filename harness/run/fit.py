@@ -130,6 +130,19 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     return b.loaders.train
 
 
+def _reached(train, dev) -> bool:
+    """The dev pass reached the run's target: an accuracy at or above, or a loss at or below."""
+    if train.target_loss is not None:
+        return dev.loss <= train.target_loss
+    return train.target_accuracy is not None and dev.accuracy >= train.target_accuracy
+
+
+def _lm_dev(dev) -> dict:
+    """A language model's dev pass: perplexity and bits per byte beside its loss in nats per token."""
+    figures = (dev.figures or {}) if dev is not None else {}
+    return {k: figures[k] for k in ("perplexity", "bits_per_byte") if k in figures}
+
+
 def _drain(recorder) -> None:
     """metrics.jsonl holds every line up to the checkpoint's step before the checkpoint exists."""
     if recorder is not None:
@@ -184,11 +197,11 @@ def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Pa
             hist.train_elapsed_s = time.perf_counter() - started
             hist.train_eval_s += time.perf_counter() - t0 - (compile_s() - c0)
             hist.dev.append({"epoch": epoch + 1, "train_loss": result.loss,
-                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None})
+                             "accuracy": dev.accuracy if dev else None, "loss": dev.loss if dev else None,
+                             **_lm_dev(dev)})
             if recorder is not None:
                 recorder.epoch_done(hist.dev[-1], hist.epoch_wall_s[-1])
-            target = cfg.train.target_accuracy
-            if target is not None and dev and hist.time_to_target_s is None and dev.accuracy >= target:
+            if dev and hist.time_to_target_s is None and _reached(cfg.train, dev):
                 hist.time_to_target_s = hist.train_eval_s
                 hist.time_to_target_wall_s = hist.train_elapsed_s
             stop = guard.check()  # a signal during evaluation: stop after this epoch's checkpoint
@@ -201,6 +214,6 @@ def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Pa
                 raise Interrupted(stop.signum)
             shown.epoch_ended(result.loss, dev.accuracy if dev else None)
             if cfg.train.stop_at_target and hist.time_to_target_s is not None:
-                reason = "target_accuracy"
+                reason = "target_loss" if cfg.train.target_loss is not None else "target_accuracy"
                 break
     return reason

@@ -1,6 +1,9 @@
 """The train/dev/test loop: zero_grad -> forward -> loss -> backward -> step.
 
-It knows nothing of clocks: the meter hands it batches and times them.
+It knows nothing of clocks: the meter hands it batches and times them. What differs
+between workloads (the loss, what a unit of throughput counts, the evaluation
+figures) comes from the task (harness/task/): samples for image classification,
+tokens for a language model.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from harness.run.guard import StepGuard, Verdict
+from harness.task import Classification, Evaluation, Task
 
 
 @dataclass
@@ -24,13 +28,21 @@ class TrainParts:
     loss_fn: nn.Module
     eval_loss_fn: nn.Module
     """The same loss with reduction='none', so padded samples can be dropped."""
+    task: Task | None = None
+    """The workload's loss, units and evaluation; None: image classification with
+    ``loss_fn``'s label smoothing (what callers that predate the task seam mean)."""
+
+    def __post_init__(self):
+        if self.task is None:
+            self.task = Classification(getattr(self.loss_fn, "label_smoothing", 0.0))
 
 
 @dataclass
 class EpochResult:
     loss_sum: float
-    """Sum over this process's samples of the per-sample training loss."""
+    """Sum over this process's units (samples, or tokens) of the per-unit training loss."""
     samples: int
+    """Units of throughput this process trained on: samples, or tokens (the task's ``unit``)."""
     steps: int
     skipped_steps: int = 0
     """Optimizer steps the fp16 gradient scaler skipped (inf/NaN gradients)."""
@@ -50,7 +62,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
 
     ``recorder`` (recorder.py) is handed each step's loss; None: nothing recorded.
     """
-    acc, model, opt = parts.accelerator, parts.model, parts.optimizer
+    acc, model, opt, task = parts.accelerator, parts.model, parts.optimizer, parts.task
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
@@ -59,14 +71,14 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     for inputs, targets in meter.steps(loader, limit=max_steps):
         opt.zero_grad(set_to_none=True)
         outputs = model(inputs)
-        loss = parts.loss_fn(outputs, targets)
+        loss = task.loss(outputs, targets)
         acc.backward(loss)
         opt.step()
         # A host-side flag, set by the scaler's own step (which has synchronised already).
         skipped += int(acc.optimizer_step_was_skipped)
         if parts.scheduler is not None:
             parts.scheduler.step()
-        n = targets.shape[0]
+        n = task.units(targets)  # from shapes: counting never synchronises the device
         loss_sum += loss.detach().float() * n
         if recorder is not None:
             recorder.add_loss(loss, n)
@@ -88,34 +100,31 @@ class EvalResult:
     accuracy: float
     loss: float
     samples: int
+    """Units evaluated: samples, or tokens (the task's ``unit``)."""
+    figures: dict | None = None
+    """Every figure the task's ``metrics`` gave (a language model's perplexity, bits per byte)."""
 
 
 def evaluate(parts: TrainParts, loader, collect: list | None = None) -> EvalResult:
-    """Accuracy and mean loss over ``loader``, gathered across ranks.
+    """The task's figures over ``loader`` (accuracy, mean loss), gathered across ranks.
 
     ``gather_for_metrics`` drops the samples a distributed sampler duplicated to
     even out the last batch, so every sample counts exactly once. ``collect``, when
-    given, receives each batch's (predictions, targets): ``harness evaluate`` builds
-    its confusion matrix from them on this very pass, so its accuracy and loss are
-    the run's own figures, computed the same way.
+    given, receives each batch's (predictions, targets) of a classification task:
+    ``harness evaluate`` builds its confusion matrix from them on this very pass, so
+    its accuracy and loss are the run's own figures, computed the same way.
     """
-    acc, model = parts.accelerator, parts.model
+    acc, model, task = parts.accelerator, parts.model, parts.task
     model.eval()
-    correct = torch.zeros((), device=acc.device, dtype=torch.long)
-    loss_sum = torch.zeros((), device=acc.device)
-    count = 0
+    ev = Evaluation(task, acc.device, gather=acc.gather_for_metrics)
     with torch.inference_mode():
         for inputs, targets in loader:
             outputs = model(inputs)
-            losses = parts.eval_loss_fn(outputs.float(), targets)
-            preds = outputs.argmax(dim=1)
-            preds, targets, losses = acc.gather_for_metrics((preds, targets, losses))
+            ev.add(outputs, targets)
             if collect is not None:
+                preds, targets = acc.gather_for_metrics((task.predictions(outputs), targets))
                 collect.append((preds.cpu(), targets.cpu()))
-            correct += (preds == targets).sum()
-            loss_sum += losses.sum()
-            count += targets.numel()
     model.train()
-    if count == 0:
-        return EvalResult(float("nan"), float("nan"), 0)
-    return EvalResult(accuracy=correct.item() / count, loss=loss_sum.item() / count, samples=count)
+    figures = ev.result()
+    count = figures.get(task.unit, 0)
+    return EvalResult(accuracy=figures["accuracy"], loss=figures["loss"], samples=count, figures=figures)

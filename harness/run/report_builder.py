@@ -59,6 +59,16 @@ def data_block(data, sizes: bool = True) -> dict:
     return block
 
 
+def text_data_block(data) -> dict:
+    """The report's ``data`` block of a text corpus (``TextData``): where it came from, its
+    fingerprint (sha256, size_bytes: two Pythons' default corpora are two workloads), the
+    tokenizer and the windows."""
+    return {"source": data.corpus["source"], "sha256": data.corpus["sha256"],
+            "size_bytes": data.corpus["size_bytes"], "tokens": data.corpus["tokens"],
+            "tokenizer": data.corpus["tokenizer"], "vocab_size": data.vocab_size, "seq_len": data.seq_len,
+            "bytes_per_token": data.bytes_per_token, "sizes": data.sizes()}
+
+
 @dataclass
 class Outcome:
     """What training and testing came to (runner.py); the builder places it."""

@@ -25,6 +25,7 @@ import yaml
 
 from harness.run.checkpoint import RECIPE_FILE, STATE_FILE, checkpoints_dir, complete_checkpoints, progress_of
 from harness.observe import metrics_stream
+from harness.config.recipe import drop_workload_defaults
 from harness.files import safe_yaml
 from harness.errors import BadInput
 from harness.report.io import load_report
@@ -40,7 +41,7 @@ from harness.report.io import load_report
 # checkpoint written before they existed lacks them; tracking.* only says where figures are logged.
 RESUMABLE_PREFIXES = ("output.", "measure.", "inference.", "tracking.")
 RESUMABLE_KEYS = {"name", "runtime.collective_timeout_s", "train.max_steps", "train.target_accuracy",
-                  "train.stop_at_target", "scenario"}
+                  "train.target_loss", "train.stop_at_target", "scenario"}
 HORIZON_SCHEDULES = ("cosine", "onecycle")
 
 
@@ -85,7 +86,9 @@ def _read_report(output: Path) -> dict:
 
 def recipe_changes(saved: dict, new: dict, epochs_done: int) -> list[str]:
     """The differing dotted keys a resume may not change, each as ``key (old -> new)``."""
-    a, b = flatten(saved), flatten(new)
+    # A checkpoint from before the language-model keys lacks them: at their image defaults
+    # they are the same recipe (as for the hashes).
+    a, b = flatten(drop_workload_defaults(saved)), flatten(drop_workload_defaults(new))
     refused = []
     for key in sorted(a.keys() | b.keys()):
         old, now = a.get(key, "<unset>"), b.get(key, "<unset>")
@@ -216,7 +219,7 @@ def plan(output: Path, new_recipe: dict, resume_from: str | None = None) -> Resu
         if refused:
             raise BadInput(f"--resume: the recipe differs from the checkpoint's in {', '.join(refused)}; "
                            "a resume may change only train.epochs (more), train.max_steps, "
-                           "train.target_accuracy, train.stop_at_target, name, runtime.collective_timeout_s, "
+                           "train.target_accuracy, train.target_loss, train.stop_at_target, name, runtime.collective_timeout_s, "
                            "measure.*, tracking.* and output.*")
 
     if report.get("status") == "completed" and resume_from is None:

@@ -26,7 +26,7 @@ from harness.run.build import Built, build, prepare
 from harness.run.fit import History, fit
 from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
 from harness.run.loop import evaluate
-from harness.run.report_builder import Outcome, ReportBuilder, data_block
+from harness.run.report_builder import Outcome, ReportBuilder, data_block, text_data_block
 
 
 EXIT_DIVERGED = 3
@@ -65,9 +65,9 @@ def _train_and_test(b: Built, meter: Meter, recorder, compiled, guard: StepGuard
         if b.cfg.output.save_model:
             with meter.phase("checkpoint"):
                 checkpoint.save_model(acc, b.parts.model, output / "model.pt")
-                if acc.is_main_process:
+                if acc.is_main_process and not b.text:  # a language model has no classes
                     checkpoint.save_model_card(output, b.data.classes, b.data.sample_shape)
-            done.artifacts = {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
+            done.artifacts = {"model": "model.pt"} if b.text else {"model": "model.pt", "classes": checkpoint.MODEL_CARD}
     except Interrupted as err:
         done.status, done.code = "interrupted", 128 + err.signum
         done.error = f"{err}; the state is checkpointed: resume with --resume {output}"
@@ -115,7 +115,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
         hist.segment_started(t_start)
         if main:
             checkpoint.drop_newer(output, last)
-    builder.setup(data_block(b.data), b.model_info, {**accel.describe(acc), "precision": b.precision.name},
+    builder.setup(text_data_block(b.data) if b.text else data_block(b.data), b.model_info, {**accel.describe(acc), "precision": b.precision.name},
                   resumed=(hist.epochs_done, hist.step_in_epoch) if last is not None else None)
     folder.write_config(to_dict(cfg))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
@@ -208,8 +208,10 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
         # Every rank leaves the same steps untimed (the window edges are barriers); one traces.
         profiler = Profiler(cfg.measure.profile, first_step(cfg.measure, left), output,
                             cuda=acc.device.type == "cuda", enabled=acc.is_main_process)
+    # A workload in tokens (a language model) is counted in tokens too, by its task.
+    tokens = (lambda batch, n: b.task.units(batch[1], n)) if b.task.unit == "tokens" else None
     meter = Meter(cfg.measure, acc.device, barrier=acc.wait_for_everyone, hooks=hooks,
-                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory)
+                  listeners=[recorder] + ([profiler] if profiler else []), memory=memory, tokens=tokens)
     if profiler is not None:
         meter.untimed = profiler.steps
     return meter, recorder, profiler
