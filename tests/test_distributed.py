@@ -84,6 +84,30 @@ def test_harness_launch_ddp_runs_two_gloo_processes(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.distributed
+def test_harness_launch_ddp_trains_the_language_model_in_tokens(tmp_path):
+    """configs/tiny_gpt.yaml on two gloo ranks: one report, tokens counted across ranks, every
+    test window counted once (the distributed sampler's padding dropped)."""
+    from types import SimpleNamespace
+
+    from harness.data.text import build_text_data
+
+    proc = ok(run_cli("launch", "--mode", "ddp", "--nproc", "2", "configs/tiny_gpt.yaml", "train.max_steps=16",
+                      "measure.warmup_steps=4", "measure.measure_peak=false", "output.save_model=false",
+                      "output.checkpoint_every_epoch=false", "output.progress=false", "runtime.device=cpu",
+                      "--output", str(tmp_path), timeout=LAUNCH_TIMEOUT_S))
+    report = load_report(tmp_path)
+    assert report["status"] == "completed", proc.stderr[-2000:]
+    assert_two_gloo_ranks(report)
+    thr = report["throughput"]
+    # batch_size 16 windows of 64 tokens on each of two ranks per optimizer step
+    assert thr["tokens_per_step"] == 2 * 16 * 64
+    assert thr["tokens_per_s"] > 0
+    text = build_text_data(None, 64, SimpleNamespace(train=0.9, dev=0.05, test=0.05))
+    assert report["accuracy"]["test_tokens"] == len(text.test) * 64
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_torchrun_gives_world_size_two_and_one_report(tmp_path):
     proc = ok(run_module("torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                          "-m", "harness", "run", CONFIG, *ON_CPU, "train.epochs=1", "--output", str(tmp_path)))

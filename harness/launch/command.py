@@ -137,11 +137,10 @@ def check_run(run_args: list[str], check_folder: bool = True):
     accel.resolve_precision(runtime.precision, accel.resolve_device(runtime))
     # The model and its probe batch, as `harness validate` builds them: a layer that
     # does not fit is named here once, not by every rank.
-    from harness.models.registry import build_model
     from harness.data.preprocess import recipe_data
+    from harness.run.build import recipe_model
 
-    data = recipe_data(cfg)
-    build_model(cfg.model, data.sample_shape, data.num_classes)
+    recipe_model(cfg, recipe_data(cfg))
     return Path(ns.resume or ns.output or cfg.output.dir), cfg
 
 
