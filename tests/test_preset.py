@@ -92,7 +92,8 @@ def test_launch_and_bench_inference_take_the_preset_config_validate_takes(tmp_pa
     body["data"]["subset"] = 20
     config.write_text(yaml.safe_dump(body))
     assert main(["validate", str(config)]) == 0
-    assert main(["launch", "--mode", "cpu", "--dry-run", str(config)]) == 0
+    # --output of its own: a `make run` before the suite leaves runs/digits_cnn holding a run
+    assert main(["launch", "--mode", "cpu", "--dry-run", str(config), "--output", str(tmp_path / "launch")]) == 0
     assert main(["bench-inference", str(config), *ONE_PASS, "--output", str(tmp_path / "inf")]) == 0
     assert _yaml(tmp_path / "inf" / "report.yaml")["data"]["sample_shape"] == [3, 224, 224]
 

@@ -144,7 +144,8 @@ def test_resume_from_needs_a_checkpoint_of_the_run(done_run, tmp_path, capsys):
     out = copy_of(done_run, tmp_path)
     assert main(["run", "--resume", str(out), "--resume-from", "epoch_0009"]) == 2
     assert "kept: epoch_0001, epoch_0002" in one_error_line(capsys.readouterr().err)
-    assert main(["run", CONFIG, "--resume-from", "epoch_0001"]) == 2
+    # --output of its own: the refusal must not hang on whatever the config's output.dir holds
+    assert main(["run", CONFIG, "--resume-from", "epoch_0001", "--output", str(tmp_path / "fresh")]) == 2
     assert "needs --resume" in one_error_line(capsys.readouterr().err)
 
 
