@@ -100,9 +100,10 @@ def test_a_model_without_vocabulary_logits_is_bad_input(tmp_path, capsys):
     assert "expected (1, 64, 256)" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("command", ["evaluate", "bench-inference"])
+@pytest.mark.parametrize("command", ["bench-inference"])
 def test_inference_commands_refuse_a_language_model_run_in_one_line(tiny_gpt, command, capsys):
-    # Reload, predict and inference for text are a later step of issue 26: refused, not a traceback.
+    # Inference for text is a later step of issue 26: refused, not a traceback
+    # (evaluate and predict of a text run: tests/test_lm_infer.py).
     assert main([command, str(tiny_gpt["_folder"])]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "causal_lm run" in err

@@ -246,6 +246,9 @@ def cmd_bench_inference(args) -> int:
         from harness.infer.reload import open_run
 
         run = open_run(source)
+        if run.text:
+            raise BadInput(f"{run.path}: a {run.saved.task} run (a language model); bench-inference takes "
+                           "image-classification runs only, for now")
         cfg = load_config(run.path / "config.yaml", overrides)
         cfg.inference.weights = str(run.weights)
         output = Path(args.output) if args.output else run.path / "inference"

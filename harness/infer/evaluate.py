@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import BadInput
+from harness.infer.loader import eval_loader as _loader
 from harness.infer.reload import RunFolder, build_trained_model, check_sample_shape, open_run
 
 
@@ -56,26 +57,6 @@ def _view(data, split: str):
     else:
         indices = getattr(data, split).indices
     return TransformedSubset(data.test.base, indices, eval_tf)
-
-
-def _loader(view, cfg, accelerator):
-    """The test loader as the run built and prepared it (loaders.py, build.py)."""
-    import torch
-
-    from harness.run import accel
-    from harness.data.loaders import _loader as plain_loader, epoch_seed
-    from harness.data.resident import DeviceResidentLoader
-
-    bs = cfg.loader.eval_batch_size or cfg.loader.batch_size
-    if cfg.loader.kind == "device_resident":
-        loader = DeviceResidentLoader(view, bs).to(accelerator.device)
-    else:
-        loader_cfg = accel.pin_on_gpu(cfg.loader, accelerator)
-        loader = accelerator.prepare(plain_loader(view, loader_cfg, bs, False, None,
-                                                  torch.Generator().manual_seed(epoch_seed(cfg.seed, 0))))
-    if cfg.runtime.compile.enabled and cfg.runtime.compile.dynamic is None:
-        loader = accel.DynamicBatchDim(loader)
-    return loader
 
 
 def evaluate_run(run: RunFolder, split: str) -> dict:
@@ -186,13 +167,13 @@ def check_target(path: Path, flag: str) -> None:
             return
 
 
-def write_eval(path: Path, body: dict) -> Path:
+def write_eval(path: Path, body: dict, schema=None) -> Path:
     from harness.files.atomic import write_text_atomic
     from harness.report.io import _plain, dump
     from harness.config.typecheck import check_block
 
     plain = _plain({k: v for k, v in body.items() if not k.startswith("_")})
-    check_block(plain, EvalReport, "")
+    check_block(plain, schema or EvalReport, "")
     return write_text_atomic(path, dump(plain))
 
 
@@ -210,6 +191,14 @@ def cmd_evaluate(args) -> int:
     # Refused now, not after minutes of evaluation: where eval.yaml goes, and the run's report.
     check_target(path, "--output" if args.output else "evaluate")
     _run_figures(run)
+    if run.text:
+        from harness.infer.text_eval import TextEvalReport, evaluate_text, summary
+
+        body = evaluate_text(run, split)
+        write_eval(path, body, TextEvalReport)
+        print(summary(body))
+        print(f"wrote {path}")
+        return 0
     body = evaluate_run(run, split)
     write_eval(path, body)
     print(f"{body['data']['source']} ({split}, {body['samples']} samples): accuracy {body['accuracy']:.4f}, "

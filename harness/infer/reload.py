@@ -1,5 +1,8 @@
 """Rebuild a finished run's model from its folder: config.yaml, model.pt and classes.json.
 
+A language model's run has no classes.json: its model is rebuilt for the vocabulary of
+the run's tokenizer and the run's window (``data.seq_len``), as ``run/build.py`` built it.
+
 ``harness evaluate``, ``predict`` and ``bench-inference RUN_DIR`` start here. The
 model is built by the same registry call as in training (``build_model``), with the
 run's sample shape and class count, and loaded from model.pt, a plain state_dict;
@@ -34,11 +37,16 @@ class RunFolder:
     def weights(self) -> Path:
         return self.path / "model.pt"
 
+    @property
+    def text(self) -> bool:
+        """A language model's run (task causal_lm or a user's): no classes, no sample shape."""
+        return self.saved.task != "classification"
+
     def same_data(self) -> bool:
         """The overrides leave the data set itself as the run had it (its split may be evaluated)."""
         a, b = self.cfg.data, self.saved.data
-        return (a.name, a.root, a.subset, a.fake, a.split) == (b.name, b.root, b.subset, b.fake, b.split) \
-            and self.cfg.seed == self.saved.seed
+        return (a.name, a.root, a.subset, a.fake, a.split, a.seq_len, a.tokenizer) == \
+            (b.name, b.root, b.subset, b.fake, b.split, b.seq_len, b.tokenizer) and self.cfg.seed == self.saved.seed
 
 
 def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunFolder:
@@ -52,16 +60,14 @@ def open_run(run_dir: str | Path, overrides: list[str] | None = None) -> RunFold
     if not (run / "model.pt").is_file():
         raise BadInput(f"{run}: holds no model.pt (the run did not finish, or ran with output.save_model: false)")
     saved = load_config(config)
-    if saved.task != "classification":
-        # evaluate, predict and bench-inference read images and classes so far.
-        raise BadInput(f"{run}: a {saved.task} run (a language model); evaluate, predict and bench-inference "
-                       "take image-classification runs only, for now")
     overrides = list(overrides or [])
     named = {o.split("=", 1)[0].strip() for o in overrides}
     if named & {"data.name", "data.root"} and "data.subset" not in named:
         # Another data set is evaluated whole: the run's subset was a choice among its own samples.
         overrides.append("data.subset=null")
     cfg = load_config(config, overrides)
+    if saved.task != "classification":
+        return RunFolder(run, cfg, saved, [], ())
     classes, shape = _card(run, saved)
     return RunFolder(run, cfg, saved, classes, shape)
 
@@ -95,7 +101,15 @@ def build_trained_model(run: RunFolder):
 
     # The weights come from model.pt: a pretrained file the run started from is not needed.
     spec = dataclasses.replace(run.cfg.model, pretrained=None, freeze_backbone=False)
-    model, _ = build_model(spec, run.sample_shape, len(run.classes))
+    if run.text:
+        from harness.data.preprocess import text_seq_len
+        from harness.data.text import build_tokenizer
+        from harness.models.registry import build_causal_lm
+
+        # The tokenizer alone gives the vocabulary: the corpus need not be read again.
+        model, _ = build_causal_lm(spec, build_tokenizer(run.cfg.data.tokenizer).vocab_size, text_seq_len(run.cfg))
+    else:
+        model, _ = build_model(spec, run.sample_shape, len(run.classes))
     load_weights(model, run.weights)
     return model.eval()
 

@@ -1,0 +1,121 @@
+"""``harness evaluate RUN_DIR`` on a language model's run: its loss, perplexity, bits per byte.
+
+The corpus is read, tokenized and cut into windows as the run did
+(``preprocess.recipe_data``), the run's task is built with the corpus's bytes per
+token (``task.load.build_task``, as ``run/build.py``), and the split goes through
+``loop.evaluate`` with the run's loader and mode: on the run's own test split the
+loss (nats per token), perplexity, bits per byte and token accuracy are the
+report's exactly. A language model has no classes: no confusion matrix.
+"""
+
+# No ``from __future__ import annotations``: TextEvalReport reads Required[...] from live annotations.
+import time
+from typing import Any, Required, TypedDict
+
+from harness.errors import BadInput
+from harness.infer.loader import eval_loader
+from harness.infer.reload import RunFolder, build_trained_model
+
+FIGURES = ("loss", "perplexity", "bits_per_byte", "accuracy", "tokens")
+"""What the task's evaluation gives (harness/task/causal_lm.py), each written to eval.yaml."""
+
+
+def _view(data, split: str):
+    from torch.utils.data import ConcatDataset
+
+    if split == "all":
+        return ConcatDataset([data.train, data.dev, data.test])
+    return getattr(data, split)
+
+
+def evaluate_text(run: RunFolder, split: str) -> dict:
+    """Evaluate a language model's ``run`` on ``split``; returns the eval.yaml body."""
+    from accelerate.utils import set_seed
+
+    from harness.config.run import to_dict
+    from harness.data.text import TextData
+    from harness.measure import environment
+    from harness.run import accel
+    from harness.run.loop import TrainParts, evaluate
+    from harness.run.optim import build_loss
+    from harness.data.preprocess import recipe_data
+    from harness.task.load import build_task
+
+    t0 = time.perf_counter()
+    cfg = run.cfg
+    accelerator, precision = accel.build_accelerator(cfg.runtime)
+    set_seed(cfg.seed)
+    data = recipe_data(cfg)
+    if not isinstance(data, TextData):
+        raise BadInput(f"data.name: {cfg.data.name} is not a text corpus; a language model's run is "
+                       "evaluated on text (data.name: text)", key="data.name")
+    source = data.corpus["source"]
+    view = _view(data, split)
+    if not len(view):
+        raise BadInput(f"--split {split}: the {split} split of {source} holds no window "
+                       f"(data.split.{split} is 0)" if split != "all" else f"data: {source} holds no window")
+    model = build_trained_model(run)
+    if getattr(model, "config", None) is not None and getattr(model.config, "vocab_size", None) not in \
+            (None, data.vocab_size):
+        raise BadInput(f"data.tokenizer: {data.corpus['tokenizer']} has {data.vocab_size} tokens, the model "
+                       f"{model.config.vocab_size}")
+    model = accelerator.prepare(model)
+    task = build_task(cfg.task, label_smoothing=cfg.loss.label_smoothing, bytes_per_token=data.bytes_per_token)
+    parts = TrainParts(accelerator, model, None, None, build_loss(cfg.loss),
+                       build_loss(cfg.loss, reduction="none"), task)
+    result = evaluate(parts, eval_loader(view, cfg, accelerator))
+    own = run.same_data()
+    body = {
+        "kind": "evaluation",
+        "run": str(run.path),
+        "model": str(run.weights),
+        "data": {"source": source, "split": split, "own_split": own, "sha256": data.corpus["sha256"],
+                 "tokenizer": data.corpus["tokenizer"], "seq_len": data.seq_len},
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "samples": result.samples,
+        **{k: result.figures.get(k) for k in FIGURES if k not in ("loss", "accuracy")},
+        "run_report": run_figures(run) if own and split == "test" else None,
+        "environment": environment.collect(cfg.seed),
+        "mode": {**accel.describe(accelerator), "precision": precision.name},
+        "wall_s": time.perf_counter() - t0,
+        "config": to_dict(cfg),
+    }
+    return body
+
+
+def run_figures(run: RunFolder) -> dict | None:
+    """The report's own test figures, side by side with the evaluation's."""
+    from harness.report.io import load_report
+
+    path = run.path / "report.yaml"
+    if not path.exists():
+        return None
+    acc = load_report(path, raw=False).get("accuracy") or {}
+    return {f"test_{k}": acc.get(f"test_{k}") for k in FIGURES}
+
+
+def summary(body: dict) -> str:
+    d = body["data"]
+    return (f"{d['source']} ({d['split']}, {body['tokens']} tokens): loss {body['loss']:.4f} nats/token, "
+            f"perplexity {body['perplexity']:.3f}, {body['bits_per_byte']:.4f} bits/byte, "
+            f"token accuracy {body['accuracy']:.4f}")
+
+
+class TextEvalReport(TypedDict, total=False):
+    """eval.yaml of a language model's run (docs/report.md)."""
+    kind: Required[str]
+    run: Required[str]
+    model: str
+    data: Required[dict[str, Any]]
+    accuracy: Required[float | None]
+    loss: Required[float | None]
+    samples: Required[int]
+    perplexity: Required[float | None]
+    bits_per_byte: Required[float | None]
+    tokens: Required[int]
+    run_report: dict[str, Any] | None
+    environment: Required[dict[str, Any]]
+    mode: dict[str, Any]
+    wall_s: float
+    config: Required[dict[str, Any]]
