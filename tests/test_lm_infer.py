@@ -52,3 +52,69 @@ def test_evaluate_the_dev_split(gpt_run, tmp_path):
     body = yaml.safe_load((tmp_path / "eval.yaml").read_text())
     assert body["data"]["split"] == "dev" and body["run_report"] is None
     assert body["loss"] == pytest.approx(load_report(gpt_run)["accuracy"]["final_dev_loss"])
+
+
+def _predict(run, *args, capsys) -> str:
+    assert main(["predict", str(run), *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_greedy_prediction_is_the_models_own_generate(gpt_run, capsys):
+    from harness.infer.reload import build_trained_model, open_run
+
+    prompt = "The return statement"
+    out = _predict(gpt_run, prompt, "--max-new-tokens", "20", capsys=capsys)
+    assert out == _predict(gpt_run, prompt, "--max-new-tokens", "20", capsys=capsys)
+    model = build_trained_model(open_run(gpt_run))
+    ids = torch.tensor([list(prompt.encode())])
+    want = model.generate(ids, 20)[0, ids.shape[1]:].tolist()
+    assert out == bytes(want).decode("utf-8", errors="replace") + "\n"
+
+
+def test_a_seeded_sample_repeats(gpt_run, capsys):
+    sample = ["def f(x):", "--temperature", "1.0", "--top-k", "20", "--max-new-tokens", "30"]
+    first = _predict(gpt_run, *sample, "--seed", "3", capsys=capsys)
+    assert first == _predict(gpt_run, *sample, "--seed", "3", capsys=capsys)
+    from harness.infer.reload import open_run
+    from harness.infer.text_predict import generate_text
+
+    assert first == generate_text(open_run(gpt_run), "def f(x):", 30, 1.0, 20, seed=3) + "\n"
+    # The default length: 64 new tokens, or what the 64 positions leave after the prompt.
+    assert len(_predict(gpt_run, "x" * 60, capsys=capsys).encode("utf-8", errors="replace")) <= 4 * 4 + 1
+
+
+def _refused(run, capsys, *args) -> str:
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["predict", str(run), *args]) == 2
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    return err
+
+
+def test_a_prompt_longer_than_the_positions_is_refused(gpt_run, capsys):
+    assert "prompt: 64 tokens" in _refused(gpt_run, capsys, "x" * 64)
+    assert "--max-new-tokens: 10" in _refused(gpt_run, capsys, "x" * 60, "--max-new-tokens", "10")
+    assert "--temperature" in _refused(gpt_run, capsys, "x", "--temperature", "-1")
+
+
+def test_a_prompt_outside_a_tokenizer_json_vocabulary_is_refused(tmp_path, capsys):
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = ["[UNK]", "the", "cat", "sat", "on", "mat", "."]
+    tok = tokenizers.Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat . " * 300)
+    run = tmp_path / "run"
+    assert main(["run", GPT, f"data.root={corpus}", f"data.tokenizer={tmp_path / 'tokenizer.json'}",
+                 "train.max_steps=2", "measure.warmup_steps=1", "measure.measure_peak=false",
+                 "output.progress=false", "--output", str(run)]) == 0
+    capsys.readouterr()
+    err = _refused(run, capsys, "the dog sat")
+    assert "prompt: 'dog'" in err and "vocabulary" in err
+    out = _predict(run, "the cat", "--max-new-tokens", "5", capsys=capsys)
+    assert out.strip() and all(w in words for w in out.split())

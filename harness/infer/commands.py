@@ -36,10 +36,16 @@ def add_parsers(sub) -> None:
     ev.add_argument("--output", metavar="DIR", help="write DIR/eval.yaml (default: RUN_DIR/eval-<split>.yaml)")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="print the top-k classes of each image with a run's model")
+    pr = sub.add_parser("predict", help="print the top-k classes of each image with a run's model, or the "
+                                        "continuation of a prompt with a language model's")
     pr.add_argument("run_dir", metavar="RUN_DIR")
-    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER | PROMPT")
+    pr.add_argument("--top-k", type=int, default=None,
+                    help="images: classes shown (default 3); text: sample among the k likeliest tokens")
+    pr.add_argument("--max-new-tokens", type=int, default=None,
+                    help="text: tokens to write (default 64, or what the model's positions leave)")
+    pr.add_argument("--temperature", type=float, default=0.0, help="text: 0 is greedy (default); above, sampled")
+    pr.add_argument("--seed", type=int, default=0, help="text: the sampling generator's seed (default 0)")
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
     pr.add_argument("--skip-bad", action="store_true",
                     help="predict the readable images and name the others on stderr (default: exit 2)")

@@ -141,9 +141,15 @@ def render(preds: list[Prediction], fmt: str) -> str:
 
 
 def cmd_predict(args) -> int:
+    run = open_run(args.run_dir)
+    if run.text:
+        from harness.infer.text_predict import cmd_predict_text
+
+        return cmd_predict_text(run, args)
+    if args.top_k is None:
+        args.top_k = 3
     if args.top_k <= 0:
         raise BadInput(f"--top-k: expected an integer > 0, got {args.top_k}")
-    run = open_run(args.run_dir)
     good, bad = load_inputs(run, expand(args.inputs))
     if bad and not args.skip_bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
