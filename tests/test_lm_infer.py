@@ -118,3 +118,19 @@ def test_a_prompt_outside_a_tokenizer_json_vocabulary_is_refused(tmp_path, capsy
     assert "prompt: 'dog'" in err and "vocabulary" in err
     out = _predict(run, "the cat", "--max-new-tokens", "5", capsys=capsys)
     assert out.strip() and all(w in words for w in out.split())
+
+
+def test_bench_inference_measures_prefill_and_cached_decode(gpt_run, tmp_path, capsys):
+    small = ["inference.batch_sizes=[1,4]", "inference.batches=5", "inference.warmup_batches=1"]
+    assert main(["bench-inference", str(gpt_run), *small, "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "KV cache" in out and "decode batch" in out
+    body = yaml.safe_load((tmp_path / "inference.yaml").read_text())
+    assert body["kind"] == "lm_inference" and body["positions"] == 64
+    assert [r["prompt_tokens"] for r in body["prefill"]] == [8, 32, 64]
+    assert [r["batch_size"] for r in body["decode"]] == [1, 4]
+    assert all(r["tokens_per_s"] > 0 and r["step_latency_ms"]["count"] == 5 for r in body["decode"])
+    assert all(r["latency_ms"]["count"] == 5 for r in body["prefill"])
+    # An earlier measurement is kept unless --overwrite.
+    assert main(["bench-inference", str(gpt_run), *small, "--output", str(tmp_path)]) == 2
+    assert "--overwrite" in capsys.readouterr().err

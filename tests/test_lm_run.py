@@ -100,15 +100,6 @@ def test_a_model_without_vocabulary_logits_is_bad_input(tmp_path, capsys):
     assert "expected (1, 64, 256)" in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("command", ["bench-inference"])
-def test_inference_commands_refuse_a_language_model_run_in_one_line(tiny_gpt, command, capsys):
-    # Inference for text is a later step of issue 26: refused, not a traceback
-    # (evaluate and predict of a text run: tests/test_lm_infer.py).
-    assert main([command, str(tiny_gpt["_folder"])]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "causal_lm run" in err
-
-
 def test_time_to_a_target_loss_and_stop_there(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("a stitch in time saves nine. " * 2000)

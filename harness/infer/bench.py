@@ -247,8 +247,9 @@ def cmd_bench_inference(args) -> int:
 
         run = open_run(source)
         if run.text:
-            raise BadInput(f"{run.path}: a {run.saved.task} run (a language model); bench-inference takes "
-                           "image-classification runs only, for now")
+            from harness.infer.text_bench import cmd_bench_text
+
+            return cmd_bench_text(open_run(source, overrides), args.output, args.overwrite)
         cfg = load_config(run.path / "config.yaml", overrides)
         cfg.inference.weights = str(run.weights)
         output = Path(args.output) if args.output else run.path / "inference"
