@@ -22,7 +22,7 @@ from harness.config.recipe import differing_keys
 from harness.report.figures import dig
 from harness.report.sources import Loaded
 from harness.report.run_mode import mode_label  # ``ddp gloo ×2 bf16``: the mode's one name
-from harness.gate.verdicts import METRICS, REGRESSION, SUSPICIOUS, judge
+from harness.gate.verdicts import METRICS, OPTIONAL, REGRESSION, SUSPICIOUS, judge, replicates
 
 EXIT_OK, EXIT_FAILED = 0, 1
 FAILED, MISSING, NEW = "failed", "missing", "new"
@@ -212,6 +212,8 @@ def _metric_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
     timing_conditions, contended = _timing_conditions(bc, cc)
     for metric in METRICS:
         if inference and metric.name in TRAINING_ONLY:
+            continue
+        if metric.name in OPTIONAL and not (replicates(bc.completed, metric) and replicates(cc.completed, metric)):
             continue
         limit = opts.thresholds.get(metric.name, metric.threshold)
         j = judge(metric, bc.completed, cc.completed, limit)

@@ -22,7 +22,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from harness.report.figures import REPLICATES, dig, figure
+from harness.report.figures import REPLICATES, dig, figure, token_repeats
 from harness.gate.significance import ALPHA, can_reach, fewer_successes_p, min_p, one_sided_p, repeats_needed
 
 REGRESSION, SUSPICIOUS, OK, IMPROVED, INSUFFICIENT = "regression", "suspicious", "ok", "improved", "insufficient data"
@@ -52,6 +52,10 @@ class Metric:
 # more than any threshold should absorb: the replicates and the exact test guard there.
 METRICS = (
     Metric("samples_per_s", "samples/s", True, 15.0, timed=True),
+    # A language model's figure (its samples are windows of data.seq_len tokens): judged
+    # like samples/s, and only where both sides report it (OPTIONAL), so an image
+    # cell's rows stay as they were.
+    Metric("tokens_per_s", "tokens/s", True, 15.0, timed=True),
     Metric("step_time_p50_ms", "step time p50 (ms)", False, 30.0, timed=True),
     Metric("peak_rss_mb", "peak RSS (MB)", False, 2.0),
     # The tree's PSS counts the DataLoader workers (the main RSS leaves them out).
@@ -61,6 +65,8 @@ METRICS = (
     Metric("time_to_target_s", "time to target (s)", False, 20.0, timed=True),
 )
 BY_NAME = {m.name: m for m in METRICS}
+OPTIONAL = ("tokens_per_s",)
+"""Metrics of one kind of workload only: a cell shows them where both sides have a value."""
 
 
 def _number(v) -> bool:
@@ -81,7 +87,8 @@ def _has_target(report: dict) -> bool:
 def replicates(reports: list[dict], metric: Metric) -> list[float]:
     """The side's independent replicates of ``metric`` (misses of the target as inf)."""
     if len(reports) == 1:
-        listed = dig(reports[0], REPLICATES[metric.name])
+        listed = token_repeats(reports[0]) if metric.name == "tokens_per_s" else \
+            dig(reports[0], REPLICATES[metric.name])
         if isinstance(listed, list) and listed:
             miss = math.inf if metric.name == "time_to_target_s" and _has_target(reports[0]) else None
             values = [float(v) if _number(v) else miss for v in listed]

@@ -21,7 +21,7 @@ from harness.report.sources import Loaded
 from harness.errors import BadInput
 from harness.hwreport import doubts, identity
 from harness.measure.stats import median_ci
-from harness.report.figures import REPLICATES, dig, figure
+from harness.report.figures import REPLICATES, dig, figure, token_repeats
 
 
 def _number(v) -> bool:
@@ -31,7 +31,8 @@ def _number(v) -> bool:
 def replicates(reports: list[dict], name: str) -> list:
     """Independent values of figure ``name`` (None where a replicate has none)."""
     if len(reports) == 1:
-        listed = dig(reports[0], REPLICATES[name]) if name in REPLICATES else None
+        listed = token_repeats(reports[0]) if name == "tokens_per_s" else \
+            dig(reports[0], REPLICATES[name]) if name in REPLICATES else None
         if isinstance(listed, list) and listed:
             return [v if _number(v) else None for v in listed]
     return [figure(r, name) for r in reports]
@@ -66,6 +67,8 @@ class Row:
     failed: int = 0
     """Reports of this machine and mode that did not complete."""
     samples_per_s: Estimate = field(default_factory=lambda: Estimate(None))
+    tokens_per_s: Estimate = field(default_factory=lambda: Estimate(None))
+    """A language model's rows only (its samples are windows of data.seq_len tokens)."""
     mfu: float | None = None
     mfu_datasheet: float | None = None
     peak_pss_mb: float | None = None
@@ -91,6 +94,7 @@ class Row:
         done = self.reports
         self.taken = doubts.Taken.of(done)
         self.samples_per_s = Estimate.of(replicates(done, "samples_per_s"))
+        self.tokens_per_s = Estimate.of(replicates(done, "tokens_per_s"))
         for attr, name in (("mfu", "mfu"), ("peak_pss_mb", "peak_pss_mb"), ("device_peak_mb", "device_peak_mb"),
                            ("data_wait_fraction", "data_wait_fraction"), ("test_accuracy", "test_accuracy")):
             setattr(self, attr, Estimate.of(replicates(done, name)).median)

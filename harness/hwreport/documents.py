@@ -103,7 +103,7 @@ def render_markdown(c: Content, files: dict[str, str]) -> str:
     for w in c.comp.workloads:
         lines += [f"## {w.title}", "", f"Workload `{w.id}` ({w.scenario}); runs named {', '.join(map(str, w.names))}.",
                   "", *_md_chart(c, f"workload_{w.id}", files),
-                  *_md_table(tables.WORKLOAD_HEADER, tables.workload_rows(w)), ""]
+                  *_md_table(*tables.workload_table(w)), ""]
     if c.families:
         lines += ["## Scaling over processes", "",
                   "Weak scaling holds the per-device batch; strong scaling holds the global batch. "
@@ -171,7 +171,7 @@ def render_html(c: Content) -> str:
         parts += [f"<h2>{html.escape(w.title)}</h2>",
                   f"<p class=note>Workload <code>{w.id}</code> ({html.escape(w.scenario)}); runs named {names}.</p>",
                   _html_chart(c, f"workload_{w.id}"),
-                  _html_table(tables.WORKLOAD_HEADER, tables.workload_rows(w)),
+                  _html_table(*tables.workload_table(w)),
                   f"<details><summary>reports</summary><ul>{sources}</ul></details>"]
     if c.families:
         parts += ["<h2>Scaling over processes</h2><p class=note>Weak scaling holds the per-device batch; strong "

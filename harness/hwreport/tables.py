@@ -72,6 +72,23 @@ def workload_rows(w: Workload) -> list[list[Cell]]:
     return out
 
 
+TOKEN_HEADER = ["tokens/s", "tokens/s interval (coverage)"]
+"""Shown after samples/s for a language model's workload (its rows have tokens/s); an
+image workload's table keeps WORKLOAD_HEADER as it is."""
+
+
+def workload_table(w: Workload) -> tuple[list[str], list[list[Cell]]]:
+    """The workload's header and rows: WORKLOAD_HEADER, with tokens/s beside samples/s where
+    the workload is a language model's."""
+    rows = workload_rows(w)
+    if not any(r.tokens_per_s.median is not None for r in w.rows):
+        return WORKLOAD_HEADER, rows
+    at = WORKLOAD_HEADER.index("interval (coverage)") + 1
+    for row, r in zip(rows, w.rows):
+        row[at:at] = [(rate(r.tokens_per_s.median), True), (interval(r.tokens_per_s, rate), True)]
+    return WORKLOAD_HEADER[:at] + TOKEN_HEADER + WORKLOAD_HEADER[at:], rows
+
+
 SUMMARY_HEADER = ["machine", "mode", "geometric-mean speed-up", "lowest", "highest", "workloads",
                   "not findings"]
 
@@ -138,7 +155,9 @@ CSV_ROWS = ["workload", "workload_id", "scenario", "machine", "mode", "reference
             "samples_per_s", "samples_per_s_low", "samples_per_s_high", "samples_per_s_coverage", "speedup",
             "speedup_low", "speedup_high", "speedup_coverage_at_least", "mfu_measured_peak", "mfu_datasheet",
             "peak_pss_mb", "device_peak_allocated_mb", "data_wait_fraction", "test_accuracy", "time_to_target_s",
-            "time_to_target_reached", "time_to_target_tries", "reports", "timing_conditions", "speedup_doubts"]
+            "time_to_target_reached", "time_to_target_tries", "reports", "timing_conditions", "speedup_doubts",
+            # Last, so the columns above keep their places; empty for an image workload.
+            "tokens_per_s", "tokens_per_s_low", "tokens_per_s_high", "tokens_per_s_coverage"]
 
 
 def csv_rows(comp: Comparison) -> list[list]:
@@ -150,7 +169,8 @@ def csv_rows(comp: Comparison) -> list[list]:
                         sp.median, sp.low, sp.high, sp.level, up.median, up.low, up.high, up.level, r.mfu,
                         r.mfu_datasheet, r.peak_pss_mb, r.device_peak_mb, r.data_wait_fraction, r.test_accuracy,
                         r.ttt_s, r.ttt_reached, r.ttt_tries, ";".join(str(p) for p in r.paths),
-                        r.taken.tags or "quiet", "; ".join(r.speedup_doubts)])
+                        r.taken.tags or "quiet", "; ".join(r.speedup_doubts), r.tokens_per_s.median,
+                        r.tokens_per_s.low, r.tokens_per_s.high, r.tokens_per_s.level])
     return out
 
 

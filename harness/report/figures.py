@@ -6,6 +6,7 @@ through ``figure``; a renamed key is a change here alone.
 
 FIGURES: dict[str, tuple[str, ...]] = {
     "samples_per_s": ("throughput.samples_per_s", "throughput.train_samples_per_s"),
+    "tokens_per_s": ("throughput.tokens_per_s",),
     "step_time_p50_ms": ("step_time_ms.p50",),
     "peak_rss_mb": ("memory.peak_rss_mb",),
     "peak_pss_mb": ("memory.peak_pss_mb",),
@@ -49,6 +50,18 @@ def dig(report: dict, dotted: str, default=None):
 def figure(report: dict, name: str):
     """The headline figure ``name`` (a FIGURES key), or None when null or absent."""
     return next((v for v in (dig(report, k) for k in FIGURES[name]) if v is not None), None)
+
+
+def token_repeats(report: dict) -> list[float] | None:
+    """A language model's tokens/s replicates: its samples/s repeats (runs or windows) times
+    the report's tokens per sample, or None without them. Every sample is a window of
+    data.seq_len real tokens, so that ratio is one number per report; the report keeps no
+    repeats of tokens/s of its own."""
+    tokens, samples = figure(report, "tokens_per_s"), figure(report, "samples_per_s")
+    listed = dig(report, REPLICATES["samples_per_s"])
+    if tokens is None or not samples or not isinstance(listed, list) or not listed:
+        return None
+    return [v * tokens / samples if isinstance(v, (int, float)) else None for v in listed]
 
 
 def figures(report: dict, names=tuple(FIGURES)) -> dict:
