@@ -46,12 +46,9 @@ def fresh_accelerate_state():
 
 @pytest.fixture
 def one_thread():
-    """One torch thread for tests of small tensors: they stay quick beside other work on a
-    shared machine (several threads on 2 busy cores collapse). Use with
+    """One torch thread for tests of small tensors (support/threads.py). Use with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    import torch
+    from support.threads import one_torch_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield

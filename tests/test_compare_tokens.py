@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from harness.cli import main
 from harness.gate.verdicts import BY_NAME, replicates
 from support.paths import REPO
 from support.reports import make_report, write
+from support.threads import one_torch_thread
 
 SEQ_LEN = 64
 
@@ -77,14 +77,10 @@ def test_window_repeats_become_tokens_replicates():
 
 
 def test_a_real_tiny_gpt_run_against_itself_passes_on_tokens(tmp_path, capsys):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a busy 2-core machine: one thread keeps the run short
-    try:
+    with one_torch_thread():  # a busy 2-core machine: one thread keeps the run short
         assert main(["run", str(REPO / "configs/tiny_gpt.yaml"), "train.max_steps=6", "measure.warmup_steps=2",
                      "measure.measure_peak=false", "output.progress=false", "output.save_model=false",
                      "--output", str(tmp_path / "run")]) == 0
-    finally:
-        torch.set_num_threads(before)
     capsys.readouterr()
     code, rows = rows_of(capsys, tmp_path / "run", tmp_path / "run")
     assert code == 0

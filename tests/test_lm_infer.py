@@ -11,25 +11,21 @@ import yaml
 from harness.cli import main
 from harness.report.io import load_report
 from support.paths import REPO
+from support.threads import one_torch_thread
 
 GPT = str(REPO / "configs/tiny_gpt.yaml")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("tiny_gpt")
-    assert main(["run", GPT, "train.max_steps=20", "measure.warmup_steps=2", "measure.measure_peak=false",
-                 "output.progress=false", "--output", str(out)]) == 0
-    return out
+    with one_torch_thread():
+        out = tmp_path_factory.mktemp("tiny_gpt")
+        assert main(["run", GPT, "train.max_steps=20", "measure.warmup_steps=2", "measure.measure_peak=false",
+                     "output.progress=false", "--output", str(out)]) == 0
+        return out
 
 
 def test_evaluate_reproduces_the_runs_test_figures_exactly(gpt_run, capsys):

@@ -5,33 +5,27 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from harness.cli import main
 from harness.report.io import load_report
 from support.paths import REPO
+from support.threads import one_torch_thread
 
 GPT = str(REPO / "configs/tiny_gpt.yaml")
 QUICK = ["train.max_steps=3", "measure.warmup_steps=1", "output.progress=false", "output.save_model=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The assertions below hold at any thread count; one thread keeps a busy 2-core machine fast.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_gpt(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("tiny_gpt")
-    assert main(["run", GPT, "output.progress=false", "--output", str(out)]) == 0
-    report = load_report(out)
-    report["_folder"] = out
-    return report
+    with one_torch_thread():
+        out = tmp_path_factory.mktemp("tiny_gpt")
+        assert main(["run", GPT, "output.progress=false", "--output", str(out)]) == 0
+        report = load_report(out)
+        report["_folder"] = out
+        return report
 
 
 def test_tiny_gpt_reports_tokens_per_s(tiny_gpt):
