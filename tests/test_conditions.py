@@ -94,3 +94,15 @@ def test_one_workload_keeps_one_best_and_old_reports_read_unknown(tmp_path):
     table = summary_table(rows, tmp_path)
     assert "\nbest throughput        bs64 (1,000.0 samples/s); timed contention unknown" in table
     assert next(x for x in table.splitlines() if x.startswith("bs32")).endswith("contention unknown")
+
+
+def test_an_unknown_verdict_says_why_a_short_window_or_an_unread_one():
+    """A window under contention.MIN_WALL_S has a share too coarse to judge: it says so, and
+    what to do, rather than blaming an unreadable /proc."""
+    report = make_report()
+    report["contention"] = {**report["contention"], "verdict": "unknown", "window_s": 0.13}
+    (caveat,) = conditions.caveats(report)
+    assert caveat.kind == conditions.UNKNOWN
+    assert "timed window (0.13 s) is too short" in caveat.advice and "time more passes" in caveat.advice
+    report["contention"]["window_s"] = 2.0
+    assert "could not be read" in conditions.caveats(report)[0].advice

@@ -127,6 +127,13 @@ def test_bench_inference_measures_prefill_and_cached_decode(gpt_run, tmp_path, c
     assert [r["batch_size"] for r in body["decode"]] == [1, 4]
     assert all(r["tokens_per_s"] > 0 and r["step_latency_ms"]["count"] == 5 for r in body["decode"])
     assert all(r["latency_ms"]["count"] == 5 for r in body["prefill"])
+    # Every row knows what other processes took of the CPUs while it was measured; the table
+    # names the conditions under the figures, as harness run's summary does.
+    rows = body["prefill"] + body["decode"]
+    assert all(r["contention"]["verdict"] in ("quiet", "contended", "unknown") for r in rows)
+    worst = max(r["contention"]["foreign_cpu_fraction"] or 0.0 for r in rows)
+    assert (body["contention"]["foreign_cpu_fraction"] or 0.0) == worst
+    assert "timing conditions" in out
     # An earlier measurement is kept unless --overwrite.
     assert main(["bench-inference", str(gpt_run), *small, "--output", str(tmp_path)]) == 2
     assert "--overwrite" in capsys.readouterr().err

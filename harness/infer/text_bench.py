@@ -76,7 +76,7 @@ def measure_text(run: RunFolder) -> dict:
     import torch
 
     from harness.config.run import to_dict
-    from harness.measure import environment
+    from harness.measure import contention, environment
     from harness.measure.stats import distribution
     from harness.run import accel
 
@@ -95,23 +95,31 @@ def measure_text(run: RunFolder) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     tokens = torch.randint(0, vocab, (max(inf.batch_sizes), positions), generator=gen).to(device)
     prefill, decode = [], []
+    # What other processes took of the CPUs while each row was measured (its warm-up passes
+    # included): the rows' figures carry it, and the table names a contended row's share.
+    probe = contention.Probe()
     with torch.inference_mode():
         for length in prompt_lengths(positions):
-            lat = prefill_ms(model, own, tokens[:1, :length], inf.warmup_batches, inf.batches, now)
+            with contention.Window(probe) as window:
+                lat = prefill_ms(model, own, tokens[:1, :length], inf.warmup_batches, inf.batches, now)
             prefill.append({"prompt_tokens": length, "latency_ms": distribution(lat),
-                            "tokens_per_s": length * len(lat) / (sum(lat) / 1000.0)})
+                            "tokens_per_s": length * len(lat) / (sum(lat) / 1000.0), "contention": window.block()})
         prompt_len = max(1, positions // 8)
         if prompt_len >= positions:
             raise BadInput(f"model: {positions} positions leave no room to decode after a prompt")
         for bs in inf.batch_sizes:
-            lat = decode_ms(model, own, tokens[:bs, :prompt_len], positions, inf.warmup_batches, inf.batches, now)
+            with contention.Window(probe) as window:
+                lat = decode_ms(model, own, tokens[:bs, :prompt_len], positions, inf.warmup_batches,
+                                inf.batches, now)
             decode.append({"batch_size": bs, "step_latency_ms": distribution(lat),
-                           "tokens_per_s": bs * len(lat) / (sum(lat) / 1000.0)})
+                           "tokens_per_s": bs * len(lat) / (sum(lat) / 1000.0), "contention": window.block()})
     return {"kind": "lm_inference", "run": str(run.path), "model": str(run.weights),
             "positions": positions, "vocab_size": vocab, "precision": precision.name,
             "compiled": cfg.runtime.compile.enabled, "warmup_passes": inf.warmup_batches,
             "timed_passes": inf.batches, "decode_prompt_tokens": prompt_len,
-            "prefill": prefill, "decode": decode, "mode": accel.describe(accelerator),
+            "prefill": prefill, "decode": decode,
+            "contention": contention.worst([r["contention"] for r in prefill + decode]),
+            "mode": accel.describe(accelerator),
             "environment": environment.collect(cfg.seed), "config": to_dict(cfg)}
 
 
@@ -124,7 +132,19 @@ def table(body: dict) -> str:
               f"{r['tokens_per_s']:,.1f}"] for r in body["decode"]]
     head = (f"inference  {body['mode'].get('device', '')}, precision {body['precision']}, "
             f"compiled {body['compiled']}, {body['positions']} positions, KV cache")
-    return "\n".join([head, *aligned(rows, right={0, 1, 2, 3})])
+    return "\n".join([head, *aligned(rows, right={0, 1, 2, 3}), *_conditions(body)])
+
+
+def _conditions(body: dict) -> list[str]:
+    """Under the figures, as under `harness run`'s: whether the machine was quiet while they
+    were taken (the most contended row), and what to do when it was not."""
+    from harness.report import conditions
+
+    found = conditions.caveats({"contention": body.get("contention")})
+    if not found:
+        quiet = conditions.quiet_line({"contention": body.get("contention")})
+        return [f"timing conditions  {quiet}"] if quiet else []
+    return [f"timing conditions  {c.advice}" for c in found]
 
 
 def cmd_bench_text(run: RunFolder, output: str | None, overwrite: bool) -> int:

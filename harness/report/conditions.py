@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from harness.measure.contention import MIN_WALL_S
 from harness.report.figures import dig
 
 QUIET, CONTENDED, UNKNOWN = "quiet", "contended", "unknown"
@@ -100,7 +101,14 @@ def _contention_caveat(report: dict) -> Caveat | None:
     block = contention(report) or {}
     v = verdict(report)
     if v == UNKNOWN:
-        why = "this report predates the measurement" if not block else "the window's CPU time could not be read"
+        secs = block.get("window_s")
+        if not block:
+            why = "this report predates the measurement"
+        elif _number(secs) and secs < MIN_WALL_S:
+            why = (f"the timed window ({secs:.2g} s) is too short to place other processes' share "
+                   f"(it takes {MIN_WALL_S:g} s); time more passes")
+        else:
+            why = "the window's CPU time could not be read"
         return Caveat(UNKNOWN, "contention unknown",
                       f"contention unknown: {why}; its timings may be a busy machine's")
     if v == QUIET:
