@@ -14,7 +14,7 @@ import yaml
 from harness.cli import main
 from harness.report.sources import collect
 from harness.gate.significance import can_reach, one_sided_p, repeats_needed
-from support.reports import GPU_B, make_report, noisy_steps, write
+from support.reports import GPU_B, make_report, noisy_steps, sides, write
 
 
 def run(capsys, *argv):
@@ -25,14 +25,6 @@ def run(capsys, *argv):
 
 def rows_of(out: str) -> dict:
     return {r["metric"]: r for r in json.loads(out)["rows"]}
-
-
-def sides(tmp_path, base: list[dict], cand: list[dict]):
-    for i, r in enumerate(base):
-        write(tmp_path / "base", f"r{i}", r)
-    for i, r in enumerate(cand):
-        write(tmp_path / "cand", f"r{i}", r)
-    return tmp_path / "base", tmp_path / "cand"
 
 
 def test_identical_reports_pass(tmp_path, capsys):

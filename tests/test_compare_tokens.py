@@ -13,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.gate.verdicts import BY_NAME, replicates
 from support.paths import REPO
-from support.reports import make_report, write
+from support.reports import make_report, sides, write
 from support.threads import one_torch_thread
 
 SEQ_LEN = 64
@@ -30,14 +30,6 @@ def lm_report(samples_per_s: float = 1000.0, **kw) -> dict:
 def rows_of(capsys, *argv) -> tuple[int, dict]:
     code = main(["compare", *map(str, argv), "--format", "json"])
     return code, {r["metric"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
-
-
-def sides(tmp_path, base: list[dict], cand: list[dict]):
-    for i, r in enumerate(base):
-        write(tmp_path / "base", f"r{i}", r)
-    for i, r in enumerate(cand):
-        write(tmp_path / "cand", f"r{i}", r)
-    return tmp_path / "base", tmp_path / "cand"
 
 
 def test_language_model_cells_judge_tokens_per_s(tmp_path, capsys):

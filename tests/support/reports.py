@@ -104,6 +104,15 @@ def write(folder: Path, name: str, report: dict) -> Path:
     return write_report(Path(folder) / name / "report.yaml", report)
 
 
+def sides(tmp_path: Path, base: list[dict], cand: list[dict]) -> tuple[Path, Path]:
+    """A baseline folder and a candidate folder of compare, one run folder per report."""
+    for i, r in enumerate(base):
+        write(tmp_path / "base", f"r{i}", r)
+    for i, r in enumerate(cand):
+        write(tmp_path / "cand", f"r{i}", r)
+    return tmp_path / "base", tmp_path / "cand"
+
+
 def noisy_steps(median_ms: float, n: int, spread: float, seed: int) -> list[float]:
     """``n`` step times spread uniformly ±``spread`` (a fraction) around ``median_ms``."""
     rng = random.Random(seed)
