@@ -87,7 +87,17 @@ def drop_workload_defaults(config: dict) -> dict:
         block = config.get(section)
         if isinstance(block, dict):
             config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
+    for section, key, default in SETTING_DEFAULTS:
+        block = config.get(section)
+        if isinstance(block, dict) and key in block and block[key] == default and type(block[key]) is type(default):
+            config[section] = {k: v for k, v in block.items() if k != key}
     return config
+
+
+SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False),)
+"""Settings added after reports and checkpoints existed, left out of both hashes at their
+default (off), so every earlier run keeps its config_hash and recipe_hash; on, they change
+the recipe (``harness compare`` never pairs a checkpointed run with a plain one)."""
 
 
 def _dropped_for(config: dict, dotted: str) -> bool:

@@ -189,6 +189,33 @@ def training_flops(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     return forward / n, counter.get_total_flops() / n
 
 
+def block_forward_flops(model: nn.Module, inputs: torch.Tensor, blocks: list[str],
+                        device: torch.device | str | None = None) -> float:
+    """Forward FLOPs per sample spent inside the submodules named ``blocks`` (dotted names,
+    none inside another), in one train-mode forward of ``inputs``: what activation
+    checkpointing runs again in the backward. Counted as ``training_flops`` counts, on a copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    probe = copy.deepcopy(model)
+    if device is not None:
+        probe, inputs = probe.to(device), inputs.to(device)
+    probe.train()
+    inside = [0.0]
+    with FlopCounterMode(display=False, custom_mapping=extra_formulas()) as counter:
+        def enter(*_):
+            inside[0] -= counter.get_total_flops()
+
+        def leave(*_):
+            inside[0] += counter.get_total_flops()
+
+        for name in blocks:
+            block = probe.get_submodule(name)
+            block.register_forward_pre_hook(enter)
+            block.register_forward_hook(leave)
+        probe(inputs)
+    return inside[0] / inputs.shape[0]
+
+
 def flops_per_sample(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                      loss_fn: nn.Module) -> float:
     """Forward+backward FLOPs of one batch, divided by its size (see ``training_flops``)."""

@@ -144,6 +144,8 @@ class Memory(TypedDict, total=False):
     train: PhaseMemory | None
     eval: PhaseMemory | None
     checkpoint: PhaseMemory | None
+    saved_for_backward_mb: NotRequired[OptNum]
+    """Activations one training forward of the probe batch keeps for its backward."""
 
 
 class Contention(TypedDict, total=False):
@@ -180,6 +182,12 @@ class Compute(TypedDict, total=False):
     flops_per_token: NotRequired[OptNum]
     flops_per_token_formula: NotRequired[OptNum]
     flops_per_token_formula_source: NotRequired[Union[str, None]]
+    # HFU beside MFU: hardware FLOPs add the forward activation checkpointing runs again.
+    recomputed_flops_per_sample: NotRequired[OptNum]
+    hardware_flops_per_sample: NotRequired[OptNum]
+    hardware_flops_per_token: NotRequired[OptNum]
+    hfu_measured_peak: NotRequired[OptNum]
+    hfu_datasheet: NotRequired[OptNum]
 
 
 class Distributed(TypedDict, total=False):

@@ -55,6 +55,10 @@ class RuntimeConfig:
     """Model weights and 4-D input batches in channels-last memory format (NHWC): the
     layout cuDNN's and oneDNN's fastest convolutions want; the report's model block
     says which ran (memory_format)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward instead of keeping them
+    (harness/run/act_ckpt.py: the GPT's decoder blocks, or a model's stacks of like
+    modules); the report's model block names the blocks, compute gives HFU beside MFU."""
     collective_timeout_s: float = 600.0
     """Longest wait of one collective (all-reduce, barrier) across processes. A rank that
     hangs without dying then ends the job with an error after this long, not never."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.run import accel
+from harness.run import accel, act_ckpt
 from harness.config.run import Config
 from harness.data import DataBundle
 from harness.data.loaders import Loaders, build_loaders
@@ -46,10 +46,15 @@ class Built:
 def recipe_model(cfg: Config, data: DataBundle | TextData):
     """(model, info) that fits ``data``: an image model for its shape and classes, a language
     model for its vocabulary and window. Every command that builds the recipe's model
-    (run, validate, launch's preflight) builds it here."""
+    (run, validate, launch's preflight) builds it here, with its blocks checkpointed under
+    runtime.activation_checkpointing (BadInput when it has none)."""
     if isinstance(data, TextData):
-        return build_causal_lm(cfg.model, data.vocab_size, data.seq_len)
-    return build_model(cfg.model, data.sample_shape, data.num_classes)
+        model, info = build_causal_lm(cfg.model, data.vocab_size, data.seq_len)
+    else:
+        model, info = build_model(cfg.model, data.sample_shape, data.num_classes)
+    info["activation_checkpointing"] = act_ckpt.apply(model, cfg.model.name) \
+        if cfg.runtime.activation_checkpointing else None
+    return model, info
 
 
 def build(cfg: Config) -> Built:

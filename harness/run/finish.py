@@ -69,16 +69,9 @@ PROBE_BATCH = 8
 not depend on the batch size, and a small batch fits beside a nearly full device."""
 
 
-def count_flops(b: Built) -> tuple[float, float] | None:
-    """(forward, forward+backward) FLOPs per sample, on a small probe batch of the train split.
-
-    Counted on the meta device: from shapes alone, so a ViT-B/16 costs a second instead
-    of a real step, and every machine counts the same figure (attention as the math
-    path, without the recompute a fused kernel's backward does). A model that cannot
-    run on meta (it reads a tensor's values) is counted on the run's device.
-    """
-    if not b.cfg.measure.count_flops:
-        return None
+def probe_batch(b: Built):
+    """(bare model, (inputs, targets), loss) of a small probe batch of the train split: what
+    the FLOP count and the saved-for-backward count run."""
     import torch
 
     from harness.data.split import TransformedSubset
@@ -92,17 +85,73 @@ def count_flops(b: Built) -> tuple[float, float] | None:
         # draw moves the random state.
         view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
     inputs, targets = zip(*(view[i] for i in range(n)))
-    device = b.accelerator.device
     # The bare module: no DDP hooks (no collective on one rank), no compiled graph
     # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
     model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
     batch = (torch.stack(inputs), torch.stack(targets) if b.text else torch.tensor(targets))
     # The task's loss: a language model's logits are (batch, time, vocab).
     loss = b.task.loss if b.text else b.parts.loss_fn
+    return model, batch, loss
+
+
+def count_flops(b: Built) -> tuple[float, float, float] | None:
+    """(forward, forward+backward, recomputed) FLOPs per sample, on a small probe batch of the train split.
+
+    Counted on the meta device: from shapes alone, so a ViT-B/16 costs a second instead
+    of a real step, and every machine counts the same figure (attention as the math
+    path, without the recompute a fused kernel's backward does). A model that cannot
+    run on meta (it reads a tensor's values) is counted on the run's device.
+    The first two are model FLOPs: the blocks run once, as without activation
+    checkpointing (act_ckpt.plain); ``recomputed`` is the forward of the checkpointed
+    blocks, which the backward runs again (0 without checkpointing).
+    """
+    if not b.cfg.measure.count_flops:
+        return None
+    from harness.measure.flops import block_forward_flops
+    from harness.run import act_ckpt
+
+    model, batch, loss = probe_batch(b)
+    blocks = act_ckpt.checkpointed(model)
+    with act_ckpt.plain(model):
+        try:
+            forward, total = training_flops(model, *batch, loss, device="meta")
+            device = "meta"
+        except Exception:  # noqa: BLE001 -- data-dependent code: count where it really runs
+            device = b.accelerator.device
+            forward, total = training_flops(model, batch[0].to(device), batch[1].to(device), loss)
+        recomputed = block_forward_flops(model, batch[0], blocks, device=device) if blocks else 0.0
+    return forward, total, recomputed
+
+
+def saved_for_backward_mb(b: Built) -> tuple[float | None, list[str]]:
+    """``memory.saved_for_backward_mb`` (measure/saved.py) on the probe batch, on the run's
+    device, after training; null with a warning when it cannot be measured."""
+    import torch
+
+    from harness.measure.saved import saved_for_backward_bytes
+    from harness.run import act_ckpt
+
     try:
-        return training_flops(model, *batch, loss, device="meta")
-    except Exception:  # noqa: BLE001 -- data-dependent code: count where it really runs
-        return training_flops(model, batch[0].to(device), batch[1].to(device), loss)
+        model, (inputs, targets), loss = probe_batch(b)
+        if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+            # A sharded model's forward gathers its shards with the other ranks, which are
+            # not running one: counted on one rank it would hang.
+            return None, ["memory.saved_for_backward_mb is null: not measured on a sharded model"]
+        device = b.accelerator.device
+        # The count runs a train-mode forward: batch statistics and the random state it
+        # moves are put back, so nothing after it (a resume's state) sees a difference.
+        buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.autocast(device.type, dtype=b.precision.autocast_dtype,
+                                enabled=b.precision.autocast_dtype is not None):
+                saved = saved_for_backward_bytes(model, inputs.to(device), targets.to(device), loss,
+                                                 act_ckpt.checkpointed(model))
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+        return saved / 2**20, []
+    except Exception as err:  # noqa: BLE001 -- e.g. out of memory beside the run's tensors
+        return None, [_failed("memory.saved_for_backward_mb", err)]
 
 
 def _failed(what: str, err: Exception) -> str:
@@ -118,15 +167,36 @@ def compute_figures(b: Built, samples_per_s: float | None) -> tuple[dict, list[s
     """
     warnings: list[str] = []
     try:
-        forward, fps = count_flops(b) or (None, None)
+        forward, fps, recomputed = count_flops(b) or (None, None, None)
     except Exception as err:  # noqa: BLE001 -- any failure is recorded, not raised
-        forward = fps = None
+        forward = fps = recomputed = None
         warnings.append(_failed("compute.flops_per_sample", err))
     block = compute_block(b, fps, samples_per_s, warnings)
     block["forward_flops_per_sample"] = forward
+    block.update(hardware_figures(block, recomputed, warnings))
     if b.text:
         block.update(token_flops(b, fps))
+        hardware = block["hardware_flops_per_sample"]
+        block["hardware_flops_per_token"] = hardware / b.data.seq_len if hardware is not None else None
     return block, warnings
+
+
+def hardware_figures(block: dict, recomputed: float | None, warnings: list[str]) -> dict:
+    """HFU beside MFU (Megatron's and Composer's definition): the hardware FLOPs are the model
+    FLOPs plus the forward of every checkpointed block, run again in the backward; without
+    activation checkpointing they are the model FLOPs and each HFU equals its MFU."""
+    fps = block["flops_per_sample"]
+    hardware = fps + recomputed if fps is not None and recomputed is not None else None
+    out = {"recomputed_flops_per_sample": recomputed, "hardware_flops_per_sample": hardware}
+    for peak in ("measured_peak", "datasheet"):
+        mfu = block.get(f"mfu_{peak}")
+        hfu = mfu * hardware / fps if mfu is not None and hardware is not None and fps else None
+        if hfu is not None and hfu > 1:
+            warnings.append(f"compute.hfu_{peak} is null: the hardware FLOP rate it gives ({hfu:.3g} of the peak) "
+                            "is above the peak, which reads low")
+            hfu = None
+        out[f"hfu_{peak}"] = hfu
+    return out
 
 
 def token_flops(b: Built, fps: float | None) -> dict:

@@ -175,6 +175,9 @@ def _measured(b: Built, builder: ReportBuilder, meter: Meter, compiled, guard: S
     # FLOPs and the peak are counted after training, on the run's device, and a failure
     # there costs those figures and a warning, never the report.
     compute, warnings = finish.compute_figures(b, figures["throughput"]["samples_per_s"]) if main else ({}, [])
+    if main:
+        figures["memory"]["saved_for_backward_mb"], more = finish.saved_for_backward_mb(b)
+        warnings += more
     if multi and not done.ranks_in_step:
         warnings.append(f"rank {acc.process_index} failed: figures are this rank's alone")
     foreign = (figures["contention"] or {}).get("foreign_cpu_fraction")
