@@ -21,10 +21,13 @@ from harness.report import conditions
 from harness.config.recipe import differing_keys
 from harness.report.figures import dig
 from harness.report.sources import Loaded
+from harness.report import run_mode
 from harness.report.run_mode import mode_label  # ``ddp gloo ×2 bf16``: the mode's one name
 from harness.gate.verdicts import METRICS, OPTIONAL, REGRESSION, SUSPICIOUS, judge, replicates
 
 EXIT_OK, EXIT_FAILED = 0, 1
+LAYOUT = ("runtime.sharding", "train.grad_accum_steps", "runtime.activation_checkpointing")
+"""The step's layout in ``_mode_key`` (run_mode.layout), by the config keys that set it."""
 FAILED, MISSING, NEW = "failed", "missing", "new"
 
 
@@ -32,9 +35,15 @@ FAILED, MISSING, NEW = "failed", "missing", "new"
 
 def _mode_key(report: dict) -> tuple:
     """What the config does not hold but a cell's identity needs: the mode, and the
-    scenario (an inference report never pairs with a training one; none: training)."""
+    scenario (an inference report never pairs with a training one; none: training).
+    Then the step's layout (sharding, micro-batches per step, activation checkpointing),
+    read from what ran as well as from the config: a run that shards, accumulates or
+    recomputes runs differently from one that does not, so they are never one cell
+    (4 micro-batches of 8 and one batch of 32 differ here and in loader.batch_size);
+    a report older than these keys reads as none, 1, off."""
     d = report.get("distributed") or {}
-    return d.get("distributed_type"), d.get("world_size"), report.get("scenario") or "training"
+    return (d.get("distributed_type"), d.get("world_size"), report.get("scenario") or "training",
+            *run_mode.layout(report))
 
 
 def cell_label(report: dict) -> str:
@@ -133,6 +142,9 @@ def nearest(cell: Cell, others: list[Cell]) -> str:
             keys = ["distributed (type, world size)"] + keys
         if _mode_key(cell.reports[0])[2] != _mode_key(other.reports[0])[2]:
             keys = ["scenario"] + keys
+        for name, a, b in zip(LAYOUT, _mode_key(cell.reports[0])[3:], _mode_key(other.reports[0])[3:]):
+            if a != b and name not in keys:
+                keys = [name] + keys
         if best_keys is None or len(keys) < len(best_keys):
             best, best_keys = other, keys
     if best is None:

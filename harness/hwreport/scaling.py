@@ -75,7 +75,11 @@ class Family:
 
 
 def _global_batch(report: dict) -> int | None:
-    g = dig(report, "throughput.global_batch_size")
+    """Samples per optimizer step over every rank: the ``batch`` block's (micro x accumulation
+    x world), else the throughput block's, else the per-device batch times the world size."""
+    g = dig(report, "batch.global_batch_size")
+    if not isinstance(g, int):
+        g = dig(report, "throughput.global_batch_size")
     if isinstance(g, int):
         return g
     bs = dig(report, "config.loader.batch_size")

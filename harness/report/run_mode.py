@@ -1,4 +1,5 @@
-"""How a run used its machine, named for people: ``cpu ×1``, ``ddp gloo ×2``, ``gpu ×1 bf16 compiled``.
+"""How a run used its machine, named for people: ``cpu ×1``, ``ddp gloo ×2``, ``gpu ×1 bf16 compiled``,
+``fsdp2 gloo ×2 accum 4 act-ckpt``.
 
 The one naming of a run mode for every surface (the run summary, ``harness compare``'s
 rows, ``harness report``'s tables). Plain Python over a report's dict: no torch.
@@ -27,9 +28,41 @@ def node_count(report: dict) -> int:
     return len(nodes) if isinstance(nodes, list) and nodes else 1
 
 
+def sharding(report: dict) -> str:
+    """``runtime.sharding`` as it ran (``distributed.sharding``, read from the live model),
+    else as configured; ``none`` for a report older than the key."""
+    value = dig(report, "distributed.sharding") or dig(report, "config.runtime.sharding")
+    return str(value) if value else "none"
+
+
+def grad_accum_steps(report: dict) -> int:
+    """Micro-batches per optimizer step (the ``batch`` block, else ``train.grad_accum_steps``); 1 before the key."""
+    value = dig(report, "batch.grad_accum_steps")
+    if not isinstance(value, int):
+        value = dig(report, "config.train.grad_accum_steps")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def activation_checkpointing(report: dict) -> bool:
+    """Whether blocks were checkpointed: the model block says what ran, else the config."""
+    model = report.get("model")
+    if isinstance(model, dict) and "activation_checkpointing" in model:
+        return bool(model["activation_checkpointing"])
+    return bool(dig(report, "config.runtime.activation_checkpointing"))
+
+
+def layout(report: dict) -> tuple[str, int, bool]:
+    """How the training step is laid out over memory and time: (sharding, grad_accum_steps,
+    activation_checkpointing). Two runs that differ in it run differently, whatever they compute."""
+    return sharding(report), grad_accum_steps(report), activation_checkpointing(report)
+
+
 def _process_part(report: dict) -> str:
     d = report.get("distributed") or {}
     kind, ws = d.get("distributed_type") or "NO", world_size(report)
+    if sharding(report) != "none":  # each rank holds a shard: not DDP, whatever the Accelerator's type
+        backend = d.get("backend") or ("nccl" if _device(d) == "gpu" else "gloo")
+        return f"{sharding(report)} {backend} ×{ws}"
     if kind == "NO":
         return f"{_device(d)} ×{ws}"
     if kind in ("MULTI_CPU", "MULTI_GPU"):
@@ -39,10 +72,15 @@ def _process_part(report: dict) -> str:
 
 
 def settings(report: dict) -> list[str]:
-    """Everything of the mode but the process count: precision, compile, memory format, loader knobs."""
+    """Everything of the mode but the process count and sharding: accumulation, activation
+    checkpointing, precision, compile, memory format, loader knobs."""
     d = report.get("distributed") or {}
     cfg = report.get("config") or {}
     out = []
+    if grad_accum_steps(report) > 1:
+        out.append(f"accum {grad_accum_steps(report)}")
+    if activation_checkpointing(report):
+        out.append("act-ckpt")
     precision = d.get("precision") or d.get("mixed_precision") or dig(cfg, "runtime.precision")
     if precision and precision != "no":
         out.append(str(precision))
@@ -70,9 +108,11 @@ def mode_label(report: dict) -> str:
 
 
 def family_mode(report: dict) -> str:
-    """The mode without its process count: ``cpu ×1`` and ``ddp gloo ×2`` are one family."""
+    """The mode without its process count: ``cpu ×1`` and ``ddp gloo ×2`` are one family;
+    ``fsdp2 gloo ×2`` is of another (``cpu fsdp2``)."""
     d = report.get("distributed") or {}
-    return " ".join([_device(d), *settings(report)])
+    shard = [sharding(report)] if sharding(report) != "none" else []
+    return " ".join([_device(d), *shard, *settings(report)])
 
 
 def mode_order(label: str) -> tuple:
