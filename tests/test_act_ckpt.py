@@ -151,3 +151,36 @@ def test_a_model_without_blocks_is_refused(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith("error: runtime.activation_checkpointing"), stderr
     assert "'mlp'" in lines[0] and "Traceback" not in stderr
     assert stdout == "" and not out.exists()
+
+
+def test_saved_bytes_count_each_storage_once_and_leave_the_weights_out():
+    from harness.measure.saved import saved_for_backward_bytes
+
+    x = torch.randn(100, 1000)
+    net = nn.Sequential(nn.Linear(1000, 1000), nn.ReLU())
+    # The Linear keeps its input (100 x 1000 fp32: 400,000 bytes; its weight is the model's,
+    # not counted), the ReLU its output (400,000); the sum keeps nothing.
+    assert saved_for_backward_bytes(net, x, None, lambda out, _t: out.sum()) == 800_000
+    # The product keeps a view of the input (for the gradient of ``out``; ``x`` needs none):
+    # the storage the Linear keeps already, counted once.
+    twice = nn.Sequential(nn.Linear(1000, 1000))
+    assert saved_for_backward_bytes(twice, x, None, lambda out, _t: (out * x[:, :1000]).sum()) == 400_000
+
+
+def test_saved_bytes_of_checkpointed_blocks_read_the_same_on_the_meta_device():
+    """A sharded run counts on its meta copy: inside checkpointed blocks nothing depends on
+    the kernels, so the count from shapes equals the CPU's."""
+    from harness.measure.saved import saved_for_backward_bytes
+
+    torch.manual_seed(0)
+    model = GPT(V, T, L, 4, D)
+    act_ckpt.apply(model, "gpt")
+    x, y = torch.randint(0, V, (2, T)), torch.randint(0, V, (2, T))
+
+    def loss(logits, t):
+        return nn.functional.cross_entropy(logits.reshape(-1, V), t.reshape(-1))
+
+    blocks = act_ckpt.checkpointed(model)
+    cpu = saved_for_backward_bytes(model, x, y, loss, blocks)
+    meta = copy.deepcopy(model).to("meta")
+    assert saved_for_backward_bytes(meta, x.to("meta"), y.to("meta"), loss, blocks) == cpu

@@ -86,8 +86,10 @@ def probe_batch(b: Built):
         view = TransformedSubset(train.base, train.indices[:n], b.data.dev.transform)
     inputs, targets = zip(*(view[i] for i in range(n)))
     # The bare module: no DDP hooks (no collective on one rank), no compiled graph
-    # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype).
-    model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype);
+    # a sharded run's unsharded copy where the build kept one.
+    model = getattr(b, "unsharded", None) or \
+        b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
     batch = (torch.stack(inputs), torch.stack(targets) if b.text else torch.tensor(targets))
     # The task's loss: a language model's logits are (batch, time, vocab).
     loss = b.task.loss if b.text else b.parts.loss_fn
@@ -137,13 +139,15 @@ def saved_for_backward_mb(b: Built) -> tuple[float | None, list[str]]:
             # A sharded model's forward gathers its shards with the other ranks, which are
             # not running one: counted on one rank it would hang.
             return None, ["memory.saved_for_backward_mb is null: not measured on a sharded model"]
-        device = b.accelerator.device
+        # A sharded run's unsharded copy lives on the meta device: counted from shapes there.
+        device = next((p.device for p in model.parameters() if p.device.type == "meta"), b.accelerator.device)
         # The count runs a train-mode forward: batch statistics and the random state it
         # moves are put back, so nothing after it (a resume's state) sees a difference.
         buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+        meta = device.type == "meta"
+        cast = None if meta else b.precision.autocast_dtype  # the run's precision: what it really saves
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with torch.autocast(device.type, dtype=b.precision.autocast_dtype,
-                                enabled=b.precision.autocast_dtype is not None):
+            with torch.autocast("cpu" if meta else device.type, dtype=cast, enabled=cast is not None):
                 saved = saved_for_backward_bytes(model, inputs.to(device), targets.to(device), loss,
                                                  act_ckpt.checkpointed(model))
         with torch.no_grad():
