@@ -61,6 +61,8 @@ def test_the_mode_label_names_sharding_accumulation_and_checkpointing():
     everything = act_ckpt(accum(fsdp2(ddp2(batch_size=8)), 4, 8))
     assert mode_label(everything) == "fsdp2 gloo ×2 accum 4 act-ckpt"
     assert layout(everything) == ("fsdp2", 4, True)
+    everything["distributed"]["precision"] = "bf16"
+    assert mode_label(everything) == "fsdp2 gloo ×2 bf16 accum 4 act-ckpt"
     # A scaling family is the mode less its process count: DDP and FSDP2 are two.
     assert family_mode(ddp2()) == family_mode(make_report()) == "cpu"
     assert family_mode(fsdp2(ddp2())) == "cpu fsdp2"

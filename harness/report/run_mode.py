@@ -72,15 +72,11 @@ def _process_part(report: dict) -> str:
 
 
 def settings(report: dict) -> list[str]:
-    """Everything of the mode but the process count and sharding: accumulation, activation
-    checkpointing, precision, compile, memory format, loader knobs."""
+    """Everything of the mode but the process count and sharding: precision, compile, memory
+    format, accumulation, activation checkpointing, loader knobs."""
     d = report.get("distributed") or {}
     cfg = report.get("config") or {}
     out = []
-    if grad_accum_steps(report) > 1:
-        out.append(f"accum {grad_accum_steps(report)}")
-    if activation_checkpointing(report):
-        out.append("act-ckpt")
     precision = d.get("precision") or d.get("mixed_precision") or dig(cfg, "runtime.precision")
     if precision and precision != "no":
         out.append(str(precision))
@@ -89,6 +85,10 @@ def settings(report: dict) -> list[str]:
         out.append("compiled" if backend in (None, "inductor") else f"compiled {backend}")
     if dig(cfg, "runtime.channels_last"):
         out.append("channels-last")
+    if grad_accum_steps(report) > 1:
+        out.append(f"accum {grad_accum_steps(report)}")
+    if activation_checkpointing(report):
+        out.append("act-ckpt")
     loader = cfg.get("loader") or {}
     if loader.get("kind") == "device_resident":
         out.append("resident")
