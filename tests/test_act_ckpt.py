@@ -184,3 +184,28 @@ def test_saved_bytes_of_checkpointed_blocks_read_the_same_on_the_meta_device():
     cpu = saved_for_backward_bytes(model, x, y, loss, blocks)
     meta = copy.deepcopy(model).to("meta")
     assert saved_for_backward_bytes(meta, x.to("meta"), y.to("meta"), loss, blocks) == cpu
+
+
+def test_batch_norm_statistics_are_updated_once_per_step():
+    """The recomputation is a second train-mode forward: without care a BatchNorm's running
+    statistics would take the momentum twice per step."""
+    class Unit(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.bn = nn.Linear(6, 6), nn.BatchNorm1d(6)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.lin(x)))
+
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Sequential(Unit(), Unit(), Unit()), nn.Linear(6, 1))
+    ckpt = copy.deepcopy(plain)
+    assert act_ckpt.apply(ckpt, "units")["blocks"] == 3
+    x = torch.randn(16, 6)
+    for model in (plain, ckpt):
+        for _ in range(2):
+            model(x).sum().backward()
+    for (name, a), (_, b) in zip(plain.named_buffers(), ckpt.named_buffers()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-7, msg=name)
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-7, msg=name)

@@ -42,7 +42,39 @@ class _Checkpointed:
             return super().forward(*args, **kwargs)
         from torch.utils.checkpoint import checkpoint
 
-        return checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
+        runs = []
+
+        def run(*a, **k):
+            runs.append(1)
+            if len(runs) == 1:
+                return super(_Checkpointed, self).forward(*a, **k)
+            with _running_stats_kept(self):  # the recomputation: its batch statistics count once
+                return super(_Checkpointed, self).forward(*a, **k)
+
+        return checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _running_stats_kept(block: nn.Module):
+    """A BatchNorm's running statistics as they were before the block's recomputed forward.
+
+    A train-mode forward updates them; the recomputation is the same forward again, and
+    would apply the momentum twice per step (a checkpointed resnet would evaluate with
+    other statistics than a plain one). Its output does not read them (train mode
+    normalises by the batch), so putting them back changes nothing else. Restored even
+    when torch stops the recomputation early, part-way through the block.
+    """
+    from torch.nn.modules.batchnorm import _NormBase
+
+    kept = [(b, {k: v.clone() for k, v in b.named_buffers(recurse=False) if v is not None})
+            for b in block.modules() if isinstance(b, _NormBase) and b.track_running_stats]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, buffers in kept:
+                for k, v in buffers.items():
+                    getattr(b, k).copy_(v)
 
 
 def _checkpointed_class(cls: type) -> type:
