@@ -34,6 +34,9 @@ class _Checkpointed:
 
     act_ckpt_on = True
     """False while the FLOP count runs the model's plain forward (``plain``)."""
+    act_ckpt_norms = False
+    """The block holds running statistics (BatchNorm) that its recomputation must not update
+    again. Only then is a context_fn passed: torch.compile traces a plain checkpoint whole."""
 
     def forward(self, *args, **kwargs):
         # Outside training (evaluation, generation under no_grad) nothing is saved for a
@@ -42,16 +45,19 @@ class _Checkpointed:
             return super().forward(*args, **kwargs)
         from torch.utils.checkpoint import checkpoint
 
-        runs = []
+        # torch.compile traces a checkpoint without a context_fn only; it recomputes inside its
+        # own backward graph, from functional ops, so buffer updates are not applied twice there.
+        if not self.act_ckpt_norms or torch.compiler.is_compiling():
+            return checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
+        # The recomputation runs inside the second context: a BatchNorm's statistics count once.
+        return checkpoint(super().forward, *args, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(self)), **kwargs)
 
-        def run(*a, **k):
-            runs.append(1)
-            if len(runs) == 1:
-                return super(_Checkpointed, self).forward(*a, **k)
-            with _running_stats_kept(self):  # the recomputation: its batch statistics count once
-                return super(_Checkpointed, self).forward(*a, **k)
 
-        return checkpoint(run, *args, use_reentrant=False, **kwargs)
+def _has_running_stats(block: nn.Module) -> bool:
+    from torch.nn.modules.batchnorm import _NormBase
+
+    return any(isinstance(m, _NormBase) and m.track_running_stats for m in block.modules())
 
 
 @contextlib.contextmanager
@@ -120,6 +126,8 @@ def apply(model: nn.Module, model_name: str) -> dict:
     for name in names:
         block = model.get_submodule(name)
         block.__class__ = _checkpointed_class(type(block))
+        if _has_running_stats(block):
+            block.act_ckpt_norms = True
     kinds = sorted({type(model.get_submodule(n)).__name__ for n in names})
     return {"blocks": len(names), "block_class": ", ".join(kinds), "first": names[0], "last": names[-1]}
 

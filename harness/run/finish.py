@@ -194,7 +194,7 @@ def hardware_figures(block: dict, recomputed: float | None, warnings: list[str])
     out = {"recomputed_flops_per_sample": recomputed, "hardware_flops_per_sample": hardware}
     for peak in ("measured_peak", "datasheet"):
         mfu = block.get(f"mfu_{peak}")
-        hfu = mfu * hardware / fps if mfu is not None and hardware is not None and fps else None
+        hfu = mfu * (hardware / fps) if mfu is not None and hardware is not None and fps else None
         if hfu is not None and hfu > 1:
             warnings.append(f"compute.hfu_{peak} is null: the hardware FLOP rate it gives ({hfu:.3g} of the peak) "
                             "is above the peak, which reads low")
