@@ -209,3 +209,18 @@ def test_batch_norm_statistics_are_updated_once_per_step():
         torch.testing.assert_close(b, a, rtol=0, atol=1e-7, msg=name)
     for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.slow
+def test_a_checkpointed_gpt_compiles_whole_and_gives_the_eager_gradients():
+    """torch.compile traces torch.utils.checkpoint as one region only without side effects
+    in it (a context_fn or a mutated closure breaks fullgraph)."""
+    torch.manual_seed(0)
+    eager = GPT(V, 16, L, 2, 32)
+    compiled = copy.deepcopy(eager)
+    act_ckpt.apply(compiled, "gpt")
+    x = torch.randint(0, V, (2, 16))
+    eager(x).sum().backward()
+    torch.compile(compiled, backend="aot_eager", fullgraph=True)(x).sum().backward()
+    for (name, a), (_, b) in zip(eager.named_parameters(), compiled.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
