@@ -224,3 +224,28 @@ def test_a_checkpointed_gpt_compiles_whole_and_gives_the_eager_gradients():
     torch.compile(compiled, backend="aot_eager", fullgraph=True)(x).sum().backward()
     for (name, a), (_, b) in zip(eager.named_parameters(), compiled.named_parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_a_gpu_checkpointing_keeps_less_and_hfu_rises_against_the_datasheet(tmp_path):
+    """The same recipe on the GPU, fp32: the blocks' insides are dropped (the fused attention
+    kernels keep q, k, v, the output and a logsumexp, as on the CPU), and HFU against the
+    datasheet peak is MFU times the same hardware/model ratio."""
+    reports = {}
+    for on in (False, True):
+        out = tmp_path / str(on)
+        assert main(["run", GPT_CONFIG, *QUICK, "runtime.device=gpu", "measure.measure_peak=false",
+                     f"runtime.activation_checkpointing={str(on).lower()}", "--output", str(out)]) == 0
+        reports[on] = load_report(out)
+    unit_mb = PROBE * T * D * 4 / 2**20
+    plain, ckpt = (reports[on]["memory"]["saved_for_backward_mb"] for on in (False, True))
+    assert 13 < (plain - ckpt) / unit_mb / L < 18, (plain, ckpt)
+    c = reports[True]["compute"]
+    assert c["recomputed_flops_per_sample"] == L * (24 * D * D + 4 * T * D) * T
+    if c["mfu_datasheet"] is not None:  # a GPU in the datasheet table
+        assert c["hfu_datasheet"] == pytest.approx(c["mfu_datasheet"] * c["hardware_flops_per_sample"]
+                                                   / c["flops_per_sample"])
+    # GPU kernels may sum in another order from run to run: close, not equal.
+    a, b = weights(tmp_path / "False"), weights(tmp_path / "True")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)
