@@ -81,16 +81,16 @@ def drop_workload_defaults(config: dict) -> dict:
     adding them kept every image run's config_hash and recipe_hash, so earlier reports
     still compare and earlier checkpoints still resume."""
     config = dict(config)
+    for section, key, default in SETTING_DEFAULTS:
+        block = config.get(section)
+        if isinstance(block, dict) and key in block and block[key] == default and type(block[key]) is type(default):
+            config[section] = {k: v for k, v in block.items() if k != key}
     if config.get("task") == "classification":
         config.pop("task")
     for section, keys in (("data", ("seq_len", "tokenizer")), ("train", ("target_loss",))):
         block = config.get(section)
         if isinstance(block, dict):
             config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
-    for section, key, default in SETTING_DEFAULTS:
-        block = config.get(section)
-        if isinstance(block, dict) and key in block and block[key] == default and type(block[key]) is type(default):
-            config[section] = {k: v for k, v in block.items() if k != key}
     return config
 
 

@@ -141,11 +141,11 @@ class Memory(TypedDict, total=False):
     device_peak_allocated_mb: OptNum
     device_peak_reserved_mb: OptNum
     alloc_retries: int | None
+    saved_for_backward_mb: NotRequired[OptNum]
+    """Activations one training forward of the probe batch keeps for its backward."""
     train: PhaseMemory | None
     eval: PhaseMemory | None
     checkpoint: PhaseMemory | None
-    saved_for_backward_mb: NotRequired[OptNum]
-    """Activations one training forward of the probe batch keeps for its backward."""
 
 
 class Contention(TypedDict, total=False):

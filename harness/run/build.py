@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.run import accel, act_ckpt
+from harness.run import accel
 from harness.config.run import Config
 from harness.data import DataBundle
 from harness.data.loaders import Loaders, build_loaders
@@ -18,6 +18,7 @@ from harness.data.resident import DeviceResidentLoader
 from harness.run.loop import TrainParts
 from harness.models.registry import build_causal_lm, build_model
 from harness.run.optim import build_loss, build_optimizer, build_scheduler
+from harness.run import act_ckpt
 from harness.data.preprocess import recipe_data
 from harness.data.text import TextData
 from harness.task import Task
