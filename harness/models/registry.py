@@ -28,7 +28,7 @@ class ModelConfig:
     package.module:ClassName for your own nn.Module."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels;
-    gpt: n_layer, n_head, d_model, seq_len)."""
+    gpt: n_layer, n_head, d_model, seq_len: positions, absent or null for the window)."""
     pretrained: str | None = None
     """Local state_dict file to start from; a head of another class count is replaced.
     torchvision:<name> also takes a weights name (DEFAULT, IMAGENET1K_V1), read from
@@ -319,12 +319,14 @@ def build_causal_lm(cfg: ModelConfig, vocab_size: int, seq_len: int) -> tuple[nn
     """A language model for a vocabulary of ``vocab_size`` trained on windows of ``seq_len``.
 
     gpt's positions default to the window (``model.kwargs.seq_len`` may give more, for
-    generation); a user's model gets ``vocab_size`` and ``seq_len`` when it takes them.
+    generation; null is the default, so a sweep's base can let a ``data.seq_len`` axis alone
+    size the model); a user's model gets ``vocab_size`` and ``seq_len`` when it takes them.
     One probe window checks the output is (batch, time, vocab) before training.
     """
     builder = LM_MODELS.get(cfg.name) or _import_model(cfg.name)
     kwargs = dict(cfg.kwargs)
-    standard = {"vocab_size": vocab_size, "seq_len": kwargs.pop("seq_len", seq_len)}
+    positions = kwargs.pop("seq_len", None)
+    standard = {"vocab_size": vocab_size, "seq_len": seq_len if positions is None else positions}
     if cfg.pretrained:
         raise BadInput("model.pretrained: loading weights into a language model is not supported yet")
     model = _call(builder, cfg.name, standard, kwargs)
