@@ -18,13 +18,16 @@ from torch import nn
 
 from harness.errors import BadInput, ConfigValueError
 from harness.models.gpt import GPT
+from harness.models import hf
+from harness.models.hf import HFCausalLM
 
 
 @dataclass
 class ModelConfig:
     name: str = "cnn"
     """mlp, cnn, resnet18, torchvision:<name> for any torchvision classification model
-    (harness/models/zoo.py), gpt (a language model, harness/models/gpt.py), or
+    (harness/models/zoo.py), gpt (a language model, harness/models/gpt.py), hf_causal_lm (a
+    transformers causal LM from its config, harness/models/hf.py; the hf extra), or
     package.module:ClassName for your own nn.Module."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels;
@@ -51,6 +54,8 @@ class ModelConfig:
                 f"unknown model {self.name!r} (expected one of: {', '.join([*MODELS, *LM_MODELS])}, torchvision:<name>, "
                 "or package.module:ClassName)",
             )
+        if self.name == "hf_causal_lm" and hf.missing():
+            raise ConfigValueError("name", hf.missing())
         if self.freeze_backbone and not self.pretrained:
             raise ConfigValueError("freeze_backbone", "needs model.pretrained (a weights file)")
         if self.download and not self.pretrained:
@@ -127,7 +132,7 @@ def resnet18(in_channels: int, image_size: tuple[int, int], num_classes: int,
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": resnet18}
-LM_MODELS: dict[str, Callable[..., nn.Module]] = {"gpt": GPT}
+LM_MODELS: dict[str, Callable[..., nn.Module]] = {"gpt": GPT, "hf_causal_lm": HFCausalLM}
 """Causal language models: they take ``vocab_size`` and ``seq_len`` and return logits (batch, time, vocab)."""
 
 
