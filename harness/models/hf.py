@@ -37,22 +37,22 @@ def hf_config(model_type: str, vocab_size: int, seq_len: int, fields: dict):
     if "vocab_size" in fields:
         raise BadInput("model.kwargs.vocab_size: given by the data (its tokenizer), not model.kwargs",
                        key="model.kwargs.vocab_size")
-    given = {k: None for k in SPECIAL if k not in fields}
     try:
-        # max_position_embeddings: each config maps it onto its own name (GPT-2's n_positions).
-        config = AutoConfig.for_model(model_type, vocab_size=vocab_size, max_position_embeddings=seq_len,
-                                      **given)
+        default = AutoConfig.for_model(model_type)
     except ValueError as err:  # transformers lists every type it knows after the first sentence
         why = str(err).split(". Should contain")[0].splitlines()[0]
         raise BadInput(f"model.kwargs.config: {model_type!r}: {why}; expected a model type of "
                        "transformers.AutoConfig (gpt2, llama, ...)", key="model.kwargs.config") from None
     # A config keeps any keyword as an attribute: a misspelt field would pass unnoticed.
-    known = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    for key, value in fields.items():
+    known = set(default.to_dict()) | set(getattr(default, "attribute_map", {}))
+    for key in fields:
         if key not in known:
             raise BadInput(f"model.kwargs.{key}: {model_type}'s config has no such field", key=f"model.kwargs.{key}")
-        setattr(config, key, value)
-    return config
+    given = {k: None for k in SPECIAL if k not in fields}
+    # Every field through the constructor, which derives others from them (llama's head_dim).
+    # max_position_embeddings: each config maps it onto its own name (GPT-2's n_positions).
+    return AutoConfig.for_model(model_type, vocab_size=vocab_size, max_position_embeddings=seq_len,
+                                **given, **fields)
 
 
 class HFCausalLM(nn.Module):

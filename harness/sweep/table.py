@@ -76,10 +76,9 @@ def _best_lines(done: list[dict], reports: dict[str, dict], indent: str) -> list
             return f"{text}; timed {caveat}: not a finding, rerun on a quiet machine"
         return f"{text}; timed {caveat}"
 
-    rate = (("tokens_per_s", "tokens/s", ",.0f") if done and all(isinstance(r.get("tokens_per_s"), (int, float))
-                                                                 for r in done)
-            else ("samples_per_s", "samples/s", ",.1f"))
-    return [f"{indent}best throughput        {best(rate[0], max, rate[1], rate[2])}",
+    lm = bool(done) and all(isinstance(r.get("tokens_per_s"), (int, float)) for r in done)
+    key, unit, spec = ("tokens_per_s", "tokens/s", ",.0f") if lm else ("samples_per_s", "samples/s", ",.1f")
+    return [f"{indent}best throughput        {best(key, max, unit, spec)}",
             f"{indent}best memory            {best('peak_pss_mb', min, 'MB peak PSS', ',.0f')}",
             f"{indent}best time-to-accuracy  {best('time_to_target_s', min, 's', '.2f')}"]
 
