@@ -13,7 +13,6 @@ included, evaluation excluded.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from benchmarks.hand_clock import StepClock
 from harness.data.text import build_text_data
 from harness.models.gpt import GPT
 
@@ -68,31 +68,24 @@ def plain_lm_loop(split, model_kwargs: dict, seq_len: int, max_steps: int = 120,
     # The harness sizes the schedule by the epoch's batches, not by max_steps.
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(loader))
 
-    step = tokens = 0
-    wait_ms: list[float] = []
-    step_ms: list[float] = []
+    clock = StepClock(warmup_steps)
     model.train()
     it = iter(loader)
-    opened = time.perf_counter() if warmup_steps == 0 else None
-    while step < max_steps:
-        t0 = time.perf_counter()
+    clock.open()
+    while clock.steps < max_steps:
+        clock.fetching()
         try:
             inputs, targets = next(it)
         except StopIteration:
             break
-        t1 = time.perf_counter()
+        clock.fetched()
         optimizer.zero_grad(set_to_none=True)
         loss = lm_loss(model(inputs), targets)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if opened is not None:
-            tokens += targets.numel()
-            wait_ms.append((t1 - t0) * 1000.0)
-            step_ms.append((time.perf_counter() - t1) * 1000.0)
-        step += 1
-        if step == warmup_steps:
-            opened = time.perf_counter()
-    window = time.perf_counter() - opened
+        clock.stepped(targets.numel())
+    clock.close()
     dev_loss = evaluate(model, dev_loader)
-    return PlainLMResult(tokens / window, step - warmup_steps, tokens, window, wait_ms, step_ms, dev_loss)
+    return PlainLMResult(clock.per_s, clock.measured_steps, clock.counted, clock.window_s, clock.wait_ms,
+                         clock.step_ms, dev_loss)

@@ -11,7 +11,6 @@ end of warm-up to the last step, data loading included, evaluation excluded.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
+from benchmarks.hand_clock import StepClock
 from harness.models.registry import CNN
 
 
@@ -66,37 +66,26 @@ def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: i
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     loss_fn = nn.CrossEntropyLoss()
 
-    step = samples = 0
+    clock = StepClock(warmup_steps)
     dev_accuracy = float("nan")
-    window = 0.0
-    wait_ms: list[float] = []
-    step_ms: list[float] = []
     for _ in range(epochs):
         model.train()
         it = iter(loader)
-        # As in the harness's meter: each epoch's segment opens before its first batch is
-        # fetched (after the iterator exists) and closes after its last step.
-        opened = time.perf_counter() if step >= warmup_steps else None
+        clock.open()
         while True:
-            t0 = time.perf_counter()
+            clock.fetching()
             try:
                 inputs, targets = next(it)
             except StopIteration:
                 break
-            t1 = time.perf_counter()
+            clock.fetched()
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(inputs), targets)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            if opened is not None:
-                samples += targets.shape[0]
-                wait_ms.append((t1 - t0) * 1000.0)
-                step_ms.append((time.perf_counter() - t1) * 1000.0)
-            step += 1
-            if step == warmup_steps:
-                opened = time.perf_counter()
-        if opened is not None:
-            window += time.perf_counter() - opened
+            clock.stepped(targets.shape[0])
+        clock.close()
         dev_accuracy = evaluate(model, dev_loader)
-    return PlainResult(samples / window, step - warmup_steps, samples, window, wait_ms, step_ms, dev_accuracy)
+    return PlainResult(clock.per_s, clock.measured_steps, clock.counted, clock.window_s, clock.wait_ms,
+                       clock.step_ms, dev_accuracy)

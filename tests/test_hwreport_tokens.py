@@ -43,3 +43,20 @@ def test_image_workloads_have_no_tokens_column(tmp_path, capsys):
     write(tmp_path / "runs" / "a", "r0", make_report(samples_per_s=1000.0))
     rows, md = _report(tmp_path, capsys)
     assert rows[0]["tokens_per_s"] == "" and "tokens/s" not in md
+
+
+def test_a_hardware_suite_folder_shows_tokens_for_its_language_model_only(tmp_path, capsys):
+    """configs/sweeps/hardware.yaml's cells side by side: gpt_small's row carries tokens/s, the
+    image workloads' rows leave it empty."""
+    for name, model, data, r in (("hw_gpt_small", "gpt", "text", lm_report(11.4)),
+                                 ("hw_resnet50_224", "torchvision:resnet50", "fake", make_report(samples_per_s=5.3))):
+        r["name"] = r["config"]["name"] = name
+        r["config"].update(model={"name": model}, data={"name": data})
+        r["config_hash"] = f"hash-{name}"
+        write(tmp_path / "runs" / "a", name, r)
+    rows, md = _report(tmp_path, capsys)
+    by_tokens = {bool(r["tokens_per_s"]): r for r in rows}
+    assert len(rows) == 2 and set(by_tokens) == {True, False}
+    assert float(by_tokens[True]["tokens_per_s"]) == 11.4 * SEQ_LEN
+    assert float(by_tokens[False]["samples_per_s"]) == 5.3
+    assert "tokens/s" in md

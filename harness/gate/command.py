@@ -12,6 +12,7 @@ from harness.errors import BadInput
 from harness.gate.calibrate import calibrate, render
 from harness.gate.compare import EXIT_OK, Options, compare
 from harness.gate.output import RENDERERS
+from harness.gate.lm_inference import METRICS as LM_INFERENCE
 from harness.gate.verdicts import BY_NAME, METRICS
 from harness.report.figures import FIGURES
 from harness.report.sources import collect
@@ -22,9 +23,10 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     for item in items:
         name, sep, pct = item.partition("=")
         by_key = {k: BY_NAME[n] for n in BY_NAME for k in FIGURES[n]}  # the dotted key works too
-        metric = BY_NAME.get(name) or by_key.get(name)
+        metric = BY_NAME.get(name) or by_key.get(name) or LM_INFERENCE.get(name)
         if not sep or metric is None:
-            raise BadInput(f"--threshold {item}: expected METRIC=PCT with METRIC one of {', '.join(BY_NAME)}")
+            raise BadInput(f"--threshold {item}: expected METRIC=PCT with METRIC one of "
+                           f"{', '.join([*BY_NAME, *LM_INFERENCE])}")
         try:
             value = float(pct.rstrip("%"))
         except ValueError:
@@ -61,7 +63,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threshold", action="append", metavar="METRIC=PCT",
                    # argparse %-formats help text: a literal % is written %%.
                    help="override a threshold: " + ", ".join(
-                       f"{m.name} (default {m.threshold:g}{m.unit})" for m in METRICS).replace("%", "%%"))
+                       f"{m.name} (default {m.threshold:g}{m.unit})"
+                       for m in (*METRICS, *LM_INFERENCE.values())).replace("%", "%%"))
     p.add_argument("--allow-missing", action="store_true", help="a baseline cell with no candidate passes")
     p.add_argument("--allow-new", action="store_true", help="a candidate cell with no baseline passes")
     p.add_argument("--strict", action="store_true",

@@ -23,6 +23,7 @@ from harness.report.figures import dig
 from harness.report.sources import Loaded
 from harness.report import run_mode
 from harness.report.run_mode import mode_label  # ``ddp gloo ×2 bf16``: the mode's one name
+from harness.gate import lm_inference as lm_bench
 from harness.gate.verdicts import METRICS, OPTIONAL, REGRESSION, SUSPICIOUS, judge, replicates
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -237,6 +238,23 @@ def _metric_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
     return rows
 
 
+def _lm_inference_rows(bc: Cell, cc: Cell, opts: Options, guarded: bool) -> list[Row]:
+    """A language model's bench-inference figures, read beside each completed run's report
+    (gate/lm_inference.py), as the rows of ``<cell> inference``; none where neither side has them."""
+    base, cand = (lm_bench.files([x.path for x in c.loaded if x.report is not None
+                                  and x.report.get("status") == "completed"]) for c in (bc, cc))
+    if not base and not cand:
+        return []
+    cell = f"{bc.label} inference"
+    if not base or not cand:  # as an inference report.yaml with no partner: missing, or new
+        lacking = "candidate" if base else "baseline"
+        return [Row(cell, "-", None, None, "-", "-", MISSING if base else NEW,
+                    f"no {lacking} run has inference/inference.yaml (harness bench-inference RUN)")]
+    words, contended = lm_bench.timing_conditions(base, cand)
+    return [Row(cell, text, j.baseline, j.candidate, j.change, f"{limit:g}{metric.unit}", j.verdict, j.note,
+                guarded, words, contended) for text, metric, limit, j in lm_bench.judgements(base, cand, opts.thresholds)]
+
+
 def _timing_conditions(bc: Cell, cc: Cell) -> tuple[str, bool]:
     """What qualifies the cell's timings on either side, and whether a side was contended."""
     sides = {"baseline": conditions.side(bc.completed), "candidate": conditions.side(cc.completed)}
@@ -266,6 +284,7 @@ def compare(baseline: list[Loaded], candidate: list[Loaded], opts: Options | Non
             hardware.append(f"{bc.label}: {_hw(bc.hardware())} vs {_hw(cc.hardware())}")
         compared += 1
         rows += _metric_rows(bc, cc, opts, guarded=not different)
+        rows += _lm_inference_rows(bc, cc, opts, guarded=not different)
     paired_b = {id(b) for b, _ in pairs}
     paired_c = {id(c) for _, c in pairs}
     lone_b = [c for c in bcells.values() if id(c) not in paired_b]

@@ -127,7 +127,12 @@ def _share(values: list[float]) -> str:
 
 
 def judge(metric: Metric, base: list[dict], cand: list[dict], threshold: float, alpha: float = ALPHA) -> Judgement:
-    b, c = replicates(base, metric), replicates(cand, metric)
+    return judge_values(metric, replicates(base, metric), replicates(cand, metric), threshold, alpha)
+
+
+def judge_values(metric: Metric, b: list[float], c: list[float], threshold: float,
+                 alpha: float = ALPHA) -> Judgement:
+    """``judge`` on each side's replicates already drawn (a figure of a file other than the report)."""
     if not b or not c:
         side = "baseline" if not b else "candidate"
         return Judgement(_median(b) if b else None, _median(c) if c else None, "-", INSUFFICIENT,

@@ -12,7 +12,6 @@ outputs by name, so a folder holding a few of the classes is fine.
 # No ``from __future__ import annotations``: EvalReport reads Required[...] from live annotations.
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -62,21 +61,12 @@ def _view(data, split: str):
 def evaluate_run(run: RunFolder, split: str) -> dict:
     """Evaluate ``run``'s model; returns the eval.yaml body (predictions under ``_predictions``)."""
     import torch
-    from accelerate.utils import set_seed
 
-    from harness.run import accel
+    from harness.infer import eval_setup
+    from harness.run.loop import evaluate
 
-    from harness.measure import environment
-    from harness.config.run import to_dict
-    from harness.run.loop import TrainParts, evaluate
-    from harness.run.optim import build_loss
-    from harness.data.preprocess import recipe_data
-
-    t0 = time.perf_counter()
-    cfg = run.cfg
-    accelerator, precision = accel.build_accelerator(cfg.runtime)
-    set_seed(cfg.seed)
-    data = recipe_data(cfg)
+    ev = eval_setup.start(run)
+    cfg, data = run.cfg, ev.data
     own = run.same_data()
     if own and list(data.classes) != list(run.classes):
         raise BadInput(f"data: {data.source} now has the classes {', '.join(data.classes)}, but the model was "
@@ -84,21 +74,14 @@ def evaluate_run(run: RunFolder, split: str) -> dict:
     check_sample_shape(run, data.sample_shape, f"data: the images of {data.source}")
     mapping = class_mapping(run, data.classes, data.source)
     view = _view(data, split)
-    if not len(view):
-        raise BadInput(f"--split {split}: the {split} split of {data.source} holds no sample "
-                       f"(data.split.{split} is 0)" if split != "all" else f"data: {data.source} holds no sample")
-    model = accelerator.prepare(build_trained_model(run))
-    loss = build_loss(cfg.loss, reduction="none")
-    parts = TrainParts(accelerator, model, None, None, build_loss(cfg.loss), loss)
+    eval_setup.check_not_empty(view, split, data.source, "sample")
+    parts = eval_setup.parts(ev, ev.accelerator.prepare(build_trained_model(run)))
     collected: list = []
-    result = evaluate(parts, _loader(Relabelled(view, mapping) if mapping else view, cfg, accelerator), collected)
+    result = evaluate(parts, _loader(Relabelled(view, mapping) if mapping else view, cfg, ev.accelerator), collected)
     preds = torch.cat([p for p, _ in collected]) if collected else torch.zeros(0, dtype=torch.long)
     targets = torch.cat([t for _, t in collected]) if collected else torch.zeros(0, dtype=torch.long)
     body = _body(run, split, data.source, own, result, preds, targets)
-    body["environment"] = environment.collect(cfg.seed)
-    body["mode"] = {**accel.describe(accelerator), "precision": precision.name}
-    body["wall_s"] = time.perf_counter() - t0
-    body["config"] = to_dict(cfg)
+    body.update(eval_setup.closing(ev))
     body["_predictions"] = preds.tolist()
     return body
 
@@ -131,13 +114,10 @@ def _body(run: RunFolder, split: str, source: str, own: bool, result, preds, tar
 def _run_figures(run: RunFolder) -> dict | None:
     """The run's own test figures, for the reader to check against; BadInput when its
     report.yaml is there but is not a report."""
-    from harness.report.io import load_report
+    from harness.infer.eval_setup import report_accuracy
 
-    path = run.path / "report.yaml"
-    if not path.exists():
-        return None
-    acc = load_report(path, raw=False).get("accuracy") or {}
-    return {"test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss")}
+    acc = report_accuracy(run)
+    return None if acc is None else {"test_accuracy": acc.get("test_accuracy"), "test_loss": acc.get("test_loss")}
 
 
 def default_output(run: RunFolder, split: str) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.errors import BadInput
 from harness.infer.reload import RunFolder, build_trained_model
 from harness.report.columns import aligned
+from harness.report.lm_inference import KIND
 
 
 def prompt_lengths(positions: int) -> list[int]:
@@ -113,7 +114,7 @@ def measure_text(run: RunFolder) -> dict:
                                 inf.batches, now)
             decode.append({"batch_size": bs, "step_latency_ms": distribution(lat),
                            "tokens_per_s": bs * len(lat) / (sum(lat) / 1000.0), "contention": window.block()})
-    return {"kind": "lm_inference", "run": str(run.path), "model": str(run.weights),
+    return {"kind": KIND, "run": str(run.path), "model": str(run.weights),
             "positions": positions, "vocab_size": vocab, "precision": precision.name,
             "compiled": cfg.runtime.compile.enabled, "warmup_passes": inf.warmup_batches,
             "timed_passes": inf.batches, "decode_prompt_tokens": prompt_len,
@@ -151,7 +152,9 @@ def cmd_bench_text(run: RunFolder, output: str | None, overwrite: bool) -> int:
     from harness.files.atomic import write_text_atomic
     from harness.report.io import _plain, dump
 
-    path = Path(output or run.path / "inference") / "inference.yaml"
+    from harness.report.lm_inference import FOLDER, NAME
+
+    path = Path(output or run.path / FOLDER) / NAME
     if path.exists() and not overwrite:
         raise BadInput(f"{path}: holds an earlier measurement; give --overwrite to replace it")
     if path.parent.exists() and not path.parent.is_dir():

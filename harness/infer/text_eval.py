@@ -9,10 +9,10 @@ report's exactly. A language model has no classes: no confusion matrix.
 """
 
 # No ``from __future__ import annotations``: TextEvalReport reads Required[...] from live annotations.
-import time
 from typing import Any, Required, TypedDict
 
 from harness.errors import BadInput
+from harness.infer import eval_setup
 from harness.infer.loader import eval_loader
 from harness.infer.reload import RunFolder, build_trained_model
 
@@ -30,42 +30,28 @@ def _view(data, split: str):
 
 def evaluate_text(run: RunFolder, split: str) -> dict:
     """Evaluate a language model's ``run`` on ``split``; returns the eval.yaml body."""
-    from accelerate.utils import set_seed
-
-    from harness.config.run import to_dict
     from harness.data.text import TextData
-    from harness.measure import environment
-    from harness.run import accel
-    from harness.run.loop import TrainParts, evaluate
-    from harness.run.optim import build_loss
-    from harness.data.preprocess import recipe_data
+    from harness.run.loop import evaluate
     from harness.task.load import build_task
 
-    t0 = time.perf_counter()
-    cfg = run.cfg
-    accelerator, precision = accel.build_accelerator(cfg.runtime)
-    set_seed(cfg.seed)
-    data = recipe_data(cfg)
+    ev = eval_setup.start(run)
+    cfg, data = run.cfg, ev.data
     if not isinstance(data, TextData):
         raise BadInput(f"data.name: {cfg.data.name} is not a text corpus; a language model's run is "
                        "evaluated on text (data.name: text)", key="data.name")
     source = data.corpus["source"]
     view = _view(data, split)
-    if not len(view):
-        raise BadInput(f"--split {split}: the {split} split of {source} holds no window "
-                       f"(data.split.{split} is 0)" if split != "all" else f"data: {source} holds no window")
+    eval_setup.check_not_empty(view, split, source, "window")
     model = build_trained_model(run)
     if getattr(model, "config", None) is not None and getattr(model.config, "vocab_size", None) not in \
             (None, data.vocab_size):
         raise BadInput(f"data.tokenizer: {data.corpus['tokenizer']} has {data.vocab_size} tokens, the model "
                        f"{model.config.vocab_size}")
-    model = accelerator.prepare(model)
     task = build_task(cfg.task, label_smoothing=cfg.loss.label_smoothing, bytes_per_token=data.bytes_per_token)
-    parts = TrainParts(accelerator, model, None, None, build_loss(cfg.loss),
-                       build_loss(cfg.loss, reduction="none"), task)
-    result = evaluate(parts, eval_loader(view, cfg, accelerator))
+    parts = eval_setup.parts(ev, ev.accelerator.prepare(model), task)
+    result = evaluate(parts, eval_loader(view, cfg, ev.accelerator))
     own = run.same_data()
-    body = {
+    return {
         "kind": "evaluation",
         "run": str(run.path),
         "model": str(run.weights),
@@ -76,23 +62,14 @@ def evaluate_text(run: RunFolder, split: str) -> dict:
         "samples": result.samples,
         **{k: result.figures.get(k) for k in FIGURES if k not in ("loss", "accuracy")},
         "run_report": run_figures(run) if own and split == "test" else None,
-        "environment": environment.collect(cfg.seed),
-        "mode": {**accel.describe(accelerator), "precision": precision.name},
-        "wall_s": time.perf_counter() - t0,
-        "config": to_dict(cfg),
+        **eval_setup.closing(ev),
     }
-    return body
 
 
 def run_figures(run: RunFolder) -> dict | None:
     """The report's own test figures, side by side with the evaluation's."""
-    from harness.report.io import load_report
-
-    path = run.path / "report.yaml"
-    if not path.exists():
-        return None
-    acc = load_report(path, raw=False).get("accuracy") or {}
-    return {f"test_{k}": acc.get(f"test_{k}") for k in FIGURES}
+    acc = eval_setup.report_accuracy(run)
+    return None if acc is None else {f"test_{k}": acc.get(f"test_{k}") for k in FIGURES}
 
 
 def summary(body: dict) -> str:

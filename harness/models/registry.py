@@ -18,17 +18,20 @@ from torch import nn
 
 from harness.errors import BadInput, ConfigValueError
 from harness.models.gpt import GPT
+from harness.models import hf
+from harness.models.hf import HFCausalLM
 
 
 @dataclass
 class ModelConfig:
     name: str = "cnn"
     """mlp, cnn, resnet18, torchvision:<name> for any torchvision classification model
-    (harness/models/zoo.py), gpt (a language model, harness/models/gpt.py), or
+    (harness/models/zoo.py), gpt (a language model, harness/models/gpt.py), hf_causal_lm (a
+    transformers causal LM from its config, harness/models/hf.py; the hf extra), or
     package.module:ClassName for your own nn.Module."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra constructor arguments (e.g. mlp: hidden_sizes, dropout; cnn: channels;
-    gpt: n_layer, n_head, d_model, seq_len)."""
+    gpt: n_layer, n_head, d_model, seq_len: positions, absent or null for the window)."""
     pretrained: str | None = None
     """Local state_dict file to start from; a head of another class count is replaced.
     torchvision:<name> also takes a weights name (DEFAULT, IMAGENET1K_V1), read from
@@ -51,6 +54,8 @@ class ModelConfig:
                 f"unknown model {self.name!r} (expected one of: {', '.join([*MODELS, *LM_MODELS])}, torchvision:<name>, "
                 "or package.module:ClassName)",
             )
+        if self.name == "hf_causal_lm" and hf.missing():
+            raise ConfigValueError("name", hf.missing())
         if self.freeze_backbone and not self.pretrained:
             raise ConfigValueError("freeze_backbone", "needs model.pretrained (a weights file)")
         if self.download and not self.pretrained:
@@ -127,7 +132,7 @@ def resnet18(in_channels: int, image_size: tuple[int, int], num_classes: int,
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": CNN, "resnet18": resnet18}
-LM_MODELS: dict[str, Callable[..., nn.Module]] = {"gpt": GPT}
+LM_MODELS: dict[str, Callable[..., nn.Module]] = {"gpt": GPT, "hf_causal_lm": HFCausalLM}
 """Causal language models: they take ``vocab_size`` and ``seq_len`` and return logits (batch, time, vocab)."""
 
 
@@ -319,12 +324,14 @@ def build_causal_lm(cfg: ModelConfig, vocab_size: int, seq_len: int) -> tuple[nn
     """A language model for a vocabulary of ``vocab_size`` trained on windows of ``seq_len``.
 
     gpt's positions default to the window (``model.kwargs.seq_len`` may give more, for
-    generation); a user's model gets ``vocab_size`` and ``seq_len`` when it takes them.
+    generation; null is the default, so a sweep's base can let a ``data.seq_len`` axis alone
+    size the model); a user's model gets ``vocab_size`` and ``seq_len`` when it takes them.
     One probe window checks the output is (batch, time, vocab) before training.
     """
     builder = LM_MODELS.get(cfg.name) or _import_model(cfg.name)
     kwargs = dict(cfg.kwargs)
-    standard = {"vocab_size": vocab_size, "seq_len": kwargs.pop("seq_len", seq_len)}
+    positions = kwargs.pop("seq_len", None)
+    standard = {"vocab_size": vocab_size, "seq_len": seq_len if positions is None else positions}
     if cfg.pretrained:
         raise BadInput("model.pretrained: loading weights into a language model is not supported yet")
     model = _call(builder, cfg.name, standard, kwargs)

@@ -15,6 +15,7 @@ FIGURES: dict[str, tuple[str, ...]] = {
     "data_wait_fraction": ("data_wait_fraction",),
     "device_peak_mb": ("memory.device_peak_allocated_mb",),
     "mfu": ("compute.mfu_measured_peak",),
+    "flops_per_token": ("compute.flops_per_token",),
 }
 """The headline figures by name -> their dotted keys, the first non-null one wins
 (the schema-2 name first, then the schema-1 one). Every reader takes them from here."""

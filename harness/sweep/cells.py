@@ -52,7 +52,9 @@ def read_report(cell_dir: Path) -> dict | None:
 
 
 SWEEP_FIGURES = ("samples_per_s", "step_time_p50_ms", "data_wait_fraction", "peak_rss_mb", "peak_pss_mb",
-                 "test_accuracy", "time_to_target_s")
+                 "test_accuracy", "time_to_target_s", "tokens_per_s", "flops_per_token")
+"""A language model's row adds its tokens/s and FLOPs per token (null for an image cell): what a
+sweep over data.seq_len, batch or model size is read by."""
 
 
 def figures(report: dict | None) -> dict:

@@ -31,6 +31,17 @@ COLUMNS = [  # header, row key, format
 ]
 
 
+TOKENS = ("tokens/s", "tokens_per_s", ",.0f")
+"""After samples/s where a row has it (a language model's cell): samples of another data.seq_len are
+other samples, tokens are not."""
+
+
+def _columns(rows: list[dict]) -> list[tuple[str, str, str]]:
+    if not any(isinstance(r.get("tokens_per_s"), (int, float)) for r in rows):
+        return COLUMNS
+    return [COLUMNS[0], TOKENS, *COLUMNS[1:]]
+
+
 def _reports(rows: list[dict], folder: Path | None) -> dict[str, dict]:
     """Each row's report by cell id, where it can be read (YAML only, the raw lists left out)."""
     out = {}
@@ -65,7 +76,9 @@ def _best_lines(done: list[dict], reports: dict[str, dict], indent: str) -> list
             return f"{text}; timed {caveat}: not a finding, rerun on a quiet machine"
         return f"{text}; timed {caveat}"
 
-    return [f"{indent}best throughput        {best('samples_per_s', max, 'samples/s', ',.1f')}",
+    lm = bool(done) and all(isinstance(r.get("tokens_per_s"), (int, float)) for r in done)
+    key, unit, spec = ("tokens_per_s", "tokens/s", ",.0f") if lm else ("samples_per_s", "samples/s", ",.1f")
+    return [f"{indent}best throughput        {best(key, max, unit, spec)}",
             f"{indent}best memory            {best('peak_pss_mb', min, 'MB peak PSS', ',.0f')}",
             f"{indent}best time-to-accuracy  {best('time_to_target_s', min, 's', '.2f')}"]
 
@@ -83,8 +96,9 @@ def _workloads(done: list[dict], reports: dict[str, dict]) -> dict[str, list[dic
 def summary_table(rows: list[dict], folder: Path | None = None) -> str:
     """Every cell, then the best cells per workload; ``folder`` (the sweep's) holds the reports."""
     reports = _reports(rows, folder)
-    header = ["cell", "status", *(c[0] for c in COLUMNS), "timing conditions"]
-    body = [[r["id"], r["status"], *(_fmt(r.get(k), f) for _, k, f in COLUMNS),
+    columns = _columns(rows)
+    header = ["cell", "status", *(c[0] for c in columns), "timing conditions"]
+    body = [[r["id"], r["status"], *(_fmt(r.get(k), f) for _, k, f in columns),
              _conditions(r, reports.get(r["id"]))] for r in rows]
     lines = aligned([header, *body])
 
