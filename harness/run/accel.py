@@ -126,10 +126,13 @@ def keep_lomo_answer() -> None:
         optimizer_module.is_lomo_available = functools.cache(check)
 
 
-def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None):
-    """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder."""
+def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None,
+                      grad_accum_steps: int = 1):
+    """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder;
+    ``grad_accum_steps``: micro-batches per optimizer step (train.grad_accum_steps)."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin
+    from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, InitProcessGroupKwargs,
+                                  TorchDynamoPlugin)
 
     keep_lomo_answer()
 
@@ -149,9 +152,16 @@ def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, pro
     # memory, see ``pin_on_gpu``): a blocking copy inside the loader's next() would wait
     # for the previous step's kernels, and the data wait would count the GPU's compute.
     loading = DataLoaderConfiguration(non_blocking=use_cuda)
+    accumulation = {}
+    if grad_accum_steps > 1:
+        # The loop lines Accelerate's micro-batch count up with its own groups (loop.py), so the
+        # last micro-batch of every group syncs, a short last group too, whatever the loader
+        # says of its end; sync_with_dataloader would read a device-resident loader's end wrong.
+        accumulation["gradient_accumulation_plugin"] = GradientAccumulationPlugin(
+            num_steps=grad_accum_steps, sync_with_dataloader=False, adjust_scheduler=False)
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
                               kwargs_handlers=[timeout], dataloader_config=loading,
-                              log_with=log_with, project_dir=project_dir)
+                              log_with=log_with, project_dir=project_dir, **accumulation)
     return accelerator, precision
 
 
