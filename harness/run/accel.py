@@ -152,16 +152,17 @@ def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, pro
     # memory, see ``pin_on_gpu``): a blocking copy inside the loader's next() would wait
     # for the previous step's kernels, and the data wait would count the GPU's compute.
     loading = DataLoaderConfiguration(non_blocking=use_cuda)
-    accumulation = {}
-    if grad_accum_steps > 1:
-        # The loop lines Accelerate's micro-batch count up with its own groups (loop.py), so the
-        # last micro-batch of every group syncs, a short last group too, whatever the loader
-        # says of its end; sync_with_dataloader would read a device-resident loader's end wrong.
-        accumulation["gradient_accumulation_plugin"] = GradientAccumulationPlugin(
-            num_steps=grad_accum_steps, sync_with_dataloader=False, adjust_scheduler=False)
+    # Explicit, 1 included: without a plugin Accelerate reads ACCELERATE_GRADIENT_ACCUMULATION_STEPS
+    # from a launcher's environment, and one left over in-process would keep its count. The loop
+    # lines Accelerate's micro-batch count up with its own groups (loop.py), so the last
+    # micro-batch of each group syncs, a short last group's too; sync_with_dataloader would
+    # read the end of a device-resident loader (which Accelerate never sees) wrong.
+    accumulation = GradientAccumulationPlugin(num_steps=grad_accum_steps, sync_with_dataloader=False,
+                                              adjust_scheduler=False)
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
                               kwargs_handlers=[timeout], dataloader_config=loading,
-                              log_with=log_with, project_dir=project_dir, **accumulation)
+                              gradient_accumulation_plugin=accumulation,
+                              log_with=log_with, project_dir=project_dir)
     return accelerator, precision
 
 
