@@ -139,6 +139,32 @@ def test_tiny_gpt_k4_of_8_and_batch_32_reach_the_same_test_loss(tmp_path):
     assert abs(a - b) / b < 0.01, (a, b)
 
 
+@pytest.mark.slow
+def test_a_signal_inside_a_group_stops_after_it_and_resume_matches(tmp_path):
+    """8 micro-batches an epoch in groups of 2: the 11th forward is the first micro-batch of
+    epoch 2's second step; the run stops after that step and resumes 4 micro-batches in."""
+    import signal
+
+    from support.paths import TESTS_PATH
+    from support.recipes import CONFIG, TINY
+    from support.runs import assert_same_run
+
+    env = {"PYTHONPATH": TESTS_PATH}
+    common = [CONFIG, *TINY, "train.epochs=3", "train.grad_accum_steps=2", "model.name=fixtures.custom_models:SignalAt",
+              f"model.kwargs={{step: 11, signum: {int(signal.SIGTERM)}, marker: {tmp_path / 'sent'}}}"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    (tmp_path / "sent").write_text("the reference run must not be signalled\n")
+    assert run_cli("run", *common, "--output", str(whole), env=env).returncode == 0
+    (tmp_path / "sent").unlink()
+    proc = run_cli("run", *common, "--output", str(part), env=env)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-2000:]
+    assert [p.name for p in (part / "checkpoints").iterdir()] == ["epoch_0001_step_0002"]
+    proc = run_cli("run", "--resume", str(part), env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert load_report(part)["resumed_from_step_in_epoch"] == 2
+    assert_same_run(whole, part)
+
+
 # -- DDP: two gloo processes ------------------------------------------------------------
 
 def _launch(tmp_path, name: str, *items: str) -> dict:
