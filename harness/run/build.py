@@ -71,6 +71,13 @@ def check_grad_accum(accum: int, micro_batches: int, world: int, batch_size: int
                        key="train.grad_accum_steps")
 
 
+def check_grad_accum_of(cfg: Config, data: DataBundle | TextData, world: int) -> None:
+    """``check_grad_accum`` before any loader exists (launch's preflight, for all ranks at once):
+    the micro-batches of an epoch counted from the train split's size."""
+    n, bs = len(data.train), cfg.loader.batch_size
+    check_grad_accum(cfg.train.grad_accum_steps, n // bs if cfg.loader.drop_last else -(-n // bs), world, bs)
+
+
 def build(cfg: Config) -> Built:
     from accelerate.utils import set_seed
 
