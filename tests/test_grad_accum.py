@@ -127,6 +127,18 @@ def test_an_epoch_whose_micro_batches_are_not_a_multiple_of_k_ends_on_a_short_gr
     assert r["throughput"]["measured_samples"] == train
 
 
+def test_a_device_resident_loader_groups_and_ends_its_epoch_as_the_dataloader_does(tmp_path):
+    # Accelerate never sees a device-resident loader: the harness's own groups decide the short last step.
+    common = [MLP, "data.subset=360", "model.kwargs.dropout=0.0", "loader.batch_size=8", "train.grad_accum_steps=3",
+              *QUICK, "train.epochs=2"]
+    dl_r, dl_w = _run(tmp_path, "dataloader", *common)
+    dr_r, dr_w = _run(tmp_path, "resident", *common, "loader.kind=device_resident")
+    assert _apart(dl_w, dr_w) == 0.0
+    assert dl_r["accuracy"]["dev"] == dr_r["accuracy"]["dev"]
+    steps = -(-(-(-dl_r["data"]["sizes"]["train"] // 8)) // 3)  # micro-batches of 8 in groups of 3
+    assert dl_r["throughput"]["measured_steps"] == dr_r["throughput"]["measured_steps"] == 2 * steps
+
+
 @pytest.mark.slow
 def test_tiny_gpt_k4_of_8_and_batch_32_reach_the_same_test_loss(tmp_path):
     """The issue's check on the shipped recipe, shortened: same global batch, test losses within 1%."""
