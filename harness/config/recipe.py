@@ -77,9 +77,9 @@ forward pass costs the same whatever the weights' values."""
 
 def drop_workload_defaults(config: dict) -> dict:
     """``config`` without the language-model keys at their image defaults (``task:
-    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``;
-    ``train.grad_accum_steps: 1``): adding them kept every image run's config_hash and recipe_hash, so earlier reports
-    still compare and earlier checkpoints still resume."""
+    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``) and
+    without ``train.grad_accum_steps: 1``: adding them kept every image run's config_hash and
+    recipe_hash, so earlier reports still compare and earlier checkpoints still resume."""
     config = dict(config)
     if config.get("task") == "classification":
         config.pop("task")
