@@ -155,6 +155,13 @@ CASES = [
          ("override 'loader.batch_size=0'",)),
     Case("override_into_a_scalar", run("seed.x=1"), ("override 'seed.x=1'", "not a section")),
     Case("override_bad_yaml", run("loader.batch_size=[1"), ("override", "not valid YAML")),
+    Case("grad_accum_zero", run("train.grad_accum_steps=0"), ("train.grad_accum_steps", ">= 1", "got 0")),
+    Case("grad_accum_beyond_the_epoch", run("data.subset=360", "loader.batch_size=64", "train.grad_accum_steps=8"),
+         ("train.grad_accum_steps: 8", "the 4 micro-batches", "loader.batch_size 64")),
+    Case("grad_accum_beyond_each_ranks_epoch",
+         lambda inp, out: ["launch", "--mode", "ddp", "--nproc", "2", CONFIG, "data.subset=360", "loader.batch_size=64",
+                           "train.grad_accum_steps=3", "--output", str(out)],
+         ("train.grad_accum_steps: 3", "the 2 micro-batches", "each of 2 ranks")),
     Case("resume_without_config", resume_without_config, ("--resume", "no config.yaml")),
     # --- data ---------------------------------------------------------------------------
     Case("split_train_rounds_to_0", run("data.subset=2", "data.split={train: 0.2, dev: 0.4, test: 0.4}"),

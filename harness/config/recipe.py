@@ -77,9 +77,9 @@ forward pass costs the same whatever the weights' values."""
 
 def drop_workload_defaults(config: dict) -> dict:
     """``config`` without the language-model keys at their image defaults (``task:
-    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``):
-    adding them kept every image run's config_hash and recipe_hash, so earlier reports
-    still compare and earlier checkpoints still resume."""
+    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``) and
+    without ``train.grad_accum_steps: 1``: adding them kept every image run's config_hash and
+    recipe_hash, so earlier reports still compare and earlier checkpoints still resume."""
     config = dict(config)
     for section, key, default in SETTING_DEFAULTS:
         block = config.get(section)
@@ -91,6 +91,10 @@ def drop_workload_defaults(config: dict) -> dict:
         block = config.get(section)
         if isinstance(block, dict):
             config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
+    # train.grad_accum_steps: 1 is what every run did before the key existed.
+    train = config.get("train")
+    if isinstance(train, dict) and train.get("grad_accum_steps") == 1:
+        config["train"] = {k: v for k, v in train.items() if k != "grad_accum_steps"}
     return config
 
 

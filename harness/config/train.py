@@ -14,6 +14,11 @@ class TrainConfig:
     """Passes over the train split."""
     max_steps: int | None = None
     """Stop after this many optimizer steps in total (a budget for quick runs)."""
+    grad_accum_steps: int = 1
+    """Micro-batches (of loader.batch_size each) whose gradients one optimizer step sums:
+    the global batch is loader.batch_size x grad_accum_steps x world size. Steps, the
+    scheduler, max_steps, measure.warmup_steps/window_steps and checkpoints count
+    optimizer steps."""
     target_accuracy: float | None = None
     """Dev accuracy whose first crossing is timed (time_to_target_s)."""
     target_loss: float | None = None
@@ -30,6 +35,8 @@ class TrainConfig:
             raise ConfigValueError("epochs", f"expected an integer > 0, got {self.epochs}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigValueError("max_steps", f"expected an integer > 0 or null, got {self.max_steps}")
+        if self.grad_accum_steps < 1:
+            raise ConfigValueError("grad_accum_steps", f"expected an integer >= 1, got {self.grad_accum_steps}")
         if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
             raise ConfigValueError(
                 "target_accuracy", f"expected a fraction in (0, 1], got {self.target_accuracy}")

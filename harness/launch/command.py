@@ -109,8 +109,9 @@ def preflight(run_args: list[str], check_folder: bool = True) -> Path:
     return check_run(run_args, check_folder)[0]
 
 
-def check_run(run_args: list[str], check_folder: bool = True):
-    """``preflight``, returning (the output folder, the config)."""
+def check_run(run_args: list[str], check_folder: bool = True, world: int = 1):
+    """``preflight``, returning (the output folder, the config); ``world``: the processes the
+    launch starts on every node together."""
     from harness.run import accel
     from harness.args import split_positionals
     from harness.config.run import load_config
@@ -138,9 +139,11 @@ def check_run(run_args: list[str], check_folder: bool = True):
     # The model and its probe batch, as `harness validate` builds them: a layer that
     # does not fit is named here once, not by every rank.
     from harness.data.preprocess import recipe_data
-    from harness.run.build import recipe_model
+    from harness.run.build import check_grad_accum_of, recipe_model
 
-    recipe_model(cfg, recipe_data(cfg))
+    data = recipe_data(cfg)
+    recipe_model(cfg, data)
+    check_grad_accum_of(cfg, data, world)
     return Path(ns.resume or ns.output or cfg.output.dir), cfg
 
 
@@ -219,7 +222,8 @@ def cmd_launch(args) -> int:
     nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port, args.rendezvous_timeout)
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
     # what follows `-m harness run`; the folder is looked at once, here, before any rank starts
-    output, cfg = check_run(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0)
+    output, cfg = check_run(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0,
+                            world=args.nproc * nodes.nnodes)
     if nodes.nnodes > 1 and nodes.rendezvous_timeout_s is None:
         nodes.rendezvous_timeout_s = cfg.runtime.collective_timeout_s
         cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)

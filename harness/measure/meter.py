@@ -8,6 +8,7 @@ the do-nothing variant.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -174,13 +175,17 @@ class Meter:
 
     # -- the hook the loop calls --------------------------------------------------
 
-    def steps(self, loader: Iterable, limit: int | None = None) -> Iterator:
+    def steps(self, loader: Iterable, limit: int | None = None, micro_batches: int = 1) -> Iterator:
         """Yield up to ``limit`` batches of ``loader``, timing each wait and step.
 
         Clock reads at a segment's edges are preceded by a device sync, so queued
         GPU work lands inside the window; between them, per-step GPU time comes
         from CUDA events, which do not stall the host. A step ends when the loop asks
         for the next batch, or at ``end_step()`` when the loop leaves after it.
+
+        ``micro_batches`` K > 1 (train.grad_accum_steps): a step is one optimizer step, and
+        each item is a list of the next K batches (fewer at the loader's end), all fetched
+        before the step: the wait is theirs together, the samples and tokens are theirs summed.
         """
         it = iter(loader)
         taken = 0
@@ -203,12 +208,15 @@ class Meter:
                 except StopIteration:
                     ended = True
                     return
+                real = None
+                if micro_batches > 1:
+                    batch, real = _group(it, loader, batch, micro_batches)
                 t1 = time.perf_counter()
                 ev = None
                 if k is not None and self.cuda:
                     ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                     ev[0].record()
-                self._pending = (loader, batch, k, t0, t1, ev)
+                self._pending = (loader, batch, k, t0, t1, ev, real)
                 yield batch
                 self.end_step()
                 taken += 1
@@ -232,9 +240,13 @@ class Meter:
         if self._pending is None:
             return
         t2 = time.perf_counter()
-        loader, batch, k, t0, t1, ev = self._pending
+        loader, batch, k, t0, t1, ev, real = self._pending
         self._pending = None
-        n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
+        if real is None:
+            n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
+            parts = [(batch, n)]
+        else:  # a group of micro-batches, each counted when it was fetched
+            n, parts = sum(real), list(zip(batch, real))
         if k is not None:
             w = self.windows[k]
             if ev is not None:
@@ -245,7 +257,7 @@ class Meter:
             w.samples += n
             if self.tokens is not None:
                 # Of the real samples only: a distributed sampler's padding is never throughput.
-                w.tokens += self.tokens(batch, n)
+                w.tokens += sum(self.tokens(b, m) for b, m in parts)
         for listener in self.listeners:
             listener.after_step(self.step, t1 - t0, t2 - t1, n)
         self.step += 1
@@ -305,14 +317,25 @@ class Meter:
         return {"contention": total.block(), "window_contention": [w.contention.block() for w in measured]}
 
 
+def _group(it: Iterator, loader, first, size: int) -> tuple[list, list[int]]:
+    """``first`` and up to ``size - 1`` more batches of ``it``, with each one's real samples,
+    read as it is fetched: a prepared loader knows its end only while the last batch is out."""
+    group, real = [first], [real_batch_size(loader, first)]
+    for batch in itertools.islice(it, size - 1):
+        group.append(batch)
+        real.append(real_batch_size(loader, batch))
+    return group, real
+
+
 class NullMeter(Meter):
     """Measures nothing: the loop runs exactly as without a meter."""
 
-    def steps(self, loader: Iterable, limit: int | None = None) -> Iterator:
-        for taken, batch in enumerate(loader):
+    def steps(self, loader: Iterable, limit: int | None = None, micro_batches: int = 1) -> Iterator:
+        it = iter(loader)
+        for taken, batch in enumerate(it):
             if limit is not None and taken >= limit:
                 return
-            yield batch
+            yield batch if micro_batches == 1 else _group(it, loader, batch, micro_batches)[0]
             self.step += 1
 
     def phase(self, name: str):

@@ -201,6 +201,14 @@ class Distributed(TypedDict, total=False):
     non_blocking_copies: bool | None
 
 
+class Batch(TypedDict, total=False):
+    """What one optimizer step trains on (run/report_builder.py batch_block)."""
+    micro_batch_size: int
+    grad_accum_steps: int
+    world_size: int
+    global_batch_size: int
+
+
 class Threads(TypedDict, total=False):
     """Threads against cores (measure/threads.py)."""
     torch_threads: int
@@ -277,6 +285,8 @@ class Report(TypedDict, total=False):
     data: dict[str, Any]
     model: dict[str, Any]
     distributed: Distributed
+    batch: NotRequired[Batch]
+    """micro_batch_size x grad_accum_steps x world_size = global_batch_size; absent in older reports."""
     stop_reason: str | None
     step_time_ms: Distribution | None
     data_wait_ms: Distribution | None

@@ -130,10 +130,13 @@ def keep_lomo_answer() -> None:
         optimizer_module.is_lomo_available = functools.cache(check)
 
 
-def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None):
-    """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder."""
+def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None,
+                      grad_accum_steps: int = 1):
+    """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder;
+    ``grad_accum_steps``: micro-batches per optimizer step (train.grad_accum_steps)."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs, TorchDynamoPlugin
+    from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, InitProcessGroupKwargs,
+                                  TorchDynamoPlugin)
 
     keep_lomo_answer()
 
@@ -153,8 +156,16 @@ def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, pro
     # memory, see ``pin_on_gpu``): a blocking copy inside the loader's next() would wait
     # for the previous step's kernels, and the data wait would count the GPU's compute.
     loading = DataLoaderConfiguration(non_blocking=use_cuda)
+    # Explicit, 1 included: without a plugin Accelerate reads ACCELERATE_GRADIENT_ACCUMULATION_STEPS
+    # from a launcher's environment, and one left over in-process would keep its count. The loop
+    # lines Accelerate's micro-batch count up with its own groups (loop.py), so the last
+    # micro-batch of each group syncs, a short last group's too; sync_with_dataloader would
+    # read the end of a device-resident loader (which Accelerate never sees) wrong.
+    accumulation = GradientAccumulationPlugin(num_steps=grad_accum_steps, sync_with_dataloader=False,
+                                              adjust_scheduler=False)
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
                               kwargs_handlers=[timeout], dataloader_config=loading,
+                              gradient_accumulation_plugin=accumulation,
                               log_with=log_with, project_dir=project_dir)
     return accelerator, precision
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.errors import BadInput
 from harness.run import accel
 from harness.config.run import Config
 from harness.data import DataBundle
@@ -35,8 +36,15 @@ class Built:
     parts: TrainParts
     model_info: dict
     steps_per_epoch: int
-    """Optimizer steps per epoch in a single process (before sharding)."""
+    """Optimizer steps per epoch in a single process (before sharding): micro-batches over
+    train.grad_accum_steps, a short last group counted."""
     task: Task
+
+    @property
+    def rank_steps_per_epoch(self) -> int:
+        """This process's optimizer steps per epoch: its loader's micro-batches (sharded once
+        prepared) in groups of train.grad_accum_steps, a short last group counted."""
+        return -(-len(self.loaders.train) // self.cfg.train.grad_accum_steps)
 
     @property
     def text(self) -> bool:
@@ -58,12 +66,31 @@ def recipe_model(cfg: Config, data: DataBundle | TextData):
     return model, info
 
 
+def check_grad_accum(accum: int, micro_batches: int, world: int, batch_size: int) -> None:
+    """train.grad_accum_steps may not exceed the micro-batches of an epoch on one rank: every
+    optimizer step would then be the epoch's one short group, never the K asked for."""
+    per_rank = -(-micro_batches // world)
+    if accum > per_rank:
+        ranks = f" on each of {world} ranks" if world > 1 else ""
+        raise BadInput(f"train.grad_accum_steps: {accum} is more than the {per_rank} micro-batches (loader.batch_size "
+                       f"{batch_size}) of an epoch{ranks}; lower it to at most {per_rank}",
+                       key="train.grad_accum_steps")
+
+
+def check_grad_accum_of(cfg: Config, data: DataBundle | TextData, world: int) -> None:
+    """``check_grad_accum`` before any loader exists (launch's preflight, for all ranks at once):
+    the micro-batches of an epoch counted from the train split's size."""
+    n, bs = len(data.train), cfg.loader.batch_size
+    check_grad_accum(cfg.train.grad_accum_steps, n // bs if cfg.loader.drop_last else -(-n // bs), world, bs)
+
+
 def build(cfg: Config) -> Built:
     from accelerate.utils import set_seed
 
     from harness.observe.tracking import accelerator_kwargs
 
-    accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir))
+    accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir),
+                                                     grad_accum_steps=cfg.train.grad_accum_steps)
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         data = recipe_data(cfg)
@@ -76,11 +103,13 @@ def build(cfg: Config) -> Built:
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     info["memory_format"] = "channels_last" if cfg.runtime.channels_last else "contiguous"
-    steps_per_epoch = len(loaders.train)
+    accum = cfg.train.grad_accum_steps
+    check_grad_accum(accum, len(loaders.train), accelerator.num_processes, cfg.loader.batch_size)
+    steps_per_epoch = -(-len(loaders.train) // accum)
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
     parts = TrainParts(accelerator, model, optimizer, scheduler,
-                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"), task)
+                       build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"), task, accum)
     return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch, task)
 
 

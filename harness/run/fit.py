@@ -100,7 +100,7 @@ def _watched(b: Built, meter: Meter, recorder):
 
 def _steps_this_epoch(b: Built, budget: int | None, done: int) -> int:
     """This process's steps in the epoch: fewer than a whole one when train.max_steps ends the run inside it."""
-    steps = len(b.loaders.train)
+    steps = b.rank_steps_per_epoch
     return steps if budget is None else min(steps, done + budget)
 
 
@@ -124,7 +124,8 @@ def _epoch_loader(b: Built, hist: History, epoch: int):
     if hist.step_in_epoch:
         # Resuming inside the epoch: the random state saved at the stop is already
         # restored by the checkpoint, and re-seeding would rewind it to the epoch's start.
-        return skip_in_epoch(b.loaders.train, hist.step_in_epoch, b.accelerator)
+        # Optimizer steps of whole groups: step_in_epoch x grad_accum_steps micro-batches.
+        return skip_in_epoch(b.loaders.train, hist.step_in_epoch * b.cfg.train.grad_accum_steps, b.accelerator)
     # Same order, augmentation and dropout for epoch k in every mode and after a resume.
     set_seed(epoch_seed(b.cfg.seed, epoch))
     return b.loaders.train

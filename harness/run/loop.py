@@ -3,11 +3,14 @@
 It knows nothing of clocks: the meter hands it batches and times them. What differs
 between workloads (the loss, what a unit of throughput counts, the evaluation
 figures) comes from the task (harness/task/): samples for image classification,
-tokens for a language model.
+tokens for a language model. With train.grad_accum_steps K > 1 a step is one optimizer
+step over K micro-batches: the meter hands over the group, and ``accumulate`` runs the
+forward, loss and backward of each inside Accelerate's ``accumulate()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +34,8 @@ class TrainParts:
     task: Task | None = None
     """The workload's loss, units and evaluation; None: image classification with
     ``loss_fn``'s label smoothing (what callers that predate the task seam mean)."""
+    grad_accum_steps: int = 1
+    """Micro-batches per optimizer step (train.grad_accum_steps); the Accelerator was built with it."""
 
     def __post_init__(self):
         if self.task is None:
@@ -62,23 +67,22 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
 
     ``recorder`` (recorder.py) is handed each step's loss; None: nothing recorded.
     """
-    acc, model, opt, task = parts.accelerator, parts.model, parts.optimizer, parts.task
+    acc, model, opt = parts.accelerator, parts.model, parts.optimizer
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
     samples, steps, skipped = (carry.samples, carry.steps, carry.skipped_steps) if carry else (0, 0, 0)
     stop, finished = None, False
-    for inputs, targets in meter.steps(loader, limit=max_steps):
+    k = parts.grad_accum_steps
+    for batch in meter.steps(loader, limit=max_steps, micro_batches=k):
         opt.zero_grad(set_to_none=True)
-        outputs = model(inputs)
-        loss = task.loss(outputs, targets)
-        acc.backward(loss)
+        # forward -> loss -> backward of each micro-batch (one when k is 1)
+        loss, n = accumulate(parts, batch if k > 1 else [batch])
         opt.step()
         # A host-side flag, set by the scaler's own step (which has synchronised already).
         skipped += int(acc.optimizer_step_was_skipped)
         if parts.scheduler is not None:
             parts.scheduler.step()
-        n = task.units(targets)  # from shapes: counting never synchronises the device
         loss_sum += loss.detach().float() * n
         if recorder is not None:
             recorder.add_loss(loss, n)
@@ -93,6 +97,37 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
         stop, finished = guard.check(), True
     return EpochResult(loss_sum=loss_sum.item(), samples=samples, steps=steps, skipped_steps=skipped,
                        stop=stop, finished=finished)
+
+
+def accumulate(parts: TrainParts, group: list) -> tuple[torch.Tensor, int]:
+    """Forward, loss and backward of each micro-batch of ``group``, inside Accelerate's
+    ``accumulate()``; returns the group's loss (a mean over its units) and its units.
+
+    Each micro-batch's loss is a mean over its units (samples, or tokens); weighted by its
+    share of the group's units, the summed gradient is that of one batch of the whole group,
+    a short last group and a short last micro-batch included. ``backward`` divides by
+    ``grad_accum_steps`` K, so the weight handed to it is K times the share: exactly 1 in a
+    full group of equal micro-batches. Accelerate's micro-batch count is set so the group's
+    last micro-batch is the K-th: it alone all-reduces (DDP's ``no_sync`` skips the others)
+    and lets ``optimizer.step`` and the scheduler act.
+    """
+    acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
+    # From shapes: counting never synchronises the device.
+    units = [task.units(targets) for _, targets in group]
+    total = sum(units)
+    acc.step = k - len(group)
+    group_loss = None
+    for (inputs, targets), n in zip(group, units):
+        # With k = 1 every micro-batch syncs: accumulate() would only add ~12 us a step.
+        with acc.accumulate(model) if k > 1 else contextlib.nullcontext():
+            outputs = model(inputs)
+            loss = task.loss(outputs, targets)
+            acc.backward(loss if k * n == total else loss * (k * n / total))
+        if len(group) == 1:  # k = 1 (or a last group of one): the loss itself
+            return loss, total
+        part = loss.detach().float() * (n / total)
+        group_loss = part if group_loss is None else group_loss + part
+    return group_loss, total
 
 
 @dataclass

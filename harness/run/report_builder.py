@@ -69,6 +69,15 @@ def text_data_block(data) -> dict:
             "bytes_per_token": data.bytes_per_token, "sizes": data.sizes()}
 
 
+def batch_block(cfg: Config, world_size: int) -> dict:
+    """The report's ``batch`` block: what one optimizer step trains on. A micro-batch is one
+    forward and backward of ``loader.batch_size`` samples on one rank; a step sums the
+    gradients of ``train.grad_accum_steps`` of them on every rank."""
+    micro, accum = cfg.loader.batch_size, cfg.train.grad_accum_steps
+    return {"micro_batch_size": micro, "grad_accum_steps": accum, "world_size": world_size,
+            "global_batch_size": micro * accum * world_size}
+
+
 @dataclass
 class Outcome:
     """What training and testing came to (runner.py); the builder places it."""
@@ -135,11 +144,14 @@ class ReportBuilder:
 
     # -- the phases, in the order they happen ----------------------------------------
 
-    def setup(self, data: dict, model: dict, distributed: dict, resumed: tuple[int, int] | None = None) -> None:
+    def setup(self, data: dict, model: dict, distributed: dict, resumed: tuple[int, int] | None = None,
+              batch: dict | None = None) -> None:
         """What was built: the data, the model, the run mode; ``resumed``: (epochs, steps in the
-        epoch) the checkpoint a resume started from had done."""
+        epoch) the checkpoint a resume started from had done; ``batch``: ``batch_block``."""
         r = self.report
         r["data"], r["model"], r["distributed"] = data, model, distributed
+        if batch is not None:
+            r["batch"] = batch
         if resumed is not None:
             r["resumed_from_epoch"], r["resumed_from_step_in_epoch"] = resumed
 

@@ -26,7 +26,7 @@ from harness.run.build import Built, build, prepare
 from harness.run.fit import History, fit
 from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
 from harness.run.loop import evaluate
-from harness.run.report_builder import Outcome, ReportBuilder, data_block, text_data_block
+from harness.run.report_builder import Outcome, ReportBuilder, batch_block, data_block, text_data_block
 
 
 EXIT_DIVERGED = 3
@@ -116,7 +116,8 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
         if main:
             checkpoint.drop_newer(output, last)
     builder.setup(text_data_block(b.data) if b.text else data_block(b.data), b.model_info, {**accel.describe(acc), "precision": b.precision.name},
-                  resumed=(hist.epochs_done, hist.step_in_epoch) if last is not None else None)
+                  resumed=(hist.epochs_done, hist.step_in_epoch) if last is not None else None,
+                  batch=batch_block(cfg, acc.num_processes))
     folder.write_config(to_dict(cfg))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
@@ -169,7 +170,7 @@ def _measured(b: Built, builder: ReportBuilder, meter: Meter, compiled, guard: S
     if multi and done.ranks_in_step:
         from accelerate.utils import gather_object
         local = gather_object(local)
-    figures = aggregate([m for m, _ in local], cfg.loader.batch_size * acc.num_processes)
+    figures = aggregate([m for m, _ in local], batch_block(cfg, acc.num_processes)["global_batch_size"])
     # Only the main process reports; measuring the peak on every rank at once would
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
     # FLOPs and the peak are counted after training, on the run's device, and a failure
@@ -223,7 +224,7 @@ def _observers(b: Built, output: Path, hist: History, resumed: bool, hooks: list
 def _steps_left(b: Built, hist: History) -> int:
     """The train steps this process will take (one rank's: the loader is sharded by now)."""
     cfg = b.cfg
-    left = (cfg.train.epochs - hist.epochs_done) * len(b.loaders.train) - hist.step_in_epoch
+    left = (cfg.train.epochs - hist.epochs_done) * b.rank_steps_per_epoch - hist.step_in_epoch
     if cfg.train.max_steps is not None:
         left = min(left, cfg.train.max_steps - hist.steps_done)
     return max(left, 0)
@@ -240,12 +241,12 @@ def window_warning(b: Built, hist: History) -> str | None:
         left == b.cfg.train.max_steps - hist.steps_done else "train.epochs"
     if left <= m.warmup_steps:
         return (f"warning: measure.warmup_steps={m.warmup_steps} takes every step: {has} "
-                f"({len(b.loaders.train)} per epoch), so no throughput will be measured; "
+                f"({b.rank_steps_per_epoch} per epoch), so no throughput will be measured; "
                 f"lower measure.warmup_steps (e.g. {left // 2}) or raise {limit}")
     if m.window_steps is not None and m.repeat_unit == "window":
         fit = (left - m.warmup_steps) // m.window_steps
         if fit < m.repeats:
-            return (f"warning: {has} ({len(b.loaders.train)} per epoch): after measure.warmup_steps="
+            return (f"warning: {has} ({b.rank_steps_per_epoch} per epoch): after measure.warmup_steps="
                     f"{m.warmup_steps}, {fit} of measure.repeats={m.repeats} windows of measure.window_steps="
                     f"{m.window_steps} fit; lower those or raise {limit}")
     return None
