@@ -91,16 +91,12 @@ def drop_workload_defaults(config: dict) -> dict:
         block = config.get(section)
         if isinstance(block, dict):
             config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
-    # train.grad_accum_steps: 1 is what every run did before the key existed.
-    train = config.get("train")
-    if isinstance(train, dict) and train.get("grad_accum_steps") == 1:
-        config["train"] = {k: v for k, v in train.items() if k != "grad_accum_steps"}
     return config
 
 
-SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False),)
+SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False), ("train", "grad_accum_steps", 1))
 """Settings added after reports and checkpoints existed, left out of both hashes at their
-default (off), so every earlier run keeps its config_hash and recipe_hash; on, they change
+default (off; one micro-batch a step), so every earlier run keeps its config_hash and recipe_hash; otherwise they change
 the recipe (``harness compare`` never pairs a checkpointed run with a plain one)."""
 
 
