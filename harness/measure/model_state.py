@@ -3,7 +3,8 @@
 Counted from the live tensors, in bytes (``numel * element_size``), at the end of
 training. A DTensor (an FSDP2 shard) counts its local part (``to_local()``), so under
 FSDP2 over N ranks a rank reads about 1/N of what a DDP rank holds. A tensor reachable
-twice (tied weights: a GPT's head and token embedding) counts once. Only what these
+twice (tied weights: a GPT's head and token embedding) counts once. A sharded model is
+resharded first (``reshard``: no collective), so the count is the rank's steady state. Only what these
 tensors hold: not activations, not the allocator's cache, not the process around them
 (those are ``memory.peak_*``).
 """
@@ -48,7 +49,14 @@ def _bytes(tensors, seen: set) -> int:
 
 def model_state(model, optimizer) -> dict:
     """This rank's ``model_state_mb`` and its parts (``params_mb``, ``grads_mb``, ``optimizer_mb``)."""
+    from torch.distributed.fsdp import FSDPModule
+
     inner = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper
+    for module in model.modules():
+        # FSDP2's root keeps its parameters gathered after a forward (reshard_after_forward is
+        # false there): what the rank holds between steps is the shards, counted here.
+        if isinstance(module, FSDPModule):
+            module.reshard()
     seen: set = set()
     params = list(model.parameters())
     parts = {

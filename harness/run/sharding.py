@@ -33,6 +33,9 @@ many parameters up; smaller ones are sharded with the root's group."""
 SHARDED_DIR = "fsdp2"
 """Inside a checkpoint folder: the model's and optimizer's shards (torch.distributed.checkpoint)."""
 
+WORLD_FILE = "world_size"
+"""Inside ``fsdp2/``: how many ranks wrote the shards."""
+
 _CONTAINERS = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
 
 
@@ -116,11 +119,12 @@ def gpu_plugin(runtime, model_name: str, precision):
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Whether ``model`` is really FSDP2-sharded: a ``FSDPModule`` holding DTensor parameters."""
+    """Whether ``fully_shard`` really ran on ``model``: it turns the module's class into an
+    ``FSDPModule`` and its parameters into DTensors. The class is what is read: after a forward
+    the root keeps its parameters gathered (plain tensors) until the next backward."""
     from torch.distributed.fsdp import FSDPModule
-    from torch.distributed.tensor import DTensor
 
-    return isinstance(model, FSDPModule) and any(isinstance(p, DTensor) for p in model.parameters())
+    return isinstance(model, FSDPModule)
 
 
 def describe(model: nn.Module) -> dict:
@@ -154,8 +158,14 @@ def save_shards(folder: Path, model: nn.Module, optimizer) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    import torch.distributed as dist
+
     model_state, optim_state = get_state_dict(model, _inner(optimizer))
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder / SHARDED_DIR))
+    if dist.get_rank() == 0:
+        from harness.files.atomic import write_text_atomic
+
+        write_text_atomic(folder / SHARDED_DIR / WORLD_FILE, f"{dist.get_world_size()}\n")
 
 
 def load_shards(folder: Path, model: nn.Module, optimizer) -> None:
@@ -167,10 +177,24 @@ def load_shards(folder: Path, model: nn.Module, optimizer) -> None:
     if not (folder / SHARDED_DIR).is_dir():
         raise BadInput(f"--resume: {folder} holds no {SHARDED_DIR}/ shards: it was not written by a "
                        "runtime.sharding: fsdp2 run on the CPU")
+    import torch.distributed as dist
+
+    written = _world_of(folder)
+    if written != dist.get_world_size():
+        raise BadInput(f"--resume: {folder} was written by {written} ranks under runtime.sharding: fsdp2 and this "
+                       f"run has world size {dist.get_world_size()}: resume with --nproc {written} (the data's "
+                       "split among ranks, and the steps into the epoch, depend on it)")
     model_state, optim_state = get_state_dict(model, _inner(optimizer))
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(folder / SHARDED_DIR))
     set_state_dict(model, _inner(optimizer), model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def _world_of(folder: Path) -> int | None:
+    try:
+        return int((folder / SHARDED_DIR / WORLD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def full_state_dict(model: nn.Module) -> dict:
