@@ -168,15 +168,22 @@ def test_launch_fsdp_is_ddps_launch_with_sharding_on():
     assert not any("sharding" in a for a in build_command("ddp", 2, [CONFIG], port=29500))
 
 
-def test_compile_under_fsdp2_on_the_cpu_is_refused():
+def test_what_cannot_shard_is_refused_and_an_unsharded_model_never_trains_as_fsdp2():
     from harness.errors import BadInput
     from harness.run.accel import CompileConfig, RuntimeConfig
-    from harness.run.sharding import check
+    from harness.run.sharding import check, verify
 
     with pytest.raises(BadInput, match="runtime.compile.enabled"):
         check(RuntimeConfig(sharding="fsdp2", compile=CompileConfig(enabled=True)), 2, use_cuda=False)
-    check(RuntimeConfig(sharding="fsdp2"), 2, use_cuda=False)  # fine
+    # On a GPU, Accelerate honours the plugin only under a distributed launch.
+    with pytest.raises(BadInput, match="runtime.sharding: fsdp2 on a GPU needs a distributed launch"):
+        check(RuntimeConfig(sharding="fsdp2"), 1, use_cuda=True, distributed_type="NO")
+    check(RuntimeConfig(sharding="fsdp2"), 1, use_cuda=True, distributed_type="FSDP")  # one GPU, torchrun
+    check(RuntimeConfig(sharding="fsdp2"), 2, use_cuda=False)
     check(RuntimeConfig(sharding="none"), 1, use_cuda=False)
+    with pytest.raises(RuntimeError, match="not sharded"):
+        verify(RuntimeConfig(sharding="fsdp2"), nn.Linear(2, 2))
+    verify(RuntimeConfig(sharding="none"), nn.Linear(2, 2))
 
 
 # -- units of sharding and the state a rank holds (one process) -------------------------

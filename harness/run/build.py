@@ -73,7 +73,7 @@ def build(cfg: Config) -> Built:
         if use_cuda else None
     accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir),
                                                      fsdp_plugin=plugin)
-    sharding.check(cfg.runtime, accelerator.num_processes, use_cuda)
+    sharding.check(cfg.runtime, accelerator.num_processes, use_cuda, accelerator.distributed_type.value)
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         data = recipe_data(cfg)
@@ -121,6 +121,7 @@ def prepare(b: Built) -> None:
         _prepare_device_resident(b)
         return
     (ld.train,) = _prepare_core(b, ld.train)
+    sharding.verify(b.cfg.runtime, b.parts.model)
     if ld.dev is not None:
         ld.dev = acc.prepare(ld.dev)
     if ld.test is not None:
@@ -137,6 +138,7 @@ def _prepare_device_resident(b: Built) -> None:
     """
     acc, ld = b.accelerator, b.loaders
     _prepare_core(b)
+    sharding.verify(b.cfg.runtime, b.parts.model)
     ld.train = ld.train.to(acc.device).shard(acc.process_index, acc.num_processes)
     for name in ("dev", "test"):
         loader = getattr(ld, name)

@@ -39,10 +39,15 @@ WORLD_FILE = "world_size"
 _CONTAINERS = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
 
 
-def check(runtime, world_size: int, use_cuda: bool) -> None:
-    """Refuse, by name, what cannot shard: one CPU process, or compile on the CPU path."""
+def check(runtime, world_size: int, use_cuda: bool, distributed_type: str = "FSDP") -> None:
+    """Refuse, by name, what cannot shard: one CPU process, compile on the CPU path, or a GPU
+    run Accelerate did not make an FSDP one (it needs a distributed launch, even of one process)."""
     if runtime.sharding != "fsdp2":
         return
+    if use_cuda and distributed_type != "FSDP":
+        raise BadInput(f"runtime.sharding: fsdp2 on a GPU needs a distributed launch (harness launch --mode fsdp, "
+                       f"or torchrun, even with one process); this run is {distributed_type} with world size "
+                       f"{world_size}", key="runtime.sharding")
     if world_size < 2 and not use_cuda:
         raise BadInput(f"runtime.sharding: fsdp2 needs a world of at least 2 processes on the CPU, got world size "
                        f"{world_size}; use harness launch --mode fsdp --nproc 2 (or runtime.sharding=none)",
@@ -125,6 +130,13 @@ def is_sharded(model: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
+
+
+def verify(runtime, model: nn.Module) -> None:
+    """After prepare: a run that asked for fsdp2 holds a sharded model, or it stops here."""
+    if runtime.sharding == "fsdp2" and not is_sharded(model):
+        raise RuntimeError("runtime.sharding: fsdp2 was asked for but the prepared model is not sharded "
+                           f"({type(model).__name__}); nothing trains under a mode it did not get")
 
 
 def describe(model: nn.Module) -> dict:
