@@ -250,3 +250,30 @@ def _free_port() -> int:
 
     return free_port()
 
+
+
+BF16_SCRIPT = """
+import os, torch, torch.distributed as dist
+from harness.models.gpt import GPT
+from harness.run.accel import resolve_precision
+from harness.run.sharding import is_sharded, shard_on_cpu
+dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
+torch.manual_seed(0)
+model = shard_on_cpu(GPT(256, 16, n_layer=2, n_head=2, d_model=32), resolve_precision("bf16", False), 1)
+idx = torch.randint(0, 256, (2, 16))
+logits = model(idx)
+logits.flatten(0, 1).logsumexp(-1).mean().backward()
+grads = {p.grad.to_local().dtype for p in model.parameters()}
+print(is_sharded(model), logits.dtype, model.blocks[0].ln1.weight.dtype, sorted(map(str, grads)))
+dist.destroy_process_group()
+"""
+
+
+def test_bf16_policy_computes_in_bf16_and_hands_back_fp32(tmp_path):
+    """runtime.precision: bf16 under FSDP2 on the CPU: the units compute in bf16 (a unit's output
+    meets the root's final LayerNorm in bf16, which the CPU kernels need), the root's logits come
+    back in fp32 for the loss, and the sharded gradients are fp32."""
+    proc = subprocess.run([sys.executable, "-c", BF16_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STORE": str(tmp_path / "store")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "True torch.float32 torch.float32 ['torch.float32']"

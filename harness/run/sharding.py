@@ -81,15 +81,17 @@ def units(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _mixed_precision(precision):
-    """The policy from runtime.precision: bf16 parameters in compute, gradients reduced and the
-    output handed back in fp32 (the loss is computed there, as autocast would)."""
+def _mixed_precision(precision, root: bool = True):
+    """The policy from runtime.precision: bf16 parameters in compute, gradients reduced in fp32,
+    and the root's output handed back in fp32 (the loss is computed there, as autocast would).
+    Only the root's: a unit's fp32 output would meet the root's own bf16 layers (a final
+    LayerNorm) in fp32, which the CPU kernels refuse."""
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
     if precision.autocast_dtype is None:
         return MixedPrecisionPolicy()
     return MixedPrecisionPolicy(param_dtype=precision.autocast_dtype, reduce_dtype=torch.float32,
-                                output_dtype=torch.float32)
+                                output_dtype=torch.float32 if root else None)
 
 
 def shard_on_cpu(model: nn.Module, precision, world_size: int) -> nn.Module:
@@ -98,10 +100,9 @@ def shard_on_cpu(model: nn.Module, precision, world_size: int) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh("cpu", (world_size,))
-    policy = _mixed_precision(precision)
     for unit in units(model):
-        fully_shard(unit, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(unit, mesh=mesh, mp_policy=_mixed_precision(precision, root=False))
+    fully_shard(model, mesh=mesh, mp_policy=_mixed_precision(precision))
     return model
 
 
