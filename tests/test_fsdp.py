@@ -98,6 +98,12 @@ def test_fsdp2_follows_ddp_and_holds_half_the_state_per_rank(tmp_path):
     assert set(state) == set(model.state_dict())
     model.load_state_dict(state)  # strict
     assert all(type(t) is torch.Tensor for t in state.values())
+    # ...and `harness evaluate` (one process, unsharded) reads the test loss the ranks reported.
+    ok(run_cli("evaluate", str(runs["fsdp"]), "--output", str(tmp_path / "eval")))
+    import yaml
+
+    evaluation = yaml.safe_load((tmp_path / "eval" / "eval.yaml").read_text())
+    assert evaluation["loss"] == pytest.approx(fsdp["accuracy"]["test_loss"], rel=1e-5)
 
 
 @pytest.mark.slow
