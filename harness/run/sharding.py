@@ -119,8 +119,10 @@ def gpu_plugin(runtime, model_name: str, precision):
 
     wrap = dict(auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["Block"]) \
         if model_name == "gpt" else dict(auto_wrap_policy="size_based_wrap", min_num_params=MIN_SHARD_PARAMS)
+    # The plugin gives every unit one policy; Accelerate's autocast wrapper hands the output
+    # back in fp32 itself, so the units' policy (no output cast) is the one for all.
     return FullyShardedDataParallelPlugin(fsdp_version=2, reshard_after_forward=True,
-                                          mixed_precision_policy=_mixed_precision(precision),
+                                          mixed_precision_policy=_mixed_precision(precision, root=False),
                                           state_dict_type="SHARDED_STATE_DICT", **wrap)
 
 
