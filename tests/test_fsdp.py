@@ -112,8 +112,8 @@ def test_sigterm_mid_epoch_under_fsdp2_then_resume_matches_an_uninterrupted_run(
     """Step 3 of a rank's 18 an epoch; the ranks agree to stop at the guard's check (step 10):
     the checkpoint is epoch_0000_step_0010, written as the ranks' shards."""
     marker = tmp_path / "sent"
-    common = [CONFIG, *TINY, "loader.batch_size=8", "runtime.device=cpu", "measure.measure_peak=false",
-              "model.name=fixtures.custom_models:SignalAt",
+    common = [CONFIG, *TINY, "train.epochs=1", "loader.batch_size=8", "runtime.device=cpu",
+              "measure.measure_peak=false", "model.name=fixtures.custom_models:SignalAt",
               f"model.kwargs={{step: 3, signum: {int(signal.SIGTERM)}, marker: {marker}}}"]
     env = {"PYTHONPATH": TESTS_PATH}
     whole, part = tmp_path / "whole", tmp_path / "part"

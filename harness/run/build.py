@@ -69,8 +69,9 @@ def build(cfg: Config) -> Built:
     from harness.observe.tracking import accelerator_kwargs
 
     use_cuda = accel.resolve_device(cfg.runtime)
-    plugin = sharding.gpu_plugin(cfg.runtime, cfg.model.name, accel.resolve_precision(cfg.runtime.precision, use_cuda)) \
-        if use_cuda else None
+    plugin = None
+    if use_cuda:  # the plugin is for CUDA only; on the CPU the harness shards (below)
+        plugin = sharding.gpu_plugin(cfg.runtime, cfg.model.name, accel.resolve_precision(cfg.runtime.precision, True))
     accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir),
                                                      fsdp_plugin=plugin)
     sharding.check(cfg.runtime, accelerator.num_processes, use_cuda, accelerator.distributed_type.value)
