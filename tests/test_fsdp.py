@@ -163,6 +163,8 @@ def test_fsdp2_with_one_process_is_refused_by_name_and_writes_nothing(tmp_path):
     _refused(run_cli("launch", "--mode", "fsdp", "--nproc", "1", CONFIG, "--output", str(out)), "--nproc", "fsdp")
     _refused(run_cli("run", CONFIG, "runtime.sharding=zero3", "--output", str(out)), "runtime.sharding")
     assert not out.exists()
+    # validate checks the recipe in one process: the sharding is the launch's to give.
+    assert "ok" in ok(run_cli("validate", CONFIG, "data.subset=360", "runtime.sharding=fsdp2")).stdout
 
 
 def test_launch_fsdp_is_ddps_launch_with_sharding_on():
