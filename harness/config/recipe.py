@@ -77,9 +77,10 @@ forward pass costs the same whatever the weights' values."""
 
 def drop_workload_defaults(config: dict) -> dict:
     """``config`` without the language-model keys at their image defaults (``task:
-    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``):
-    adding them kept every image run's config_hash and recipe_hash, so earlier reports
-    still compare and earlier checkpoints still resume."""
+    classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``),
+    and without ``runtime.sharding: none``: adding them kept every earlier run's
+    config_hash and recipe_hash, so earlier reports still compare and earlier checkpoints
+    still resume."""
     config = dict(config)
     if config.get("task") == "classification":
         config.pop("task")
@@ -87,6 +88,9 @@ def drop_workload_defaults(config: dict) -> dict:
         block = config.get(section)
         if isinstance(block, dict):
             config[section] = {k: v for k, v in block.items() if not (k in keys and v is None)}
+    runtime = config.get("runtime")
+    if isinstance(runtime, dict) and runtime.get("sharding") == "none":  # as before runtime.sharding existed
+        config["runtime"] = {k: v for k, v in runtime.items() if k != "sharding"}
     return config
 
 
