@@ -167,6 +167,20 @@ def test_fsdp2_with_one_process_is_refused_by_name_and_writes_nothing(tmp_path):
     assert "ok" in ok(run_cli("validate", CONFIG, "data.subset=360", "runtime.sharding=fsdp2")).stdout
 
 
+def test_sharding_none_keeps_earlier_hashes_and_checkpoints_and_fsdp2_is_another_recipe():
+    from harness.config.recipe import drop_workload_defaults
+    from harness.config.run import config_hash, load_config, recipe_hash, to_dict
+    from harness.run.resume import recipe_changes
+
+    plain, sharded = load_config(CONFIG, []), load_config(CONFIG, ["runtime.sharding=fsdp2"])
+    before = to_dict(plain)
+    before["runtime"].pop("sharding")  # a config written before the key existed
+    assert drop_workload_defaults(before) == drop_workload_defaults(to_dict(plain))
+    assert recipe_changes(before, to_dict(plain), 0) == []
+    assert config_hash(sharded) != config_hash(plain) and recipe_hash(sharded) != recipe_hash(plain)
+    assert [c.split(" ")[0] for c in recipe_changes(to_dict(plain), to_dict(sharded), 0)] == ["runtime.sharding"]
+
+
 def test_launch_fsdp_is_ddps_launch_with_sharding_on():
     from harness.launch.command import build_command
 
