@@ -156,13 +156,19 @@ def _refused(proc: subprocess.CompletedProcess, *words: str) -> None:
         assert word in line, line
 
 
-def test_fsdp2_with_one_process_is_refused_by_name_and_writes_nothing(tmp_path):
+def test_fsdp2_with_one_process_is_refused_by_name_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     _refused(run_cli("run", CONFIG, *TINY, "runtime.device=cpu", "runtime.sharding=fsdp2", "--output", str(out)),
              "runtime.sharding", "world size 1")
-    _refused(run_cli("launch", "--mode", "fsdp", "--nproc", "1", CONFIG, "--output", str(out)), "--nproc", "fsdp")
-    _refused(run_cli("run", CONFIG, "runtime.sharding=zero3", "--output", str(out)), "runtime.sharding")
     assert not out.exists()
+    from harness.cli import main
+
+    # In this process: refused before any process starts or anything is read.
+    for args in (["launch", "--mode", "fsdp", "--nproc", "1"], ["run", "runtime.sharding=zero3"]):
+        assert main([*args, CONFIG, "--output", str(out)]) == 2
+        assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--nproc: fsdp needs at least 2 processes" in err[0] and "runtime.sharding" in err[1], err
     # validate checks the recipe in one process: the sharding is the launch's to give.
     assert "ok" in ok(run_cli("validate", CONFIG, "data.subset=360", "runtime.sharding=fsdp2")).stdout
 
@@ -242,6 +248,33 @@ def test_model_state_counts_params_grads_and_adam_once_each():
     assert model_state(tied, torch.optim.SGD(tied.parameters(), lr=0.1))["model_state_mb"] == 10 * 8 * 4 / MB
 
 
+BF16_SCRIPT = """
+import os, torch, torch.distributed as dist
+from harness.models.gpt import GPT
+from harness.run.accel import resolve_precision
+from harness.run.sharding import is_sharded, shard_on_cpu
+dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
+torch.manual_seed(0)
+model = shard_on_cpu(GPT(256, 16, n_layer=2, n_head=2, d_model=32), resolve_precision("bf16", False), 1)
+idx = torch.randint(0, 256, (2, 16))
+logits = model(idx)
+logits.flatten(0, 1).logsumexp(-1).mean().backward()
+grads = {p.grad.to_local().dtype for p in model.parameters()}
+print(is_sharded(model), logits.dtype, model.blocks[0].ln1.weight.dtype, sorted(map(str, grads)))
+dist.destroy_process_group()
+"""
+
+
+def test_bf16_policy_computes_in_bf16_and_hands_back_fp32(tmp_path):
+    """runtime.precision: bf16 under FSDP2 on the CPU: the units compute in bf16 (a unit's output
+    meets the root's final LayerNorm in bf16, which the CPU kernels need), the root's logits come
+    back in fp32 for the loss, and the sharded gradients are fp32."""
+    proc = subprocess.run([sys.executable, "-c", BF16_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "STORE": str(tmp_path / "store")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "True torch.float32 torch.float32 ['torch.float32']"
+
+
 # -- GPU: Accelerate's FSDP2 plugin -----------------------------------------------------
 
 @needs_cuda
@@ -271,31 +304,3 @@ def _free_port() -> int:
     from harness.launch.command import free_port
 
     return free_port()
-
-
-
-BF16_SCRIPT = """
-import os, torch, torch.distributed as dist
-from harness.models.gpt import GPT
-from harness.run.accel import resolve_precision
-from harness.run.sharding import is_sharded, shard_on_cpu
-dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
-torch.manual_seed(0)
-model = shard_on_cpu(GPT(256, 16, n_layer=2, n_head=2, d_model=32), resolve_precision("bf16", False), 1)
-idx = torch.randint(0, 256, (2, 16))
-logits = model(idx)
-logits.flatten(0, 1).logsumexp(-1).mean().backward()
-grads = {p.grad.to_local().dtype for p in model.parameters()}
-print(is_sharded(model), logits.dtype, model.blocks[0].ln1.weight.dtype, sorted(map(str, grads)))
-dist.destroy_process_group()
-"""
-
-
-def test_bf16_policy_computes_in_bf16_and_hands_back_fp32(tmp_path):
-    """runtime.precision: bf16 under FSDP2 on the CPU: the units compute in bf16 (a unit's output
-    meets the root's final LayerNorm in bf16, which the CPU kernels need), the root's logits come
-    back in fp32 for the loss, and the sharded gradients are fp32."""
-    proc = subprocess.run([sys.executable, "-c", BF16_SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "STORE": str(tmp_path / "store")})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split("\n")[-2] == "True torch.float32 torch.float32 ['torch.float32']"
