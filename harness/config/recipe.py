@@ -78,8 +78,9 @@ forward pass costs the same whatever the weights' values."""
 def drop_workload_defaults(config: dict) -> dict:
     """``config`` without the language-model keys at their image defaults (``task:
     classification``, no ``data.seq_len``, ``data.tokenizer`` or ``train.target_loss``) and
-    without ``train.grad_accum_steps: 1``: adding them kept every image run's config_hash and
-    recipe_hash, so earlier reports still compare and earlier checkpoints still resume."""
+    without the settings of ``SETTING_DEFAULTS`` at their defaults: adding them kept every
+    earlier run's config_hash and recipe_hash, so earlier reports still compare and earlier
+    checkpoints still resume."""
     config = dict(config)
     for section, key, default in SETTING_DEFAULTS:
         block = config.get(section)
@@ -94,9 +95,10 @@ def drop_workload_defaults(config: dict) -> dict:
     return config
 
 
-SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False), ("train", "grad_accum_steps", 1))
+SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False), ("train", "grad_accum_steps", 1),
+                    ("runtime", "sharding", "none"))
 """Settings added after reports and checkpoints existed, left out of both hashes at their
-default (off; one micro-batch a step), so every earlier run keeps its config_hash and recipe_hash; otherwise they change
+defaults (off; one micro-batch a step; unsharded), so every earlier run keeps its config_hash and recipe_hash; otherwise they change
 the recipe (``harness compare`` never pairs a checkpointed run with a plain one)."""
 
 

@@ -26,7 +26,9 @@ from harness.launch.exit_notes import (EXIT_DIR_ENV, blame_silent, caused_by_a_p
 from harness.launch.exit_notes import silent_message as _silent_message  # noqa: F401
 from harness.launch.nodes import TIMEOUT_SOURCE, Nodes, meet
 
-MODES = ("cpu", "gpu", "ddp")
+MODES = ("cpu", "gpu", "ddp", "fsdp")
+MULTI = ("ddp", "fsdp")
+"""The modes of several processes: fsdp is ddp's launch with runtime.sharding=fsdp2."""
 
 
 def free_port() -> int:
@@ -45,12 +47,12 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
     nodes.check()
     if nproc < 1:
         raise BadInput(f"--nproc: expected an integer >= 1, got {nproc}")
-    if mode != "ddp" and nproc != 1:
+    if mode not in MULTI and nproc != 1:
         raise BadInput(f"--nproc: mode {mode} runs one process; use --mode ddp for {nproc}")
-    if mode != "ddp" and nodes.nnodes > 1:
+    if mode not in MULTI and nodes.nnodes > 1:
         raise BadInput(f"--nnodes: mode {mode} runs one process on one node; use --mode ddp for {nodes.nnodes} nodes")
-    if mode == "ddp" and nproc * nodes.nnodes < 2:
-        raise BadInput("--nproc: ddp needs at least 2 processes (--nproc per node times --nnodes)")
+    if mode in MULTI and nproc * nodes.nnodes < 2:
+        raise BadInput(f"--nproc: {mode} needs at least 2 processes (--nproc per node times --nnodes)")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     overrides = []
     if mode == "cpu":
@@ -70,6 +72,8 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
                 "--main_process_port", str(nodes.main_port), "--rdzv_backend", "static", "--same_network",
                 *nodes.launcher_flags()]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the config decides both
+    if mode == "fsdp":
+        overrides.append("runtime.sharding=fsdp2")
     if precision:
         overrides.append(f"runtime.precision={precision}")
     if compile_model:
@@ -262,7 +266,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("launch", help="run a recipe under accelerate launch in a given mode")
     p.add_argument("--mode", required=True, choices=MODES)
     p.add_argument("--nproc", type=int, default=1,
-                   help="processes on this node (ddp: one per GPU, or N gloo ranks on CPU)")
+                   help="processes on this node (ddp, fsdp: one per GPU, or N gloo ranks on CPU)")
     p.add_argument("--nnodes", type=int, default=1, help="machines in the run, each running this command")
     p.add_argument("--node-rank", type=int, default=0, help="this machine's rank, 0 .. nnodes-1")
     p.add_argument("--main-address", default="127.0.0.1", help="the address of the node with rank 0")

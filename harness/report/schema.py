@@ -146,6 +146,10 @@ class Memory(TypedDict, total=False):
     train: PhaseMemory | None
     eval: PhaseMemory | None
     checkpoint: PhaseMemory | None
+    model_state_mb: NotRequired[OptNum]
+    """Parameters, gradients and optimizer state the largest rank holds (measure/model_state.py)."""
+    model_state: NotRequired[dict[str, Any]]
+    """That rank's params_mb, grads_mb, optimizer_mb."""
 
 
 class Contention(TypedDict, total=False):
@@ -199,6 +203,9 @@ class Distributed(TypedDict, total=False):
     precision: str | None
     scaler_skipped_steps: int | None
     non_blocking_copies: bool | None
+    sharding: NotRequired[Literal["none", "fsdp2"]]
+    """What ran, read from the live model (run/sharding.py)."""
+    sharded_modules: NotRequired[int]
 
 
 class Batch(TypedDict, total=False):

@@ -62,6 +62,10 @@ class RuntimeConfig:
     collective_timeout_s: float = 600.0
     """Longest wait of one collective (all-reduce, barrier) across processes. A rank that
     hangs without dying then ends the job with an error after this long, not never."""
+    sharding: Literal["none", "fsdp2"] = "none"
+    """none: every rank holds the whole model (DDP with several processes); fsdp2: each rank
+    holds a shard of the parameters, gradients and optimizer state (run/sharding.py; needs
+    2 processes or more on the CPU)."""
 
     def __post_init__(self):
         if not 0 < self.collective_timeout_s <= MAX_COLLECTIVE_TIMEOUT_S:
@@ -131,9 +135,10 @@ def keep_lomo_answer() -> None:
 
 
 def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, project_dir: str | None = None,
-                      grad_accum_steps: int = 1):
+                      grad_accum_steps: int = 1, fsdp_plugin=None):
     """The Accelerator for ``cfg``; ``log_with``/``project_dir``: the trackers (tracking.py) and the run folder;
-    ``grad_accum_steps``: micro-batches per optimizer step (train.grad_accum_steps)."""
+    ``grad_accum_steps``: micro-batches per optimizer step (train.grad_accum_steps);
+    ``fsdp_plugin``: a CUDA run's FSDP2 plugin (sharding.gpu_plugin)."""
     from accelerate import Accelerator
     from accelerate.utils import (DataLoaderConfiguration, GradientAccumulationPlugin, InitProcessGroupKwargs,
                                   TorchDynamoPlugin)
@@ -166,7 +171,7 @@ def build_accelerator(cfg: RuntimeConfig, log_with: list[str] | None = None, pro
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision.name, dynamo_plugin=dynamo,
                               kwargs_handlers=[timeout], dataloader_config=loading,
                               gradient_accumulation_plugin=accumulation,
-                              log_with=log_with, project_dir=project_dir)
+                              log_with=log_with, project_dir=project_dir, fsdp_plugin=fsdp_plugin)
     return accelerator, precision
 
 

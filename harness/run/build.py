@@ -6,12 +6,13 @@ Everything that can be bad input (config, data, model, mode) is checked in
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
 
 from harness.errors import BadInput
-from harness.run import accel
+from harness.run import accel, sharding
 from harness.config.run import Config
 from harness.data import DataBundle
 from harness.data.loaders import Loaders, build_loaders
@@ -39,6 +40,16 @@ class Built:
     """Optimizer steps per epoch in a single process (before sharding): micro-batches over
     train.grad_accum_steps, a short last group counted."""
     task: Task
+    shards_itself: bool = False
+    """runtime.sharding: fsdp2 on the CPU: the harness applied fully_shard (sharding.py), the
+    model stays out of ``accelerator.prepare`` and its checkpoints are the ranks' shards."""
+    unsharded: object | None = None
+    """Under fsdp2: the model before sharding, on the meta device, for the FLOP
+    count, which runs on one rank (a sharded forward needs every rank)."""
+
+    def shards(self) -> tuple | None:
+        """(model, optimizer) whose checkpoints are the ranks' shards (``shards_itself``), else None."""
+        return (self.parts.model, self.parts.optimizer) if self.shards_itself else None
 
     @property
     def rank_steps_per_epoch(self) -> int:
@@ -89,8 +100,13 @@ def build(cfg: Config) -> Built:
 
     from harness.observe.tracking import accelerator_kwargs
 
+    use_cuda = accel.resolve_device(cfg.runtime)
+    plugin = None
+    if use_cuda:  # the plugin is for CUDA only; on the CPU the harness shards (below)
+        plugin = sharding.gpu_plugin(cfg.runtime, cfg.model.name, accel.resolve_precision(cfg.runtime.precision, True))
     accelerator, precision = accel.build_accelerator(cfg.runtime, **accelerator_kwargs(cfg.tracking, cfg.output.dir),
-                                                     grad_accum_steps=cfg.train.grad_accum_steps)
+                                                     grad_accum_steps=cfg.train.grad_accum_steps, fsdp_plugin=plugin)
+    sharding.check(cfg.runtime, accelerator.num_processes, use_cuda, accelerator.distributed_type.value)
     set_seed(cfg.seed)
     with accelerator.main_process_first():
         data = recipe_data(cfg)
@@ -106,22 +122,31 @@ def build(cfg: Config) -> Built:
     accum = cfg.train.grad_accum_steps
     check_grad_accum(accum, len(loaders.train), accelerator.num_processes, cfg.loader.batch_size)
     steps_per_epoch = -(-len(loaders.train) // accum)
-    optimizer = build_optimizer(cfg.optim, model)
+    shards_itself = cfg.runtime.sharding == "fsdp2" and not use_cuda
+    unsharded = copy.deepcopy(model).to("meta") if cfg.runtime.sharding == "fsdp2" else None
+    if shards_itself:
+        model = sharding.shard_on_cpu(model, precision, accelerator.num_processes)
+    optimizer = build_optimizer(cfg.optim, model)  # over the shards, when sharded
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
     parts = TrainParts(accelerator, model, optimizer, scheduler,
                        build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"), task, accum)
-    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch, task)
+    return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch, task,
+                 shards_itself=shards_itself, unsharded=unsharded)
 
 
 def _prepare_core(b: Built, *loaders):
     """Hand model, optimizer, scheduler and ``loaders`` to the Accelerator; the prepared loaders."""
     p = b.parts
-    core = [p.model, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
+    # A model the harness sharded itself stays out: under MULTI_CPU Accelerate would wrap it in DDP.
+    models = [] if b.shards_itself else [p.model]
+    core = [*models, p.optimizer] + ([p.scheduler] if p.scheduler is not None else [])
     prepared = list(b.accelerator.prepare(*core, *loaders))
-    p.model, p.optimizer = prepared[:2]
+    if models:
+        p.model = prepared.pop(0)
+    p.optimizer = prepared[0]
     if p.scheduler is not None:
-        p.scheduler = prepared[2]
-    return prepared[len(core):]
+        p.scheduler = prepared[1]
+    return prepared[len(core) - len(models):]
 
 
 def prepare(b: Built) -> None:
@@ -131,6 +156,7 @@ def prepare(b: Built) -> None:
         _prepare_device_resident(b)
         return
     (ld.train,) = _prepare_core(b, ld.train)
+    sharding.verify(b.cfg.runtime, b.parts.model)
     if ld.dev is not None:
         ld.dev = acc.prepare(ld.dev)
     if ld.test is not None:
@@ -147,6 +173,7 @@ def _prepare_device_resident(b: Built) -> None:
     """
     acc, ld = b.accelerator, b.loaders
     _prepare_core(b)
+    sharding.verify(b.cfg.runtime, b.parts.model)
     ld.train = ld.train.to(acc.device).shard(acc.process_index, acc.num_processes)
     for name in ("dev", "test"):
         loader = getattr(ld, name)

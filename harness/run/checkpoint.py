@@ -125,8 +125,12 @@ def _seal(folder: Path) -> None:
 
 
 def save_checkpoint(accelerator, output: Path, epochs_done: int, trainer_state: dict, keep: int,
-                    step_in_epoch: int = 0, recipe: dict | None = None) -> Path:
+                    step_in_epoch: int = 0, recipe: dict | None = None, shards: tuple | None = None) -> Path:
     """All ranks call this; rank 0 makes the folder visible once every rank has written.
+
+    ``shards``: (model, optimizer) of a run the harness sharded itself (FSDP2 on the CPU):
+    every rank writes its shards through torch.distributed.checkpoint (sharding.py) beside
+    Accelerate's state of the rest (random states, scheduler, loader).
 
     A full disk raises ``DiskFull`` naming the folder and about the bytes it needed;
     the half-written folder is removed and the previous checkpoint stays.
@@ -141,7 +145,14 @@ def save_checkpoint(accelerator, output: Path, epochs_done: int, trainer_state: 
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(tmp))
+        if shards is None:
+            accelerator.save_state(str(tmp))
+        else:
+            from harness.run import sharding
+
+            with sharding.optimizers_hidden(accelerator):
+                accelerator.save_state(str(tmp))
+            sharding.save_shards(tmp, *shards)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             write_text_atomic(tmp / STATE_FILE, yaml.safe_dump(trainer_state, sort_keys=False))
@@ -166,14 +177,24 @@ def save_checkpoint(accelerator, output: Path, epochs_done: int, trainer_state: 
     return final
 
 
-def load_checkpoint(accelerator, folder: Path) -> dict:
+def load_checkpoint(accelerator, folder: Path, shards: tuple | None = None) -> dict:
     """The trainer state of ``folder``, with its model, optimizer and random states loaded.
 
     resume.py has checked the files; what still fails to load (a tensor of another
-    shape, say) is bad input naming the folder, not a traceback.
+    shape, say) is bad input naming the folder, not a traceback. ``shards``: as for
+    ``save_checkpoint``; the model and optimizer come from the ranks' shards.
     """
     try:
-        accelerator.load_state(str(folder))
+        if shards is None:
+            accelerator.load_state(str(folder))
+        else:
+            from harness.run import sharding
+
+            with sharding.optimizers_hidden(accelerator):
+                accelerator.load_state(str(folder))
+            sharding.load_shards(folder, *shards)
+    except BadInput:
+        raise
     except Exception as err:  # noqa: BLE001 -- torch and accelerate raise many kinds
         first = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
         raise BadInput(f"--resume: {folder} cannot be loaded ({err.__class__.__name__}: {first})") from None
@@ -183,7 +204,11 @@ def load_checkpoint(accelerator, folder: Path) -> dict:
 
 
 def save_model(accelerator, model, path: Path) -> None:
-    state = accelerator.get_state_dict(model)
+    """The whole model's state_dict into ``path`` (rank 0 writes; every rank calls this). A
+    sharded model's is gathered once, with the keys an unsharded model has."""
+    from harness.run import sharding
+
+    state = sharding.full_state_dict(model) if sharding.is_sharded(model) else accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         import torch
 

@@ -214,6 +214,8 @@ def cmd_validate(args) -> int:
     from harness.run.build import build
 
     cfg = load_config(args.config, args.overrides)
+    # One process checks the recipe; sharding is the launch's to give (fsdp2 needs its ranks).
+    cfg.runtime.sharding = "none"
     b = build(cfg)
     sizes = b.data.sizes()
     if b.text:

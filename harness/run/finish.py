@@ -88,8 +88,8 @@ def probe_batch(b: Built):
     # The bare module: no DDP hooks (no collective on one rank), no compiled graph
     # (FlopCounterMode counts eager ops), no autocast wrapper (FLOPs do not depend on dtype);
     # a sharded run's unsharded copy where the build kept one.
-    model = getattr(b, "unsharded", None) or \
-        b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    model = b.unsharded or b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False,
+                                                      keep_torch_compile=False)
     batch = (torch.stack(inputs), torch.stack(targets) if b.text else torch.tensor(targets))
     # The task's loss: a language model's logits are (batch, time, vocab).
     loss = b.task.loss if b.text else b.parts.loss_fn
@@ -208,7 +208,8 @@ def token_flops(b: Built, fps: float | None) -> dict:
     and the published formula's (measure/lm_flops.py; gpt only: a user's model's shape is unknown)."""
     from harness.measure.lm_flops import FORMULA, gpt_flops_per_token
 
-    model = b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False, keep_torch_compile=False)
+    model = b.unsharded or b.accelerator.unwrap_model(b.parts.model, keep_fp32_wrapper=False,
+                                                      keep_torch_compile=False)
     gpt = getattr(model, "config", None) if b.cfg.model.name == "gpt" else None
     return {"flops_per_token": fps / b.data.seq_len if fps is not None else None,
             "flops_per_token_formula": gpt_flops_per_token(gpt, b.data.seq_len) if gpt is not None else None,

@@ -189,7 +189,7 @@ def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Pa
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, hist.epochs_done, hist.as_dict(),
                                                cfg.output.keep_checkpoints, step_in_epoch=hist.step_in_epoch,
-                                               recipe=to_dict(cfg))
+                                               recipe=to_dict(cfg), shards=b.shards())
                 raise Interrupted(stop.signum)
             with meter.phase("eval"):
                 dev = evaluate(b.parts, b.loaders.dev) if b.loaders.dev is not None else None
@@ -210,7 +210,7 @@ def fit(b: Built, meter: Meter, recorder, compiled, guard: StepGuard, output: Pa
                 _drain(recorder)
                 with meter.phase("checkpoint"):
                     checkpoint.save_checkpoint(acc, output, epoch + 1, hist.as_dict(), cfg.output.keep_checkpoints,
-                                               recipe=to_dict(cfg))
+                                               recipe=to_dict(cfg), shards=b.shards())
             if stop is not None:
                 raise Interrupted(stop.signum)
             shown.epoch_ended(result.loss, dev.accuracy if dev else None)

@@ -162,7 +162,12 @@ def check_checkpoint(folder: Path) -> tuple[Path, str] | None:
     if problem:
         return state, problem
     models = list(folder.glob("model*.safetensors")) + list(folder.glob("pytorch_model*.bin"))
-    if not models:
+    # FSDP2's shards: the harness's own on the CPU (run/sharding.py), Accelerate's on a GPU.
+    sharded = [p for p in (folder / "fsdp2", *folder.glob("pytorch_model_fsdp_*")) if p.is_dir()]
+    for shards in sharded:
+        if not (shards / ".metadata").is_file():
+            return shards / ".metadata", "missing (the model's shards are incomplete)"
+    if not models and not sharded:
         return folder / "model.safetensors", "missing (the checkpoint holds no model weights)"
     for path in sorted(folder.iterdir()):
         if path.name in (STATE_FILE, RECIPE_FILE) or not path.is_file():

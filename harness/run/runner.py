@@ -18,10 +18,10 @@ from pathlib import Path
 from harness.config.run import Config, to_dict
 from harness.files import atomic
 from harness.files.run_folder import RunFolder
-from harness.measure import compile_stats, contention, threads
+from harness.measure import compile_stats, contention, model_state, threads
 from harness.measure.aggregate import aggregate
 from harness.measure.meter import Meter
-from harness.run import accel, checkpoint, finish
+from harness.run import accel, checkpoint, finish, sharding
 from harness.run.build import Built, build, prepare
 from harness.run.fit import History, fit
 from harness.run.guard import Diverged, Interrupted, SecondSignal, StepGuard, StopSignals
@@ -111,11 +111,12 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     hist.segment_started(t_start)
     last = checkpoint.latest_checkpoint(output) if resume is True else (resume or None)
     if last is not None:
-        hist = History.restore(checkpoint.load_checkpoint(acc, last))
+        hist = History.restore(checkpoint.load_checkpoint(acc, last, shards=b.shards()))
         hist.segment_started(t_start)
         if main:
             checkpoint.drop_newer(output, last)
-    builder.setup(text_data_block(b.data) if b.text else data_block(b.data), b.model_info, {**accel.describe(acc), "precision": b.precision.name},
+    mode = {**accel.describe(acc), "precision": b.precision.name, **sharding.describe(b.parts.model)}
+    builder.setup(text_data_block(b.data) if b.text else data_block(b.data), b.model_info, mode,
                   resumed=(hist.epochs_done, hist.step_in_epoch) if last is not None else None,
                   batch=batch_block(cfg, acc.num_processes))
     folder.write_config(to_dict(cfg))
@@ -166,11 +167,12 @@ def _measured(b: Built, builder: ReportBuilder, meter: Meter, compiled, guard: S
     cfg, acc = b.cfg, b.accelerator
     main, multi = acc.is_main_process, acc.num_processes > 1
     # One gather for every per-rank summary, and only while the ranks are in step.
-    local = [(meter.summary(), compiled.summary())]
+    local = [(meter.summary(), compiled.summary(), model_state.model_state(b.parts.model, b.parts.optimizer))]
     if multi and done.ranks_in_step:
         from accelerate.utils import gather_object
         local = gather_object(local)
-    figures = aggregate([m for m, _ in local], batch_block(cfg, acc.num_processes)["global_batch_size"])
+    figures = aggregate([m for m, _, _ in local], batch_block(cfg, acc.num_processes)["global_batch_size"])
+    model_state.place(figures, [held for _, _, held in local])
     # Only the main process reports; measuring the peak on every rank at once would
     # have the ranks share the cores and cache a peak that is a fraction of the real one.
     # FLOPs and the peak are counted after training, on the run's device, and a failure
@@ -188,7 +190,7 @@ def _measured(b: Built, builder: ReportBuilder, meter: Meter, compiled, guard: S
     skipped = hist.skipped_steps + hist.partial_skipped_steps if b.precision.uses_grad_scaler else None
     builder.measured(figures, threads.threads_block(meter.probe.capacity, contention.launched_ranks(), foreign),
                      nonfinite=guard.record() if done.ranks_in_step or not multi else None, compute=compute,
-                     compiled=compile_stats.combine(cfg.runtime.compile, [c for _, c in local]),
+                     compiled=compile_stats.combine(cfg.runtime.compile, [c for _, c, _ in local]),
                      scaler_skipped_steps=skipped, device_processes=holders, warnings=warnings)
 
 
