@@ -230,3 +230,35 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
         opt.step()
     for name, ref in model.state_dict().items():
         assert torch.allclose(state[name], ref, atol=1e-6), name
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp2_reduces_once_per_optimizer_step_and_steps_as_one_batch(tmp_path):
+    """The harness shards FSDP2 itself on the CPU, where Accelerate's no_sync does nothing: the
+    model is told to skip the reduce-scatter of the K-1 non-stepping micro-batches. Counted per
+    rank (one unit, the root: one reduction per synchronised backward); the K=4 weights are a
+    single process's steps on each group's samples, as under DDP."""
+    from fixtures.accum_allreduce_worker import LR, data, tiny_model
+    from test_distributed import accelerate_launch, ok
+
+    counts = {}
+    for k in (4, 1):
+        (tmp_path / str(k)).mkdir()
+        ok(accelerate_launch("launch/cpu-ddp.yaml", "tests/fixtures/accum_fsdp_worker.py",
+                             str(tmp_path / str(k)), str(k)))
+        r0, r1 = (torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+        assert r0["sharded"] and r0["micro_batches"] == 10
+        counts[k] = (r0["reductions"], r1["reductions"], r0["steps"])
+        if k == 4:
+            state = r0["state"]
+    assert counts[4] == (3, 3, 3)
+    assert counts[1] == (10, 10, 10)
+    x, y = data()
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    for a, b in ((0, 16), (16, 32), (32, 40)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[a:b]), y[a:b]).backward()
+        opt.step()
+    assert _apart(state, model.state_dict()) < 1e-5

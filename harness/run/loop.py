@@ -114,12 +114,17 @@ def accumulate(parts: TrainParts, group: list) -> tuple[torch.Tensor, int]:
     acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
     # From shapes: counting never synchronises the device.
     units = [task.units(targets) for _, targets in group]
+    # A model the harness sharded itself (FSDP2 on the CPU) is unknown to Accelerate, whose
+    # no_sync then does nothing: the model is told whether this micro-batch reduces its gradients.
+    own_sync = hasattr(model, "set_requires_gradient_sync") and not acc.is_fsdp2
     total = sum(units)
     acc.step = k - len(group)
     group_loss = None
     for (inputs, targets), n in zip(group, units):
         # With k = 1 every micro-batch syncs: accumulate() would only add ~12 us a step.
         with acc.accumulate(model) if k > 1 else contextlib.nullcontext():
+            if k > 1 and own_sync:
+                model.set_requires_gradient_sync(acc.sync_gradients)
             outputs = model(inputs)
             loss = task.loss(outputs, targets)
             acc.backward(loss if k * n == total else loss * (k * n / total))
