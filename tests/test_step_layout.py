@@ -9,7 +9,6 @@ the config's keys, as a reader meets a report whose block is missing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -137,30 +136,34 @@ def test_the_scaling_table_keeps_fsdp2_in_a_family_of_its_own(tmp_path, capsys):
     assert "fsdp2 gloo ×2" in md
 
 
-def _fields(section) -> set:
-    return {f.name for f in dataclasses.fields(section)}
-
-
 def test_the_layout_keys_are_sweep_axes(tmp_path):
-    """Every layout key this checkout has validates as an axis (the others' keys join the
-    grid where their code is merged)."""
-    from harness.config.train import TrainConfig
-    from harness.run.accel import RuntimeConfig
+    """Each layout key is an axis, fsdp a cell's launch mode, and every cell its own recipe."""
     from harness.sweep.spec import load_sweep
 
-    grid = {"runtime.activation_checkpointing": [False, True]}
-    if "grad_accum_steps" in _fields(TrainConfig):
-        grid["train.grad_accum_steps"] = [1, 2]
-    extra = []
-    if "sharding" in _fields(RuntimeConfig):
-        extra = [{"runtime.sharding": "fsdp2", "launch.mode": "ddp", "launch.nproc": 2}]
+    grid = {"runtime.activation_checkpointing": [False, True], "train.grad_accum_steps": [1, 2]}
+    extra = [{"launch.mode": "fsdp", "launch.nproc": 2}]
     path = tmp_path / "layout.yaml"
     path.write_text(yaml.safe_dump({"base": str(REPO / "configs/tiny_gpt.yaml"), "grid": grid,
                                     "extra_cells": extra}))
     spec = load_sweep(path)
-    assert len(spec.cells) == 2 * len(grid.get("train.grad_accum_steps", [1])) + len(extra)
-    assert [c.config.runtime.activation_checkpointing for c in spec.cells[:2]] in ([False, True], [False, False])
-    assert len({c.config_hash for c in spec.cells}) == len(spec.cells)
+    assert len(spec.cells) == 4 + 1
+    assert [c.config.runtime.activation_checkpointing for c in spec.cells[:4]] == [False, False, True, True]
+    assert [c.config.train.grad_accum_steps for c in spec.cells[:4]] == [1, 2, 1, 2]
+    assert spec.cells[4].launch.mode == "fsdp" and spec.cells[4].launch.nproc == 2
+    assert len({c.config_hash for c in spec.cells[:4]}) == 4
+
+
+def test_the_shipped_layouts_sweep_runs_fsdp_cells_through_harness_launch():
+    from harness.sweep.cells import cell_command
+    from harness.sweep.spec import load_sweep
+
+    spec = load_sweep(REPO / "configs/sweeps/layouts.yaml")
+    modes = [(c.launch.mode, c.launch.nproc) for c in spec.cells]
+    assert modes == [("ddp", 2), ("fsdp", 2), ("ddp", 2), ("fsdp", 2), ("fsdp", 2)]
+    cmd = cell_command(spec, spec.cells[1].overrides, REPO / "runs/x", spec.cells[1].launch)
+    assert cmd[cmd.index("--mode") + 1] == "fsdp"
+    # 16 x 1 x 2 and 4 x 4 x 2: one global batch of 32 in every cell
+    assert {c.config.loader.batch_size * c.config.train.grad_accum_steps * 2 for c in spec.cells} == {32}
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ slurm:
   python: /shared/venv/bin/python   # the interpreter on the nodes (default: this one)
 grid:
   launch.nproc: [1, 2]         # a cell run through `harness launch` with that many processes (per node)
-  launch.mode: [ddp]           # cpu | gpu | ddp (default: ddp for nproc > 1 or nodes > 1; else a plain `harness run`)
+  launch.mode: [ddp]           # cpu | gpu | ddp | fsdp (default: ddp for nproc > 1 or nodes > 1; else a plain `harness run`)
   slurm.cpus_per_task: [2]     # one cell's own resources
   slurm.nodes: [1, 2]          # a cell over 2 nodes: world size = nodes x launch.nproc
 ```
@@ -33,7 +33,9 @@ from typing import Any
 from harness.errors import BadInput
 
 EXECUTORS = ("local", "slurm")
-LAUNCH_MODES = ("cpu", "gpu", "ddp")
+LAUNCH_MODES = ("cpu", "gpu", "ddp", "fsdp")
+MULTI_MODES = ("ddp", "fsdp")
+"""Modes of several processes: fsdp is ddp's launch with runtime.sharding=fsdp2 (harness launch)."""
 LAUNCH_KEYS = ("nproc", "mode")
 
 
@@ -183,11 +185,11 @@ def _launch(raw: dict[str, Any], where: str, nodes: int = 1) -> LaunchSpec | Non
     mode = raw.get("mode", "ddp" if nproc > 1 or nodes > 1 else None)
     if mode is not None and mode not in LAUNCH_MODES:
         raise BadInput(f"{where}: launch.mode: expected one of {', '.join(LAUNCH_MODES)}, got {mode!r}")
-    if nodes > 1 and mode != "ddp":
+    if nodes > 1 and mode not in MULTI_MODES:
         raise BadInput(f"{where}: launch.mode: a cell on {nodes} nodes runs one process group over them "
-                       f"(launch.mode ddp), got {mode!r}")
-    if mode == "ddp" and nproc * nodes < 2:
-        raise BadInput(f"{where}: launch.nproc: ddp needs at least 2 processes, got {nproc} "
+                       f"(launch.mode ddp or fsdp), got {mode!r}")
+    if mode in MULTI_MODES and nproc * nodes < 2:
+        raise BadInput(f"{where}: launch.nproc: {mode} needs at least 2 processes, got {nproc} "
                        "(a 1-process cell: launch.mode cpu or gpu)")
     if mode in ("cpu", "gpu") and nproc != 1:
         raise BadInput(f"{where}: launch.nproc: mode {mode} runs one process; use launch.mode ddp for {nproc}")
