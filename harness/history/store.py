@@ -66,6 +66,8 @@ def add(store: str | Path, entries: list[dict]) -> list[bool]:
 
     store = Path(store)
     check_store(store)
+    if not entries:
+        return []
     if not (store / MARKER).is_file():
         write_text_atomic(store / MARKER, MARKER_TEXT)  # two first adders write the same text
     (store / ENTRIES).mkdir(exist_ok=True)
