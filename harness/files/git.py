@@ -34,7 +34,9 @@ def checkout(cwd: str | Path = ".") -> dict | None:
     commit = _git(cwd, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     if not commit:
         return None
-    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    # No optional locks: status would otherwise refresh and rewrite the index, racing the
+    # user's own git commands (and every rank of a launch runs this).
+    status = _git(cwd, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no")
     branch = _git(cwd, "symbolic-ref", "--quiet", "--short", "HEAD")
     return {"commit": commit, "dirty": bool(status) if status is not None else None, "branch": branch or None}
 
