@@ -317,3 +317,14 @@ def test_a_pytest_benchmark_session_feeds_a_store(scratch_repo, tmp_path):
                            "test_bench.py", "--history-store", str(tmp_path / "s2")],
                           cwd=outside, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 4 and "--history-commit" in proc.stderr and not (tmp_path / "s2").exists()
+
+
+def test_the_schema_checks_the_git_block(tmp_path):
+    report = _report(None)
+    report["environment"]["git"] = None  # outside a checkout
+    write_report(tmp_path / "a.yaml", report)
+    for block, says in (({"dirty": True}, "environment.git.commit: required key missing"),
+                        ({"commit": 5}, "environment.git.commit")):
+        report["environment"]["git"] = block
+        with pytest.raises(ValueError, match=says):
+            write_report(tmp_path / "b.yaml", report)
