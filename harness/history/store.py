@@ -34,7 +34,10 @@ def check_store(store: Path) -> None:
     """BadInput unless ``store`` is a history store, an empty folder or not there yet."""
     if store.exists() and not store.is_dir():
         raise BadInput(f"{store}: a history store is a folder, and this is a file")
-    if store.is_dir() and not (store / MARKER).is_file() and any(store.iterdir()):
+    if not store.is_dir() or (store / MARKER).is_file() or (store / ENTRIES).is_dir():
+        return
+    # A first adder's temporary files (.NAME.XXXX.tmp) may be here before its marker is.
+    if any(not p.name.startswith(".") for p in store.iterdir()):
         raise BadInput(f"{store}: not a history store (no {MARKER}) and not empty; give a new or empty folder")
 
 
@@ -68,9 +71,10 @@ def add(store: str | Path, entries: list[dict]) -> list[bool]:
     check_store(store)
     if not entries:
         return []
+    # entries/ first: another adder that finds it takes the folder for a store at once.
+    (store / ENTRIES).mkdir(parents=True, exist_ok=True)
     if not (store / MARKER).is_file():
         write_text_atomic(store / MARKER, MARKER_TEXT)  # two first adders write the same text
-    (store / ENTRIES).mkdir(exist_ok=True)
     seen = known_ids(store)
     added = []
     for entry in entries:
