@@ -39,6 +39,9 @@ def pytest_configure(config):
     from harness.files import git
     from harness.history.store import check_store
 
+    if not config.pluginmanager.hasplugin("benchmark"):
+        raise pytest.UsageError("--history-store: needs pytest-benchmark (pip install pytest-benchmark)")
+
     try:
         check_store(Path(store))
     except BadInput as err:
