@@ -55,7 +55,8 @@ def pytest_configure(config):
     else:
         found = git.checkout()
         if found is None:
-            raise pytest.UsageError(f"--history-store: {Path.cwd()} is not in a git checkout; give --history-commit REV")
+            raise pytest.UsageError(f"--history-store: {Path.cwd()} is not in a git checkout; "
+                                    "give --history-commit REV")
     if config.getoption("history_branch"):
         found["branch"] = config.getoption("history_branch")
     config._harness_history = (Path(store), found)
