@@ -59,7 +59,9 @@ def cmd_add(args) -> int:
         print(line, file=sys.stderr)
     for entry, new in zip(entries, added):
         what = "added" if new else "already there"
-        print(f"{what}: {entry['workload_name']} ({entry['mode']}) at {entry['commit'][:12]} from {entry['source']}")
+        dirt = " (a tree with uncommitted changes)" if entry["dirty"] else ""
+        print(f"{what}: {entry['workload_name']} ({entry['mode']}) at {entry['commit'][:12]}{dirt} "
+              f"from {entry['source']}")
     print(f"{sum(added)} added, {len(added) - sum(added)} already there, {len(skipped)} skipped: {target}")
     return EXIT_OK
 
