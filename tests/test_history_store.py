@@ -147,6 +147,17 @@ def test_adding_the_same_report_twice_is_a_no_op(tmp_path, capsys):
     assert len(list((tmp_path / "store" / "entries").iterdir())) == 1
 
 
+def test_one_report_under_two_commits_is_two_entries(scratch_repo, tmp_path, monkeypatch, capsys):
+    """A synthetic A/A series repeats one report's content, each time for another commit."""
+    write(tmp_path / "runs", "a", _report(commit=None))
+    monkeypatch.chdir(scratch_repo)
+    for rev in ("HEAD~1", "HEAD", "HEAD~1"):
+        assert _add(tmp_path / "store", tmp_path / "runs" / "a", "--commit", rev) == 0
+    entries, _ = read_entries(tmp_path / "store")
+    assert [e["commit"] for e in entries] == [_git(scratch_repo, "rev-parse", r) for r in ("HEAD~1", "HEAD")]
+    assert [e["order"] for e in entries] == [0, 1]
+
+
 def test_add_a_sweep_adds_its_completed_cells_and_names_the_others(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     write(sweep / "cells", "bs32", _report(batch_size=32, config_hash="h32"))

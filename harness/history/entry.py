@@ -91,7 +91,9 @@ def from_report(report: dict, source: Path, commit: str, dirty: bool, branch: st
         "branch": branch,
         "time": str(report.get("finished_at") or report.get("started_at") or ""),
         "source": str(source),
-        "id": content_id(report),
+        # With the commit: one report claimed for two commits is two measurements (a synthetic
+        # A/A series repeats one report's content); added again for its commit, a no-op.
+        "id": content_id({"report": report, "commit": commit}),
         "figures": report_figures(report),
     }
 
