@@ -73,6 +73,7 @@ def parser() -> argparse.ArgumentParser:
     # building the parser (and compare, report) stays cheap.
     from harness import hwreport
     from harness.gate import command as compare
+    from harness.history import command as history
     from harness.launch import command as launch
     from harness.infer import commands as model_commands
     from harness.run import command as run
@@ -84,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_parser(sub)
     compare.add_parser(sub)
     hwreport.add_parser(sub)
+    history.add_parser(sub)
     return p
 
 
