@@ -1,0 +1,1 @@
+"""Regression history: a store of runs over commits, change points, and the CI check."""
