@@ -85,3 +85,9 @@ def test_several_reports_of_one_commit_are_one_point():
     text, status = check(entries + extra, strict=False)
     assert status == 1 and f"started at commit {entries[6]['commit']}" in text
     assert "..0" in text and "(6)" in text  # the baseline segment: six commits
+
+
+def test_a_series_the_newest_commit_did_not_run_says_so():
+    entries = twelve(fall=False) + [entry(12, 50.0, workload="v" * 64)]
+    text, status = check(entries, strict=False)
+    assert status == 0 and text.count("not run at the store's newest commit 12aaaaa") == 1

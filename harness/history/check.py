@@ -123,7 +123,12 @@ def check(entries: list[dict], strict: bool) -> tuple[str, int]:
     """(the printed table, the exit status) of the entries' series."""
     if not entries:
         return "no entries: nothing to check\n", EXIT_OK
-    return render([judge_series(s) for s in build(entries)], strict)
+    newest = max(entries, key=lambda e: e["order"])["commit"]
+    rows = [judge_series(s) for s in build(entries)]
+    for r in rows:
+        if r.series.points[-1].commit != newest:  # a workload the newest commit did not run
+            r.note = f"not run at the store's newest commit {newest[:7]}; {r.note}"
+    return render(rows, strict)
 
 
 def run_check(store: Path, strict: bool) -> int:
