@@ -52,10 +52,10 @@ def svg(s: Series) -> str:
     unit = html.escape(s.unit or s.figure)
     better = "higher is better" if s.higher_is_better else "lower is better"
     out.append(f"<text x='{LEFT}' y='{TOP - 10}'>{unit} ({better}); each commit: median, min–max of its "
-               f"values; dashed: each segment's mean</text>")
+               f"values; dashed: each segment's mean of its commits' means</text>")
     seg = s.segmentation
     for a, b in seg.bounds(len(pts)) if seg else []:
-        mean = sum(_median(p.values) for p in pts[a:b]) / (b - a)
+        mean = sum(sum(p.values) / len(p.values) for p in pts[a:b]) / (b - a)  # as changepoints.py: each commit once
         out.append(f"<line x1='{x(a - 0.4):.1f}' x2='{x(b - 0.6):.1f}' y1='{y(mean):.1f}' y2='{y(mean):.1f}' "
                    f"stroke='{PALETTE[7]}' stroke-dasharray='5,4'/>")
     every = max(1, -(-len(pts) // MAX_LABELS))
