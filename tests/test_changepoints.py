@@ -68,3 +68,21 @@ def test_a_tiny_significant_drift_in_a_quiet_series_is_not_raised():
 def test_bad_settings_name_the_setting():
     with pytest.raises(ValueError, match="alpha"):
         Settings(alpha=1.5)
+
+
+def test_q_hat_matches_the_energy_statistic_written_out():
+    from harness.history.changepoints import _q_hat
+
+    x = np.random.default_rng(7).standard_normal(9)
+
+    def q(t, k):
+        a, b = x[:t], x[t:k]
+        m, n = len(a), len(b)
+        cross = np.abs(a[:, None] - b[None, :]).mean()
+        wa = np.abs(a[:, None] - a[None, :]).sum() / (m * (m - 1)) if m > 1 else 0.0
+        wb = np.abs(b[:, None] - b[None, :]).sum() / (n * (n - 1)) if n > 1 else 0.0
+        return m * n / (m + n) * (2 * cross - wa - wb)
+
+    got = _q_hat(np.abs(x[:, None] - x[None, :])[None], 2)[0]
+    want = [max((q(t, k) for k in range(t + 2, 10)), default=-np.inf) if t >= 2 else -np.inf for t in range(10)]
+    assert np.allclose(got, want)

@@ -87,38 +87,23 @@ class Segmentation:
         return list(zip(cuts[:-1], cuts[1:]))
 
 
-def _block_sums(points: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(B, counts): B[i, j] sums |x - y| over x in point i and y in point j."""
-    counts = np.array([len(p) for p in points], dtype=float)
-    values = np.concatenate([np.asarray(p, dtype=float) for p in points])
-    owner = np.repeat(np.arange(len(points)), [len(p) for p in points])
-    dist = np.abs(values[:, None] - values[None, :])
-    k = len(points)
-    rows = np.zeros((k, dist.shape[1]))
-    np.add.at(rows, owner, dist)
-    blocks = np.zeros((k, k))
-    np.add.at(blocks.T, owner, rows.T)
-    return blocks, counts
+def _q_hat(dist: np.ndarray, min_segment: int) -> np.ndarray:
+    """Q-hat of every split t (first point after it), for a batch of distance matrices.
 
-
-def _q_hat(blocks: np.ndarray, counts: np.ndarray, min_segment: int) -> np.ndarray:
-    """Q-hat of every split t (first point after it), for a batch of block matrices.
-
-    ``blocks``: (R, K, K); ``counts``: (R, K). Returns (R, K + 1), -inf where a side
-    would be shorter than ``min_segment``. Q(t, k) = m n / (m + n) * (2 mean|a - b| -
-    mean|a - a'| - mean|b - b'|) for a = points [0, t), b = [t, k), the within-side
-    means over distinct value pairs; a split scores its best k, as in Matteson &
-    James: with k fixed at the end, a dip that recovers (100, 85, 100) hides, since
-    its two outer levels are one."""
-    r, k, _ = blocks.shape
+    ``dist``: (R, K, K), |x_i - x_j|. Returns (R, K + 1), -inf where a side would be
+    shorter than ``min_segment``. Q(t, k) = m n / (m + n) * (2 mean|a - b| -
+    mean|a - a'| - mean|b - b'|) for a = points [0, t) and b = [t, k), m and n their
+    sizes, the within-side means over distinct pairs; a split scores its best k, as in
+    Matteson & James: with k fixed at the end, a dip that recovers (100, 85, 100)
+    hides, since its two outer levels look like one."""
+    r, k, _ = dist.shape
     p = np.zeros((r, k + 1, k + 1))
-    p[:, 1:, 1:] = blocks.cumsum(1).cumsum(2)
+    p[:, 1:, 1:] = dist.cumsum(1).cumsum(2)
     idx = np.arange(k + 1)
     diag = p[:, idx, idx]  # the first t points against themselves
     # Q is linear in the prefix sums: Q = A p[t, k] + B diag[t] + C diag[k], with A, B, C
-    # from the value counts alone (computed once when every point has as many values).
-    same = bool((counts == counts[:1, :1]).all())
-    short, a, b, c = _weights(counts[:1] if same else counts, min_segment)
+    # from m and n alone, computed once for the batch.
+    short, a, b, c = _weights(k, min_segment)
     q = a * p
     q += b * diag[:, :, None]
     q += c * diag[:, None, :]
@@ -126,13 +111,12 @@ def _q_hat(blocks: np.ndarray, counts: np.ndarray, min_segment: int) -> np.ndarr
     return q.max(axis=2)
 
 
-def _weights(counts: np.ndarray, min_segment: int) -> tuple[np.ndarray, ...]:
+def _weights(k: int, min_segment: int) -> tuple[np.ndarray, ...]:
     """(too short, A, B, C): where a side would be under ``min_segment``, and Q's coefficients
     on p[t, k], diag[t] and diag[k] (m n/(m+n) times the energy distance, expanded)."""
-    r, k = counts.shape
-    cum = np.concatenate([np.zeros((r, 1)), counts.cumsum(1)], axis=1)
-    m = cum[:, :, None]
-    n = cum[:, None, :] - m
+    idx = np.arange(k + 1, dtype=float)
+    m = idx[:, None]
+    n = idx[None, :] - m
     with np.errstate(divide="ignore", invalid="ignore"):
         s = m + n
         wa = np.where(m > 1, n / (s * (m - 1)), 0.0)  # within a: m n/(m+n) / (m (m-1))
@@ -140,31 +124,25 @@ def _weights(counts: np.ndarray, min_segment: int) -> tuple[np.ndarray, ...]:
         a = 2 / s + 2 * wb
         b = -2 / s - wa - wb
         c = -wb
-    idx = np.arange(k + 1)
-    short = (idx[:, None] < min_segment) | (idx[None, :] - idx[:, None] < min_segment)
-    return short, *(np.where(short[None], 0.0, w) for w in (a, b, c))
+    short = (m < min_segment) | (n < min_segment)
+    return short, *(np.where(short, 0.0, w) for w in (a, b, c))
 
 
-def _best_split(points: list[list[float]], s: Settings, rng: np.random.Generator) -> tuple[int, float]:
-    """(split, p-value) of the strongest split of ``points``."""
-    blocks, counts = _block_sums(points)
-    q = _q_hat(blocks[None], counts[None], s.min_segment)[0]
+def _best_split(values: np.ndarray, s: Settings, rng: np.random.Generator) -> tuple[int, float]:
+    """(split, p-value) of the strongest split of ``values``."""
+    dist = np.abs(values[:, None] - values[None, :])
+    q = _q_hat(dist[None], s.min_segment)[0]
     t = int(np.argmax(q))
-    k = len(points)
+    k = len(values)
     batch = max(1, CHUNK // (k * k))
     beaten, done = 0, 0
     while done < s.permutations:
         n = min(batch, s.permutations - done)
         perm = np.argsort(rng.random((n, k)), axis=1)
-        shuffled = blocks[perm[:, :, None], perm[:, None, :]]
-        best = _q_hat(shuffled, counts[perm], s.min_segment).max(axis=1)
+        best = _q_hat(dist[perm[:, :, None], perm[:, None, :]], s.min_segment).max(axis=1)
         beaten += int((best >= q[t] - 1e-12 * abs(q[t])).sum())
         done += n
     return t, (beaten + 1) / (s.permutations + 1)
-
-
-def _mean(points: list[list[float]]) -> float:
-    return float(np.mean(np.concatenate([np.asarray(p, dtype=float) for p in points])))
 
 
 def _rel(before: float, after: float) -> float:
@@ -183,17 +161,17 @@ def detect(points: list[list[float]], commits: list[str], settings: Settings = S
                                    f"(min segment {s.min_segment})")
     # Each commit is its replicates' mean: r values make a point sqrt(r) times steadier,
     # and the energy distance over single values would be dominated by their spread.
-    points = [[float(np.mean(p))] for p in points]
+    means = np.array([np.mean(np.asarray(p, dtype=float)) for p in points])
     found: dict[int, float] = {}
-    todo = [(0, len(points))]
+    todo = [(0, len(means))]
     while todo:
         lo, hi = todo.pop()
-        seg = points[lo:hi]
-        if hi - lo < 2 * s.min_segment or np.ptp(np.concatenate([np.asarray(p, float) for p in seg])) == 0:
+        seg = means[lo:hi]
+        if hi - lo < 2 * s.min_segment or np.ptp(seg) == 0:
             continue
         rng = np.random.default_rng([s.seed, lo, hi])
         t, p = _best_split(seg, s, rng)
-        if p >= s.alpha or abs(_rel(_mean(seg[:t]), _mean(seg[t:]))) < s.min_size:
+        if p >= s.alpha or abs(_rel(seg[:t].mean(), seg[t:].mean())) < s.min_size:
             continue
         found[lo + t] = p
         todo += [(lo, lo + t), (lo + t, hi)]
@@ -201,7 +179,7 @@ def detect(points: list[list[float]], commits: list[str], settings: Settings = S
     edges = [0, *cuts, len(points)]
     changes = []
     for i, cut in enumerate(cuts):
-        before, after = _mean(points[edges[i]:cut]), _mean(points[cut:edges[i + 2]])
+        before, after = float(means[edges[i]:cut].mean()), float(means[cut:edges[i + 2]].mean())
         changes.append(Change(cut, commits[cut], _rel(before, after), found[cut], s.permutations, s.seed,
                               before, after))
     return Segmentation(changes)
