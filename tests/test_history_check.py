@@ -91,3 +91,16 @@ def test_a_series_the_newest_commit_did_not_run_says_so():
     entries = twelve(fall=False) + [entry(12, 50.0, workload="v" * 64)]
     text, status = check(entries, strict=False)
     assert status == 0 and text.count("not run at the store's newest commit 12aaaaa") == 1
+
+
+def test_lower_is_better_figures_use_the_gates_threshold_or_two_percent():
+    entries = twelve(fall=False)
+    for i, e in enumerate(entries):
+        up = 1.4 if i >= 6 else 1.0  # 40% slower steps, 40% higher loss from the seventh on
+        e["figures"] = {"step_time_ms_p50": {"value": 4.0 * NOISE[i] * up, "replicates": [4.0 * NOISE[i] * up],
+                                             "unit": "ms", "higher_is_better": False},
+                        "test_loss": {"value": 0.5 * NOISE[i] * up, "replicates": [0.5 * NOISE[i] * up],
+                                      "unit": "nats", "higher_is_better": False}}
+    text, status = check(entries, strict=False)
+    assert status == 1 and text.count(f"started at commit {entries[6]['commit']}") == 2
+    assert "2 regressed" in text
