@@ -82,3 +82,29 @@ def add_parser(subparsers) -> None:
                         "default: each report's environment.git.commit")
     a.add_argument("--branch", metavar="NAME", help="the branch to record (default: the report's)")
     a.set_defaults(func=cmd_add)
+    c = sub.add_parser("check", help="the CI gate over a history: the newest commit against the segment before it",
+                       description="For each series (workload x mode x machine x figure), the newest commit's "
+                                   "points against the segment before them (change points bound it), judged "
+                                   "as harness compare judges. Exit 0, 1 on a regression (with --strict also on "
+                                   "a suspicious one), 2 on bad input. docs/history.md.")
+    c.add_argument("store", help="the history store: a folder")
+    c.add_argument("--strict", action="store_true", help="a suspicious series fails the check too")
+    c.set_defaults(func=cmd_check)
+    s = sub.add_parser("show", help="trend charts of a history, changes marked: HTML and markdown",
+                       description="Write history.html, history.md and plots/ to --output: one chart per "
+                                   "series, commits on the x axis, each change marked with its commit.")
+    s.add_argument("store", help="the history store: a folder")
+    s.add_argument("--output", required=True, help="the folder to write the page to")
+    s.set_defaults(func=cmd_show)
+
+
+def cmd_check(args) -> int:
+    from harness.history.check import run_check
+
+    return run_check(Path(args.store), args.strict)
+
+
+def cmd_show(args) -> int:
+    from harness.history.show import run_show
+
+    return run_show(Path(args.store), Path(args.output))
