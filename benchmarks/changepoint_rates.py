@@ -5,7 +5,7 @@
 Each row draws that many seeded synthetic series (Gaussian noise, relative to the
 level; seeds 1000, 1001, ...) and counts the series with any change, and those whose
 changes are exactly the true step. Deterministic: the same numbers on every machine
-(docs/history_analysis.md quotes them); only the seconds depend on the machine.
+(docs/history.md quotes them); only the seconds depend on the machine.
 """
 
 from __future__ import annotations

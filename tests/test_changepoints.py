@@ -34,7 +34,7 @@ def test_two_steps_are_both_found():
 
 
 def test_forty_aa_points_raise_no_more_false_alarms_than_alpha():
-    # 50 seeded A/A series (docs/history_analysis.md gives 200: none alarmed); the
+    # 50 seeded A/A series (docs/history.md gives 200: none alarmed); the
     # permutation test at alpha 0.01 may alarm on 0.5 of 50.
     alarms = sum(bool(detect(_series([100.0] * 40, 0.02, seed=1000 + i), _commits(40)).changes)
                  for i in range(50))

@@ -49,7 +49,7 @@ def _about(s: Series) -> str:
 def _method(settings: Settings) -> str:
     return (f"Changes: e-divisive means with a permutation test ({settings.permutations} permutations, seed "
             f"{settings.seed}), alpha {settings.alpha:g}, at least {settings.min_segment} commits a side and a "
-            f"{settings.min_size * 100:g}% change of the mean (docs/history_analysis.md).")
+            f"{settings.min_size * 100:g}% change of the mean (docs/history.md).")
 
 
 def render_markdown(series: list[Series], files: dict[str, str], settings: Settings) -> str:
