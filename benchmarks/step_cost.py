@@ -1,0 +1,143 @@
+"""The harness's host cost per optimizer step: its real loop against a hand loop.
+
+The model is next to nothing (``Linear(4, 2)`` on 8 samples) and the batches already sit
+on the device, so a step is almost only host work: what the harness adds to it is what
+each side's time differs by. Both sides run the same model, optimizer (SGD with momentum)
+and schedule (cosine) from the same seed, and take their batches from the same list.
+
+The harness side is ``harness/run/loop.py``'s ``train_epoch`` through a prepared
+``Accelerator`` with the real meter (``Meter``, every step timed), guard (``StepGuard``)
+and recorder (``Recorder``, metrics.jsonl every 10 steps). Where its time goes is
+measured by removing one part at a time (``VARIANTS``): each variant's cost is the full
+side's time minus the variant's. The loss accumulation cannot be removed from the loop;
+its ops are timed on their own, on the same tensors.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+STEPS = 2000
+"""Optimizer steps per side per round."""
+
+VARIANTS = ("full", "bare optimizer", "bare backward", "bare scheduler", "no meter", "no guard", "no recorder")
+"""The harness side as the loop runs it, then with one part removed: Accelerate's optimizer
+wrapper (the loop gets the torch optimizer), its ``backward`` (``loss.backward()``), its
+scheduler wrapper (the torch scheduler), the meter (``NullMeter``), the guard (one that
+never stops) and the recorder (none)."""
+
+
+def _data(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 4, generator=g)
+    y = torch.randint(0, 2, (8,), generator=g)
+    return [(x, y)] * STEPS
+
+
+def _recipe(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10 * STEPS)
+    return model, opt, sched
+
+
+def hand_side() -> tuple[float, torch.Tensor]:
+    """µs per step of the hand loop, and the weights it ends with."""
+    model, opt, sched = _recipe()
+    batches = _data()
+    model.train()
+    t0 = time.perf_counter()
+    for x, y in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        sched.step()
+    us = (time.perf_counter() - t0) / len(batches) * 1e6
+    return us, model.weight.detach().clone()
+
+
+class _NoGuard:
+    def after_step(self, loss):
+        return None
+
+    def check(self):
+        return None
+
+
+class _BareBackward:
+    """The Accelerator with ``backward`` as ``loss.backward()``; everything else passes through."""
+
+    def __init__(self, acc):
+        object.__setattr__(self, "_acc", acc)
+
+    def backward(self, loss, **kwargs):
+        loss.backward(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._acc, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._acc, name, value)
+
+
+def harness_side(variant: str, folder: Path) -> tuple[float, torch.Tensor]:
+    """µs per step of ``train_epoch`` as ``variant`` runs it, and the weights it ends with."""
+    from benchmarks.conftest import reset_accelerate
+    from harness.measure.config import MeasureConfig
+    from harness.measure.meter import Meter, NullMeter
+    from harness.observe.recorder import Recorder
+    from harness.observe.tracking import TrackingConfig
+    from harness.run.accel import RuntimeConfig, build_accelerator
+    from harness.run.guard import StepGuard, StopSignals
+    from harness.run.loop import TrainParts, train_epoch
+
+    reset_accelerate()
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, sched = _recipe()
+    model, opt, sched = acc.prepare(model, opt, sched)
+    parts = TrainParts(acc, model, opt, sched, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="none"))
+    if variant == "bare optimizer":
+        parts.optimizer = opt.optimizer
+    elif variant == "bare backward":
+        parts.accelerator = _BareBackward(acc)
+    elif variant == "bare scheduler":
+        parts.scheduler = sched.scheduler
+    cfg = MeasureConfig(warmup_steps=0, count_flops=False, measure_peak=False)
+    meter = (NullMeter if variant == "no meter" else Meter)(cfg, acc.device)
+    guard = _NoGuard() if variant == "no guard" else StepGuard(acc, StopSignals())
+    recorder = None
+    if variant != "no recorder":
+        folder.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder(acc, opt, folder, TrackingConfig(), 0, 0, False, memory=meter.memory)
+    batches = _data()
+    try:
+        t0 = time.perf_counter()
+        result = train_epoch(parts, batches, meter, guard, recorder=recorder)
+        us = (time.perf_counter() - t0) / len(batches) * 1e6
+    finally:
+        meter.memory.stop()
+        if recorder is not None:
+            recorder._lines.put(None)
+            recorder._writer.join()
+            recorder.stream.close()
+    assert result.steps == len(batches), result
+    return us, acc.unwrap_model(model).weight.detach().clone()
+
+
+def loss_accumulation_us() -> float:
+    """µs per step of the loop's per-step loss sums (its own and the recorder's), on their own."""
+    loss = torch.tensor(0.5)
+    total, record = torch.zeros(()), torch.zeros(())
+    n = 8
+    t0 = time.perf_counter()
+    for _ in range(STEPS):
+        total += loss.detach().float() * n
+        record.add_(loss.detach(), alpha=n)
+    return (time.perf_counter() - t0) / STEPS * 1e6

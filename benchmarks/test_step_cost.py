@@ -1,0 +1,82 @@
+"""The harness's host cost per optimizer step, and where it goes (issue 29, item 2).
+
+    pytest benchmarks/test_step_cost.py -s
+
+Each round runs the hand loop and every variant of the harness side
+(benchmarks/step_cost.py) on a near-zero model, ``STEPS`` steps each, alternating which
+side goes first and rotating the variants' order; rounds during which other processes
+took the CPUs are dropped (benchmarks/budget.py). The figure is the median over rounds of
+(harness µs/step - hand µs/step) with its 95% interval; each part's cost is the median of
+(full - variant). A benchmark measures: nothing here asserts a speed; the one assertion is
+that both sides computed the same weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.budget import Budget, interleaved, not_measured
+from benchmarks.step_cost import STEPS, VARIANTS, hand_side, harness_side, loss_accumulation_us
+from harness.measure.stats import median_ci
+
+BUDGET_S = 150.0
+GOAL_US = 25.0
+
+
+def _interval(c: dict) -> str:
+    if c["ci_low"] is None:
+        return "(too few rounds for an interval)"
+    return f"{c['ci_level']:.0%} CI {c['ci_low']:.1f} to {c['ci_high']:.1f}"
+
+
+def test_harness_step_cost(benchmark, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # both sides alike; a near-zero model gains nothing from more
+    try:
+        _measure(benchmark, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(benchmark, tmp_path):
+    weights = {}
+
+    def harness(k: int):
+        order = VARIANTS[k % len(VARIANTS):] + VARIANTS[:k % len(VARIANTS)]
+        us = {}
+        for v in order:
+            us[v], weights[v] = harness_side(v, tmp_path / f"r{k}-{v.replace(' ', '_')}")
+        return 1 / us["full"], us
+
+    def hand(k: int):
+        us, weights["hand"] = hand_side()
+        return 1 / us, us
+
+    budget = Budget(BUDGET_S, min_rounds=6, max_rounds=61, narrow=0.02)
+    rounds = interleaved(benchmark, budget, harness, hand)
+    for v in VARIANTS:
+        assert torch.allclose(weights[v], weights["hand"], atol=1e-6), f"{v}: the harness trained other weights"
+    info = benchmark.extra_info
+    cost = [h[1]["full"] - p[1] for h, p in rounds]
+    ci = median_ci(cost)
+    reason = not_measured(info, ci["ci_level"])
+    info["steps_per_side"] = STEPS
+    info["hand_us"] = [p[1] for _, p in rounds]
+    info["harness_us"] = {v: [h[1][v] for h, _ in rounds] for v in VARIANTS}
+    info["cost_us_per_step"] = cost
+    info["cost_median_us"], info["cost_ci_us"] = ci["median"], [ci["ci_low"], ci["ci_high"]]
+    rows = [("hand loop (µs/step)", median_ci(info["hand_us"])),
+            ("harness loop (µs/step)", median_ci(info["harness_us"]["full"])),
+            ("harness - hand", ci)]
+    for v in VARIANTS[1:]:
+        part = median_ci([h[1]["full"] - h[1][v] for h, _ in rounds])
+        info[f"part_{v.replace(' ', '_')}_us"] = part["median"]
+        rows.append((f"  saved by: {v}", part))
+    accumulation = loss_accumulation_us()
+    info["loss_accumulation_us"] = accumulation
+    print(f"\nhost cost per optimizer step, {len(rounds)} quiet rounds of {STEPS} steps "
+          f"({info['dropped_contended']} contended dropped, {info['stopped_because']}):")
+    for name, c in rows:
+        print(f"{name:32s} {c['median']:8.1f}   {_interval(c)}")
+    print(f"{'  loss accumulation (alone)':32s} {accumulation:8.1f}")
+    print(f"goal: harness - hand <= {GOAL_US:g} µs on the idle machine" + (f"; {reason}" if reason else ""))
