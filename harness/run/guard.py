@@ -6,10 +6,12 @@ rank gets the same answer at the same step, so a distributed job leaves its
 collectives in step and can checkpoint together.
 
 Costs, kept off the hot path:
-- the loss check stays on the device (``torch.where`` into a running record of the
-  first bad step); the host reads it every ``CHECK_EVERY`` steps and at the end of
-  each epoch, so a diverged run stops at most ``CHECK_EVERY - 1`` steps late but
-  reports the exact step where the loss first went bad;
+- the loss check stays on the device and off the step: a step only keeps a reference
+  to its loss (no tensor op); every ``CHECK_EVERY`` steps, at the end of each epoch and
+  before the record is read, the kept losses are checked together (a handful of ops
+  for the lot) into a running record of the first bad step, which the host then reads.
+  A diverged run stops at most ``CHECK_EVERY - 1`` steps late but reports the exact
+  step where the loss first went bad;
 - a signal only sets a flag. One process reads it at every step; several agree on it
   with one small all-gather at the same checks as the loss.
 """
@@ -152,21 +154,37 @@ class StepGuard:
         """Optimizer steps of the whole run so far (resumes included); step numbers in the
         report count from 1."""
         self._since_check = 0
+        self._losses: list[torch.Tensor] = []
+        """The losses of the steps since the last fold, the first of them step ``_first_kept``."""
+        self._first_kept = 0
 
     def after_step(self, loss: torch.Tensor) -> Verdict | None:
         self.step += 1
         self._since_check += 1
-        loss = loss.detach().float()
-        bad = ~torch.isfinite(loss)
-        first = bad & (self._first_bad == NO_STEP)
-        self._first_bad = torch.where(first, self.step, self._first_bad)
-        self._bad_loss = torch.where(first, loss, self._bad_loss)
-        self._bad_count += bad
+        if not self._losses:
+            self._first_kept = self.step
+        self._losses.append(loss.detach())  # a view: no device op on the step
         if self._since_check >= CHECK_EVERY:
             return self.check()
         if not self.multi and self.signals.signum is not None:
             return Verdict("signal", self.signals.signum)
         return None
+
+    def _fold(self) -> None:
+        """The kept losses into the record: the first non-finite one's step and value (when
+        the record has none yet) and their count, on the device."""
+        if not self._losses:
+            return
+        losses = torch.stack([x.float().reshape(()) for x in self._losses])
+        self._losses = []
+        bad = ~torch.isfinite(losses)
+        steps = torch.where(bad, torch.arange(self._first_kept, self._first_kept + len(losses),
+                                              device=losses.device), NO_STEP)
+        at = steps.argmin()  # the first bad one's index (any index when none is bad)
+        first = (self._first_bad == NO_STEP) & (steps[at] != NO_STEP)
+        self._first_bad = torch.where(first, steps[at], self._first_bad)
+        self._bad_loss = torch.where(first, losses[at], self._bad_loss)
+        self._bad_count += bad.sum()
 
     def _rows(self, *values: torch.Tensor) -> list[list[int]]:
         """``values`` (device scalars) as one row per rank, read on the host: the one
@@ -179,6 +197,7 @@ class StepGuard:
     def check(self) -> Verdict | None:
         """Read the record on the host; with several processes, every rank must call this together."""
         self._since_check = 0
+        self._fold()
         signum = torch.tensor(self.signals.signum or 0, device=self._first_bad.device)
         rows = self._rows(signum, self._first_bad, self._bad_count)
         first = min(r[1] for r in rows)
@@ -196,6 +215,7 @@ class StepGuard:
 
         With several processes every rank must call this together.
         """
+        self._fold()
         rows = self._rows(self._first_bad, self._bad_count)
         first = min(r[0] for r in rows)
         return {"nonfinite_loss_steps": sum(r[1] for r in rows),

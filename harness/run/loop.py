@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from harness.run.guard import StepGuard, Verdict
+from harness.run.passthrough import StepCalls
 from harness.task import Classification, Evaluation, Task
 
 
@@ -67,7 +68,9 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
 
     ``recorder`` (recorder.py) is handed each step's loss; None: nothing recorded.
     """
-    acc, model, opt = parts.accelerator, parts.model, parts.optimizer
+    acc, model = parts.accelerator, parts.model
+    # Accelerate's wrappers where their logic is needed, torch's calls where it is not (passthrough.py).
+    calls = StepCalls(acc, parts.optimizer, parts.scheduler, parts.grad_accum_steps)
     model.train()
     # Kept on the device: a .item() per step would synchronise every step.
     loss_sum = torch.full((), carry.loss_sum if carry else 0.0, device=acc.device)
@@ -75,15 +78,14 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     stop, finished = None, False
     k = parts.grad_accum_steps
     for batch in meter.steps(loader, limit=max_steps, micro_batches=k):
-        opt.zero_grad(set_to_none=True)
+        calls.zero_grad()
         # forward -> loss -> backward of each micro-batch (one when k is 1)
-        loss, n = accumulate(parts, batch if k > 1 else [batch])
-        opt.step()
+        loss, n = accumulate(parts, batch if k > 1 else [batch], calls.backward)
+        calls.step()
         # A host-side flag, set by the scaler's own step (which has synchronised already).
-        skipped += int(acc.optimizer_step_was_skipped)
-        if parts.scheduler is not None:
-            parts.scheduler.step()
-        loss_sum += loss.detach().float() * n
+        skipped += calls.skipped()
+        calls.scheduler_step()
+        loss_sum.add_(loss.detach(), alpha=n)  # one device op: loss_sum += loss * n
         if recorder is not None:
             recorder.add_loss(loss, n)
         samples += n
@@ -99,7 +101,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
                        stop=stop, finished=finished)
 
 
-def accumulate(parts: TrainParts, group: list) -> tuple[torch.Tensor, int]:
+def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Tensor, int]:
     """Forward, loss and backward of each micro-batch of ``group``, inside Accelerate's
     ``accumulate()``; returns the group's loss (a mean over its units) and its units.
 
@@ -107,11 +109,13 @@ def accumulate(parts: TrainParts, group: list) -> tuple[torch.Tensor, int]:
     share of the group's units, the summed gradient is that of one batch of the whole group,
     a short last group and a short last micro-batch included. ``backward`` divides by
     ``grad_accum_steps`` K, so the weight handed to it is K times the share: exactly 1 in a
-    full group of equal micro-batches. Accelerate's micro-batch count is set so the group's
+    full group of equal micro-batches. ``backward``: the loop's (``StepCalls.backward``);
+    None: ``accelerator.backward``. Accelerate's micro-batch count is set so the group's
     last micro-batch is the K-th: it alone all-reduces (DDP's ``no_sync`` skips the others)
     and lets ``optimizer.step`` and the scheduler act.
     """
     acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
+    backward = backward or acc.backward  # ``StepCalls.backward`` from the loop
     # From shapes: counting never synchronises the device.
     units = [task.units(targets) for _, targets in group]
     # A model the harness sharded itself (FSDP2 on the CPU) is unknown to Accelerate, whose
@@ -127,7 +131,7 @@ def accumulate(parts: TrainParts, group: list) -> tuple[torch.Tensor, int]:
                 model.set_requires_gradient_sync(acc.sync_gradients)
             outputs = model(inputs)
             loss = task.loss(outputs, targets)
-            acc.backward(loss if k * n == total else loss * (k * n / total))
+            backward(loss if k * n == total else loss * (k * n / total))
         if len(group) == 1:  # k = 1 (or a last group of one): the loss itself
             return loss, total
         part = loss.detach().float() * (n / total)

@@ -1,0 +1,97 @@
+"""The loop's per-step calls into Accelerate, straight to torch where a wrapper would only pass them on.
+
+On a near-zero model a step is a few hundred microseconds of host work, and Accelerate's
+wrappers were a large share of it (issue 29; benchmarks/test_step_cost.py measures it):
+``AcceleratedOptimizer.zero_grad`` reads the optimizer's signature with ``inspect`` every
+step, ``step`` asks which distributed type runs and whether lomo_optim is installed,
+``Accelerator.backward`` divides the loss by ``gradient_accumulation_steps`` (a device op,
+even a division by 1), ``AcceleratedScheduler.step`` builds ``AcceleratorState()`` to read
+the process count, and ``optimizer_step_was_skipped`` walks the optimizers.
+
+When nothing needs their logic -- no gradient scaler, one micro-batch per optimizer step,
+not XLA, DeepSpeed or Megatron-LM, no LOMO optimizer -- ``StepCalls`` does exactly what the
+wrappers would have done in that case (accelerate 1.16), the conditions they test read
+once per loop instead of once per step. Otherwise it calls the wrappers. The objects
+prepared by Accelerate stay the ones the run holds (checkpoints, the recorder's learning
+rate, the scaler's state): only the loop's calls go around them.
+"""
+
+from __future__ import annotations
+
+
+def _direct(accelerator, optimizer, grad_accum_steps: int) -> bool:
+    """Whether the wrappers' per-step logic reduces to calling torch in this run."""
+    from accelerate.optimizer import AcceleratedOptimizer
+    from accelerate.utils import DistributedType
+
+    if grad_accum_steps != 1 or not isinstance(optimizer, AcceleratedOptimizer):
+        return False
+    if getattr(accelerator, "scaler", None) is not None or optimizer.scaler is not None:
+        return False
+    if getattr(accelerator, "gradient_accumulation_steps", 1) != 1:
+        return False
+    if getattr(accelerator, "has_lomo_optimizer", False):
+        return False
+    if accelerator.distributed_type in (DistributedType.XLA, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        return False
+    import inspect
+
+    # The wrapper passes set_to_none only to an optimizer that takes it.
+    return "set_to_none" in inspect.signature(optimizer.optimizer.zero_grad).parameters
+
+
+class StepCalls:
+    """``zero_grad``, ``backward``, ``step``, ``scheduler_step`` and ``skipped`` of one loop."""
+
+    def __init__(self, accelerator, optimizer, scheduler, grad_accum_steps: int = 1):
+        self.direct = _direct(accelerator, optimizer, grad_accum_steps)
+        self._acc, self._opt, self._scheduler = accelerator, optimizer, scheduler
+        if not self.direct:
+            self.zero_grad = lambda: optimizer.zero_grad(set_to_none=True)
+            self.backward = accelerator.backward
+            self.step = optimizer.step
+            self.scheduler_step = scheduler.step if scheduler is not None else (lambda: None)
+            return
+        self._inner = optimizer.optimizer
+        self._gradients = optimizer.gradient_state
+        self._processes = accelerator.num_processes
+        from accelerate.scheduler import AcceleratedScheduler
+
+        if scheduler is None:
+            self.scheduler_step = lambda: None
+        elif isinstance(scheduler, AcceleratedScheduler) and scheduler.step_with_optimizer \
+                and not scheduler.split_batches and all(o is optimizer for o in scheduler.optimizers):
+            self._sched = scheduler.scheduler
+            self.scheduler_step = self._scheduler_step
+        else:
+            self.scheduler_step = scheduler.step
+
+    # The direct calls: each is what the wrapper does when the conditions above hold.
+
+    def zero_grad(self) -> None:
+        if self._gradients.sync_gradients:
+            self._inner.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def backward(loss) -> None:
+        loss.backward()  # the wrapper's loss / 1 is this loss, one device op later
+
+    def step(self) -> None:
+        if self._gradients.sync_gradients:
+            self._inner.step()
+
+    def _scheduler_step(self) -> None:
+        # AcceleratedScheduler.step without a scaler (no step is ever skipped): once per
+        # process, since each process's batches count toward the schedule, OneCycle capped.
+        if not self._gradients.sync_gradients:
+            if self._gradients.adjust_scheduler:
+                self._sched._step_count += 1
+            return
+        sched = self._sched
+        for _ in range(self._processes):
+            if not hasattr(sched, "total_steps") or sched._step_count <= sched.total_steps:
+                sched.step()
+
+    def skipped(self) -> bool:
+        """Whether the scaler skipped the last step (without a scaler: never)."""
+        return not self.direct and bool(self._acc.optimizer_step_was_skipped)
