@@ -15,6 +15,8 @@ trained the same weights.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -24,6 +26,9 @@ from harness.measure.stats import median_ci
 
 BUDGET_S = 150.0
 GOAL_US = 25.0
+PARTS_ENV = "HARNESS_STEP_COST_PARTS"
+"""Set to 0 to run the full harness side and the hand loop alone: more rounds in the budget
+for the headline figure, no breakdown."""
 
 
 def _interval(c: dict) -> str:
@@ -43,9 +48,10 @@ def test_harness_step_cost(benchmark, tmp_path):
 
 def _measure(benchmark, tmp_path):
     weights, every = {}, {}
+    variants = VARIANTS if os.environ.get(PARTS_ENV, "1") != "0" else VARIANTS[:1]
 
     def harness(k: int):
-        order = VARIANTS[k % len(VARIANTS):] + VARIANTS[:k % len(VARIANTS)]
+        order = variants[k % len(variants):] + variants[:k % len(variants)]
         us = {}
         for v in order:
             us[v], weights[v] = harness_side(v, tmp_path / f"r{k}-{v.replace(' ', '_')}")
@@ -61,7 +67,7 @@ def _measure(benchmark, tmp_path):
     del every[-1]
     budget = Budget(BUDGET_S, min_rounds=6, max_rounds=61, narrow=0.02)
     quiet = [{**h[1], "hand": p[1]} for h, p in interleaved(benchmark, budget, harness, hand)]
-    for v in VARIANTS:
+    for v in variants:
         assert torch.allclose(weights[v], weights["hand"], atol=1e-6), f"{v}: the harness trained other weights"
     info = benchmark.extra_info
     info["steps_per_side"] = STEPS
@@ -77,7 +83,7 @@ def _measure(benchmark, tmp_path):
     table = [("hand loop (µs/step)", median_ci([r["hand"] for r in rounds])),
              ("harness loop (µs/step)", median_ci([r["full"] for r in rounds])),
              ("harness - hand", ci)]
-    for v in VARIANTS[1:]:
+    for v in variants[1:]:
         part = median_ci([r["full"] - r[v] for r in rounds])
         info[f"part_{v.replace(' ', '_')}_us"] = part["median"]
         table.append((f"  saved by: {v}", part))
