@@ -91,7 +91,8 @@ class Recorder:
 
     def add_loss(self, loss: torch.Tensor, samples: int) -> None:
         if self.enabled:
-            self._loss.add_(loss.detach(), alpha=samples)  # stays on the device: no sync
+            # Stays on the device: no sync. The loop hands the loss over detached already.
+            self._loss.add_(loss.detach() if loss.requires_grad else loss, alpha=samples)
             self._loss_n += samples
 
     def before_step(self, step: int) -> None:

@@ -163,7 +163,8 @@ class StepGuard:
         self._since_check += 1
         if not self._losses:
             self._first_kept = self.step
-        self._losses.append(loss.detach())  # a view: no device op on the step
+        # Kept as it is (the loop hands it over detached): no op on the step.
+        self._losses.append(loss.detach() if loss.requires_grad else loss)
         if self._since_check >= CHECK_EVERY:
             return self.check()
         if not self.multi and self.signals.signum is not None:
@@ -175,7 +176,7 @@ class StepGuard:
         the record has none yet) and their count, on the device."""
         if not self._losses:
             return
-        losses = torch.stack([x.float().reshape(()) for x in self._losses])
+        losses = torch.stack(self._losses).reshape(-1).float()
         self._losses = []
         bad = ~torch.isfinite(losses)
         steps = torch.where(bad, torch.arange(self._first_kept, self._first_kept + len(losses),

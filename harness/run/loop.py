@@ -85,7 +85,8 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
         # A host-side flag, set by the scaler's own step (which has synchronised already).
         skipped += calls.skipped()
         calls.scheduler_step()
-        loss_sum.add_(loss.detach(), alpha=n)  # one device op: loss_sum += loss * n
+        loss = loss.detach()  # once, for the sum, the recorder and the guard
+        loss_sum.add_(loss, alpha=n)  # one device op: loss_sum += loss * n
         if recorder is not None:
             recorder.add_loss(loss, n)
         samples += n
