@@ -53,19 +53,22 @@ def _recipe(seed: int = 0):
     return model, opt, sched
 
 
-def _marginal(epoch) -> float:
-    """µs per step of ``epoch(n)`` (which runs n steps) beyond what an epoch costs once."""
+def _marginal(epoch) -> tuple[float, float]:
+    """µs per step of ``epoch(n)`` (which runs n steps) beyond what an epoch costs once:
+    wall time, and the CPU time of the thread that trains (time.thread_time: what the
+    step itself runs, without the waits for a CPU that other processes hold, and without
+    the harness's background threads, the memory sampler and the recorder's writer)."""
     epoch(WARM_STEPS)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     epoch(STEPS)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.thread_time()
     epoch(2 * STEPS)
-    t2 = time.perf_counter()
-    return ((t2 - t1) - (t1 - t0)) / STEPS * 1e6
+    t2, c2 = time.perf_counter(), time.thread_time()
+    return ((t2 - t1) - (t1 - t0)) / STEPS * 1e6, ((c2 - c1) - (c1 - c0)) / STEPS * 1e6
 
 
-def hand_side() -> tuple[float, torch.Tensor]:
-    """µs per step of the hand loop, and the weights it ends with."""
+def hand_side() -> tuple[tuple[float, float], torch.Tensor]:
+    """µs per step of the hand loop (wall, thread CPU), and the weights it ends with."""
     model, opt, sched = _recipe()
     batch = _data()
     model.train()
@@ -105,8 +108,8 @@ class _BareBackward:
         setattr(self._acc, name, value)
 
 
-def harness_side(variant: str, folder: Path) -> tuple[float, torch.Tensor]:
-    """µs per step of ``train_epoch`` as ``variant`` runs it, and the weights it ends with."""
+def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch.Tensor]:
+    """µs per step of ``train_epoch`` as ``variant`` runs it (wall, thread CPU), and the weights it ends with."""
     from benchmarks.conftest import reset_accelerate
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import Meter, NullMeter
