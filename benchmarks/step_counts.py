@@ -58,12 +58,12 @@ def main() -> None:
     torch.set_num_threads(1)
     step_cost._marginal = _counted
     folder = Path(tempfile.mkdtemp())
-    print(f"{"per optimizer step":24s} {'aten ops':>9s} {'Python calls':>13s}")
+    print(f"{'per optimizer step':24s} {'aten ops':>9s} {'Python calls':>13s}")
     (ops, calls), _ = step_cost.hand_side()
-    print(f"{"hand loop":24s} {ops:9.1f} {calls:13.1f}")
+    print(f"{'hand loop':24s} {ops:9.1f} {calls:13.1f}")
     for v in step_cost.VARIANTS:
         (ops, calls), _ = step_cost.harness_side(v, folder / v.replace(" ", "_"))
-        print(f"{"harness: " + v:24s} {ops:9.1f} {calls:13.1f}")
+        print(f"{'harness: ' + v:24s} {ops:9.1f} {calls:13.1f}")
 
 
 if __name__ == "__main__":
