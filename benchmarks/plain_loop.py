@@ -20,7 +20,7 @@ machinery taken away:
   data loading included, evaluation excluded.
 
 From the same seed it reaches the same per-step training losses as ``harness run``
-(benchmarks/test_same_losses.py checks it), which is what makes its ratio a measurement.
+(tests/test_plain_loops.py checks it), which is what makes its ratio a measurement.
 """
 
 from __future__ import annotations
