@@ -61,14 +61,18 @@ def evaluate(model: nn.Module, loader: DataLoader) -> float:
 def check_recipe(cfg) -> None:
     """The loop below writes out the tiny GPT recipe's choices; a recipe that differs is refused,
     not silently run as something else."""
-    expected = {"model.name": (cfg.model.name, "gpt"), "optim.name": (cfg.optim.name, "adamw"),
-                "optim.scheduler.name": (cfg.optim.scheduler.name, "cosine"),
-                "loader.kind": (cfg.loader.kind, "dataloader"), "train.grad_accum_steps": (cfg.train.grad_accum_steps, 1),
-                "runtime.precision": (cfg.runtime.precision, "no"),
-                "runtime.compile.enabled": (cfg.runtime.compile.enabled, False),
-                "runtime.activation_checkpointing": (cfg.runtime.activation_checkpointing, False),
-                # A CPU loop: the harness side must run on the CPU too (a GPU would be another workload).
-                "runtime.device": (cfg.runtime.device if torch.cuda.is_available() else "cpu", "cpu")}
+    expected = {
+        "model.name": (cfg.model.name, "gpt"),
+        "optim.name": (cfg.optim.name, "adamw"),
+        "optim.scheduler.name": (cfg.optim.scheduler.name, "cosine"),
+        "loader.kind": (cfg.loader.kind, "dataloader"),
+        "train.grad_accum_steps": (cfg.train.grad_accum_steps, 1),
+        "runtime.precision": (cfg.runtime.precision, "no"),
+        "runtime.compile.enabled": (cfg.runtime.compile.enabled, False),
+        "runtime.activation_checkpointing": (cfg.runtime.activation_checkpointing, False),
+        # A CPU loop: the harness side must run on the CPU too (a GPU would be another workload).
+        "runtime.device": (cfg.runtime.device if torch.cuda.is_available() else "cpu", "cpu"),
+    }
     for key, (got, want) in expected.items():
         if got != want:
             raise ValueError(f"plain_lm_loop writes out the tiny GPT recipe: {key} is {got!r}, expected {want!r}")

@@ -65,13 +65,19 @@ def evaluate(model: nn.Module, loader) -> float:
 def check_recipe(cfg) -> None:
     """The loop below writes out the default recipe's choices; a recipe that differs is refused,
     not silently run as something else."""
-    expected = {"model.name": (cfg.model.name, "cnn"), "model.kwargs": (dict(cfg.model.kwargs), {}),
-                "optim.name": (cfg.optim.name, "adam"), "optim.scheduler.name": (cfg.optim.scheduler.name, "cosine"),
-                "loader.kind": (cfg.loader.kind, "dataloader"), "train.grad_accum_steps": (cfg.train.grad_accum_steps, 1),
-                "runtime.precision": (cfg.runtime.precision, "no"), "runtime.compile.enabled":
-                (cfg.runtime.compile.enabled, False), "runtime.channels_last": (cfg.runtime.channels_last, False),
-                # A CPU loop: the harness side must run on the CPU too (a GPU would be another workload).
-                "runtime.device": (cfg.runtime.device if torch.cuda.is_available() else "cpu", "cpu")}
+    expected = {
+        "model.name": (cfg.model.name, "cnn"),
+        "model.kwargs": (dict(cfg.model.kwargs), {}),
+        "optim.name": (cfg.optim.name, "adam"),
+        "optim.scheduler.name": (cfg.optim.scheduler.name, "cosine"),
+        "loader.kind": (cfg.loader.kind, "dataloader"),
+        "train.grad_accum_steps": (cfg.train.grad_accum_steps, 1),
+        "runtime.precision": (cfg.runtime.precision, "no"),
+        "runtime.compile.enabled": (cfg.runtime.compile.enabled, False),
+        "runtime.channels_last": (cfg.runtime.channels_last, False),
+        # A CPU loop: the harness side must run on the CPU too (a GPU would be another workload).
+        "runtime.device": (cfg.runtime.device if torch.cuda.is_available() else "cpu", "cpu"),
+    }
     for key, (got, want) in expected.items():
         if got != want:
             raise ValueError(f"plain_loop writes out the default recipe: {key} is {got!r}, expected {want!r}")
