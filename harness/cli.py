@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     # Each room keeps its heavy imports (torch, accelerate) inside its commands, so
     # building the parser (and compare, report) stays cheap.
     from harness import hwreport
+    from harness.bisect import command as bisect
     from harness.gate import command as compare
     from harness.launch import command as launch
     from harness.infer import commands as model_commands
@@ -84,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_parser(sub)
     compare.add_parser(sub)
     hwreport.add_parser(sub)
+    bisect.add_parser(sub)
     return p
 
 
