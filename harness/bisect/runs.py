@@ -87,4 +87,4 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _last_line(log: Path) -> str:
     lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "no output"
+    return lines[-1].strip().removeprefix("error: ") if lines else "no output"
