@@ -230,11 +230,12 @@ def test_bad_input_a_good_end_that_fails(tmp_path, repo, capsys):
 
 
 @pytest.mark.slow  # about 15 runs of a 6-step recipe, each its own process
-def test_bisect_names_the_commit_that_slowed_the_model(tmp_path, repo, capsys):
+def test_bisect_names_the_commit_that_slowed_the_model(tmp_path, repo, capsys, monkeypatch):
     repo, shas = repo
     out = tmp_path / "out"
-    code = main(["bisect", "--good", shas[0], "--bad", shas[-1], "--repo", str(repo), "--repeats", "2",
-                 "--output", str(out), "recipe.yaml"])
+    monkeypatch.chdir(tmp_path)  # relative --repo and --output: the runs' own working folder is their worktree
+    code = main(["bisect", "--good", shas[0], "--bad", shas[-1], "--repo", "repo", "--repeats", "2",
+                 "--output", "out", "recipe.yaml"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert f"first bad commit: {shas[5]}" in text and "a slower forward" in text and "Ada" in text

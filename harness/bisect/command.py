@@ -130,7 +130,7 @@ class GoodEndFails(BadInput):
 
 def cmd_bisect(args) -> int:
     repo = wt.toplevel(Path(args.repo).resolve())
-    out = Path(args.output)
+    out = Path(args.output).absolute()  # the runs' working folder is their worktree
     _check_output(out, args.resume)
     state = _resumed_state(args, repo, out) if args.resume else _new_state(args, repo)
     if state["threshold"] is None:
