@@ -17,7 +17,6 @@ import yaml
 from harness.bisect import search as bs
 from harness.cli import main
 from harness.gate.verdicts import BY_NAME
-from support.processes import processes_mentioning
 
 SAMPLES = BY_NAME["samples_per_s"]
 
@@ -249,3 +248,30 @@ def test_bisect_names_the_commit_that_slowed_the_model(tmp_path, repo, capsys, m
     again = yaml.safe_load((out / "bisect.yaml").read_text())
     assert sum(len(p["runs"]) for p in again["probes"].values()) == runs
     assert again["outcome"] == state["outcome"]
+
+
+@pytest.mark.slow  # one run of the recipe, stopped
+def test_sigterm_stops_the_run_removes_the_worktree_and_keeps_the_state(tmp_path, repo):
+    repo, shas = repo
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "harness", "bisect", "--good", shas[0], "--bad", shas[-1], "--repo", str(repo),
+           "--repeats", "2", "--output", str(out), "recipe.yaml", "train.max_steps=3000", "train.epochs=300"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    log = out / "probes" / shas[0][:12] / "repeat_00.log"
+    while not (log.is_file() and "epoch 1/" in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.5)  # until the good end's first run is in its steps (3000 of 10 ms: far from its end)
+    assert _running(out), "the good end's first run"
+    assert len(_worktrees(repo)) == 2, "the good end's worktree while it runs"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert len(_worktrees(repo)) == 1 and not _running(out)
+    state = yaml.safe_load((out / "bisect.yaml").read_text())
+    assert state["outcome"] is None and state["probes"].get(shas[0], {"runs": []})["runs"] == []
+
+
+def _running(out: Path) -> list[str]:
+    """Processes whose command line names ``out``: ``ww``, for the runs' long command lines."""
+    lines = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in lines if str(out) in line and "ps -eww" not in line]
