@@ -208,6 +208,19 @@ def test_bad_input_unknown_revision_not_ancestor_and_dirty(tmp_path, repo, capsy
     assert "uncommitted changes" in err and "mymodel.py" in err
 
 
+def test_bad_input_options(tmp_path, repo, capsys):
+    repo, shas = repo
+    out = tmp_path / "out"
+    ends = ("--good", shas[0], "--bad", shas[-1])
+    assert "--figure" in _bad_input(capsys, repo, out, *ends, "--figure", "nosuch", "recipe.yaml")
+    assert "--threshold" in _bad_input(capsys, repo, out, *ends, "--threshold", "-1", "recipe.yaml")
+    assert "not in the good commit" in _bad_input(capsys, repo, out, *ends, "missing.yaml")
+    assert "--resume" in _bad_input(capsys, repo, out, "--resume")
+    with pytest.raises(SystemExit) as stop:
+        main(["bisect", "--repo", str(repo), "--output", str(out), *ends, "--repeats", "0", "recipe.yaml"])
+    assert stop.value.code == 2 and not out.exists()
+
+
 def test_bad_input_another_bisect_in_the_output(tmp_path, repo, capsys):
     repo, shas = repo
     out = tmp_path / "out"

@@ -133,6 +133,8 @@ def cmd_bisect(args) -> int:
     out = Path(args.output).absolute()  # the runs' working folder is their worktree
     _check_output(out, args.resume)
     state = _resumed_state(args, repo, out) if args.resume else _new_state(args, repo)
+    if state["threshold"] is not None and not 0 <= state["threshold"] < float("inf"):
+        raise BadInput(f"--threshold {state['threshold']}: expected a finite percentage >= 0")
     if state["threshold"] is None:
         state["threshold"] = BY_NAME[state["figure"] or "samples_per_s"].threshold
     dirty = wt.dirty_files(repo)
