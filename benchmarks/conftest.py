@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# `pytest benchmarks --history-store DIR` (docs/history.md); installed as a pytest11 entry
+# point too, for a team's own suite.
+pytest_plugins = ["harness.history.pytest_plugin"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def primed_cache(tmp_path_factory):

@@ -74,6 +74,7 @@ def parser() -> argparse.ArgumentParser:
     from harness import hwreport
     from harness.bisect import command as bisect
     from harness.gate import command as compare
+    from harness.history import command as history
     from harness.launch import command as launch
     from harness.infer import commands as model_commands
     from harness.run import command as run
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_parser(sub)
     compare.add_parser(sub)
     hwreport.add_parser(sub)
+    history.add_parser(sub)
     bisect.add_parser(sub)
     return p
 

@@ -89,6 +89,10 @@ def test_fsdp2_follows_ddp_and_holds_half_the_state_per_rank(tmp_path):
     for row in fsdp["per_rank"]:
         assert 0.4 <= row["model_state_mb"] / ddp["memory"]["model_state_mb"] <= 0.65, row
     assert fsdp["memory"]["model_state_mb"] == max(r["model_state_mb"] for r in fsdp["per_rank"])
+    # The activations a forward keeps do not depend on how the weights are held: FSDP2's count
+    # (on an unsharded copy, on the run's device and kernels) reads DDP's.
+    assert fsdp["memory"]["saved_for_backward_mb"] == pytest.approx(ddp["memory"]["saved_for_backward_mb"],
+                                                                    rel=1e-6)
 
     # model.pt is the whole model, gathered: the keys and tensors an unsharded GPT loads.
     from harness.models.gpt import GPT as GPTModel

@@ -138,7 +138,9 @@ def _imports_after(script: str) -> str:
 
 
 def test_help_compare_and_report_never_import_torch(tmp_path):
-    a = write(tmp_path, "a", make_report())
+    report = make_report()
+    report["environment"]["git"] = {"commit": "a" * 40, "dirty": False, "branch": None}
+    a = write(tmp_path, "a", report)
     err = _imports_after(f"""
 try:
     main(["--help"])
@@ -147,6 +149,7 @@ except SystemExit:
 assert main(["compare", {str(a)!r}, {str(a)!r}, "--format", "json"]) == 0
 assert main(["compare", "--calibrate", {str(a)!r}, {str(a)!r}]) == 0
 assert main(["report", {str(a)!r}, "--output", {str(tmp_path / "hw")!r}, "--no-plots"]) == 0
+assert main(["history", "add", {str(tmp_path / "store")!r}, {str(a)!r}]) == 0
 assert main(["bisect", "--good", "a", "--bad", "b", "--repo", {str(tmp_path)!r}, "x.yaml"]) == 2  # not a repository
 assert "matplotlib" not in sys.modules
 """)

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from harness.files import git
+
 SPEED_VARIABLES = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "CUBLAS_WORKSPACE_CONFIG",
     "PYTORCH_CUDA_ALLOC_CONF", "NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "TORCHINDUCTOR_MAX_AUTOTUNE",
@@ -127,4 +129,7 @@ def collect(seed: int | None = None) -> dict:
         "harness_git_dirty": git_revision()["dirty"],
         "env": {k: os.environ[k] for k in SPEED_VARIABLES if k in os.environ},
     }
-    return {"comparability": comparability, "switches": switches, "seed": seed, "info": info}
+    # The commit of the working directory the run ran in (the user's repository), not the
+    # harness's own checkout (comparability.harness_git_sha).
+    return {"comparability": comparability, "switches": switches, "seed": seed, "info": info,
+            "git": git.checkout()}

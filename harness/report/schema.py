@@ -47,11 +47,20 @@ class Comparability(TypedDict, total=False):
     harness_git_sha: str | None
 
 
+class Git(TypedDict, total=False):
+    """The git checkout of the run's working directory (files/git.py)."""
+    commit: Required[str]
+    dirty: bool | None
+    branch: str | None
+
+
 class Environment(TypedDict, total=False):
     comparability: Comparability
     switches: dict[str, Any]
     seed: int | None
     info: dict[str, Any]
+    git: NotRequired[Union[Git, None]]
+    """Null outside a git checkout; absent in older reports."""
 
 
 class Accuracy(TypedDict, total=False):

@@ -125,6 +125,26 @@ def count_flops(b: Built) -> tuple[float, float, float] | None:
     return forward, total, recomputed
 
 
+def _materialized(model, device):
+    """A sharded run's unsharded meta copy as real tensors on ``device``, all zeros.
+
+    What a forward saves for its backward depends on shapes and on the kernels the device
+    picks, not on the weights' values; on the meta device attention would take the math
+    path and save its score matrices, which the run's own kernels do not, so a count there
+    would read high against the same recipe under DDP. One full copy of the model is held
+    for the count; where it does not fit, the figure is null with a warning.
+    """
+    import copy
+
+    import torch
+
+    real = copy.deepcopy(model).to_empty(device=device)
+    with torch.no_grad():
+        for t in (*real.parameters(), *real.buffers()):
+            t.zero_()
+    return real
+
+
 def saved_for_backward_mb(b: Built) -> tuple[float | None, list[str]]:
     """``memory.saved_for_backward_mb`` (measure/saved.py) on the probe batch, on the run's
     device, after training; null with a warning when it cannot be measured."""
@@ -139,15 +159,15 @@ def saved_for_backward_mb(b: Built) -> tuple[float | None, list[str]]:
             # A sharded model's forward gathers its shards with the other ranks, which are
             # not running one: counted on one rank it would hang.
             return None, ["memory.saved_for_backward_mb is null: not measured on a sharded model"]
-        # A sharded run's unsharded copy lives on the meta device: counted from shapes there.
-        device = next((p.device for p in model.parameters() if p.device.type == "meta"), b.accelerator.device)
+        device = b.accelerator.device
+        if any(p.device.type == "meta" for p in model.parameters()):
+            model = _materialized(model, device)
         # The count runs a train-mode forward: batch statistics and the random state it
         # moves are put back, so nothing after it (a resume's state) sees a difference.
         buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-        meta = device.type == "meta"
-        cast = None if meta else b.precision.autocast_dtype  # the run's precision: what it really saves
+        cast = b.precision.autocast_dtype  # the run's precision: what it really saves
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            with torch.autocast("cpu" if meta else device.type, dtype=cast, enabled=cast is not None):
+            with torch.autocast(device.type, dtype=cast, enabled=cast is not None):
                 saved = saved_for_backward_bytes(model, inputs.to(device), targets.to(device), loss,
                                                  act_ckpt.checkpointed(model))
         with torch.no_grad():
