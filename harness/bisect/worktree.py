@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import BadInput
+from harness.files import git as checkout_git
 
 
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -32,10 +33,10 @@ def toplevel(repo: Path) -> Path:
 
 def resolve(repo: Path, rev: str, option: str) -> str:
     """The full sha of ``rev``'s commit; bad input when the repository knows no such commit."""
-    proc = git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
-    if proc.returncode != 0 or not proc.stdout.strip():
+    sha = checkout_git.resolve(rev, repo)
+    if sha is None:
         raise BadInput(f"{option} {rev}: unknown revision in {repo}")
-    return proc.stdout.strip()
+    return sha
 
 
 def first_parent_range(repo: Path, good: str, bad: str) -> list[str]:
@@ -52,7 +53,8 @@ def first_parent_range(repo: Path, good: str, bad: str) -> list[str]:
 
 def dirty_files(repo: Path) -> list[str]:
     """Tracked files with uncommitted changes (staged or not); untracked files do not count."""
-    out = git(repo, "status", "--porcelain", "--untracked-files=no").stdout
+    # No optional locks: status would otherwise rewrite the index under the user's own git commands.
+    out = git(repo, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no").stdout
     return [line[3:] for line in out.splitlines() if line.strip()]
 
 
