@@ -1,0 +1,133 @@
+"""Figures read from harness runs on the GPU, each a subprocess as a user would start it.
+
+Each run is short (tens of steps); what it must show is that the mode runs and that its
+report carries the figure, not a benchmark result. Every run lands in ``<output>/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+RUN_TIMEOUT_S = 300
+DIGITS = ["configs/digits_cnn.yaml", "runtime.device=gpu", "measure.measure_peak=false", "train.epochs=2",
+          "train.max_steps=30", "measure.warmup_steps=5", "output.progress=false"]
+"""The default recipe, two short epochs: dev evaluations, epoch checkpoints and model.pt,
+so every phase runs; 30 steps take the last, short batch of the first epoch (41 of 64)."""
+RESNET50 = ["configs/hardware/resnet50_224.yaml", "runtime.device=gpu", "runtime.precision=bf16",
+            "runtime.channels_last=true", "data.fake.size=256", "loader.batch_size=64", "train.max_steps=40",
+            "measure.warmup_steps=10", "measure.measure_peak=false"]
+GPT = ["configs/hardware/gpt_small.yaml", "runtime.device=gpu", "runtime.precision=bf16", "loader.batch_size=32",
+       "train.max_steps=40", "measure.warmup_steps=10", "measure.measure_peak=false"]
+FSDP2 = ["configs/tiny_gpt.yaml", "runtime.device=gpu", "runtime.sharding=fsdp2", "train.max_steps=20",
+         "measure.warmup_steps=5", "measure.measure_peak=false", "output.progress=false"]
+
+
+class RunFailed(Exception):
+    pass
+
+
+def _run(argv: list[str], what: str) -> None:
+    """Run ``argv`` from the repository root; its stderr tail is the error when it fails."""
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    try:
+        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        raise RunFailed(f"{what} ran past {RUN_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
+        raise RunFailed(f"{what} exited {proc.returncode}: {lines[-1] if lines else 'no output'}")
+
+
+def harness_run(out: Path, recipe: list[str], *extra: str) -> dict:
+    """``harness run RECIPE EXTRA --output OUT --overwrite``; its report (raw lists left out)."""
+    from harness.report.io import load_report
+
+    _run([sys.executable, "-m", "harness", "run", *recipe, *extra, "--output", str(out), "--overwrite"],
+         f"harness run {out.name}")
+    return load_report(out / "report.yaml", raw=False)
+
+
+def _mode(report: dict) -> dict:
+    d = report["distributed"]
+    steps = report["throughput"]["measured_steps"] + report["throughput"]["warmup_steps"]
+    return {"status": report["status"], "mixed_precision": d.get("mixed_precision"),
+            "scaler_skipped_steps": d.get("scaler_skipped_steps"), "steps": steps}
+
+
+def phases(out: Path) -> dict:
+    report = harness_run(out / "phases", DIGITS)
+    peaks = {p: (report["memory"].get(p) or {}).get("device_peak_allocated_mb") for p in ("train", "eval", "checkpoint")}
+    return {"run_phase_peaks": peaks, "run_data_wait_fraction": report["data_wait_fraction"]}
+
+
+def inference(out: Path) -> dict:
+    """``harness bench-inference`` on the phases run's model.pt: its batch-1 latency."""
+    from harness.report.io import load_report
+
+    run = out / "phases"
+    _run([sys.executable, "-m", "harness", "bench-inference", str(run), "--overwrite"], "harness bench-inference")
+    report = load_report(run / "inference" / "report.yaml", raw=False)
+    latency = report["step_time_ms"]
+    return {"inference": {"status": report["status"], "clock": report["inference"]["clock"],
+                          "p50_ms": latency["p50"], "p99_ms": latency["p99"]}}
+
+
+def precisions(out: Path) -> dict:
+    return {p: _mode(harness_run(out / p, DIGITS, f"runtime.precision={p}")) for p in ("bf16", "fp16")}
+
+
+def compiled(out: Path) -> dict:
+    found = {}
+    for mode in ("default", "reduce-overhead"):
+        key = f"compile_{mode.replace('-', '_')}"
+        try:
+            report = harness_run(out / key, DIGITS, "runtime.compile.enabled=true", f"runtime.compile.mode={mode}")
+        except RunFailed as err:
+            found[key] = {"error": str(err)}
+            continue
+        c = report.get("compile") or {}
+        found[key] = {"status": report["status"], "recompiles_in_window": c.get("recompiles_in_window"),
+                      "compile_time_s": c.get("compile_time_s")}
+    return found
+
+
+def resnet50(out: Path) -> dict:
+    report = harness_run(out / "resnet50", RESNET50)
+    return {"resnet50": {"status": report["status"], "samples_per_s": report["throughput"]["samples_per_s"],
+                         "mfu_datasheet": report["compute"].get("mfu_datasheet"),
+                         "memory_format": report["model"].get("memory_format")}}
+
+
+def gpt(out: Path) -> dict:
+    report = harness_run(out / "gpt", GPT)
+    return {"gpt": {"status": report["status"], "tokens_per_s": report["throughput"].get("tokens_per_s"),
+                    "mfu_datasheet": report["compute"].get("mfu_datasheet")}}
+
+
+def fsdp2(out: Path) -> dict:
+    """FSDP2 through Accelerate's plugin on a world of one GPU, under torchrun."""
+    from harness.launch.command import free_port
+    from harness.report.io import load_report
+
+    run = out / "fsdp2"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", str(free_port()),
+          "-m", "harness", "run", *FSDP2, "--output", str(run), "--overwrite"], "torchrun harness run (fsdp2)")
+    report = load_report(run / "report.yaml", raw=False)
+    return {"fsdp2": {"status": report["status"], "sharding": report["distributed"].get("sharding")}}
+
+
+STEPS: list[tuple[tuple[str, ...], Callable[[Path], dict]]] = [
+    (("run_phase_peaks", "run_data_wait_fraction"), phases),
+    (("inference",), inference),
+    (("bf16", "fp16"), precisions),
+    (("compile_default", "compile_reduce_overhead"), compiled),
+    (("resnet50",), resnet50),
+    (("gpt",), gpt),
+    (("fsdp2",), fsdp2),
+]
+"""Each step, and the figures it records (an error recorded for each when it fails)."""
