@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -164,3 +165,55 @@ def test_every_test_that_needs_cuda_carries_the_gpu_marker():
                         unmarked.append(f"{path.name}::{node.name}")
     assert found >= 10  # the scan sees them (10 when this test was written)
     assert unmarked == []
+
+
+def test_a_step_that_fails_or_finds_the_time_spent_is_recorded_and_the_others_still_run(monkeypatch, tmp_path):
+    """The orchestration without a GPU: fake steps stand in for the tests, the meter and the runs."""
+    from scripts.gpu_check import __main__ as gpu_main
+    from scripts.gpu_check import runs
+
+    def broken(out):
+        raise runs.RunFailed("harness run gpt exited 1: CUDA out of memory")
+
+    monkeypatch.setattr(gpu_main, "gpu_tests", lambda out: {"tests": RECORDED["tests"]})
+    monkeypatch.setattr(gpu_main, "meter_figures", lambda: {"error": "exited 1: no kernel image"})
+    monkeypatch.setattr(runs, "STEPS", [(("gpt",), broken), (("fsdp2",), lambda out: {"fsdp2": RECORDED["fsdp2"]})])
+    figures = gpu_main.check(tmp_path)
+    assert figures["tests"] == RECORDED["tests"] and figures["fsdp2"] == RECORDED["fsdp2"]
+    assert figures["gpt"] == {"error": "RunFailed: harness run gpt exited 1: CUDA out of memory"}
+    assert all(figures[k] == {"error": "exited 1: no kernel image"}
+               for k in ("sleep_step", "sleep_data_wait_fraction", "phase_blocks"))
+    assert figures["wall_s"] > 0
+    rows = {v.name: v for v in judge(figures)}
+    assert rows["gpt_small bf16: tokens/s"].value.startswith("error: RunFailed") and not rows["gpt_small bf16: tokens/s"].holds
+    assert rows["meter: device peak, eval phase (MB over the phase's start)"].holds is False
+
+    monkeypatch.setattr(runs, "TOTAL_S", 0.0)
+    runs.start_clock(0.0)  # the check's time is spent: the next subprocess is not started
+    with pytest.raises(runs.RunFailed, match="not run"):
+        runs.time_left(60)
+
+
+def test_a_subprocess_past_its_limit_is_killed_with_its_whole_session():
+    from scripts.gpu_check.runs import bounded
+
+    marker = f"gpu-check-test-{os.getpid()}"
+    # The grandchild holds none of the pipes: only the session's kill ends it.
+    with pytest.raises(subprocess.TimeoutExpired):
+        bounded(["bash", "-c", f"bash -c 'sleep 60; true' {marker} >/dev/null 2>&1 & exec sleep 60"], 1.0)
+    for _ in range(50):  # SIGKILL is delivered asynchronously: a moment, never the sleep's minute
+        if marker not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the child left in the background outlived the kill")
+    assert bounded(["bash", "-c", "echo hi"], 10).stdout == "hi\n"
+
+
+def test_junit_counts(tmp_path):
+    from scripts.gpu_check.__main__ import junit_counts
+
+    xml = tmp_path / "r.xml"
+    xml.write_text('<testsuites><testsuite name="pytest" errors="1" failures="2" skipped="3" tests="10">'
+                   "</testsuite></testsuites>")
+    assert junit_counts(xml) == {"passed": 4, "failed": 2, "errors": 1, "skipped": 3}

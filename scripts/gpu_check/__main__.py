@@ -40,25 +40,29 @@ def junit_counts(path: Path) -> dict:
 
 def gpu_tests(out: Path) -> dict:
     """Every gpu-marked test under tests/, its output passed through to stderr as it runs."""
+    from scripts.gpu_check.runs import bounded, time_left
+
     xml = out / "gpu-tests.xml"
     xml.unlink(missing_ok=True)
+    limit = time_left(TESTS_TIMEOUT_S)
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                               f"--junitxml={xml}", "tests"], cwd=REPO, env=_env(), stdout=sys.stderr,
-                              timeout=TESTS_TIMEOUT_S)
+        proc = bounded([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
+                        f"--junitxml={xml}", "tests"], limit, capture=False, cwd=REPO, env=_env())
     except subprocess.TimeoutExpired:
-        return {"tests": {"error": f"pytest -m gpu ran past {TESTS_TIMEOUT_S} s"}}
+        return {"tests": {"error": f"pytest -m gpu ran past {limit:.0f} s"}}
     if not xml.exists():
         return {"tests": {"error": f"pytest -m gpu exited {proc.returncode} without a result file"}}
     return {"tests": junit_counts(xml)}
 
 
 def meter_figures() -> dict:
+    from scripts.gpu_check.runs import bounded, time_left
+
+    limit = time_left(MEASURE_TIMEOUT_S)
     try:
-        proc = subprocess.run([sys.executable, "-m", "scripts.gpu_check.measure"], cwd=REPO, env=_env(),
-                              capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S)
+        proc = bounded([sys.executable, "-m", "scripts.gpu_check.measure"], limit, cwd=REPO, env=_env())
     except subprocess.TimeoutExpired:
-        return {"error": f"ran past {MEASURE_TIMEOUT_S} s"}
+        return {"error": f"ran past {limit:.0f} s"}
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         return {"error": f"exited {proc.returncode}: {lines[-1] if lines else 'no output'}"}
@@ -82,6 +86,7 @@ def check(out: Path) -> dict:
     from scripts.gpu_check import runs
 
     start = time.perf_counter()
+    runs.start_clock()
     figures: dict = {}
     _step(figures, ("tests",), "pytest -m gpu", lambda: gpu_tests(out))
     _step(figures, ("sleep_step", "sleep_data_wait_fraction", "phase_blocks"), "the meter's figures", meter_figures)

@@ -7,12 +7,31 @@ report carries the figure, not a benchmark result. Every run lands in ``<output>
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 RUN_TIMEOUT_S = 300
+TOTAL_S = 540.0
+"""The whole check ends within this: a hung step costs the steps after it their turn (each then
+reads as not measured), never the machine's 10-minute command limit."""
+_deadline = time.monotonic() + TOTAL_S
+
+
+def start_clock(total_s: float = TOTAL_S) -> None:
+    global _deadline
+    _deadline = time.monotonic() + total_s
+
+
+def time_left(limit_s: float) -> float:
+    """Seconds the next subprocess may take: its own limit, or what is left of the check's."""
+    left = _deadline - time.monotonic()
+    if left <= 1:
+        raise RunFailed(f"not run: the check's {TOTAL_S:.0f} s were spent")
+    return min(limit_s, left)
 DIGITS = ["configs/digits_cnn.yaml", "runtime.device=gpu", "measure.measure_peak=false", "train.epochs=2",
           "train.max_steps=30", "measure.warmup_steps=5", "output.progress=false"]
 """The default recipe, two short epochs: dev evaluations, epoch checkpoints and model.pt,
@@ -30,14 +49,30 @@ class RunFailed(Exception):
     pass
 
 
+def bounded(argv: list[str], limit: float, capture: bool = True, **kw) -> subprocess.CompletedProcess:
+    """``subprocess.run`` in a session of its own: past ``limit`` the whole session is killed
+    (a hung torchrun or pytest leaves no rank holding the GPU), then TimeoutExpired."""
+    out = subprocess.PIPE if capture else sys.stderr
+    with subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE if capture else None, text=True,
+                          start_new_session=True, **kw) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
 def _run(argv: list[str], what: str) -> None:
     """Run ``argv`` from the repository root; its stderr tail is the error when it fails."""
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    limit = time_left(RUN_TIMEOUT_S)
     try:
-        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env)
+        proc = bounded(argv, limit, cwd=repo, env=env)
     except subprocess.TimeoutExpired:
-        raise RunFailed(f"{what} ran past {RUN_TIMEOUT_S} s") from None
+        raise RunFailed(f"{what} ran past {limit:.0f} s") from None
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
         raise RunFailed(f"{what} exited {proc.returncode}: {lines[-1] if lines else 'no output'}")
