@@ -118,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         out = Path(args.output).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        figures = {"device": torch.cuda.get_device_name(0), **check(out)}
+        figures = check(out)
+        # Named after the runs: the device's name would start a CUDA context in this process first.
+        figures["device"] = torch.cuda.get_device_name(0)
         (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
         print(f"figures: {out / 'figures.json'}")
     verdicts = judge(figures)
