@@ -217,3 +217,19 @@ def test_junit_counts(tmp_path):
     xml.write_text('<testsuites><testsuite name="pytest" errors="1" failures="2" skipped="3" tests="10">'
                    "</testsuite></testsuites>")
     assert junit_counts(xml) == {"passed": 4, "failed": 2, "errors": 1, "skipped": 3}
+
+
+def test_a_failed_step_is_named_by_its_error_line_not_torchruns_summary_box():
+    from scripts.gpu_check.runs import last_error
+
+    torchrun = ("error: runtime.sharding: fsdp2 needs a world of at least 2 processes\n"
+                "E1206 torch.distributed.elastic.multiprocessing.api: failed (exitcode: 1)\n"
+                "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+                "============================================================\n"
+                "harness FAILED\n------------------------------------------------------------\n"
+                "Failures:\n  <NO_OTHER_FAILURES>\n============================================================\n")
+    assert last_error(torchrun) == "error: runtime.sharding: fsdp2 needs a world of at least 2 processes"
+    assert last_error("Traceback\n  File x\nRuntimeError: CUDA error: no kernel image\n") == \
+        "RuntimeError: CUDA error: no kernel image"
+    assert last_error("killed\n\n") == "killed" and last_error("") == "no output"

@@ -56,7 +56,7 @@ def gpu_tests(out: Path) -> dict:
 
 
 def meter_figures() -> dict:
-    from scripts.gpu_check.runs import bounded, time_left
+    from scripts.gpu_check.runs import bounded, last_error, time_left
 
     limit = time_left(MEASURE_TIMEOUT_S)
     try:
@@ -64,8 +64,7 @@ def meter_figures() -> dict:
     except subprocess.TimeoutExpired:
         return {"error": f"ran past {limit:.0f} s"}
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return {"error": f"exited {proc.returncode}: {lines[-1] if lines else 'no output'}"}
+        return {"error": f"exited {proc.returncode}: {last_error(proc.stderr or '')}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

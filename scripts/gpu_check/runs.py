@@ -67,6 +67,17 @@ def bounded(argv: list[str], limit: float, capture: bool = True, **kw) -> subpro
     return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
 
+def last_error(text: str) -> str:
+    """The line that says what went wrong: the harness's one-line ``error:``, else the last
+    exception line, else the last line that is not a rule (torchrun ends with a summary box)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) - set("=-")]
+    for pick in (lambda ln: ln.startswith("error:"), lambda ln: "Error:" in ln or "Exception:" in ln, lambda ln: True):
+        found = [ln for ln in lines if pick(ln)]
+        if found:
+            return found[-1]
+    return "no output"
+
+
 def _run(argv: list[str], what: str) -> None:
     """Run ``argv`` from the repository root; its stderr tail is the error when it fails."""
     repo = Path(__file__).resolve().parents[2]
@@ -77,8 +88,7 @@ def _run(argv: list[str], what: str) -> None:
     except subprocess.TimeoutExpired:
         raise RunFailed(f"{what} ran past {limit:.0f} s") from None
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        raise RunFailed(f"{what} exited {proc.returncode}: {lines[-1] if lines else 'no output'}")
+        raise RunFailed(f"{what} exited {proc.returncode}: {last_error(proc.stderr or proc.stdout or '')}")
 
 
 def harness_run(out: Path, recipe: list[str], *extra: str) -> dict:
@@ -116,7 +126,13 @@ def inference(out: Path) -> dict:
 
 
 def precisions(out: Path) -> dict:
-    return {p: _mode(harness_run(out / p, DIGITS, f"runtime.precision={p}")) for p in ("bf16", "fp16")}
+    found = {}
+    for p in ("bf16", "fp16"):
+        try:
+            found[p] = _mode(harness_run(out / p, DIGITS, f"runtime.precision={p}"))
+        except RunFailed as err:  # the other precision still runs
+            found[p] = {"error": str(err)}
+    return found
 
 
 def compiled(out: Path) -> dict:

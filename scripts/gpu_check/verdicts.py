@@ -41,7 +41,13 @@ class Verdict:
     """None: reported only (no bound)."""
 
 
+MAX_SHOWN = 120
+"""An error longer than this is cut in the table (figures.json keeps it whole)."""
+
+
 def _num(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "null"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(v)
     return f"{v:,.{digits}f}" if isinstance(v, float) else f"{v:,}"
@@ -116,7 +122,7 @@ CHECKS: list[Check] = [
           lambda v: True, lambda v: _num(v, 4)),
     Check("run: bf16", "bf16", "completed, bf16, no scaler (scaler_skipped_steps null)",
           lambda v: _completed(v) and v.get("mixed_precision") == "bf16" and v.get("scaler_skipped_steps") is None,
-          lambda v: f"{v.get('status')}, {v.get('mixed_precision')}, skipped {v.get('scaler_skipped_steps')}"),
+          lambda v: f"{v.get('status')}, {v.get('mixed_precision')}, skipped {_num(v.get('scaler_skipped_steps'))}"),
     Check("run: fp16 with the scaler (scaler_skipped_steps)", "fp16", "completed, fp16, 0 <= skipped < steps",
           _fp16_holds, lambda v: f"{v.get('scaler_skipped_steps')} of {v.get('steps')} steps ({v.get('status')})"),
     _compile("default"), _compile("reduce-overhead"),
@@ -160,7 +166,9 @@ def judge(figures: dict) -> list[Verdict]:
         if v is None:
             out.append(Verdict(c.name, "not measured", c.bound or "reported", False if c.bound else None))
         elif isinstance(v, dict) and "error" in v:
-            out.append(Verdict(c.name, f"error: {v['error']}", c.bound or "reported", False if c.bound else None))
+            error = f"error: {v['error']}"
+            error = error if len(error) <= MAX_SHOWN else error[: MAX_SHOWN - 3] + "..."
+            out.append(Verdict(c.name, error, c.bound or "reported", False if c.bound else None))
         else:
             try:
                 shown, holds = c.show(v), bool(c.holds(v))
