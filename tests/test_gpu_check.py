@@ -24,7 +24,7 @@ RECORDED = {
     "device": "NVIDIA H100 80GB HBM3",
     "tests": {"passed": 12, "failed": 0, "errors": 0, "skipped": 1},
     "sleep_step": {"slept_ms": 20.0, "read_ms": 20.3},
-    "sleep_data_wait_fraction": 0.004,
+    "sleep_data_wait": {"fraction": 0.004, "wait_ms_p50": 0.08, "wait_ms_max": 0.9},
     "phase_blocks": {"train": {"block_mb": 1024, "read_mb": 1027.1}, "eval": {"block_mb": 512, "read_mb": 512.0},
                      "checkpoint": {"block_mb": 256, "read_mb": 256.0}},
     "run_phase_peaks": {"train": 21.5, "eval": 9.2, "checkpoint": 6.1},
@@ -67,7 +67,7 @@ def test_recorded_figures_that_hold_pass_and_every_check_is_judged():
     ("tests.failed", 1, "gpu-marked tests"),
     ("tests.passed", 0, "gpu-marked tests"),
     ("sleep_step.read_ms", 22.3, "torch.cuda._sleep"),  # 11.5% off the 20 ms slept
-    ("sleep_data_wait_fraction", 0.2, "data wait fraction"),
+    ("sleep_data_wait.fraction", 0.2, "data wait fraction"),
     ("phase_blocks.eval.read_mb", 400.0, "eval phase"),
     ("phase_blocks.checkpoint", {"error": "exited 1: CUDA error"}, "checkpoint phase"),
     ("run_phase_peaks.checkpoint", None, "memory.<phase>"),
@@ -97,7 +97,7 @@ def test_one_figure_that_does_not_hold_fails_the_check(path, value, row):
 def test_bounds_at_their_edges():
     assert exit_status(judge(_with("sleep_step.read_ms", 21.9))) == 0  # 9.5% off: within 10%
     assert exit_status(judge(_with("resnet50.mfu_datasheet", 1.0))) == 0  # (0, 1] includes 1
-    assert exit_status(judge(_with("sleep_data_wait_fraction", 0.05))) == 1  # < 0.05, strictly
+    assert exit_status(judge(_with("sleep_data_wait.fraction", 0.05))) == 1  # < 0.05, strictly
 
 
 def test_a_figure_reported_without_a_bound_never_fails_the_check():
@@ -182,7 +182,7 @@ def test_a_step_that_fails_or_finds_the_time_spent_is_recorded_and_the_others_st
     assert figures["tests"] == RECORDED["tests"] and figures["fsdp2"] == RECORDED["fsdp2"]
     assert figures["gpt"] == {"error": "RunFailed: harness run gpt exited 1: CUDA out of memory"}
     assert all(figures[k] == {"error": "exited 1: no kernel image"}
-               for k in ("sleep_step", "sleep_data_wait_fraction", "phase_blocks"))
+               for k in ("sleep_step", "sleep_data_wait", "phase_blocks"))
     assert figures["wall_s"] > 0
     rows = {v.name: v for v in judge(figures)}
     assert rows["gpt_small bf16: tokens/s"].value.startswith("error: RunFailed") and not rows["gpt_small bf16: tokens/s"].holds

@@ -88,7 +88,7 @@ def check(out: Path) -> dict:
     runs.start_clock()
     figures: dict = {}
     _step(figures, ("tests",), "pytest -m gpu", lambda: gpu_tests(out))
-    _step(figures, ("sleep_step", "sleep_data_wait_fraction", "phase_blocks"), "the meter's figures", meter_figures)
+    _step(figures, ("sleep_step", "sleep_data_wait", "phase_blocks"), "the meter's figures", meter_figures)
     for keys, take in runs.STEPS:
         _step(figures, keys, take.__name__, lambda take=take: take(out))
     figures["wall_s"] = time.perf_counter() - start

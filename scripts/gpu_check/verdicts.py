@@ -74,6 +74,11 @@ def _sleep_holds(v: dict) -> bool:
     return _positive(v.get("read_ms")) and abs(v["read_ms"] / v["slept_ms"] - 1) <= SLEEP_TOLERANCE
 
 
+def _wait_holds(v: dict) -> bool:
+    f = v["fraction"]
+    return isinstance(f, (int, float)) and 0 <= f < MAX_DATA_WAIT_FRACTION
+
+
 def _block_holds(v: dict) -> bool:
     return _positive(v.get("read_mb")) and abs(v["read_mb"] / v["block_mb"] - 1) <= BLOCK_TOLERANCE
 
@@ -112,9 +117,10 @@ CHECKS: list[Check] = [
     Check("meter: step of a known torch.cuda._sleep (ms, CUDA events)", "sleep_step",
           f"within {_num(SLEEP_TOLERANCE * 100, 0)}% of the sleep", _sleep_holds,
           lambda v: f"{_num(v['read_ms'], 2)} (slept {_num(v['slept_ms'], 2)})"),
-    Check("meter: data wait fraction, GPU-bound step, pinned batches", "sleep_data_wait_fraction",
-          f"< {MAX_DATA_WAIT_FRACTION}", lambda v: isinstance(v, (int, float)) and 0 <= v < MAX_DATA_WAIT_FRACTION,
-          lambda v: _num(v, 4)),
+    Check("meter: data wait fraction, GPU-bound step, pinned batches", "sleep_data_wait",
+          f"< {MAX_DATA_WAIT_FRACTION}", _wait_holds,
+          lambda v: f"{_num(v['fraction'], 4)} (wait p50 {_num(v.get('wait_ms_p50'), 2)} ms, "
+                    f"max {_num(v.get('wait_ms_max'), 2)} ms)"),
     _block("train"), _block("eval"), _block("checkpoint"),
     Check("run: memory.<phase>.device_peak_allocated_mb", "run_phase_peaks", "train, eval, checkpoint each > 0",
           _phase_peaks_hold, lambda v: ", ".join(f"{p} {_num(v.get(p), 1)}" for p in ("train", "eval", "checkpoint"))),
