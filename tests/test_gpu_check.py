@@ -233,3 +233,34 @@ def test_a_failed_step_is_named_by_its_error_line_not_torchruns_summary_box():
     assert last_error("Traceback\n  File x\nRuntimeError: CUDA error: no kernel image\n") == \
         "RuntimeError: CUDA error: no kernel image"
     assert last_error("killed\n\n") == "killed" and last_error("") == "no output"
+
+
+def test_a_terminated_check_kills_the_step_under_way():
+    """SIGTERM to the check (a device lease ending) must not leave a run on the GPU: the step's
+    session is its own, so only the check can end it."""
+    marker = f"gpu-check-term-{os.getpid()}"
+    driver = ("import signal, sys\n"
+              "from scripts.gpu_check.__main__ import _terminated\n"
+              "from scripts.gpu_check.runs import bounded\n"
+              "signal.signal(signal.SIGTERM, _terminated)\n"
+              "print('ready', flush=True)\n"
+              f"bounded(['bash', '-c', \"bash -c 'sleep 60; true' {marker} & exec sleep 60\"], 120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        for _ in range(100):  # until the step's grandchild is up
+            if marker in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+                break
+            time.sleep(0.1)
+        proc.terminate()
+        assert proc.wait(timeout=30) == 128 + 15
+    finally:
+        proc.kill()
+        proc.wait()
+    for _ in range(50):
+        if marker not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the step's processes outlived the check")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,9 +82,15 @@ def _step(figures: dict, keys: tuple[str, ...], what: str, take) -> None:
     print(f"gpu-check: {what} took {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def check(out: Path) -> dict:
     from scripts.gpu_check import runs
 
+    # SIGTERM ends the check as Ctrl-C does: through bounded(), which kills the step under way.
+    signal.signal(signal.SIGTERM, _terminated)
     start = time.perf_counter()
     runs.start_clock()
     figures: dict = {}

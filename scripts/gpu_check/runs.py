@@ -18,20 +18,6 @@ RUN_TIMEOUT_S = 300
 TOTAL_S = 540.0
 """The whole check ends within this: a hung step costs the steps after it their turn (each then
 reads as not measured), never the machine's 10-minute command limit."""
-_deadline = time.monotonic() + TOTAL_S
-
-
-def start_clock(total_s: float = TOTAL_S) -> None:
-    global _deadline
-    _deadline = time.monotonic() + total_s
-
-
-def time_left(limit_s: float) -> float:
-    """Seconds the next subprocess may take: its own limit, or what is left of the check's."""
-    left = _deadline - time.monotonic()
-    if left <= 1:
-        raise RunFailed(f"not run: the check's {TOTAL_S:.0f} s were spent")
-    return min(limit_s, left)
 DIGITS = ["configs/digits_cnn.yaml", "runtime.device=gpu", "measure.measure_peak=false", "train.epochs=2",
           "train.max_steps=30", "measure.warmup_steps=5", "output.progress=false"]
 """The default recipe, two short epochs: dev evaluations, epoch checkpoints and model.pt,
@@ -52,15 +38,32 @@ class RunFailed(Exception):
     pass
 
 
+_deadline = time.monotonic() + TOTAL_S
+
+
+def start_clock(total_s: float = TOTAL_S) -> None:
+    global _deadline
+    _deadline = time.monotonic() + total_s
+
+
+def time_left(limit_s: float) -> float:
+    """Seconds the next subprocess may take: its own limit, or what is left of the check's."""
+    left = _deadline - time.monotonic()
+    if left <= 1:
+        raise RunFailed(f"not run: the check's {TOTAL_S:.0f} s were spent")
+    return min(limit_s, left)
+
+
 def bounded(argv: list[str], limit: float, capture: bool = True, **kw) -> subprocess.CompletedProcess:
     """``subprocess.run`` in a session of its own: past ``limit`` the whole session is killed
-    (a hung torchrun or pytest leaves no rank holding the GPU), then TimeoutExpired."""
+    (a hung torchrun or pytest leaves no rank holding the GPU), then TimeoutExpired; so is it
+    when the check is interrupted (its own session does not get the terminal's Ctrl-C)."""
     out = subprocess.PIPE if capture else sys.stderr
     with subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE if capture else None, text=True,
                           start_new_session=True, **kw) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # past the limit, or the check itself stopped (Ctrl-C, SIGTERM)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             raise
