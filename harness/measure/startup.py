@@ -50,9 +50,20 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def _process_is_harness() -> bool:
+    """Whether this process was started as the ``harness`` command (``python -m harness``, the
+    console script), not a test or a program calling ``main`` long after its own start."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return getattr(spec, "name", None) == "harness.__main__" or os.path.basename(sys.argv[0] or "") == "harness"
+
+
 def mark_imported() -> None:
     """``harness run`` has imported what it runs with: what came before was the interpreter and imports."""
-    _IMPORTED_AGE[:] = [process_age_s()]
+    if _process_is_harness():
+        _IMPORTED_AGE[:] = [process_age_s()]
 
 
 class SetupClock:
@@ -78,7 +89,7 @@ class SetupClock:
     def block(self) -> tuple[float | None, dict]:
         """(``process_start_to_first_step_s``, the ``setup`` block); null where not measured.
 
-        Without the import mark (``execute`` called in-process, or a later run of the same
+        Without the import mark (a process not started as ``harness``, or a later run of the same
         process) the process's start is not this run's: both figures and import/config are null.
         """
         if self.first_step is None or self.imported is None:
