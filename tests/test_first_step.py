@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from harness.data import build_data, decoded
-from harness.data.datasets import DataConfig, load_pool
+from harness.data.datasets import DataConfig, default_cache, load_pool
 from harness.files.safe_yaml import read_yaml
 from harness.measure import startup
 from support.cli import run_cli, run_in_process
@@ -57,7 +57,7 @@ def test_a_second_load_decodes_nothing_and_gives_the_same_samples(own_cache, mon
 @pytest.mark.parametrize("damage", ["truncate", "flip", "other_key"])
 def test_a_damaged_or_mismatched_entry_is_ignored_and_rewritten(own_cache, damage):
     first = load_pool(_cfg(own_cache))
-    [entry] = list(decoded.cache_file("x").parent.glob("*.pt"))
+    [entry] = list(decoded.cache_file(default_cache(), "x").parent.glob("*.pt"))
     blob = entry.read_bytes()
     if damage == "truncate":
         entry.write_bytes(blob[: len(blob) // 2])

@@ -175,7 +175,7 @@ def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
 
     # One decode serves the scan and every epoch after it, and a second run decodes nothing
     # (data/decoded.py); the scan's verdicts are the cached ones.
-    found, ds.decoded_cache = decoded_set(ds.samples)
+    found, ds.decoded_cache = decoded_set(ds.samples, default_cache())
     if found.pixels is not None:
         ds.loader = CachedLoader(found)
     policy = cfg.corrupt_images

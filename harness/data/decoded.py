@@ -103,10 +103,9 @@ def decode_all(paths: list[str], keep: bool = True) -> Decoded:
     return Decoded(paths, why, sizes, pixels, offsets)
 
 
-def cache_file(key: str) -> Path:
-    from harness.data.datasets import default_cache
-
-    return default_cache() / "decoded" / f"{key[:40]}.pt"
+def cache_file(cache: Path, key: str) -> Path:
+    """``cache``: the harness's cache folder (``$HARNESS_CACHE``, datasets.default_cache)."""
+    return Path(cache) / "decoded" / f"{key[:40]}.pt"
 
 
 def _load(path: Path, key: str, paths: list[str]) -> Decoded | None:
@@ -135,14 +134,14 @@ def _save(path: Path, key: str, d: Decoded) -> None:
         pass
 
 
-def decoded_set(samples: list[tuple[str, int]]) -> tuple[Decoded, str]:
+def decoded_set(samples: list[tuple[str, int]], cache: Path) -> tuple[Decoded, str]:
     """Every file of ``samples`` decoded, from the cache or now; and where it came from
     (``hit``, ``written``, ``off``: the cache is disabled or the pixels too large)."""
     paths = [p for p, _ in samples]
     if not enabled():
         return decode_all(paths, keep=False), "off"
     key = fingerprint(samples)
-    where = cache_file(key)
+    where = cache_file(cache, key)
     if where.is_file():
         found = _load(where, key, paths)
         if found is not None:
