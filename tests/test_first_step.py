@@ -3,6 +3,8 @@ marks (measure/startup.py) that the report's timing.setup block is made of."""
 
 from __future__ import annotations
 
+import os
+
 from functools import partial
 
 import numpy as np
@@ -83,6 +85,12 @@ def test_a_changed_file_changes_the_key(tmp_path):
     f.write_bytes(b"xy")
     assert decoded.fingerprint([(str(f), 0)]) != k1
     assert decoded.fingerprint([(str(f), 1)]) != decoded.fingerprint([(str(f), 0)])
+    # Same size, same modification time, other bytes (cp -p, rsync -t): another key.
+    stamp = f.stat().st_mtime_ns
+    key = decoded.fingerprint([(str(f), 0)])
+    f.write_bytes(b"xz")
+    os.utime(f, ns=(stamp, stamp))
+    assert decoded.fingerprint([(str(f), 0)]) != key
 
 
 def test_setup_phases_add_up_to_the_first_step(monkeypatch):
