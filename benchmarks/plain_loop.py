@@ -1,25 +1,39 @@
 """The default recipe as a hand-written PyTorch loop: the yardstick for the harness's overhead.
 
-Everything a user would write without the harness, and nothing more: torchvision's
-ImageFolder over the same digits PNGs, the same transforms, split, batch size,
-model, optimizer and schedule, and ``zero_grad -> forward -> loss -> backward ->
-step`` for the epochs, with dev accuracy under ``model.eval()`` and
-``torch.inference_mode()`` after each, as the recipe does. No Accelerate, no meter,
-no guard, no checkpoints. Its clock reads what the harness's window reads: from the
-end of warm-up to the last step, data loading included, evaluation excluded.
+The overhead benchmark measures what the harness adds around a training step, so the
+yardstick must compute exactly what ``harness run`` computes, with only the harness's
+machinery taken away:
+
+- **Data: the harness's own.** ``recipe_data`` and ``build_loaders`` (harness/data/)
+  give the same decoded tensors, the same seeded split, the same batch augmentation
+  (drawn per batch from the batch's seed) and the same batch order, re-seeded each
+  epoch as fit.py does. The data path is not what the benchmark measures; a loop that
+  decoded PNGs and rotated with PIL per sample (this file until issue 29) ran a slower
+  data path, and its ratio (1.39, the harness "faster") measured that, not overhead.
+- **The step: by hand.** A plain ``torch.nn.Module`` built under the same seed (the
+  same initial weights), a plain ``torch.optim.Adam`` and ``CosineAnnealingLR`` sized
+  as the harness sizes it (epochs x batches), and ``zero_grad -> forward -> loss ->
+  backward -> step``; no Accelerate, no meter, no guard, no recorder, no checkpoints.
+  Dev accuracy after each epoch under ``model.eval()`` and ``torch.inference_mode()``,
+  as the recipe does, outside the window.
+- **The window: the meter's** (benchmarks/hand_clock.py): the steps after warm-up,
+  data loading included, evaluation excluded.
+
+From the same seed it reaches the same per-step training losses as ``harness run``
+(tests/test_plain_loops.py checks it), which is what makes its ratio a measurement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torchvision.transforms as T
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from torchvision.datasets import ImageFolder
 
 from benchmarks.hand_clock import StepClock
+from harness.data.batches import epoch_seed
+from harness.data.loaders import build_loaders
+from harness.data.preprocess import recipe_data
 from harness.models.registry import CNN
 
 
@@ -34,9 +48,11 @@ class PlainResult:
     step_ms: list[float]
     """Each measured step, from the batch in hand to the scheduler's step."""
     dev_accuracy: float
+    losses: list[float] = field(default_factory=list)
+    """Every step's training loss, warm-up included (only with ``keep_losses``)."""
 
 
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
+def evaluate(model: nn.Module, loader) -> float:
     model.eval()
     correct = total = 0
     with torch.inference_mode():
@@ -46,33 +62,65 @@ def evaluate(model: nn.Module, loader: DataLoader) -> float:
     return correct / total
 
 
-def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: int = 10,
-               seed: int = 0, lr: float = 0.002) -> PlainResult:
+def check_recipe(cfg) -> None:
+    """The loop below writes out the default recipe's choices; a recipe that differs is refused,
+    not silently run as something else."""
+    expected = {
+        "model.name": (cfg.model.name, "cnn"),
+        "model.kwargs": (dict(cfg.model.kwargs), {}),
+        "optim.name": (cfg.optim.name, "adam"),
+        "optim.scheduler.name": (cfg.optim.scheduler.name, "cosine"),
+        "loader.kind": (cfg.loader.kind, "dataloader"),
+        "train.grad_accum_steps": (cfg.train.grad_accum_steps, 1),
+        "runtime.precision": (cfg.runtime.precision, "no"),
+        "runtime.compile.enabled": (cfg.runtime.compile.enabled, False),
+        "runtime.channels_last": (cfg.runtime.channels_last, False),
+        # A CPU loop: the harness side must run on the CPU too (a GPU would be another workload).
+        "runtime.device": (cfg.runtime.device if torch.cuda.is_available() else "cpu", "cpu"),
+    }
+    for key, (got, want) in expected.items():
+        if got != want:
+            raise ValueError(f"plain_loop writes out the default recipe: {key} is {got!r}, expected {want!r}")
+
+
+def plain_loop(cfg, epochs: int | None = None, max_steps: int | None = None,
+               keep_losses: bool = False) -> PlainResult:
+    """The recipe ``cfg`` (a loaded harness Config of the default recipe) trained by hand.
+
+    ``epochs``: cfg.train.epochs when None (it sizes the schedule, as in the harness);
+    ``max_steps``: stop after this many steps (cfg.train.max_steps when None).
+    ``keep_losses``: keep each step's loss (a detached tensor per step, read at the end).
+    """
+    check_recipe(cfg)
+    epochs = cfg.train.epochs if epochs is None else epochs
+    max_steps = cfg.train.max_steps if max_steps is None else max_steps
+    seed = cfg.seed
     torch.manual_seed(seed)
-    train_tf = T.Compose([T.Grayscale(1), T.RandomRotation(10), T.ToTensor(), T.Normalize([0.3], [0.4])])
-    eval_tf = T.Compose([T.Grayscale(1), T.ToTensor(), T.Normalize([0.3], [0.4])])
-    pool = ImageFolder(root, transform=train_tf)
-    perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_dev = round(0.15 * len(pool))
-    n_train = len(pool) - 2 * n_dev
-    train = Subset(pool, perm[:n_train])
-    dev = Subset(ImageFolder(root, transform=eval_tf), perm[n_train:n_train + n_dev])
-    loader = DataLoader(train, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    dev_loader = DataLoader(dev, batch_size=batch_size)
+    data = recipe_data(cfg)
+    loaders = build_loaders(data.train, data.dev, data.test, cfg.loader, seed)
+    loader = loaders.train
 
-    model = CNN(in_channels=1, image_size=(8, 8), num_classes=len(pool.classes))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
-    loss_fn = nn.CrossEntropyLoss()
+    torch.manual_seed(seed)  # as the harness: initial weights do not depend on what the data code drew
+    model = CNN(in_channels=data.in_channels, image_size=tuple(data.sample_shape[1:]), num_classes=data.num_classes)
+    o = cfg.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)),
+                                                           eta_min=o.scheduler.min_lr)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
 
-    clock = StepClock(warmup_steps)
+    clock = StepClock(cfg.measure.warmup_steps)
+    losses: list[torch.Tensor] = []
     dev_accuracy = float("nan")
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        if max_steps is not None and clock.steps >= max_steps:
+            break
+        # The epoch's order and augmentation seeds, and the dropout draws: as fit.py seeds them.
+        loaders.reseed(seed, epoch)
+        torch.manual_seed(epoch_seed(seed, epoch))
         model.train()
         it = iter(loader)
         clock.open()
-        while True:
+        while max_steps is None or clock.steps < max_steps:
             clock.fetching()
             try:
                 inputs, targets = next(it)
@@ -84,8 +132,11 @@ def plain_loop(root: str, epochs: int = 3, batch_size: int = 64, warmup_steps: i
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if keep_losses:
+                losses.append(loss.detach())
             clock.stepped(targets.shape[0])
         clock.close()
-        dev_accuracy = evaluate(model, dev_loader)
+        if loaders.dev is not None:
+            dev_accuracy = evaluate(model, loaders.dev)
     return PlainResult(clock.per_s, clock.measured_steps, clock.counted, clock.window_s, clock.wait_ms,
-                       clock.step_ms, dev_accuracy)
+                       clock.step_ms, dev_accuracy, [float(v) for v in losses])

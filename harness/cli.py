@@ -72,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     # Each room keeps its heavy imports (torch, accelerate) inside its commands, so
     # building the parser (and compare, report) stays cheap.
     from harness import hwreport
+    from harness.bisect import command as bisect
     from harness.gate import command as compare
     from harness.history import command as history
     from harness.launch import command as launch
@@ -86,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     compare.add_parser(sub)
     hwreport.add_parser(sub)
     history.add_parser(sub)
+    bisect.add_parser(sub)
     return p
 
 

@@ -226,6 +226,7 @@ def test_a_checkpointed_gpt_compiles_whole_and_gives_the_eager_gradients():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_on_a_gpu_checkpointing_keeps_less_and_hfu_rises_against_the_datasheet(tmp_path):
     """The same recipe on the GPU, fp32: the blocks' insides are dropped (the fused attention

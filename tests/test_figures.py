@@ -127,6 +127,7 @@ def test_ddp_counts_each_sample_once_when_the_data_set_does_not_divide(tmp_path)
     assert [r["samples"] for r in report["per_rank"]] == [2 * 128, 2 * (train - 128)]
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_a_gpu_bound_step_with_a_ready_loader_reads_almost_no_data_wait():
     """Each step is a known-length GPU sleep and every batch is ready on the host: the

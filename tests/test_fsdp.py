@@ -281,6 +281,7 @@ def test_bf16_policy_computes_in_bf16_and_hands_back_fp32(tmp_path):
 
 # -- GPU: Accelerate's FSDP2 plugin -----------------------------------------------------
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.slow
 def test_fsdp2_on_a_gpu_runs_accelerates_plugin_and_saves_a_whole_model(tmp_path):

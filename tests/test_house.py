@@ -127,7 +127,7 @@ def test_no_module_passes_400_lines():
     assert not long, f"modules over {MAX_LINES} lines: " + ", ".join(f"{p} ({n})" for p, n in sorted(long.items()))
 
 
-# --- cheap commands stay cheap: --help, compare and report import neither torch nor accelerate ---
+# --- cheap commands stay cheap: --help, compare, report and bisect's checks import neither torch nor accelerate ---
 
 def _imports_after(script: str) -> str:
     code = f"import sys\nfrom harness.cli import main\n{script}\n" \
@@ -150,6 +150,7 @@ assert main(["compare", {str(a)!r}, {str(a)!r}, "--format", "json"]) == 0
 assert main(["compare", "--calibrate", {str(a)!r}, {str(a)!r}]) == 0
 assert main(["report", {str(a)!r}, "--output", {str(tmp_path / "hw")!r}, "--no-plots"]) == 0
 assert main(["history", "add", {str(tmp_path / "store")!r}, {str(a)!r}]) == 0
+assert main(["bisect", "--good", "a", "--bad", "b", "--repo", {str(tmp_path)!r}, "x.yaml"]) == 2  # not a repository
 assert "matplotlib" not in sys.modules
 """)
     assert "HEAVY []" in err and (tmp_path / "hw" / "report.html").is_file()

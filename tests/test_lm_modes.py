@@ -48,6 +48,7 @@ def test_tiny_gpt_runs_and_reports_tokens_per_s(mode, tmp_path):
     assert says(_tokens_report(tmp_path))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tiny_gpt_on_a_gpu_in_bf16_compiled_by_inductor(tmp_path):
     assert main(["run", GPT, "runtime.device=gpu", "runtime.precision=bf16", "runtime.compile.enabled=true",

@@ -234,6 +234,7 @@ def test_median_ci_brackets_the_median():
     assert median_ci([]) ["median"] is None
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_memory_peak_sees_a_known_allocation():
     dev = torch.device("cuda")

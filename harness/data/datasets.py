@@ -162,19 +162,6 @@ def _digits(cfg: DataConfig) -> Pool:
     return Pool(ds, list(ds.classes), f"digits:{root}", _drop_corrupt(ds, cfg))
 
 
-def _is_corrupt(path: str) -> tuple[str | None, tuple[int, int] | None]:
-    """(why the image at ``path`` cannot be used or None, its (width, height)). Decodes it in
-    full: a truncated file passes a header check and fails only at the first training epoch."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return None, img.size
-    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad files
-        return f"{err.__class__.__name__}: {err}", None
-
-
 def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
     """Check every image of an ImageFolder before training; fail on the first bad one or leave them out.
 
@@ -184,11 +171,17 @@ def _drop_corrupt(ds, cfg: DataConfig) -> list[str]:
     """
     if not cfg.scan_images:
         return []
+    from harness.data.decoded import CachedLoader, decoded_set
+
+    # One decode serves the scan and every epoch after it, and a second run decodes nothing
+    # (data/decoded.py); the scan's verdicts are the cached ones.
+    found, ds.decoded_cache = decoded_set(ds.samples, default_cache())
+    if found.pixels is not None:
+        ds.loader = CachedLoader(found)
     policy = cfg.corrupt_images
     bad = []
     first_of_size: dict[tuple[int, int], str] = {}
-    for path, _ in ds.samples:
-        why, size = _is_corrupt(path)
+    for path, why, size in found.scan():
         if why is None:
             first_of_size.setdefault(size, path)
             continue

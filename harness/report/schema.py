@@ -87,8 +87,22 @@ class Accuracy(TypedDict, total=False):
     test_tokens: NotRequired[Union[int, None]]
 
 
+class SetupPhases(TypedDict, total=False):
+    """Seconds of each start-up phase, consecutive, up to the first train step (measure/startup.py)."""
+    import_s: OptNum
+    config_s: OptNum
+    accelerator_s: OptNum
+    data_s: OptNum
+    model_s: OptNum
+    prepare_s: OptNum
+    observers_s: OptNum
+
+
 class Timing(TypedDict, total=False):
     setup_s: OptNum
+    process_start_to_first_step_s: NotRequired[OptNum]
+    """From the process's start to the first train step's; absent in older reports."""
+    setup: NotRequired[Union[SetupPhases, None]]
     epoch_wall_s: list[OptNum]
     train_wall_s: OptNum
     total_wall_s: OptNum

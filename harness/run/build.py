@@ -95,7 +95,9 @@ def check_grad_accum_of(cfg: Config, data: DataBundle | TextData, world: int) ->
     check_grad_accum(cfg.train.grad_accum_steps, n // bs if cfg.loader.drop_last else -(-n // bs), world, bs)
 
 
-def build(cfg: Config) -> Built:
+def build(cfg: Config, clock=None) -> Built:
+    """The run's parts before ``prepare``; ``clock`` (measure/startup.SetupClock) is told where
+    building the Accelerator, the data and the model end."""
     from accelerate.utils import set_seed
 
     from harness.observe.tracking import accelerator_kwargs
@@ -108,9 +110,12 @@ def build(cfg: Config) -> Built:
                                                      grad_accum_steps=cfg.train.grad_accum_steps, fsdp_plugin=plugin)
     sharding.check(cfg.runtime, accelerator.num_processes, use_cuda, accelerator.distributed_type.value)
     set_seed(cfg.seed)
+    mark = clock.mark if clock is not None else (lambda phase: None)
+    mark("accelerator_s")
     with accelerator.main_process_first():
         data = recipe_data(cfg)
     loaders = build_loaders(data.train, data.dev, data.test, accel.pin_on_gpu(cfg.loader, accelerator), cfg.seed)
+    mark("data_s")
     text = isinstance(data, TextData)
     task = build_task(cfg.task, label_smoothing=cfg.loss.label_smoothing,
                       **({"bytes_per_token": data.bytes_per_token} if text else {}))
@@ -130,6 +135,7 @@ def build(cfg: Config) -> Built:
     scheduler = build_scheduler(cfg.optim, optimizer, steps_per_epoch, cfg.train.epochs)
     parts = TrainParts(accelerator, model, optimizer, scheduler,
                        build_loss(cfg.loss), build_loss(cfg.loss, reduction="none"), task, accum)
+    mark("model_s")
     return Built(cfg, accelerator, precision, data, loaders, parts, info, steps_per_epoch, task,
                  shards_itself=shards_itself, unsharded=unsharded)
 

@@ -71,8 +71,10 @@ def cmd_run(args) -> int:
             if code >= 0:
                 return code
     from harness.config.run import load_config
+    from harness.measure import startup
     from harness.run.runner import execute
 
+    startup.mark_imported()  # the interpreter, torch, accelerate and the run's code: timing.setup.import_s
     if args.resume:
         output = Path(args.resume)
         if config_path is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.config.run import Config, to_dict
 from harness.files import atomic
 from harness.files.run_folder import RunFolder
-from harness.measure import compile_stats, contention, model_state, threads
+from harness.measure import compile_stats, contention, model_state, startup, threads
 from harness.measure.aggregate import aggregate
 from harness.measure.meter import Meter
 from harness.run import accel, checkpoint, finish, sharding
@@ -92,7 +92,8 @@ def _train_and_test(b: Built, meter: Meter, recorder, compiled, guard: StepGuard
 def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, signals: StopSignals,
              held: contextlib.ExitStack) -> tuple[dict, int]:
     t_start = time.perf_counter()
-    b = build(cfg)
+    clock = startup.SetupClock()
+    b = build(cfg, clock)
     acc = b.accelerator
     main = acc.is_main_process
     # One run per folder (the main process holds it for the job), taken once the
@@ -105,6 +106,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     if main:  # before prepare(), which every rank passes together
         shutil.rmtree(finish.failures_dir(output), ignore_errors=True)
     prepare(b)
+    clock.mark("prepare_s")
     accel.mark_batch_dynamic(b.loaders, cfg.runtime.compile)
     accel.channels_last_batches(b.loaders, cfg.runtime)
     hist = History()
@@ -122,6 +124,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     folder.write_config(to_dict(cfg))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
+    meter.listeners.append(clock)  # it marks the first train step's start
     if main:
         threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
@@ -141,8 +144,11 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     _measured(b, builder, meter, compiled, guard, hist, done)
     if profiler is not None and main:
         builder.profiled(*_finish_profile(profiler))
+    to_first_step_s, setup_phases = clock.block()
     builder.finished(done.status, {
         "setup_s": setup_s,
+        "process_start_to_first_step_s": to_first_step_s,
+        "setup": setup_phases,
         "epoch_wall_s": hist.epoch_wall_s,
         "train_wall_s": hist.train_elapsed_s,
         "total_wall_s": hist.run_wall_s_now(),
