@@ -101,7 +101,12 @@ def test_hfu_adds_one_forward_of_the_checkpointed_blocks(runs):
     assert ckpt["hardware_flops_per_token"] == pytest.approx(ckpt["hardware_flops_per_sample"] / T)
     ratio = ckpt["hardware_flops_per_sample"] / ckpt["flops_per_sample"]
     assert ratio > 1.2
-    assert ckpt["hfu_measured_peak"] == pytest.approx(ckpt["mfu_measured_peak"] * ratio)
+    # Against a peak measured on a busy machine (it reads low) the product can pass 1: then
+    # the HFU is null with a warning, never above 1 (docs/report.md).
+    if ckpt["mfu_measured_peak"] * ratio <= 1:
+        assert ckpt["hfu_measured_peak"] == pytest.approx(ckpt["mfu_measured_peak"] * ratio)
+    else:
+        assert ckpt["hfu_measured_peak"] is None
 
 
 def test_a_checkpointed_block_runs_its_forward_again_in_the_backward():

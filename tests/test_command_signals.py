@@ -40,8 +40,12 @@ def _tree(folder: Path) -> dict[str, int]:
 def _signalled(args: list[str], marker: Path, signum: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": TESTS_PATH, "HARNESS_TEST_EVAL_MARKER": str(marker),
            "HARNESS_TEST_EVAL_SLEEP_MS": str(SLEEP_MS)}
+    # A child inherits an ignored SIGINT (pytest started in the background of a script, as
+    # `bash .ci/run &` does), and the commands rightly leave an ignored signal ignored (as
+    # nohup asks): the command under test starts with SIGINT at its default.
     proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()

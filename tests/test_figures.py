@@ -56,14 +56,38 @@ def test_tree_pss_counts_pages_shared_with_forked_workers_once():
     assert summed_rss > expected + 1.5 * 200 * MB
 
 
-def _fake_save(real, megabytes: int, hold_s: float, calls: list):
+def _fake_save(real, megabytes: int, hold_s: float, calls: list, reads: list | None = None):
+    """``real`` after holding a touched buffer of ``megabytes`` for ``hold_s``, and, when
+    ``reads`` counts the sampler's full (PSS) readings, until one more has been taken: that
+    reading's spacing grows with the time a reading takes, which a loaded machine stretches
+    past any fixed hold."""
     def save(*args, **kwargs):
         buffer = torch.ones(megabytes * MB // 4)  # touched: resident, not just reserved
+        before = len(reads) if reads is not None else 0
         time.sleep(hold_s)  # the sampler (every 10 ms) sees it
+        deadline = time.monotonic() + 120
+        while reads is not None and len(reads) <= before + 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         calls.append(float(buffer[0]))
         del buffer
         return real(*args, **kwargs)
     return save
+
+
+def _counting_reads(monkeypatch) -> list:
+    """Each full reading of the process tree (PSS) the memory sampler takes, counted."""
+    import harness.measure.memory as memory
+
+    reads: list = []
+    real = memory.read_tree
+
+    def read_tree(*args, **kwargs):
+        result = real(*args, **kwargs)
+        reads.append(1)
+        return result
+
+    monkeypatch.setattr(memory, "read_tree", read_tree)
+    return reads
 
 
 @pytest.mark.slow
@@ -71,7 +95,8 @@ def test_a_checkpoints_host_buffer_shows_in_the_checkpoint_phase_not_train(tmp_p
     import harness.run.fit as fit
 
     calls: list = []
-    monkeypatch.setattr(fit.checkpoint, "save_checkpoint", _fake_save(fit.checkpoint.save_checkpoint, 300, 0.5, calls))
+    monkeypatch.setattr(fit.checkpoint, "save_checkpoint",
+                        _fake_save(fit.checkpoint.save_checkpoint, 300, 0.5, calls, _counting_reads(monkeypatch)))
     # Dev accuracy reads 0 after epoch 1 and 1 after epoch 2: the target falls after one checkpoint.
     real_evaluate = fit.evaluate
 
