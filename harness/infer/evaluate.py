@@ -9,13 +9,12 @@ only classes the model knows, by name; its labels are mapped onto the model's
 outputs by name, so a folder holding a few of the classes is fine.
 """
 
-# No ``from __future__ import annotations``: EvalReport reads Required[...] from live annotations.
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from harness.errors import BadInput
+from harness.infer.eval_schema import EvalReport, TextEvalReport
 from harness.infer.loader import eval_loader as _loader
 from harness.infer.reload import RunFolder, build_trained_model, check_sample_shape, open_run
 
@@ -172,7 +171,7 @@ def cmd_evaluate(args) -> int:
     check_target(path, "--output" if args.output else "evaluate")
     _run_figures(run)
     if run.text:
-        from harness.infer.text_eval import TextEvalReport, evaluate_text, summary
+        from harness.infer.text_eval import evaluate_text, summary
 
         body = evaluate_text(run, split)
         write_eval(path, body, TextEvalReport)
@@ -188,30 +187,3 @@ def cmd_evaluate(args) -> int:
         print("lowest per-class accuracy: " + ", ".join(f"{k} {a:.3f}" for a, k in worst))
     print(f"wrote {path}")
     return 0
-
-
-# --------------------------------------------------------------------------- eval.yaml schema
-
-if sys.version_info >= (3, 11):
-    from typing import Required, TypedDict
-else:  # typing_extensions comes with torch
-    from typing_extensions import Required, TypedDict
-
-
-class EvalReport(TypedDict, total=False):
-    """eval.yaml (docs/report.md)."""
-    kind: Required[str]
-    run: Required[str]
-    model: str
-    data: Required[dict[str, Any]]
-    accuracy: Required[float | None]
-    loss: Required[float | None]
-    samples: Required[int]
-    classes: Required[list[str]]
-    per_class: Required[dict[str, Any]]
-    confusion_matrix: Required[list[list[int]]]
-    run_report: dict[str, Any] | None
-    environment: Required[dict[str, Any]]
-    mode: dict[str, Any]
-    wall_s: float
-    config: Required[dict[str, Any]]

@@ -8,8 +8,7 @@ loss (nats per token), perplexity, bits per byte and token accuracy are the
 report's exactly. A language model has no classes: no confusion matrix.
 """
 
-# No ``from __future__ import annotations``: TextEvalReport reads Required[...] from live annotations.
-from typing import Any, Required, TypedDict
+from __future__ import annotations
 
 from harness.errors import BadInput
 from harness.infer import eval_setup
@@ -77,22 +76,3 @@ def summary(body: dict) -> str:
     return (f"{d['source']} ({d['split']}, {body['tokens']} tokens): loss {body['loss']:.4f} nats/token, "
             f"perplexity {body['perplexity']:.3f}, {body['bits_per_byte']:.4f} bits/byte, "
             f"token accuracy {body['accuracy']:.4f}")
-
-
-class TextEvalReport(TypedDict, total=False):
-    """eval.yaml of a language model's run (docs/report.md)."""
-    kind: Required[str]
-    run: Required[str]
-    model: str
-    data: Required[dict[str, Any]]
-    accuracy: Required[float | None]
-    loss: Required[float | None]
-    samples: Required[int]
-    perplexity: Required[float | None]
-    bits_per_byte: Required[float | None]
-    tokens: Required[int]
-    run_report: dict[str, Any] | None
-    environment: Required[dict[str, Any]]
-    mode: dict[str, Any]
-    wall_s: float
-    config: Required[dict[str, Any]]
