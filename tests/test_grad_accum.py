@@ -204,23 +204,36 @@ def test_ddp_k2_steps_as_k1_with_double_the_micro_batch(tmp_path):
 def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
     """A comm hook counts DDP's all-reduces: one per optimizer step with K=4, one per
     micro-batch with K=1; the K=4 weights are a single process's steps on each group's samples."""
-    from fixtures.accum_allreduce_worker import LR, data, tiny_model
-    from test_distributed import accelerate_launch, ok
-
-    counts = {}
+    ranks = _accumulating_ranks(tmp_path, "accum_allreduce_worker.py")
     for k in (4, 1):
-        (tmp_path / str(k)).mkdir()
-        ok(accelerate_launch("launch/cpu-ddp.yaml", "tests/fixtures/accum_allreduce_worker.py",
-                             str(tmp_path / str(k)), str(k)))
-        r0, r1 = (torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-        assert r0["wrapped"] == "DistributedDataParallel" and r0["micro_batches"] == 10
-        counts[k] = (r0["allreduces"], r1["allreduces"], r0["steps"])
-        if k == 4:
-            state = r0["state"]
+        assert ranks[k][0]["wrapped"] == "DistributedDataParallel" and ranks[k][0]["micro_batches"] == 10
+    counts = {k: (r0["allreduces"], r1["allreduces"], r0["steps"]) for k, (r0, r1) in ranks.items()}
     # 10 micro-batches a rank: groups of 4, 4 and 2 -> 3 optimizer steps, 3 all-reduces (one bucket).
     assert counts[4] == (3, 3, 3)
     assert counts[1] == (10, 10, 10)
-    # Global micro-batches alternate between the ranks: step j trains on samples 16j..16j+15 (the last on 32..39).
+    state = ranks[4][0]["state"]
+    for name, ref in _one_process_steps().items():
+        assert torch.allclose(state[name], ref, atol=1e-6), name
+
+
+def _accumulating_ranks(tmp_path, worker: str) -> dict[int, tuple[dict, dict]]:
+    """Each rank's record of one epoch of tests/fixtures/``worker`` over two gloo processes,
+    with K=4 and with K=1."""
+    from test_distributed import accelerate_launch, ok
+
+    ranks = {}
+    for k in (4, 1):
+        (tmp_path / str(k)).mkdir()
+        ok(accelerate_launch("launch/cpu-ddp.yaml", f"tests/fixtures/{worker}", str(tmp_path / str(k)), str(k)))
+        ranks[k] = tuple(torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return ranks
+
+
+def _one_process_steps() -> dict:
+    """The workers' K=4 epoch as one process steps it: global micro-batches alternate between
+    the ranks, so step j trains on samples 16j..16j+15 (the last on 32..39)."""
+    from fixtures.accum_allreduce_worker import LR, data, tiny_model
+
     x, y = data()
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -228,8 +241,7 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[a:b]), y[a:b]).backward()
         opt.step()
-    for name, ref in model.state_dict().items():
-        assert torch.allclose(state[name], ref, atol=1e-6), name
+    return model.state_dict()
 
 
 @pytest.mark.slow
@@ -239,26 +251,10 @@ def test_fsdp2_reduces_once_per_optimizer_step_and_steps_as_one_batch(tmp_path):
     model is told to skip the reduce-scatter of the K-1 non-stepping micro-batches. Counted per
     rank (one unit, the root: one reduction per synchronised backward); the K=4 weights are a
     single process's steps on each group's samples, as under DDP."""
-    from fixtures.accum_allreduce_worker import LR, data, tiny_model
-    from test_distributed import accelerate_launch, ok
-
-    counts = {}
+    ranks = _accumulating_ranks(tmp_path, "accum_fsdp_worker.py")
     for k in (4, 1):
-        (tmp_path / str(k)).mkdir()
-        ok(accelerate_launch("launch/cpu-ddp.yaml", "tests/fixtures/accum_fsdp_worker.py",
-                             str(tmp_path / str(k)), str(k)))
-        r0, r1 = (torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-        assert r0["sharded"] and r0["micro_batches"] == 10
-        counts[k] = (r0["reductions"], r1["reductions"], r0["steps"])
-        if k == 4:
-            state = r0["state"]
+        assert ranks[k][0]["sharded"] and ranks[k][0]["micro_batches"] == 10
+    counts = {k: (r0["reductions"], r1["reductions"], r0["steps"]) for k, (r0, r1) in ranks.items()}
     assert counts[4] == (3, 3, 3)
     assert counts[1] == (10, 10, 10)
-    x, y = data()
-    model = tiny_model()
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    for a, b in ((0, 16), (16, 32), (32, 40)):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[a:b]), y[a:b]).backward()
-        opt.step()
-    assert _apart(state, model.state_dict()) < 1e-5
+    assert _apart(ranks[4][0]["state"], _one_process_steps()) < 1e-5
