@@ -150,3 +150,33 @@ def test_harness_run_reports_seconds_from_its_process_start(tmp_path, own_cache)
     # Importing torch alone takes far more than a clock tick; the setup_s the runner times
     # (build to the end of its setup) lies inside the same span.
     assert phases["import_s"] > 0.1 and total > timing["setup_s"]
+
+
+def test_the_collector_is_paused_inside_and_collects_the_cycles_on_the_way_out(monkeypatch):
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(startup, "_process_is_harness", lambda: True)
+    assert gc.isenabled()
+    with startup.collector_paused():
+        assert not gc.isenabled()
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: only the collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None
+    assert gc.isenabled() and gone() is None  # the one collection on the way out freed it
+    # A caller that turned the collector off keeps it off; so does a process that is not `harness`.
+    gc.disable()
+    try:
+        with startup.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    monkeypatch.setattr(startup, "_process_is_harness", lambda: False)
+    with startup.collector_paused():
+        assert gc.isenabled()
