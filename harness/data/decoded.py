@@ -13,10 +13,11 @@ The key is the fingerprint of the scanned files (each path, label and the sha256
 bytes, in the data set's order) and of the decode (FORMAT, the mode). Reading every file to
 hash it is most of a warm start's data phase, so the key is also kept under the files' stat
 (``content_key``): size, modification and change times, inode. A file rewritten in any way
-gets a new change time (ctime, which no program can set back), so an unchanged stat means
-unchanged bytes, once the files are older than SETTLED_S: a file changed twice within one
-tick of the kernel's coarse clock could keep its ctime (git's "racy clean" case), so files
-that recent are hashed every time and their stat is not kept.
+gets a new change time (ctime, which no program sets back short of resetting the system
+clock), so an unchanged stat means unchanged bytes, once the files are older than
+SETTLED_S: a file changed twice within one tick of the kernel's coarse clock could keep its
+ctime (git's "racy clean" case), so files that recent are hashed every time and their stat
+is not kept.
 An entry is trusted only after its key, its file list and the sha256 of its pixels match;
 anything else (a damaged file, another version's, a torn write) is ignored and written
 again. Writes are atomic (files/atomic.py); under DDP the main process builds it first
