@@ -4,12 +4,15 @@ marks (measure/startup.py) that the report's timing.setup block is made of."""
 from __future__ import annotations
 
 import os
-
+import shutil
+import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from harness.data import build_data, decoded
 from harness.data.datasets import DataConfig, default_cache, load_pool
@@ -93,6 +96,69 @@ def test_a_changed_file_changes_the_key(tmp_path):
     assert decoded.fingerprint([(str(f), 0)]) != key
 
 
+def _hashes(fn):
+    before = decoded.HASHED[0]
+    out = fn()
+    return out, decoded.HASHED[0] - before
+
+
+def _rewrite_keeping_size_and_mtime(f, data: bytes):
+    """``cp -p`` of other bytes of the same size: only the change time (ctime) tells."""
+    st = f.stat()
+    assert len(data) == st.st_size
+    time.sleep(0.05)  # past the coarse clock's tick (<= 10 ms) that stamps the ctime
+    f.write_bytes(data)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_unchanged_set_is_keyed_from_its_stat_and_a_rewritten_file_hashed_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(decoded, "SETTLED_S", 0.0)  # these files, just written, count as settled
+    files = [tmp_path / "a.png", tmp_path / "b.png"]
+    for i, f in enumerate(files):
+        f.write_bytes(b"ab" if i else b"cd")
+    samples, cache = [(str(f), i) for i, f in enumerate(files)], tmp_path / "cache"
+    key, n1 = _hashes(lambda: decoded.content_key(samples, cache))
+    again, n2 = _hashes(lambda: decoded.content_key(samples, cache))
+    assert key == again == decoded.fingerprint(samples) and n1 == 1 and n2 == 0
+    _rewrite_keeping_size_and_mtime(files[1], b"xy")
+    changed, n3 = _hashes(lambda: decoded.content_key(samples, cache))
+    assert n3 == 1 and changed == decoded.fingerprint(samples) != key
+    # A damaged memo is hashed past, not believed.
+    for memo in (cache / "decoded").glob("*.key"):
+        memo.write_text("0" * 64 + " " + "f" * 64 + "\n")
+    same, n4 = _hashes(lambda: decoded.content_key(samples, cache))
+    assert same == changed and n4 == 1
+
+
+def test_files_changed_within_the_settling_time_are_hashed_every_time(tmp_path):
+    f = tmp_path / "a.png"
+    f.write_bytes(b"ab")  # just now: a second change within the clock's tick could keep its ctime
+    samples, cache = [(str(f), 0)], tmp_path / "cache"
+    _, n = _hashes(lambda: [decoded.content_key(samples, cache) for _ in range(2)])
+    assert n == 2 and not list(cache.glob("decoded/*.key"))
+
+
+def test_a_changed_image_in_a_warm_cache_is_decoded_again_not_served_stale(own_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(decoded, "SETTLED_S", 0.0)
+    root = tmp_path / "digits"
+    shutil.copytree(own_cache, root)
+    first, n1 = _decodes(lambda: load_pool(_cfg(root)))
+    (again, n2), hashed = _hashes(lambda: _decodes(lambda: load_pool(_cfg(root))))
+    assert n1 == 1797 and n2 == 0 and hashed == 0 and again.dataset.decoded_cache == "hit"
+    # Another digit's image in place of the first, at the first's size and modification time.
+    paths = [p for p, _ in first.dataset.samples]
+    target = Path(paths[0])
+    other = next(Path(p) for p in paths[1:] if Path(p).stat().st_size == target.stat().st_size
+                 and Path(p).read_bytes() != target.read_bytes())
+    with Image.open(other) as img:
+        expected = np.asarray(img.convert("RGB"))
+    _rewrite_keeping_size_and_mtime(target, other.read_bytes())
+    changed, n3 = _decodes(lambda: load_pool(_cfg(root)))
+    assert n3 == 1797 and changed.dataset.decoded_cache == "written"
+    assert (np.asarray(changed.dataset[0][0]) == expected).all()
+    assert not (np.asarray(first.dataset[0][0]) == expected).all()
+
+
 def test_setup_phases_add_up_to_the_first_step(monkeypatch):
     ages = iter([2.0, 2.5, 3.0, 4.0, 4.25, 5.0, 5.5, 9.9, 10.0])
     monkeypatch.setattr(startup, "process_age_s", lambda: next(ages))
@@ -150,3 +216,33 @@ def test_harness_run_reports_seconds_from_its_process_start(tmp_path, own_cache)
     # Importing torch alone takes far more than a clock tick; the setup_s the runner times
     # (build to the end of its setup) lies inside the same span.
     assert phases["import_s"] > 0.1 and total > timing["setup_s"]
+
+
+def test_the_collector_is_paused_inside_and_collects_the_cycles_on_the_way_out(monkeypatch):
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    monkeypatch.setattr(startup, "_process_is_harness", lambda: True)
+    assert gc.isenabled()
+    with startup.collector_paused():
+        assert not gc.isenabled()
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: only the collector frees it
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None
+    assert gc.isenabled() and gone() is None  # the one collection on the way out freed it
+    # A caller that turned the collector off keeps it off; so does a process that is not `harness`.
+    gc.disable()
+    try:
+        with startup.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    monkeypatch.setattr(startup, "_process_is_harness", lambda: False)
+    with startup.collector_paused():
+        assert gc.isenabled()

@@ -10,7 +10,14 @@ augmentation unchanged. The next run whose files have the same fingerprint reads
 instead of decoding, and scans nothing.
 
 The key is the fingerprint of the scanned files (each path, label and the sha256 of its
-bytes, in the data set's order) and of the decode (FORMAT, the mode).
+bytes, in the data set's order) and of the decode (FORMAT, the mode). Reading every file to
+hash it is most of a warm start's data phase, so the key is also kept under the files' stat
+(``content_key``): size, modification and change times, inode. A file rewritten in any way
+gets a new change time (ctime, which no program sets back short of resetting the system
+clock), so an unchanged stat means unchanged bytes, once the files are older than
+SETTLED_S: a file changed twice within one tick of the kernel's coarse clock could keep its
+ctime (git's "racy clean" case), so files that recent are hashed every time and their stat
+is not kept.
 An entry is trusted only after its key, its file list and the sha256 of its pixels match;
 anything else (a damaged file, another version's, a torn write) is ignored and written
 again. Writes are atomic (files/atomic.py); under DDP the main process builds it first
@@ -22,22 +29,30 @@ LIMIT_BYTES are scanned but neither kept in memory nor cached.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-FORMAT = 1
+FORMAT = 2
 """Bump when what is stored or how a file is decoded changes: older entries then miss."""
 MODE = "RGB"
 """torchvision's ImageFolder loader (pil_loader) converts every image to RGB."""
 LIMIT_BYTES = 1 << 30
 ENV = "HARNESS_DECODE_CACHE"
+SETTLED_S = 10.0
+"""Files whose stat is kept: none changed less than this long ago (far above the clock's tick
+and small clock steps; a file system on another machine with its clock ahead is covered too,
+one behind by more than this is not)."""
 
 DECODES = [0]
 """Files this process has decoded here (the tests count a second run's)."""
+HASHED = [0]
+"""Sets of files this process has hashed for their key (the tests count a second run's)."""
 
 
 def enabled() -> bool:
@@ -49,6 +64,7 @@ def fingerprint(samples: list[tuple[str, int]]) -> str:
     and the decode. Contents, not sizes and modification times: a file replaced by another of
     the same size with its time kept (``cp -p``, ``rsync -t``) must miss. Reading the bytes is
     cheap beside decoding them (the 1,797 digits: ~1.3 MB)."""
+    HASHED[0] += 1
     h = hashlib.sha256(f"harness-decoded\0{FORMAT}\0{MODE}\n".encode())
     for path, label in samples:
         try:
@@ -58,6 +74,53 @@ def fingerprint(samples: list[tuple[str, int]]) -> str:
         except OSError:
             h.update(f"{path}\0{label}\0missing\n".encode())
     return h.hexdigest()
+
+
+def _stat(samples: list[tuple[str, int]]) -> tuple[str | None, bool]:
+    """(the digest of every file's path, label and stat; whether all are older than SETTLED_S).
+
+    None where a file cannot be stat'ed (the fingerprint names it missing). The clock is read
+    before the first stat: a file changed after its stat has a later ctime than the one kept.
+    """
+    settled_before = time.time_ns() - int(SETTLED_S * 1e9)
+    h = hashlib.sha256(f"harness-decoded-stat\0{FORMAT}\0{MODE}\n".encode())
+    settled = True
+    for path, label in samples:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None, False
+        # A ctime of 0: a file system that keeps none, whose stat cannot be trusted.
+        settled = settled and 0 < st.st_ctime_ns < settled_before and st.st_mtime_ns < settled_before
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}\n"
+                 .encode())
+    return h.hexdigest(), settled
+
+
+def _memo(cache: Path, stat: str) -> Path:
+    return Path(cache) / "decoded" / f"{stat[:40]}.key"
+
+
+def content_key(samples: list[tuple[str, int]], cache: Path) -> str:
+    """``fingerprint(samples)``, read back from ``cache`` where the files' stat is the one it was
+    hashed under (see the module doc); hashed now otherwise, and kept if the files are settled."""
+    stat, settled = _stat(samples)
+    if stat is not None:
+        try:
+            kept_stat, key = _memo(cache, stat).read_text().split()
+            if kept_stat == stat and len(key) == 64:
+                return key
+        except (OSError, ValueError):  # none yet, or damaged: hash
+            pass
+    key = fingerprint(samples)
+    if stat is not None and settled:
+        from harness.files.atomic import write_text_atomic
+
+        try:
+            write_text_atomic(_memo(cache, stat), f"{stat} {key}\n")
+        except OSError:  # the next run hashes again
+            pass
+    return key
 
 
 @dataclass
@@ -116,8 +179,9 @@ def _load(path: Path, key: str, paths: list[str]) -> Decoded | None:
     """The entry at ``path`` if it is whole and this key's; None otherwise (never trusted unchecked)."""
     try:
         raw = torch.load(path, weights_only=True)
-        d = Decoded(list(raw["paths"]), list(raw["why"]),
-                    [tuple(s) if s is not None else None for s in raw["sizes"]], raw["pixels"], list(raw["offsets"]))
+        meta = json.loads(raw["meta"])
+        d = Decoded(meta["paths"], meta["why"], [tuple(s) if s is not None else None for s in meta["sizes"]],
+                    raw["pixels"], meta["offsets"])
         ok = (raw["format"] == FORMAT and raw["key"] == key and d.paths == paths
               and len(d.why) == len(d.sizes) == len(d.offsets) == len(paths)
               and d.pixels.dtype == torch.uint8 and raw["sha256"] == d.digest())
@@ -129,9 +193,11 @@ def _load(path: Path, key: str, paths: list[str]) -> Decoded | None:
 def _save(path: Path, key: str, d: Decoded) -> None:
     from harness.files.atomic import write_atomic
 
-    blob = {"format": FORMAT, "key": key, "paths": d.paths, "why": d.why,
-            "sizes": [list(s) if s is not None else None for s in d.sizes],
-            "offsets": d.offsets, "pixels": d.pixels, "sha256": d.digest()}
+    # The lists as one JSON string: torch's weights-only unpickler reads thousands of small
+    # objects one by one in Python (~25 ms for the digits), one string at once.
+    meta = json.dumps({"paths": d.paths, "why": d.why, "offsets": d.offsets,
+                       "sizes": [list(s) if s is not None else None for s in d.sizes]})
+    blob = {"format": FORMAT, "key": key, "meta": meta, "pixels": d.pixels, "sha256": d.digest()}
     try:
         write_atomic(path, lambda f: torch.save(blob, f), binary=True)
     except OSError:  # a cache that cannot be written costs the next run a decode, not this run
@@ -144,7 +210,7 @@ def decoded_set(samples: list[tuple[str, int]], cache: Path) -> tuple[Decoded, s
     paths = [p for p, _ in samples]
     if not enabled():
         return decode_all(paths, keep=False), "off"
-    key = fingerprint(samples)
+    key = content_key(samples, cache)
     where = cache_file(cache, key)
     if where.is_file():
         found = _load(where, key, paths)

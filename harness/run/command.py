@@ -70,10 +70,11 @@ def cmd_run(args) -> int:
             code = _run_whole_runs(args, config_path, overrides)
             if code >= 0:
                 return code
-    from harness.config.run import load_config
     from harness.measure import startup
-    from harness.run.runner import execute
 
+    with startup.collector_paused():  # the heavy imports: torch, torchvision, the run's code
+        from harness.config.run import load_config
+        from harness.run.runner import execute
     startup.mark_imported()  # the interpreter, torch, accelerate and the run's code: timing.setup.import_s
     if args.resume:
         output = Path(args.resume)
