@@ -57,6 +57,19 @@ def test_four_micro_batches_of_8_step_as_one_batch_of_32(tmp_path):
                                                                       rel=1e-5)
 
 
+def test_clipping_under_accumulation_clips_the_whole_groups_gradient(tmp_path):
+    """optim.grad_clip_norm acts at the optimizer step, on the K micro-batches' summed
+    gradient: K=4 x 8 clipped steps as one clipped batch of 32 (a micro-batch clipped on
+    its own would not)."""
+    clip = ["optim.grad_clip_norm=0.05", "optim.name=sgd", "optim.lr=0.5"]
+    _, acc_w = _run(tmp_path, "k4", *MLP_RUN, *clip, "loader.batch_size=8", "train.grad_accum_steps=4")
+    _, one_w = _run(tmp_path, "b32", *MLP_RUN, *clip, "loader.batch_size=32")
+    _, free_w = _run(tmp_path, "free", *MLP_RUN, *clip[1:], "loader.batch_size=32")
+    assert _apart(acc_w, one_w) < 1e-5
+    # It can fail: the clipping changed the steps.
+    assert _apart(free_w, one_w) > 1e-3
+
+
 def test_k_is_part_of_the_recipe_and_k1_keeps_earlier_hashes():
     from harness.config.recipe import differing_keys
     from harness.config.run import load_config, recipe_hash, to_dict
