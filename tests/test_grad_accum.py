@@ -154,14 +154,26 @@ def test_a_device_resident_loader_groups_and_ends_its_epoch_as_the_dataloader_do
 
 @pytest.mark.slow
 def test_tiny_gpt_k4_of_8_and_batch_32_reach_the_same_test_loss(tmp_path):
-    """The issue's check on the shipped recipe, shortened: same global batch, test losses within 1%."""
+    """The issue's check on the shipped recipe, shortened: same global batch, test losses within 1%.
+
+    And the same run step by step: every step's training loss within 1e-3 (relative). Over
+    these 30 steps the recipe without its warm-up and clipping spiked at step 24 and the two
+    parted by 3% there (docs/grad_accum.md); a bug in the accumulation (a scheduler stepped per
+    micro-batch, another loss weighting, another data order) parts them from step 2. The
+    recipe's 120 steps over five seeds take minutes: docs/grad_accum.md gives the command."""
+    from harness.observe.metrics_stream import read
+
     short = [GPT, "train.max_steps=30", "measure.warmup_steps=2", "output.progress=false",
-             "measure.measure_peak=false", "output.checkpoint_every_epoch=false"]
+             "measure.measure_peak=false", "output.checkpoint_every_epoch=false", "tracking.every_n_steps=1"]
     acc_r, _ = _run(tmp_path, "k4", *short, "loader.batch_size=8", "train.grad_accum_steps=4")
     one_r, _ = _run(tmp_path, "b32", *short, "loader.batch_size=32")
     assert acc_r["batch"]["global_batch_size"] == one_r["batch"]["global_batch_size"] == 32
     a, b = acc_r["accuracy"]["test_loss"], one_r["accuracy"]["test_loss"]
     assert abs(a - b) / b < 0.01, (a, b)
+    curves = [[r["train_loss"] for r in read(tmp_path / name / "metrics.jsonl") if r["kind"] == "interval"]
+              for name in ("k4", "b32")]
+    assert len(curves[0]) == len(curves[1]) == 30
+    assert curves[0] == pytest.approx(curves[1], rel=1e-3, abs=0)
 
 
 @pytest.mark.slow
