@@ -105,7 +105,7 @@ def plain_lm_loop(cfg, max_steps: int | None = None, keep_losses: bool = False) 
     total = max(1, epochs * len(loader))
     warmup = o.scheduler.warmup_steps
     if warmup:  # linear warm-up, then a cosine over the steps left (harness/run/optim.py's WarmupThen)
-        floor, span = o.scheduler.min_lr / o.lr, total - warmup
+        floor, span = o.scheduler.min_lr / o.lr, max(1, total - warmup)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (t + 1) / warmup if t < warmup else (
             floor + (1 - floor) * (1 + math.cos(math.pi * min(t - warmup, span) / span)) / 2))
     else:

@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from harness.errors import BadInput, ConfigValueError
+from harness.errors import ConfigValueError
 
 
 @dataclass
@@ -34,7 +34,8 @@ class SchedulerConfig:
     warmup_steps: int = 0
     """Optimizer steps of linear warm-up before the schedule: step t (from 0) runs at
     lr x (t+1)/warmup_steps, then the named schedule starts from lr (a cosine then spans
-    the steps left). 0: none. Not with onecycle, which warms up itself."""
+    the steps left; a warm-up as long as the schedule leaves it none). 0: none. Not with
+    onecycle, which warms up itself."""
 
     def __post_init__(self):
         if self.warmup_steps < 0:
@@ -148,9 +149,6 @@ def _with_warmup(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_per_e
     named schedule in closed form (never a ``SequentialLR`` of two schedulers stepping one
     optimizer's rates)."""
     s = cfg.scheduler
-    if s.name == "cosine" and s.warmup_steps >= total:
-        raise BadInput(f"optim.scheduler.warmup_steps: {s.warmup_steps} leaves none of the schedule's {total} "
-                       "optimizer steps (train.epochs x steps per epoch) to the cosine", key="optim.scheduler.warmup_steps")
     factor = WarmupThen(s.warmup_steps, s.name, total, s.min_lr / cfg.lr, s.step_size_epochs * steps_per_epoch,
                         s.gamma)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -174,7 +172,9 @@ class WarmupThen:
             return (t + 1) / self.warmup
         t -= self.warmup
         if self.name == "cosine":
-            span = self.total - self.warmup
+            # A warm-up as long as the schedule (a recipe run on a small corpus) leaves the
+            # cosine nothing: the rate rises through the run, as HF's and nanoGPT's schedules do.
+            span = max(1, self.total - self.warmup)
             return self.floor + (1 - self.floor) * (1 + math.cos(math.pi * min(t, span) / span)) / 2
         if self.name == "step":
             return self.gamma ** (t // self.step_size)
