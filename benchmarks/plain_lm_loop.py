@@ -5,8 +5,9 @@ windows in the same seeded order, re-seeded each epoch as fit.py does), because 
 path is not what the benchmark measures; the step is written by hand: the same GPT
 class built under the same seed, a plain AdamW with the recipe's settings and a cosine
 schedule over the epochs' batches (as the harness sizes it; after the recipe's linear
-warm-up, if any), and ``zero_grad -> forward -> loss -> backward -> (clip) -> step`` until ``max_steps``, then the dev loss under
-``model.eval()`` and ``torch.inference_mode()`` as the recipe does. No Accelerate, no
+warm-up, if any), and ``zero_grad -> forward -> loss -> backward -> (clip) -> step``
+until ``max_steps``, then the dev loss under ``model.eval()`` and
+``torch.inference_mode()`` as the recipe does. No Accelerate, no
 meter, no guard, no checkpoints. Its clock (benchmarks/hand_clock.py) reads what the
 harness's window reads: from the end of warm-up to the last step, data loading
 included, evaluation excluded. From the same seed it reaches the same per-step
