@@ -4,9 +4,10 @@ The data is the harness's own (``recipe_data`` and ``build_loaders``: the same c
 windows in the same seeded order, re-seeded each epoch as fit.py does), because the data
 path is not what the benchmark measures; the step is written by hand: the same GPT
 class built under the same seed, a plain AdamW with the recipe's settings and a cosine
-schedule over the epochs' batches (as the harness sizes it), and ``zero_grad -> forward
--> loss -> backward -> step`` until ``max_steps``, then the dev loss under
-``model.eval()`` and ``torch.inference_mode()`` as the recipe does. No Accelerate, no
+schedule over the epochs' batches (as the harness sizes it; after the recipe's linear
+warm-up, if any), and ``zero_grad -> forward -> loss -> backward -> (clip) -> step``
+until ``max_steps``, then the dev loss under ``model.eval()`` and
+``torch.inference_mode()`` as the recipe does. No Accelerate, no
 meter, no guard, no checkpoints. Its clock (benchmarks/hand_clock.py) reads what the
 harness's window reads: from the end of warm-up to the last step, data loading
 included, evaluation excluded. From the same seed it reaches the same per-step
@@ -15,6 +16,7 @@ training losses as ``harness run`` (tests/test_plain_loops.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -101,8 +103,14 @@ def plain_lm_loop(cfg, max_steps: int | None = None, keep_losses: bool = False) 
     o = cfg.optim
     optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
     # The harness sizes the schedule by the epochs' batches, not by max_steps.
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)),
-                                                           eta_min=o.scheduler.min_lr)
+    total = max(1, epochs * len(loader))
+    warmup = o.scheduler.warmup_steps
+    if warmup:  # linear warm-up, then a cosine over the steps left (harness/run/optim.py's WarmupThen)
+        floor, span = o.scheduler.min_lr / o.lr, max(1, total - warmup)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: (t + 1) / warmup if t < warmup else (
+            floor + (1 - floor) * (1 + math.cos(math.pi * min(t - warmup, span) / span)) / 2))
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=o.scheduler.min_lr)
 
     clock = StepClock(cfg.measure.warmup_steps)
     losses: list[torch.Tensor] = []
@@ -124,6 +132,8 @@ def plain_lm_loop(cfg, max_steps: int | None = None, keep_losses: bool = False) 
             optimizer.zero_grad(set_to_none=True)
             loss = lm_loss(model(inputs), targets)
             loss.backward()
+            if o.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip_norm)
             optimizer.step()
             scheduler.step()
             if keep_losses:

@@ -57,6 +57,19 @@ def test_four_micro_batches_of_8_step_as_one_batch_of_32(tmp_path):
                                                                       rel=1e-5)
 
 
+def test_clipping_under_accumulation_clips_the_whole_groups_gradient(tmp_path):
+    """optim.grad_clip_norm acts at the optimizer step, on the K micro-batches' summed
+    gradient: K=4 x 8 clipped steps as one clipped batch of 32 (a micro-batch clipped on
+    its own would not)."""
+    clip = ["optim.grad_clip_norm=0.05", "optim.name=sgd", "optim.lr=0.5"]
+    _, acc_w = _run(tmp_path, "k4", *MLP_RUN, *clip, "loader.batch_size=8", "train.grad_accum_steps=4")
+    _, one_w = _run(tmp_path, "b32", *MLP_RUN, *clip, "loader.batch_size=32")
+    _, free_w = _run(tmp_path, "free", *MLP_RUN, *clip[1:], "loader.batch_size=32")
+    assert _apart(acc_w, one_w) < 1e-5
+    # It can fail: the clipping changed the steps.
+    assert _apart(free_w, one_w) > 1e-3
+
+
 def test_k_is_part_of_the_recipe_and_k1_keeps_earlier_hashes():
     from harness.config.recipe import differing_keys
     from harness.config.run import load_config, recipe_hash, to_dict
@@ -141,14 +154,26 @@ def test_a_device_resident_loader_groups_and_ends_its_epoch_as_the_dataloader_do
 
 @pytest.mark.slow
 def test_tiny_gpt_k4_of_8_and_batch_32_reach_the_same_test_loss(tmp_path):
-    """The issue's check on the shipped recipe, shortened: same global batch, test losses within 1%."""
+    """The issue's check on the shipped recipe, shortened: same global batch, test losses within 1%.
+
+    And the same run step by step: every step's training loss within 1e-3 (relative). Over
+    these 30 steps the recipe without its warm-up and clipping spiked at step 24 and the two
+    parted by 3% there (docs/grad_accum.md); a bug in the accumulation (a scheduler stepped per
+    micro-batch, another loss weighting, another data order) parts them from step 2. The
+    recipe's 120 steps over five seeds take minutes: docs/grad_accum.md gives the command."""
+    from harness.observe.metrics_stream import read
+
     short = [GPT, "train.max_steps=30", "measure.warmup_steps=2", "output.progress=false",
-             "measure.measure_peak=false", "output.checkpoint_every_epoch=false"]
+             "measure.measure_peak=false", "output.checkpoint_every_epoch=false", "tracking.every_n_steps=1"]
     acc_r, _ = _run(tmp_path, "k4", *short, "loader.batch_size=8", "train.grad_accum_steps=4")
     one_r, _ = _run(tmp_path, "b32", *short, "loader.batch_size=32")
     assert acc_r["batch"]["global_batch_size"] == one_r["batch"]["global_batch_size"] == 32
     a, b = acc_r["accuracy"]["test_loss"], one_r["accuracy"]["test_loss"]
     assert abs(a - b) / b < 0.01, (a, b)
+    curves = [[r["train_loss"] for r in read(tmp_path / name / "metrics.jsonl") if r["kind"] == "interval"]
+              for name in ("k4", "b32")]
+    assert len(curves[0]) == len(curves[1]) == 30
+    assert curves[0] == pytest.approx(curves[1], rel=1e-3, abs=0)
 
 
 @pytest.mark.slow

@@ -83,9 +83,7 @@ def drop_workload_defaults(config: dict) -> dict:
     checkpoints still resume."""
     config = dict(config)
     for section, key, default in SETTING_DEFAULTS:
-        block = config.get(section)
-        if isinstance(block, dict) and key in block and block[key] == default and type(block[key]) is type(default):
-            config[section] = {k: v for k, v in block.items() if k != key}
+        config = _without(config, section.split("."), key, default)
     if config.get("task") == "classification":
         config.pop("task")
     for section, keys in (("data", ("seq_len", "tokenizer")), ("train", ("target_loss",))):
@@ -95,11 +93,25 @@ def drop_workload_defaults(config: dict) -> dict:
     return config
 
 
+def _without(config: dict, path: list[str], key: str, default) -> dict:
+    """``config`` (copied along ``path`` only) without ``key`` of the block at ``path`` where it holds ``default``."""
+    block = config.get(path[0])
+    if not isinstance(block, dict):
+        return config
+    if len(path) > 1:
+        return {**config, path[0]: _without(block, path[1:], key, default)}
+    if key in block and block[key] == default and type(block[key]) is type(default):
+        return {**config, path[0]: {k: v for k, v in block.items() if k != key}}
+    return config
+
+
 SETTING_DEFAULTS = (("runtime", "activation_checkpointing", False), ("train", "grad_accum_steps", 1),
-                    ("runtime", "sharding", "none"))
+                    ("runtime", "sharding", "none"), ("optim.scheduler", "warmup_steps", 0),
+                    ("optim", "grad_clip_norm", None))
 """Settings added after reports and checkpoints existed, left out of both hashes at their
-defaults (off; one micro-batch a step; unsharded), so every earlier run keeps its config_hash and recipe_hash; otherwise they change
-the recipe (``harness compare`` never pairs a checkpointed run with a plain one)."""
+defaults (off; one micro-batch a step; unsharded; no warm-up; no clipping), so every earlier
+run keeps its config_hash and recipe_hash; otherwise they change the recipe (``harness
+compare`` never pairs a checkpointed run with a plain one). A section may be dotted."""
 
 
 def _dropped_for(config: dict, dotted: str) -> bool:
