@@ -62,6 +62,15 @@ class EpochResult:
         return self.loss_sum / self.samples if self.samples else float("nan")
 
 
+def losses_on_host(device: torch.device) -> bool:
+    """Whether the loop reads each step's loss as a float, to be summed on the host (here,
+    by the recorder) and checked there (the guard): no tensor op a step. On the CPU, where
+    a tensor is ready when its op returns, so reading it never waits (the sums are then
+    kept in double precision, where the device's are float32). Elsewhere the loss stays on
+    the device: a .item() per step would synchronise every step."""
+    return device.type == "cpu"
+
+
 def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: int | None = None,
                 carry: EpochResult | None = None, recorder=None) -> EpochResult:
     """One pass over ``loader``; ``carry`` holds what an interrupted pass already did.
@@ -72,10 +81,7 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     # Accelerate's wrappers where their logic is needed, torch's calls where it is not (passthrough.py).
     calls = StepCalls(acc, parts.optimizer, parts.scheduler, parts.grad_accum_steps)
     model.train()
-    # On the CPU the loss is read as a float at once (a CPU tensor is ready when its op
-    # returns: no wait) and summed on the host, here, by the recorder and by the guard: no
-    # tensor op. Elsewhere it stays on the device: a .item() per step would synchronise every step.
-    host = acc.device.type == "cpu"
+    host = losses_on_host(acc.device)
     if host:
         loss_sum = carry.loss_sum if carry else 0.0
     else:
