@@ -12,7 +12,7 @@ being those of ``harness run`` (runner.py, fit.py): the recorder, the setup cloc
 progress lines (``StepLines``, what a run whose stderr is not a terminal shows). Where
 its time goes is measured by removing one part at a time (``VARIANTS``): each variant's
 cost is the full side's time minus the variant's. What the loop does with each step's
-loss cannot be removed from it; it is timed on its own (``loss_accumulation_us``).
+loss cannot be removed from it; it is timed on its own, both ways (``loss_handling_us``).
 
 A figure is a marginal cost per step: each side runs an epoch of ``WARM_STEPS`` (first-step
 costs: the optimizer's state), then one of ``STEPS`` and one of ``2 * STEPS`` on the same
@@ -164,38 +164,51 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     return us, acc.unwrap_model(model).weight.detach().clone()
 
 
-def loss_accumulation_us() -> dict[str, float]:
-    """µs per step (wall, best of 5) of what the loop does with a step's loss, on its own: the
-    sums (its own and the recorder's) and the guard's test. "host": the CPU's path, the loss
-    read as a float (loop.py, Recorder.add_loss, StepGuard.after_step); "device": an
-    accelerator's, kept on the device (a detach, two in-place adds; the guard's check every
-    ``CHECK_EVERY`` steps is not in it). Both on CPU tensors here."""
+def loss_handling_us(folder: Path) -> dict[str, float]:
+    """µs per step (training-thread CPU, best of 5 runs of ``STEPS`` steps) of what the loop
+    does with a step's loss, through the real recorder and guard: its own sum,
+    ``Recorder.add_loss`` with the recorder's step count and its interval line every 10
+    steps, and ``StepGuard.after_step`` with its check every 10. "host": the CPU's path
+    (``loop.losses_on_host``: the loss read as a float); "device": an accelerator's (the
+    loss kept on the device: a detach, two in-place adds, the guard's stacked check and the
+    recorder's host read once an interval), here on CPU tensors."""
     import math
 
-    loss = torch.nn.functional.cross_entropy(torch.randn(8, 2, requires_grad=True), torch.zeros(8, dtype=torch.long))
-    n = 8
+    from harness.observe.recorder import Recorder
+    from harness.observe.tracking import TrackingConfig
+    from harness.run.accel import RuntimeConfig, build_accelerator
+    from harness.run.guard import StepGuard, StopSignals
 
-    def host() -> None:
-        total = record = 0.0
-        for _ in range(STEPS):
-            value = loss.item()
-            total += value * n
-            record += value * n
-            math.isfinite(value)
-
-    def device() -> None:
-        total, record = torch.zeros(()), torch.zeros(())
-        for _ in range(STEPS):
-            value = loss.detach()
-            total.add_(value, alpha=n)
-            record.add_(value, alpha=n)
-
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, _ = _recipe()
+    x, y = _data()
+    loss, n = F.cross_entropy(model(x), y), 8
     out = {}
-    for name, run in (("host", host), ("device", device)):
+    for path in ("host", "device"):
+        folder.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder(acc, opt, folder / path, TrackingConfig(), 0, 0, False)
+        guard = StepGuard(acc, StopSignals())
+
+        def steps() -> None:
+            total = 0.0 if path == "host" else torch.zeros(())
+            for step in range(STEPS):
+                if path == "host":
+                    value = loss.item()
+                    total += value * n
+                else:
+                    value = loss.detach()
+                    total.add_(value, alpha=n)
+                recorder.add_loss(value, n)
+                recorder.after_step(step, 1e-4, 2e-4, n)
+                guard.after_step(value)
+
         best = math.inf
-        for _ in range(5):
-            t0 = time.perf_counter()
-            run()
-            best = min(best, time.perf_counter() - t0)
-        out[name] = best / STEPS * 1e6
+        try:
+            for _ in range(5):
+                c0 = time.thread_time()
+                steps()
+                best = min(best, time.thread_time() - c0)
+        finally:
+            recorder.finish({"status": "completed"})
+        out[path] = best / STEPS * 1e6
     return out

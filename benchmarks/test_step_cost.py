@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from benchmarks.budget import Budget, interleaved, not_measured
-from benchmarks.step_cost import STEPS, VARIANTS, hand_side, harness_side, loss_accumulation_us
+from benchmarks.step_cost import STEPS, VARIANTS, hand_side, harness_side, loss_handling_us
 from harness.measure.stats import median_ci
 
 BUDGET_S = 150.0
@@ -93,13 +93,13 @@ def _measure(benchmark, tmp_path):
             part = median_ci([r["full" + tail] - r[v + tail] for r in rounds])
             info[f"part_{v.replace(' ', '_')}{tail.replace(' ', '_')}_us"] = part["median"]
             table.append((f"  saved by: {v}", part))
-    accumulation = loss_accumulation_us()
-    info["loss_accumulation_us"] = accumulation
+    accumulation = loss_handling_us(tmp_path / "loss_handling")
+    info["loss_handling_cpu_us"] = accumulation
     print(f"\nhost cost per optimizer step, {STEPS} steps a side, {which} ({info['stopped_because']}):")
     for name, c in table:
         print(f"{name:38s} {c['median']:8.1f}   {_interval(c)}")
     for path, us in accumulation.items():
-        print(f"{'  loss sums and check alone, ' + path:38s} {us:8.1f}")
+        print(f"{'  loss handling alone (CPU), ' + path:38s} {us:8.1f}")
     info["load_average"] = [load_at_start, os.getloadavg()[0]]
     print(headline(ci, cpu, f"{which}, load average {load_at_start:.1f} -> {os.getloadavg()[0]:.1f} "
                    f"on {os.cpu_count()} CPUs", reason))
