@@ -7,10 +7,12 @@ and schedule (cosine) from the same seed, and take their batches from the same l
 
 The harness side is ``harness/run/loop.py``'s ``train_epoch`` through a prepared
 ``Accelerator`` with the real meter (``Meter``, every step timed), guard (``StepGuard``)
-and recorder (``Recorder``, metrics.jsonl every 10 steps). Where its time goes is
-measured by removing one part at a time (``VARIANTS``): each variant's cost is the full
-side's time minus the variant's. The loss accumulation cannot be removed from the loop;
-its ops are timed on their own, on the same tensors.
+and recorder (``Recorder``, metrics.jsonl every 10 steps), the meter's step listeners
+being those of ``harness run`` (runner.py, fit.py): the recorder, the setup clock and the
+progress lines (``StepLines``, what a run whose stderr is not a terminal shows). Where
+its time goes is measured by removing one part at a time (``VARIANTS``): each variant's
+cost is the full side's time minus the variant's. What the loop does with each step's
+loss cannot be removed from it; it is timed on its own, both ways (``loss_handling_us``).
 
 A figure is a marginal cost per step: each side runs an epoch of ``WARM_STEPS`` (first-step
 costs: the optimizer's state), then one of ``STEPS`` and one of ``2 * STEPS`` on the same
@@ -21,6 +23,7 @@ process) cancels: it is no cost per step.
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -113,6 +116,8 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     from benchmarks.conftest import reset_accelerate
     from harness.measure.config import MeasureConfig
     from harness.measure.meter import Meter, NullMeter
+    from harness.measure.startup import SetupClock
+    from harness.observe.progress import StepLines
     from harness.observe.recorder import Recorder
     from harness.observe.tracking import TrackingConfig
     from harness.run.accel import RuntimeConfig, build_accelerator
@@ -137,9 +142,14 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     if variant != "no recorder":
         folder.mkdir(parents=True, exist_ok=True)
         recorder = Recorder(acc, opt, folder, TrackingConfig(), 0, 0, False, memory=meter.memory)
+    # The listeners a run's meter has, in its order: the recorder, the setup clock, the progress lines.
+    shown = StepLines("bench", 1, acc.num_processes, recorder, interval_s=10.0, out=io.StringIO())
+    meter.listeners += [recorder] if recorder is not None else []
+    meter.listeners += [SetupClock(), shown]
     batch = _data()
 
     def epoch(n: int) -> None:
+        shown.epoch_started(1, n)
         result = train_epoch(parts, [batch] * n, meter, guard, recorder=recorder)
         assert result.steps == n and result.stop is None, result
 
@@ -154,13 +164,51 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     return us, acc.unwrap_model(model).weight.detach().clone()
 
 
-def loss_accumulation_us() -> float:
-    """µs per step of the loop's per-step loss sums (its own and the recorder's), on their own."""
-    loss = torch.tensor(0.5)
-    total, record = torch.zeros(()), torch.zeros(())
-    n = 8
-    t0 = time.perf_counter()
-    for _ in range(STEPS):  # as loop.py and Recorder.add_loss do it
-        total.add_(loss.detach(), alpha=n)
-        record.add_(loss.detach(), alpha=n)
-    return (time.perf_counter() - t0) / STEPS * 1e6
+def loss_handling_us(folder: Path) -> dict[str, float]:
+    """µs per step (training-thread CPU, best of 5 runs of ``STEPS`` steps) of what the loop
+    does with a step's loss, through the real recorder and guard: its own sum,
+    ``Recorder.add_loss`` with the recorder's step count and its interval line every 10
+    steps, and ``StepGuard.after_step`` with its check every 10. "host": the CPU's path
+    (``loop.losses_on_host``: the loss read as a float); "device": an accelerator's (the
+    loss kept on the device: a detach, two in-place adds, the guard's stacked check and the
+    recorder's host read once an interval), here on CPU tensors."""
+    import math
+
+    from harness.observe.recorder import Recorder
+    from harness.observe.tracking import TrackingConfig
+    from harness.run.accel import RuntimeConfig, build_accelerator
+    from harness.run.guard import StepGuard, StopSignals
+
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, _ = _recipe()
+    x, y = _data()
+    loss, n = F.cross_entropy(model(x), y), 8
+    out = {}
+    for path in ("host", "device"):
+        folder.mkdir(parents=True, exist_ok=True)
+        recorder = Recorder(acc, opt, folder / path, TrackingConfig(), 0, 0, False)
+        guard = StepGuard(acc, StopSignals())
+
+        def steps() -> None:
+            total = 0.0 if path == "host" else torch.zeros(())
+            for step in range(STEPS):
+                if path == "host":
+                    value = loss.item()
+                    total += value * n
+                else:
+                    value = loss.detach()
+                    total.add_(value, alpha=n)
+                recorder.add_loss(value, n)
+                recorder.after_step(step, 1e-4, 2e-4, n)
+                guard.after_step(value)
+
+        best = math.inf
+        try:
+            for _ in range(5):
+                c0 = time.thread_time()
+                steps()
+                best = min(best, time.thread_time() - c0)
+        finally:
+            recorder.finish({"status": "completed"})
+        out[path] = best / STEPS * 1e6
+    return out

@@ -7,7 +7,8 @@ benchmarks/step_cost.py (marginal, as there: an epoch of 2N steps less one of N)
 On a busy machine the step-cost benchmark's timings spread by hundreds of µs; these counts
 say what a change to the loop did to its work all the same (docs/performance.md, "Host
 cost per step"). Ops are counted by a TorchDispatchMode (a ``detach`` counts, as it is a
-dispatch), calls by ``sys.setprofile`` (Python and C functions alike).
+dispatch), calls by ``sys.setprofile`` (Python and C functions alike) in epochs of their
+own, without the mode, whose Python would be counted with every op.
 """
 
 from __future__ import annotations
@@ -41,17 +42,20 @@ def _counted(epoch) -> tuple[float, float]:
             calls[0] += 1
 
     epoch(step_cost.WARM_STEPS)
-    seen = []
+    ops_seen, calls_seen = [], []
+    for n in (step_cost.STEPS, 2 * step_cost.STEPS):
+        with _Ops() as ops:
+            epoch(n)
+        ops_seen.append(ops.n)
     for n in (step_cost.STEPS, 2 * step_cost.STEPS):
         calls[0] = 0
-        with _Ops() as ops:
-            sys.setprofile(count)
-            try:
-                epoch(n)
-            finally:
-                sys.setprofile(None)
-        seen.append((ops.n, calls[0]))
-    return tuple((b - a) / step_cost.STEPS for a, b in zip(*seen))
+        sys.setprofile(count)
+        try:
+            epoch(n)
+        finally:
+            sys.setprofile(None)
+        calls_seen.append(calls[0])
+    return tuple((b - a) / step_cost.STEPS for a, b in (ops_seen, calls_seen))
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from benchmarks.budget import Budget, interleaved, not_measured
-from benchmarks.step_cost import STEPS, VARIANTS, hand_side, harness_side, loss_accumulation_us
+from benchmarks.step_cost import STEPS, VARIANTS, hand_side, harness_side, loss_handling_us
 from harness.measure.stats import median_ci
 
 BUDGET_S = 150.0
@@ -48,6 +48,7 @@ def test_harness_step_cost(benchmark, tmp_path):
 
 
 def _measure(benchmark, tmp_path):
+    load_at_start = os.getloadavg()[0]
     weights, every = {}, {}
     variants = VARIANTS if os.environ.get(PARTS_ENV, "1") != "0" else VARIANTS[:1]
 
@@ -92,10 +93,25 @@ def _measure(benchmark, tmp_path):
             part = median_ci([r["full" + tail] - r[v + tail] for r in rounds])
             info[f"part_{v.replace(' ', '_')}{tail.replace(' ', '_')}_us"] = part["median"]
             table.append((f"  saved by: {v}", part))
-    accumulation = loss_accumulation_us()
-    info["loss_accumulation_us"] = accumulation
+    accumulation = loss_handling_us(tmp_path / "loss_handling")
+    info["loss_handling_cpu_us"] = accumulation
     print(f"\nhost cost per optimizer step, {STEPS} steps a side, {which} ({info['stopped_because']}):")
     for name, c in table:
         print(f"{name:38s} {c['median']:8.1f}   {_interval(c)}")
-    print(f"{'  loss accumulation (alone, wall)':38s} {accumulation:8.1f}")
-    print(f"goal: harness - hand <= {GOAL_US:g} µs on the idle machine" + (f"; {reason}" if reason else ""))
+    for path, us in accumulation.items():
+        print(f"{'  loss handling alone (CPU), ' + path:38s} {us:8.1f}")
+    info["load_average"] = [load_at_start, os.getloadavg()[0]]
+    print(headline(ci, cpu, f"{which}, load average {load_at_start:.1f} -> {os.getloadavg()[0]:.1f} "
+                   f"on {os.cpu_count()} CPUs", reason))
+
+
+def headline(wall: dict, cpu: dict, which: str, reason: str | None) -> str:
+    """The one line the goal is read from: the harness's µs per step over the hand loop on
+    both clocks, from which rounds, and whether they were the idle machine's."""
+    def said(c: dict) -> str:
+        verdict = "within" if c["median"] <= GOAL_US else "over"
+        return f"{c['median']:.1f} µs ({_interval(c)}; {verdict} {GOAL_US:g})"
+
+    state = f"NOT the idle figure: {reason}" if reason else "quiet rounds: the idle-machine figure"
+    return (f"HEADLINE step cost, harness - hand per optimizer step: wall {said(wall)}, thread CPU {said(cpu)}; "
+            f"goal <= {GOAL_US:g} µs on the idle machine; from {which}; {state}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.run.accel import RuntimeConfig, build_accelerator
 from harness.run.guard import CHECK_EVERY, StepGuard, StopSignals
@@ -85,3 +87,135 @@ def test_guard_stops_at_its_check_with_the_first_bad_step_and_value():
     assert verdicts[:-1] == [None] * 9
     stop = verdicts[-1]
     assert stop.reason == "diverged" and stop.step == 104 and stop.loss == math.inf
+
+
+# -- the CPU's host path for each step's loss (loop.losses_on_host) ----------------------
+
+
+class _Ops(TorchDispatchMode):
+    """Counts the aten ops dispatched inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("as_float", [False, True])
+def test_guard_keeps_the_same_record_from_floats_and_from_tensors(as_float):
+    """The CPU loop hands the guard floats: the same verdicts and record as tensors, with no op."""
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    values = {13: math.inf, 17: math.nan, 26: -math.inf}
+    losses = [values.get(step, 0.5) for step in range(1, 29)]
+    recording = StepGuard(acc, StopSignals(), on_nonfinite="record")
+    with _Ops() as ops:
+        verdicts = [recording.after_step(v if as_float else torch.tensor(v)) for v in losses]
+        record = recording.record()
+    assert verdicts == [None] * 28
+    assert record == {"nonfinite_loss_steps": 3, "first_nonfinite_step": 13}
+    assert (ops.n == 0) if as_float else ops.n > 0
+
+    stopping = StepGuard(acc, StopSignals())
+    stopping.step = 100
+    losses = [0.5, 0.4, 7.0, math.inf, 0.3, math.nan, 0.2, 0.1, 0.1, 0.1]
+    verdicts = [stopping.after_step(v if as_float else torch.tensor(v)) for v in losses]
+    assert verdicts[:-1] == [None] * 9
+    stop = verdicts[-1]
+    assert stop.reason == "diverged" and stop.step == 104 and stop.loss == math.inf
+    assert stopping.record() == {"nonfinite_loss_steps": 2, "first_nonfinite_step": 104}
+
+
+def test_guard_given_floats_and_tensors_keeps_one_record():
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    guard = StepGuard(acc, StopSignals(), on_nonfinite="record")
+    for step in range(1, 31):
+        bad = step in (7, 12, 25)
+        value = math.nan if bad else 0.5
+        guard.after_step(torch.tensor(value) if step > 10 else value)  # floats first, then tensors
+    assert guard.record() == {"nonfinite_loss_steps": 3, "first_nonfinite_step": 7}
+    late = StepGuard(acc, StopSignals())
+    verdicts = [late.after_step(torch.tensor(math.inf) if s == 3 else (math.nan if s == 5 else 0.5))
+                for s in range(1, 11)]
+    assert verdicts[-1].step == 3 and verdicts[-1].loss == math.inf  # the tensor's step came first
+
+
+def test_recorder_sums_float_losses_on_the_host(tmp_path):
+    from harness.observe.recorder import Recorder
+    from harness.observe.tracking import TrackingConfig
+
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    recorder = Recorder(acc, opt, tmp_path, TrackingConfig(every_n_steps=4), 0, 0, False)
+    losses = [0.25, 0.5, 1.0, 2.0, 0.125, 0.375, 0.5, 1.5]
+    with _Ops() as ops:
+        for i, value in enumerate(losses):
+            recorder.add_loss(value, 8 if i % 2 else 4)
+            recorder.after_step(i, 0.001, 0.002, 8 if i % 2 else 4)
+    assert ops.n == 0
+    recorder.finish({"status": "completed"})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    means = [r["train_loss"] for r in rows if r["kind"] == "interval"]
+    assert means == [(0.25 * 4 + 0.5 * 8 + 1.0 * 4 + 2.0 * 8) / 24, (0.125 * 4 + 0.375 * 8 + 0.5 * 4 + 1.5 * 8) / 24]
+
+
+def test_rss_reader_reads_what_psutil_reads():
+    import psutil
+
+    from harness.observe.recorder import RssReader
+
+    read = RssReader()
+    before, ours, after = psutil.Process().memory_info().rss, read(), psutil.Process().memory_info().rss
+    assert min(before, after) - 2**20 <= ours <= max(before, after) + 2**20
+
+
+def _epoch_figures(tmp_path, on_host: bool, monkeypatch) -> tuple:
+    """25 steps of train_epoch on the CPU through the host path or the device path: the
+    loss sum, the per-step losses (metrics.jsonl every step), the guard's record, the weights."""
+    from harness.measure.config import MeasureConfig
+    from harness.measure.meter import Meter
+    from harness.observe.recorder import Recorder
+    from harness.observe.tracking import TrackingConfig
+    from harness.run import loop
+
+    monkeypatch.setattr(loop, "losses_on_host", lambda device: on_host)
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, sched = _prepared(acc)
+    parts = loop.TrainParts(acc, model, opt, sched, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="none"))
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(6 if i % 3 else 8, 4, generator=g), torch.randint(0, 2, (6 if i % 3 else 8,), generator=g))
+               for i in range(25)]
+    folder = tmp_path / ("host" if on_host else "device")
+    folder.mkdir()
+    recorder = Recorder(acc, opt, folder, TrackingConfig(every_n_steps=1), 0, 0, False)
+    meter = Meter(MeasureConfig(warmup_steps=0, count_flops=False, measure_peak=False), acc.device,
+                  listeners=[recorder], memory=None)
+    guard = StepGuard(acc, StopSignals(), on_nonfinite="record")
+    first = loop.train_epoch(parts, batches, meter, guard, max_steps=11, recorder=recorder)
+    result = loop.train_epoch(parts, batches[11:], meter, guard, carry=first, recorder=recorder)
+    meter.memory.stop()
+    recorder.finish({"status": "completed"})
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in rows if r["kind"] == "interval"]
+    return result, losses, guard.record(), model.weight.detach().clone()
+
+
+def test_the_cpu_host_path_gives_the_device_paths_figures(tmp_path, monkeypatch):
+    """Same weights bit for bit, same per-step losses, same guard record; the epoch's loss sum
+    equal to float32 rounding (the host sums in double, the device in float32), and exactly
+    the double-precision sum of the per-step losses, across a carried (resumed) epoch."""
+    host, host_losses, host_record, host_w = _epoch_figures(tmp_path, True, monkeypatch)
+    dev, dev_losses, dev_record, dev_w = _epoch_figures(tmp_path, False, monkeypatch)
+    assert torch.equal(host_w, dev_w)
+    assert host_record == dev_record == {"nonfinite_loss_steps": 0, "first_nonfinite_step": None}
+    assert len(host_losses) == 25 and len(set(host_losses)) == 25
+    assert host_losses == pytest.approx(dev_losses, rel=1e-6, abs=0)
+    assert (host.samples, host.steps, host.finished) == (dev.samples, dev.steps, dev.finished) == (168, 25, True)
+    sizes = [6 if i % 3 else 8 for i in range(25)]
+    total = 0.0
+    for value, n in zip(host_losses, sizes):
+        total += value * n
+    assert host.loss_sum == total
+    assert host.loss_sum == pytest.approx(dev.loss_sum, rel=1e-6, abs=0)

@@ -24,6 +24,8 @@ from harness.measure.memory import MB, MemorySampler
 
 def batch_size_of(batch) -> int:
     first = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if isinstance(first, torch.Tensor):  # the usual case, read once a step: no hasattr
+        return int(first.shape[0])
     return int(first.shape[0]) if hasattr(first, "shape") else len(first)
 
 
@@ -244,9 +246,8 @@ class Meter:
         self._pending = None
         if real is None:
             n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
-            parts = [(batch, n)]
         else:  # a group of micro-batches, each counted when it was fetched
-            n, parts = sum(real), list(zip(batch, real))
+            n = sum(real)
         if k is not None:
             w = self.windows[k]
             if ev is not None:
@@ -257,6 +258,7 @@ class Meter:
             w.samples += n
             if self.tokens is not None:
                 # Of the real samples only: a distributed sampler's padding is never throughput.
+                parts = [(batch, n)] if real is None else zip(batch, real)
                 w.tokens += sum(self.tokens(b, m) for b, m in parts)
         for listener in self.listeners:
             listener.after_step(self.step, t1 - t0, t2 - t1, n)

@@ -6,12 +6,15 @@ rank gets the same answer at the same step, so a distributed job leaves its
 collectives in step and can checkpoint together.
 
 Costs, kept off the hot path:
-- the loss check stays on the device and off the step: a step only keeps a reference
-  to its loss (no tensor op); every ``CHECK_EVERY`` steps, at the end of each epoch and
-  before the record is read, the kept losses are checked together (a handful of ops
-  for the lot) into a running record of the first bad step, which the host then reads.
-  A diverged run stops at most ``CHECK_EVERY - 1`` steps late but reports the exact
-  step where the loss first went bad;
+- on the CPU the loop hands each step's loss over as a Python float (reading a CPU tensor
+  never waits for a device), and the guard tests it with ``math.isfinite``: no tensor op
+  at all. On an accelerator the loss is a tensor and the check stays on the device and off
+  the step: a step only keeps a reference to its loss (no tensor op); every
+  ``CHECK_EVERY`` steps, at the end of each epoch and before the record is read, the kept
+  losses are checked together (a handful of ops for the lot) into a running record of the
+  first bad step, which the host then reads. Either way a diverged run stops at the same
+  check, at most ``CHECK_EVERY - 1`` steps late, and reports the exact step where the loss
+  first went bad;
 - a signal only sets a flag. One process reads it at every step; several agree on it
   with one small all-gather at the same checks as the loss.
 """
@@ -19,6 +22,7 @@ Costs, kept off the hot path:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -146,25 +150,34 @@ class StepGuard:
         self.signals = signals
         self.stop_on_nonfinite = on_nonfinite == "stop"
         self.multi = accelerator.num_processes > 1
-        device = accelerator.device
-        self._first_bad = torch.full((), NO_STEP, dtype=torch.long, device=device)
-        self._bad_loss = torch.zeros((), device=device)
-        self._bad_count = torch.zeros((), dtype=torch.long, device=device)
+        self.device = accelerator.device
+        # The record of the losses handed over as floats: the first non-finite one's step
+        # (NO_STEP: none yet) and value, and their count.
+        self._first_bad, self._bad_loss, self._bad_count = NO_STEP, math.nan, 0
+        self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        """The same record for the losses handed over as tensors, on the device; made at their first fold."""
         self.step = 0
         """Optimizer steps of the whole run so far (resumes included); step numbers in the
         report count from 1."""
         self._since_check = 0
         self._losses: list[torch.Tensor] = []
-        """The losses of the steps since the last fold, the first of them step ``_first_kept``."""
+        """The tensor losses of the steps since the last fold, the first of them step ``_first_kept``."""
         self._first_kept = 0
 
-    def after_step(self, loss: torch.Tensor) -> Verdict | None:
+    def after_step(self, loss: torch.Tensor | float) -> Verdict | None:
+        """Step ``self.step + 1`` ended with ``loss``: a float (the CPU loop's) or a tensor."""
         self.step += 1
         self._since_check += 1
-        if not self._losses:
-            self._first_kept = self.step
-        # Kept as it is (the loop hands it over detached): no op on the step.
-        self._losses.append(loss.detach() if loss.requires_grad else loss)
+        if loss.__class__ is float:
+            if not math.isfinite(loss):
+                self._bad_count += 1
+                if self._first_bad == NO_STEP:
+                    self._first_bad, self._bad_loss = self.step, loss
+        else:
+            if not self._losses:
+                self._first_kept = self.step
+            # Kept as it is (the loop hands it over detached): no op on the step.
+            self._losses.append(loss.detach() if loss.requires_grad else loss)
         if self._since_check >= CHECK_EVERY:
             return self.check()
         if not self.multi and self.signals.signum is not None:
@@ -172,40 +185,58 @@ class StepGuard:
         return None
 
     def _fold(self) -> None:
-        """The kept losses into the record: the first non-finite one's step and value (when
-        the record has none yet) and their count, on the device."""
+        """The kept tensor losses into the device record: the first non-finite one's step and
+        value (when the record has none yet) and their count."""
         if not self._losses:
             return
+        if self._kept is None:
+            self._kept = (torch.full((), NO_STEP, dtype=torch.long, device=self.device),
+                          torch.zeros((), device=self.device), torch.zeros((), dtype=torch.long, device=self.device))
+        first_bad, bad_loss, bad_count = self._kept
         losses = torch.stack(self._losses).reshape(-1).float()
         self._losses = []
         bad = ~torch.isfinite(losses)
         steps = torch.where(bad, torch.arange(self._first_kept, self._first_kept + len(losses),
                                               device=losses.device), NO_STEP)
         at = steps.argmin()  # the first bad one's index (any index when none is bad)
-        first = (self._first_bad == NO_STEP) & (steps[at] != NO_STEP)
-        self._first_bad = torch.where(first, steps[at], self._first_bad)
-        self._bad_loss = torch.where(first, losses[at], self._bad_loss)
-        self._bad_count += bad.sum()
+        first = (first_bad == NO_STEP) & (steps[at] != NO_STEP)
+        bad_count += bad.sum()
+        self._kept = (torch.where(first, steps[at], first_bad), torch.where(first, losses[at], bad_loss), bad_count)
 
-    def _rows(self, *values: torch.Tensor) -> list[list[int]]:
-        """``values`` (device scalars) as one row per rank, read on the host: the one
-        transfer a check costs, and with several processes its one collective."""
-        state = torch.stack(values).reshape(1, len(values))
+    def _rows(self) -> list[list[int]]:
+        """[signal number (0: none), first bad step, bad steps] of each rank, read on the host:
+        with losses kept on the device the one transfer a check costs, and with several
+        processes its one collective."""
+        self._fold()
+        signum = self.signals.signum or 0
+        if self._kept is None:  # every loss came as a float: the record is on the host already
+            row = [signum, self._first_bad, self._bad_count]
+            if not self.multi:
+                return [row]
+            return self.acc.gather(torch.tensor([row], device=self.device)).tolist()
+        first, _, count = self._kept
+        if self._bad_count:  # some losses came as floats too: both records together
+            first, count = torch.clamp(first, max=self._first_bad), count + self._bad_count
+        state = torch.stack([torch.tensor(signum, device=self.device), first, count]).reshape(1, 3)
         if self.multi:
             state = self.acc.gather(state)
         return state.tolist()
 
+    def _bad_value(self, step: int) -> float:
+        """The loss of bad step ``step``, known on the rank(s) where it happened (NaN elsewhere)."""
+        if self._first_bad == step:
+            return self._bad_loss
+        if self._kept is not None and int(self._kept[0]) == step:
+            return float(self._kept[1])
+        return float("nan")
+
     def check(self) -> Verdict | None:
         """Read the record on the host; with several processes, every rank must call this together."""
         self._since_check = 0
-        self._fold()
-        signum = torch.tensor(self.signals.signum or 0, device=self._first_bad.device)
-        rows = self._rows(signum, self._first_bad, self._bad_count)
+        rows = self._rows()
         first = min(r[1] for r in rows)
         if self.stop_on_nonfinite and first != NO_STEP:
-            # The bad value itself is known on the rank(s) where it happened.
-            value = float(self._bad_loss) if int(self._first_bad) == first else float("nan")
-            return Verdict("diverged", step=first, loss=value)
+            return Verdict("diverged", step=first, loss=self._bad_value(first))
         signums = [r[0] for r in rows if r[0]]
         if signums:
             return Verdict("signal", signums[0])
@@ -216,8 +247,7 @@ class StepGuard:
 
         With several processes every rank must call this together.
         """
-        self._fold()
-        rows = self._rows(self._first_bad, self._bad_count)
-        first = min(r[0] for r in rows)
-        return {"nonfinite_loss_steps": sum(r[1] for r in rows),
+        rows = self._rows()
+        first = min(r[1] for r in rows)
+        return {"nonfinite_loss_steps": sum(r[2] for r in rows),
                 "first_nonfinite_step": None if first == NO_STEP else first}
