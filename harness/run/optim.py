@@ -35,7 +35,10 @@ class SchedulerConfig:
     """Optimizer steps of linear warm-up before the schedule: step t (from 0) runs at
     lr x (t+1)/warmup_steps, then the named schedule starts from lr (a cosine then spans
     the steps left; a warm-up as long as the schedule leaves it none). 0: none. Not with
-    onecycle, which warms up itself."""
+    onecycle, which warms up itself. Counted in one process's steps: under N processes
+    Accelerate's scheduler wrapper advances the schedule N times an optimizer step (the
+    schedule's length, steps_per_epoch, is the unsharded loader's), so the warm-up covers
+    the same samples at any world size."""
 
     def __post_init__(self):
         if self.warmup_steps < 0:
