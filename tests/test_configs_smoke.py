@@ -20,6 +20,11 @@ SMALLER = {"gpt_small": ["loader.batch_size=2", "data.split={train: 0.99, dev: 0
 so the smoke run takes seconds (the evaluation of the shipped 2% spans would take most of it)."""
 
 
+# One torch thread for the smoke runs in this process: two steps of small tensors, which two
+# threads on a busy 2-core machine only spin over.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 def test_there_are_configs():
     assert any(p.name == "digits_cnn.yaml" for p in CONFIGS)
 

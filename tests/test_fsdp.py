@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,14 @@ def adam_state_mb(parameters: int, tensors: int) -> float:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_fsdp2_follows_ddp_and_holds_half_the_state_per_rank(tmp_path):
-    runs = {}
-    for mode in ("ddp", "fsdp"):
-        runs[mode] = tmp_path / mode
-        ok(run_cli("launch", "--mode", mode, "--nproc", "2", *GPT, "--output", str(runs[mode]),
-                   timeout=LAUNCH_TIMEOUT_S))
+    runs = {mode: tmp_path / mode for mode in ("ddp", "fsdp")}
+    # The two launches at once: nothing here is timed, and each one's ranks wait on each
+    # other in every collective, waits the other launch fills.
+    with ThreadPoolExecutor(2) as pool:
+        procs = [pool.submit(run_cli, "launch", "--mode", mode, "--nproc", "2", *GPT, "--output", str(out),
+                             timeout=LAUNCH_TIMEOUT_S) for mode, out in runs.items()]
+    for proc in procs:
+        ok(proc.result())
     ddp, fsdp = load_report(runs["ddp"]), load_report(runs["fsdp"])
     assert ddp["distributed"]["sharding"] == "none" and ddp["distributed"]["sharded_modules"] == 0
     assert fsdp["distributed"]["sharding"] == "fsdp2"
@@ -115,38 +119,43 @@ def test_fsdp2_follows_ddp_and_holds_half_the_state_per_rank(tmp_path):
 def test_sigterm_mid_epoch_under_fsdp2_then_resume_matches_an_uninterrupted_run(tmp_path):
     """Step 3 of a rank's 18 an epoch; the ranks agree to stop at the guard's check (step 10):
     the checkpoint is epoch_0000_step_0010, written as the ranks' shards."""
-    marker = tmp_path / "sent"
-    common = [CONFIG, *TINY, "train.epochs=1", "loader.batch_size=8", "runtime.device=cpu",
-              "measure.measure_peak=false", "model.name=fixtures.custom_models:SignalAt",
-              f"model.kwargs={{step: 3, signum: {int(signal.SIGTERM)}, marker: {marker}}}"]
+    def recipe(marker: Path) -> list[str]:
+        return [CONFIG, *TINY, "train.epochs=1", "loader.batch_size=8", "runtime.device=cpu",
+                "measure.measure_peak=false", "model.name=fixtures.custom_models:SignalAt",
+                f"model.kwargs={{step: 3, signum: {int(signal.SIGTERM)}, marker: {marker}}}"]
+
     env = {"PYTHONPATH": TESTS_PATH}
     whole, part = tmp_path / "whole", tmp_path / "part"
-    marker.write_text("the reference run must not be signalled\n")
-    ok(run_cli("launch", "--mode", "fsdp", "--nproc", "2", *common, "--output", str(whole), env=env,
-               timeout=LAUNCH_TIMEOUT_S))
-    marker.unlink()
+    # The reference run's marker is written before it starts, so it never signals; it runs
+    # beside the interrupted run and the refused one (each launch's ranks wait on each other
+    # in every collective, waits the other fills) and is awaited before the comparison.
+    (tmp_path / "never").write_text("the reference run must not be signalled\n")
+    with ThreadPoolExecutor(1) as pool:  # on a failure, waits for the reference to end
+        reference = pool.submit(run_cli, "launch", "--mode", "fsdp", "--nproc", "2", *recipe(tmp_path / "never"),
+                                "--output", str(whole), env=env, timeout=LAUNCH_TIMEOUT_S)
 
-    proc = run_cli("launch", "--mode", "fsdp", "--nproc", "2", *common, "--output", str(part), env=env,
-                   timeout=LAUNCH_TIMEOUT_S)
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
-    assert load_report(part)["status"] == "interrupted"
-    (ckpt,) = (part / "checkpoints").iterdir()
-    assert ckpt.name == "epoch_0000_step_0010"
-    assert sorted(p.name for p in (ckpt / "fsdp2").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    assert not list(ckpt.glob("optimizer*")), "the optimizer's shards go through DCP, not Accelerate"
+        proc = run_cli("launch", "--mode", "fsdp", "--nproc", "2", *recipe(tmp_path / "sent"), "--output", str(part),
+                       env=env, timeout=LAUNCH_TIMEOUT_S)
+        assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+        assert load_report(part)["status"] == "interrupted"
+        (ckpt,) = (part / "checkpoints").iterdir()
+        assert ckpt.name == "epoch_0000_step_0010"
+        assert sorted(p.name for p in (ckpt / "fsdp2").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        assert not list(ckpt.glob("optimizer*")), "the optimizer's shards go through DCP, not Accelerate"
 
-    # Another world size is refused by name, and leaves the checkpoint as it was.
-    proc = run_cli("launch", "--mode", "fsdp", "--nproc", "3", "--resume", str(part), env=env,
-                   timeout=LAUNCH_TIMEOUT_S)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "written by 2 ranks" in proc.stderr and "--nproc 2" in proc.stderr
-    assert [p.name for p in (part / "checkpoints").iterdir()] == ["epoch_0000_step_0010"]
+        # Another world size is refused by name, and leaves the checkpoint as it was.
+        proc = run_cli("launch", "--mode", "fsdp", "--nproc", "3", "--resume", str(part), env=env,
+                       timeout=LAUNCH_TIMEOUT_S)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "written by 2 ranks" in proc.stderr and "--nproc 2" in proc.stderr
+        assert [p.name for p in (part / "checkpoints").iterdir()] == ["epoch_0000_step_0010"]
 
-    ok(run_cli("launch", "--mode", "fsdp", "--nproc", "2", "--resume", str(part), env=env,
-               timeout=LAUNCH_TIMEOUT_S))
-    resumed = load_report(part)
-    assert (resumed["resumed_from_epoch"], resumed["resumed_from_step_in_epoch"]) == (0, 10)
-    assert resumed["distributed"]["sharding"] == "fsdp2"
+        ok(run_cli("launch", "--mode", "fsdp", "--nproc", "2", "--resume", str(part), env=env,
+                   timeout=LAUNCH_TIMEOUT_S))
+        resumed = load_report(part)
+        assert (resumed["resumed_from_epoch"], resumed["resumed_from_step_in_epoch"]) == (0, 10)
+        assert resumed["distributed"]["sharding"] == "fsdp2"
+        ok(reference.result())
     assert_same_run(whole, part)
 
 

@@ -23,23 +23,34 @@ from support.paths import REPO, TESTS_PATH
 from support.recipes import CONFIG, TINY
 from support.runs import assert_same_run
 
-ENV = {"PYTHONPATH": TESTS_PATH}
+# One torch thread: TinyNet's steps are too small to share, and two threads on a busy
+# 2-core machine spin (a tiny run's CPU time halves with one).
+ENV = {"PYTHONPATH": TESTS_PATH, "OMP_NUM_THREADS": "1"}
 
 
 # --- signals -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_checkpoints_mid_epoch_and_resume_matches(tmp_path, signum):
-    """Step 12 is the 4th of epoch 2 (8 steps an epoch): the stop lands inside an epoch."""
-    common = [CONFIG, *TINY, "train.epochs=3", "model.name=fixtures.custom_models:SignalAt",
-              f"model.kwargs={{step: 12, signum: {int(signum)}, marker: {tmp_path / 'sent'}}}"]
-    whole, part = tmp_path / "whole", tmp_path / "part"
-    (tmp_path / "sent").write_text("the reference run must not be signalled\n")
-    proc = run_cli("run", *common, "--output", str(whole), env=ENV)
-    assert proc.returncode == 0, proc.stderr
-    (tmp_path / "sent").unlink()
+def signal_recipe(signum: int, marker: Path) -> list[str]:
+    return [CONFIG, *TINY, "train.epochs=3", "model.name=fixtures.custom_models:SignalAt",
+            f"model.kwargs={{step: 12, signum: {int(signum)}, marker: {marker}}}"]
 
-    proc = run_cli("run", *common, "--output", str(part), env=ENV)
+
+@pytest.fixture(scope="module")
+def unsignalled_run(tmp_path_factory) -> Path:
+    """The uninterrupted run both signals' resumed runs must end as: SignalAt with its marker
+    already written never signals, so which signal it was given changes nothing it computes."""
+    root = tmp_path_factory.mktemp("unsignalled")
+    (root / "sent").write_text("the reference run must not be signalled\n")
+    proc = run_cli("run", *signal_recipe(signal.SIGTERM, root / "sent"), "--output", str(root / "whole"), env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    return root / "whole"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_mid_epoch_and_resume_matches(tmp_path, signum, unsignalled_run):
+    """Step 12 is the 4th of epoch 2 (8 steps an epoch): the stop lands inside an epoch."""
+    whole, part = unsignalled_run, tmp_path / "part"
+    proc = run_cli("run", *signal_recipe(signum, tmp_path / "sent"), "--output", str(part), env=ENV)
     assert proc.returncode == 128 + signum, proc.stderr
     report = load_report(part)
     assert report["status"] == "interrupted"

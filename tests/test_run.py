@@ -15,6 +15,11 @@ from support.recipes import CONFIG, TINY
 from support.reports import REPORT_KEYS
 
 
+# The runs in this process on one torch thread: the CNN's steps are too small to share
+# between threads, and two threads on a busy 2-core machine spin (a tiny run's CPU time
+# halves with one, measured under load 14).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 run = partial(run_in_process, [CONFIG, *TINY])
 
 
@@ -132,6 +137,7 @@ def test_default_recipe_reaches_svm_accuracy(tmp_path):
 
 
 def test_whole_run_repeats_combine_fresh_processes(tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -141,7 +147,8 @@ def test_whole_run_repeats_combine_fresh_processes(tmp_path):
              "print('torch imported:', 'torch' in sys.modules); sys.exit(code)")
     proc = subprocess.run([sys.executable, "-c", probe, "run", CONFIG, *TINY, "train.epochs=1", "measure.repeats=3",
                            "measure.repeat_unit=run", "--output", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # the repeats: one torch thread each
     assert proc.returncode == 0, proc.stderr
     assert "torch imported: False" in proc.stdout
     combined = load_report(tmp_path)

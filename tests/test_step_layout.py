@@ -167,7 +167,10 @@ def test_the_shipped_layouts_sweep_runs_fsdp_cells_through_harness_launch():
 
 
 @pytest.mark.slow
-def test_a_sweep_over_activation_checkpointing_runs_and_compares_as_two_cells(tmp_path, capsys):
+def test_a_sweep_over_activation_checkpointing_runs_and_compares_as_two_cells(tmp_path, capsys, monkeypatch):
+    # The cells are processes of their own: one torch thread each, as the one_thread fixture
+    # gives this process (two threads of tiny_gpt's small steps spin on a busy 2-core machine).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     spec = {"base": {"config": str(REPO / "configs/tiny_gpt.yaml"),
                      "overrides": {"train.max_steps": 2, "measure.warmup_steps": 1, "output.progress": False,
                                    "output.save_model": False, "output.checkpoint_every_epoch": False,

@@ -159,7 +159,9 @@ def test_sigkill_at_random_instants_then_resume_ends_with_the_same_weights(tmp_p
     """One run killed at 10 random instants over its life (setup, steps, evaluation,
     checkpoints, the report), resumed after each; it ends where an uninterrupted one does."""
     common = [*SAFE_RECIPE, "train.epochs=4", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 15}"]
-    env = {**os.environ, "PYTHONPATH": TESTS_PATH}
+    # One torch thread (TinyNet's steps are too small to share; two threads on a busy 2-core
+    # machine spin): a shorter life for the reference run, and so for the ten kills it scales.
+    env = {**os.environ, "PYTHONPATH": TESTS_PATH, "OMP_NUM_THREADS": "1"}
     whole, part = tmp_path / "whole", tmp_path / "part"
     ref = subprocess.run([sys.executable, "-m", "harness", "run", *common, "--output", str(whole)],
                          cwd=REPO, capture_output=True, text=True, env=env)
