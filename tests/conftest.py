@@ -25,8 +25,14 @@ pytest.register_assert_rewrite("support")
 
 @pytest.fixture(scope="session", autouse=True)
 def harness_cache(tmp_path_factory):
-    """One digits PNG cache for the whole session, outside the user's home."""
-    cache = os.environ.get("HARNESS_TEST_CACHE") or str(tmp_path_factory.mktemp("harness-cache"))
+    """One digits PNG cache for the whole session, outside the user's home. Under
+    ``pytest -n`` the workers share it (the folder above their own temporary folders), so
+    the digits are written and decoded once; every write to it is atomic, so two workers
+    filling it at once leave one complete copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    (shared / "harness-cache").mkdir(exist_ok=True)
+    cache = os.environ.get("HARNESS_TEST_CACHE") or str(shared / "harness-cache")
     os.environ["HARNESS_CACHE"] = cache
     yield Path(cache)
 
@@ -52,3 +58,10 @@ def one_thread():
 
     with one_torch_thread():
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n`` the tests marked slow go out first: the workers then finish
+    together rather than one of them starting a minutes-long test at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
