@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# Under `pytest -n N` each worker is one of N processes sharing the machine's cores: one
+# torch thread each (here and in every process a test starts), unless the caller chose.
+# Threads beyond the free cores spin waiting for each other: on the busy 2-core VM a small
+# digits run took 9.6 s of CPU at two threads and 4.6 s at one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # CI must not fail on an example it happened to draw today: the default profile
 # replays the same examples every run; `--hypothesis-profile=explore` searches anew.
 settings.register_profile("deterministic", derandomize=True)
