@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+# Under `pytest -n N` each worker is one of N processes sharing the machine's cores: one
+# torch thread each (here and in every process a test starts), unless the caller chose.
+# Threads beyond the free cores spin waiting for each other: on the busy 2-core VM a small
+# digits run took 9.6 s of CPU at two threads and 4.6 s at one.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # CI must not fail on an example it happened to draw today: the default profile
 # replays the same examples every run; `--hypothesis-profile=explore` searches anew.
 settings.register_profile("deterministic", derandomize=True)
@@ -25,8 +32,14 @@ pytest.register_assert_rewrite("support")
 
 @pytest.fixture(scope="session", autouse=True)
 def harness_cache(tmp_path_factory):
-    """One digits PNG cache for the whole session, outside the user's home."""
-    cache = os.environ.get("HARNESS_TEST_CACHE") or str(tmp_path_factory.mktemp("harness-cache"))
+    """One digits PNG cache for the whole session, outside the user's home. Under
+    ``pytest -n`` the workers share it (the folder above their own temporary folders), so
+    the digits are written and decoded once; every write to it is atomic, so two workers
+    filling it at once leave one complete copy."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    (shared / "harness-cache").mkdir(exist_ok=True)
+    cache = os.environ.get("HARNESS_TEST_CACHE") or str(shared / "harness-cache")
     os.environ["HARNESS_CACHE"] = cache
     yield Path(cache)
 
@@ -52,3 +65,10 @@ def one_thread():
 
     with one_torch_thread():
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n`` the tests marked slow go out first: the workers then finish
+    together rather than one of them starting a minutes-long test at the end."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

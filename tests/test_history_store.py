@@ -305,10 +305,17 @@ BENCH = textwrap.dedent("""
 """)
 
 
+def _outside_xdist() -> dict:
+    """This process's environment less pytest-xdist's variables: a pytest session started
+    from a worker would otherwise take itself for one and pytest-benchmark turn its
+    benchmarks off ("cannot be performed reliably in a parallelized environment")."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+
+
 @pytest.mark.slow  # a pytest session in a subprocess
 def test_a_pytest_benchmark_session_feeds_a_store(scratch_repo, tmp_path):
     (scratch_repo / "test_bench.py").write_text(BENCH)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**_outside_xdist(), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "harness.history.pytest_plugin",
                            "-p", "no:cacheprovider", "test_bench.py", "--history-store", str(tmp_path / "store")],
                           cwd=scratch_repo, env=env, capture_output=True, text=True, timeout=300)

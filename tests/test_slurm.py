@@ -33,7 +33,9 @@ TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loade
         "measure.measure_peak": False, "runtime.device": "cpu"}
 TINY_ARGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# One worker runs them all under `pytest -n` (--dist loadgroup): the session fixture that
+# brings the local Slurm up and down exists once.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 def _answers() -> bool:
