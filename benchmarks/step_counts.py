@@ -23,7 +23,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from benchmarks import step_cost
 
 
-class _Ops(TorchDispatchMode):
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops dispatched inside it (tests/test_step_calls.py uses it too)."""
+
     def __init__(self):
         super().__init__()
         self.n = 0
@@ -44,7 +46,7 @@ def _counted(epoch) -> tuple[float, float]:
     epoch(step_cost.WARM_STEPS)
     ops_seen, calls_seen = [], []
     for n in (step_cost.STEPS, 2 * step_cost.STEPS):
-        with _Ops() as ops:
+        with OpCount() as ops:
             epoch(n)
         ops_seen.append(ops.n)
     for n in (step_cost.STEPS, 2 * step_cost.STEPS):

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.step_counts import OpCount
 from harness.run.accel import RuntimeConfig, build_accelerator
 from harness.run.guard import CHECK_EVERY, StepGuard, StopSignals
 from harness.run.passthrough import StepCalls
@@ -92,18 +92,6 @@ def test_guard_stops_at_its_check_with_the_first_bad_step_and_value():
 # -- the CPU's host path for each step's loss (loop.losses_on_host) ----------------------
 
 
-class _Ops(TorchDispatchMode):
-    """Counts the aten ops dispatched inside it."""
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("as_float", [False, True])
 def test_guard_keeps_the_same_record_from_floats_and_from_tensors(as_float):
     """The CPU loop hands the guard floats: the same verdicts and record as tensors, with no op."""
@@ -111,7 +99,7 @@ def test_guard_keeps_the_same_record_from_floats_and_from_tensors(as_float):
     values = {13: math.inf, 17: math.nan, 26: -math.inf}
     losses = [values.get(step, 0.5) for step in range(1, 29)]
     recording = StepGuard(acc, StopSignals(), on_nonfinite="record")
-    with _Ops() as ops:
+    with OpCount() as ops:
         verdicts = [recording.after_step(v if as_float else torch.tensor(v)) for v in losses]
         record = recording.record()
     assert verdicts == [None] * 28
@@ -150,7 +138,7 @@ def test_recorder_sums_float_losses_on_the_host(tmp_path):
     opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
     recorder = Recorder(acc, opt, tmp_path, TrackingConfig(every_n_steps=4), 0, 0, False)
     losses = [0.25, 0.5, 1.0, 2.0, 0.125, 0.375, 0.5, 1.5]
-    with _Ops() as ops:
+    with OpCount() as ops:
         for i, value in enumerate(losses):
             recorder.add_loss(value, 8 if i % 2 else 4)
             recorder.after_step(i, 0.001, 0.002, 8 if i % 2 else 4)
