@@ -10,7 +10,6 @@ forward, loss and backward of each inside Accelerate's ``accumulate()``.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -141,7 +140,8 @@ def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Ten
     full group of equal micro-batches. ``backward``: the loop's (``StepCalls.backward``);
     None: ``accelerator.backward``. Accelerate's micro-batch count is set so the group's
     last micro-batch is the K-th: it alone all-reduces (DDP's ``no_sync`` skips the others)
-    and lets ``optimizer.step`` and the scheduler act.
+    and lets ``optimizer.step`` and the scheduler act. For K > 1: the loop sends K = 1 to
+    ``_one``.
     """
     acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
     backward = backward or acc.backward  # ``StepCalls.backward`` from the loop
@@ -154,14 +154,13 @@ def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Ten
     acc.step = k - len(group)
     group_loss = None
     for (inputs, targets), n in zip(group, units):
-        # With k = 1 every micro-batch syncs: accumulate() would only add ~12 us a step.
-        with acc.accumulate(model) if k > 1 else contextlib.nullcontext():
-            if k > 1 and own_sync:
+        with acc.accumulate(model):
+            if own_sync:
                 model.set_requires_gradient_sync(acc.sync_gradients)
             outputs = model(inputs)
             loss = task.loss(outputs, targets)
             backward(loss if k * n == total else loss * (k * n / total))
-        if len(group) == 1:  # k = 1 (or a last group of one): the loss itself
+        if len(group) == 1:  # a last group of one: the loss itself
             return loss, total
         part = loss.detach().float() * (n / total)
         group_loss = part if group_loss is None else group_loss + part
