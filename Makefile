@@ -21,13 +21,14 @@ run: $(STAMP)
 
 # Two worker processes (pytest-xdist): the suite's time is mostly processes starting and
 # runs waiting on sleeps and on Slurm, which overlap. `--dist loadgroup` keeps the Slurm
-# tests on one worker (their session fixture starts one local Slurm).
+# tests on one worker (their session fixture starts one local Slurm). The 25 slowest
+# tests are listed at the end, so a CI log shows where the minutes went.
 TEST_WORKERS ?= 2
 # The bytecode is compiled first: where PYTHONDONTWRITEBYTECODE is set, every harness
 # process the tests start would otherwise compile its ~120 modules from source again.
 test: $(STAMP)
 	$(PY) -m compileall -q harness tests
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks

@@ -1,6 +1,11 @@
 """harness bisect: the search on a fake judge, bad input, and a scratch repository whose
-model sleeps 5 ms a step up to one commit and 250 ms from it on: a change fifty times the
-step, which no load on a shared machine hides (10 -> 40 ms read +42% *faster* at load 14)."""
+model sleeps 20 ms a step up to one commit and 250 ms from it on, judged at a 50% threshold.
+
+Why so wide: under load the fast commits' runs wander by tens of milliseconds, in phases that
+last longer than a run. 10 -> 40 ms read +42% *faster* at load 14, and 5 -> 250 ms at the 15%
+default named commit 4 (every run of it slower than every run of the good end). The fast
+steps now sleep long enough that a stall of one step moves them little, and a commit is bad
+only if it is twice as slow, where the real change is 12.5 times."""
 
 from __future__ import annotations
 
@@ -161,13 +166,13 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def scratch_repo(root: Path, n: int = 8, slow_from: int = 5) -> tuple[Path, list[str]]:
-    """A repository of ``n`` commits; commit ``slow_from`` (0-based) raises the sleep from 5 to 250 ms."""
+    """A repository of ``n`` commits; commit ``slow_from`` (0-based) raises the sleep from 20 to 250 ms."""
     repo = root / "repo"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
     shas = []
     for i in range(n):
-        (repo / "mymodel.py").write_text(MODEL.format(delay=0.25 if i >= slow_from else 0.005))
+        (repo / "mymodel.py").write_text(MODEL.format(delay=0.25 if i >= slow_from else 0.02))
         (repo / "recipe.yaml").write_text(RECIPE)
         (repo / "notes.txt").write_text(f"change {i}\n")
         _git(repo, "add", "-A")
@@ -248,7 +253,7 @@ def test_bisect_names_the_commit_that_slowed_the_model(tmp_path, repo, capsys, m
     out = tmp_path / "out"
     monkeypatch.chdir(tmp_path)  # relative --repo and --output: the runs' own working folder is their worktree
     code = main(["bisect", "--good", shas[0], "--bad", shas[-1], "--repo", "repo", "--repeats", "2",
-                 "--output", "out", "recipe.yaml"])
+                 "--threshold", "50", "--output", "out", "recipe.yaml"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert f"first bad commit: {shas[5]}" in text and "a slower forward" in text and "Ada" in text
@@ -274,7 +279,7 @@ def test_sigterm_stops_the_run_removes_the_worktree_and_keeps_the_state(tmp_path
     deadline = time.monotonic() + 120
     log = out / "probes" / shas[0][:12] / "repeat_00.log"
     while not (log.is_file() and "epoch 1/" in log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.5)  # until the good end's first run is in its steps (3000 of 5 ms: far from its end)
+        time.sleep(0.5)  # until the good end's first run is in its steps (3000 of 20 ms: far from its end)
     assert _running(out), "the good end's first run"
     assert len(_worktrees(repo)) == 2, "the good end's worktree while it runs"
     proc.send_signal(signal.SIGTERM)
