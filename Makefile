@@ -20,9 +20,10 @@ run: $(STAMP)
 	$(VENV)/bin/harness run $(CONFIG) --overwrite
 
 # Two worker processes (pytest-xdist): the suite's time is mostly processes starting and
-# runs waiting on sleeps and on Slurm, which overlap. `--dist loadgroup` keeps the Slurm
-# tests on one worker (their session fixture starts one local Slurm). The 25 slowest
-# tests are listed at the end, so a CI log shows where the minutes went.
+# runs waiting on sleeps and on Slurm, which overlap. The Slurm tests spread over the
+# workers too: one local Slurm serves them all (tests/support/slurm_session.py).
+# `--dist loadgroup` keeps any tests marked with one xdist_group on one worker. The 25
+# slowest tests are listed at the end, so a CI log shows where the minutes went.
 TEST_WORKERS ?= 2
 # The bytecode is compiled first: where PYTHONDONTWRITEBYTECODE is set, every harness
 # process the tests start would otherwise compile its ~120 modules from source again.

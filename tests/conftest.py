@@ -72,3 +72,17 @@ def pytest_collection_modifyitems(config, items):
     together rather than one of them starting a minutes-long test at the end."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_configure(config):
+    from support import slurm_session  # here: after register_assert_rewrite("support")
+
+    slurm_session.claim_mark()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The controller's end comes after every worker's: the one place to stop a Slurm the
+    session's Slurm tests brought up, wherever they ran (support/slurm_session.py)."""
+    from support import slurm_session
+
+    slurm_session.bring_down()

@@ -23,19 +23,20 @@ import pytest
 import yaml
 
 from harness.files.lock import read_lock
+from support import slurm_session
 from support.cli import run_cli
 from support.paths import REPO, TESTS_PATH
 
-SCRIPT = REPO / "scripts" / "slurm-local.sh"
+SCRIPT = slurm_session.SCRIPT
 LOGS = Path(os.environ.get("SLURM_LOCAL_DIR", "/var/tmp/harness-slurm"))  # scripts/slurm-local.sh's daemons
 TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loader.batch_size": 16,
         "output.progress": False, "output.checkpoint_every_epoch": False, "output.save_model": False,
         "measure.measure_peak": False, "runtime.device": "cpu"}
 TINY_ARGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
 
-# One worker runs them all under `pytest -n` (--dist loadgroup): the session fixture that
-# brings the local Slurm up and down exists once.
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# Under `pytest -n` they spread over the workers: the first to need Slurm brings it up, and
+# the session's controller brings it down after every worker (support/slurm_session.py).
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def _answers() -> bool:
@@ -47,22 +48,21 @@ def _answers() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm():
-    """A Slurm that answers sbatch: the machine's own, or one this session starts and stops."""
+    """A Slurm that answers sbatch: the machine's own, or one this session starts. The
+    session's controller stops one it started, after every worker is done
+    (support/slurm_session.py)."""
     if shutil.which("sbatch") is None:
         pytest.skip("Slurm is not installed (no sbatch): `scripts/slurm-local.sh up` installs and starts "
                     "a single-node one (root, Debian)")
-    started = False
-    if not _answers():
-        if shutil.which("slurmctld") is None or os.geteuid() != 0:
-            pytest.skip("sbatch is installed but no slurmctld answers, and this session cannot start one "
-                        "(needs slurmctld and root)")
-        proc = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180)
-        if proc.returncode != 0:
-            pytest.skip(f"could not bring up a local Slurm: {proc.stderr.strip().splitlines()[-1:]}")
-        started = True
-    yield
-    if started:
-        subprocess.run([str(SCRIPT), "down"], timeout=60)
+    with slurm_session.bringing_up():
+        if not _answers():
+            if shutil.which("slurmctld") is None or os.geteuid() != 0:
+                pytest.skip("sbatch is installed but no slurmctld answers, and this session cannot start one "
+                            "(needs slurmctld and root)")
+            proc = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180)
+            if proc.returncode != 0:
+                pytest.skip(f"could not bring up a local Slurm: {proc.stderr.strip().splitlines()[-1:]}")
+            slurm_session.started()
 
 
 @pytest.fixture
@@ -134,10 +134,14 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     cell get it again from their launcher, and must still checkpoint, as one process does."""
     # The one-process cell's checkpoint takes 6 s: its row must wait for the report (the job
     # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
-    slow = {"config": str(REPO / "configs/digits_cnn.yaml"), "model.name": "fixtures.custom_models:SlowToSave",
-            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 0, "save_s": 6}}
+    # Both cells' steps sleep 20 ms: for the minute until the limit they leave the CPUs to
+    # the tests beside them (three processes training flat out took them for a minute).
+    cnn = str(REPO / "configs/digits_cnn.yaml")
+    slow = {"config": cnn, "model.name": "fixtures.custom_models:SlowToSave",
+            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 20, "save_s": 6}}
+    sleepy = {"config": cnn, "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 20}}
     spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
-                      cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2}])
+                      cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2, **sleepy}])
     out = tmp_path / "out"
     proc = harness("sweep", str(spec), "--output", str(out), tests_on_path=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
