@@ -134,6 +134,7 @@ def test_guard_given_floats_and_tensors_keeps_one_record():
 
 
 def test_recorder_sums_float_losses_on_the_host(tmp_path):
+    from harness.measure.listeners import Ended
     from harness.observe.recorder import Recorder
     from harness.observe.tracking import TrackingConfig
 
@@ -144,7 +145,7 @@ def test_recorder_sums_float_losses_on_the_host(tmp_path):
     with OpCount() as ops:
         for i, value in enumerate(losses):
             recorder.add_loss(value, 8 if i % 2 else 4)
-            recorder.after_step(i, 0.001, 0.002, 8 if i % 2 else 4)
+            recorder.steps_ended(Ended(i, (0.001,), (0.002,), (8 if i % 2 else 4,), 0.0))
     assert ops.n == 0
     recorder.finish({"status": "completed"})
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -20,6 +20,7 @@ its step on disk, and steps never skip.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import statistics
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from harness.measure.listeners import NEVER
 from harness.observe import metrics_stream
 
 from harness.observe import tracking
@@ -116,6 +118,7 @@ class Recorder:
         self._samples = self._loss_n = 0
         self._wait_s: list[float] = []
         self._step_s: list[float] = []
+        """The interval's steps' waits and times, in order (sums and the median as they were a step at a time)."""
 
     # -- what the loop and the meter call -------------------------------------------
 
@@ -130,19 +133,35 @@ class Recorder:
             self._loss.add_(loss.detach() if loss.requires_grad else loss, alpha=samples)
             self._on_device = True
 
+    # The meter's listener protocol (meter.py): told at each interval's last step, and of the
+    # steps between only then, so a step costs the recorder no call of the meter's.
+
+    def due(self, step: int) -> tuple[int, int, float]:
+        """Due after the step that completes an interval of ``every_n_steps`` global steps;
+        ``step`` is the meter's next, this process's steps so far being ``self.step`` globally."""
+        left = self.cfg.every_n_steps - self.step % self.cfg.every_n_steps  # 1..every_n_steps
+        return NEVER, (step + left - 1 if self.enabled else NEVER), math.inf
+
     def before_step(self, step: int) -> None:
         pass
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        """Step ``step`` of this process ended (meter.py); every ``every_n_steps`` global steps, log."""
-        self.step += 1
+    def steps_ended(self, ended) -> None:
+        """Steps of this process ended (meter.py); every ``every_n_steps`` global steps, log."""
+        count = len(ended.step_s)
         if not self.enabled:
+            self.step += count
             return
-        self._wait_s.append(wait_s)
-        self._step_s.append(step_s)
-        self._samples += samples
-        if self.step % self.cfg.every_n_steps == 0:
-            self._interval()
+        every = self.cfg.every_n_steps
+        i = 0
+        while i < count:  # one interval at a time: a telling may end an interval, never span one
+            j = min(count, i + every - self.step % every)
+            self._wait_s += ended.wait_s[i:j]
+            self._step_s += ended.step_s[i:j]
+            self._samples += sum(ended.samples[i:j])
+            self.step += j - i
+            if self.step % every == 0:
+                self._interval()
+            i = j
 
     def _interval(self) -> None:
         t0 = time.perf_counter()
