@@ -144,3 +144,26 @@ def test_the_recorder_is_due_at_its_intervals_last_step(tmp_path):
     assert recorder.step == 10 and recorder.due(103) == (NEVER, 112, math.inf)
     recorder.finish({"status": "completed"})
     assert [r["step"] for r in _interval_rows(tmp_path)] == [10]
+
+
+def test_drain_waits_for_every_line_queued_before_it(tmp_path):
+    """Before a checkpoint every queued line must be written: ``drain`` returns only then,
+    however slow the writer (here 50 ms a line)."""
+    import time
+
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    recorder = Recorder(acc, opt, tmp_path, TrackingConfig(every_n_steps=1), 0, 0, False)
+    written, write = [], recorder.stream.write
+
+    def slow(row):
+        time.sleep(0.05)
+        write(row)
+        written.append(row["step"])
+
+    recorder.stream.write = slow
+    recorder.steps_ended(Ended(2, (0.0,) * 3, (0.001,) * 3, (4,) * 3, 0.0))  # three interval lines
+    recorder.drain()
+    assert written == [1, 2, 3]
+    recorder.finish({"status": "completed"})
+    assert written == [1, 2, 3, 3]  # and the end line

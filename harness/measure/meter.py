@@ -129,8 +129,7 @@ class Meter:
         """(loader, batch, window, t0, t1, CUDA events) of the step under way, until it ends."""
         self._log: list[tuple[float, float, int]] = []
         """(wait, step time, real samples) of each step ended since the listeners were told."""
-        self._log_k: int | None = None
-        """The window of the logged steps: the log is settled before the window changes."""
+        self._log_k: int | None = None  # the logged steps' window: settled before the window changes
         self._log_end = 0.0
         self._before_at, self._after_at, self._after_s = NEVER, NEVER, math.inf
         """When a listener is next due (``_plan``): before step, after step, from the time."""
