@@ -57,6 +57,28 @@ def test_direct_calls_train_exactly_as_the_wrappers_do(schedule):
     assert torch.equal(w1, w2) and lr1 == lr2 and n1 == n2
 
 
+def test_direct_zero_grad_is_torchs_own_and_follows_sync_gradients():
+    """The direct loop's zero_grad is torch's call itself; with sync_gradients unset (as inside
+    an accumulation group) the direct calls zero, step and schedule nothing, as the wrappers."""
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, sched = _prepared(acc)
+    assert StepCalls(acc, opt, sched).zero_grad == opt.optimizer.zero_grad
+    results = []
+    for direct in (True, False):
+        acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+        model, opt, sched = _prepared(acc)
+        opt.gradient_state._set_sync_gradients(False)
+        try:
+            calls = StepCalls(acc, opt, sched, grad_accum_steps=1 if direct else 2)
+            assert calls.direct == direct
+            _train(calls, model, 3)
+        finally:
+            opt.gradient_state._set_sync_gradients(True)
+        results.append((model.weight.detach().clone(), model.weight.grad.clone(), sched.scheduler._step_count))
+    (w1, g1, n1), (w2, g2, n2) = results
+    assert torch.equal(w1, w2) and torch.equal(g1, g2) and n1 == n2
+
+
 def test_accumulation_keeps_the_wrappers():
     acc, _ = build_accelerator(RuntimeConfig(device="cpu"), grad_accum_steps=3)
     model, opt, sched = _prepared(acc)

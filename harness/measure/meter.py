@@ -22,38 +22,7 @@ from harness.measure import contention
 from harness.measure.config import MeasureConfig
 from harness.measure.listeners import NEVER, Ended, StepListener
 from harness.measure.memory import MB, MemorySampler
-
-
-def batch_size_of(batch) -> int:
-    first = batch[0] if isinstance(batch, (list, tuple)) else batch
-    if isinstance(first, torch.Tensor):  # the usual case, read once a step: no hasattr
-        return int(first.shape[0])
-    return int(first.shape[0]) if hasattr(first, "shape") else len(first)
-
-
-def real_batch_size(loader, batch) -> int:
-    """Samples of ``batch`` that are not padding.
-
-    With ``even_batches`` Accelerate tops the epoch's last global batch up with
-    samples from its start, so every rank takes as many steps; the duplicates are
-    not samples. They sit after the real ones in the global batch, so rank r's
-    last batch holds ``remainder - r * batch_size`` real ones, clamped to [0, its
-    size]. ``DeviceResidentLoader`` shards the same way and answers the same
-    attributes (``end_of_dataloader``, ``remainder``, ``total_batch_size``).
-    """
-    cls = batch.__class__
-    first = batch[0] if cls is list or cls is tuple else batch
-    # The usual case inline (a tensor's rows), read once a step: no isinstance, hasattr or call.
-    n = first.shape[0] if first.__class__ is torch.Tensor else batch_size_of(batch)
-    if not getattr(loader, "end_of_dataloader", False):
-        return n
-    remainder, total = getattr(loader, "remainder", -1), getattr(loader, "total_batch_size", None)
-    if remainder is None or remainder <= 0 or not total:
-        return n
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return min(n, max(remainder - rank * (total // world), 0))
+from harness.measure.samples import pads, real_batch_size
 
 
 def process_identity() -> dict:
@@ -202,6 +171,7 @@ class Meter:
         before the step: the wait is theirs together, the samples and tokens are theirs summed.
         """
         it = iter(loader)
+        loader = pads(loader)  # what the sample counts need of it
         taken = 0
         open_k, start = None, 0.0
         ended = False
@@ -386,7 +356,7 @@ class NullMeter(Meter):
         for taken, batch in enumerate(it):
             if limit is not None and taken >= limit:
                 return
-            yield batch if micro_batches == 1 else _group(it, loader, batch, micro_batches)[0]
+            yield batch if micro_batches == 1 else _group(it, pads(loader), batch, micro_batches)[0]
             self.step += 1
 
     def phase(self, name: str):

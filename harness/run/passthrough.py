@@ -18,6 +18,8 @@ rate, the scaler's state): only the loop's calls go around them.
 
 from __future__ import annotations
 
+import inspect
+
 
 def _direct(accelerator, optimizer, grad_accum_steps: int) -> bool:
     """Whether the wrappers' per-step logic reduces to calling torch in this run."""
@@ -34,8 +36,6 @@ def _direct(accelerator, optimizer, grad_accum_steps: int) -> bool:
         return False
     if accelerator.distributed_type in (DistributedType.XLA, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
         return False
-    import inspect
-
     # The wrapper passes set_to_none only to an optimizer that takes it.
     return "set_to_none" in inspect.signature(optimizer.optimizer.zero_grad).parameters
 
@@ -59,6 +59,16 @@ class StepCalls:
         self.backward = torch.Tensor.backward
         self._inner = optimizer.optimizer
         self._gradients = optimizer.gradient_state
+        # The wrapper zeroes only while sync_gradients is set, and only accumulate() changes that
+        # flag, which a loop of one micro-batch a step never enters: read once, torch's own call is
+        # bound (the wrapper's set_to_none=True being torch's default), no call of ours a step.
+        zero_grad = self._inner.zero_grad
+        if not self._gradients.sync_gradients:
+            self.zero_grad = lambda: None
+        elif inspect.signature(zero_grad).parameters["set_to_none"].default is True:
+            self.zero_grad = zero_grad
+        else:
+            self.zero_grad = lambda: zero_grad(set_to_none=True)
         self._processes = accelerator.num_processes
         from accelerate.scheduler import AcceleratedScheduler
 
@@ -66,12 +76,6 @@ class StepCalls:
                 and not scheduler.split_batches and all(o is optimizer for o in scheduler.optimizers):
             self._sched = scheduler.scheduler
             self._capped = hasattr(self._sched, "total_steps")  # OneCycle: read once, not every step
-
-    # The direct calls: each is what the wrapper does when the conditions above hold.
-
-    def zero_grad(self) -> None:
-        if self._gradients.sync_gradients:
-            self._inner.zero_grad(set_to_none=True)
 
     def update(self) -> bool:
         """The optimizer's step, then the scheduler's; returns whether the scaler skipped the
