@@ -170,7 +170,8 @@ class Recorder:
         if self._on_device:
             loss_sum += self._loss.item()  # the one sync per interval, which also drains the queued steps
         drain_s = time.perf_counter() - t0
-        busy_s = sum(self._wait_s) + sum(self._step_s) + drain_s
+        wait_s = sum(self._wait_s)
+        busy_s = wait_s + sum(self._step_s) + drain_s
         row = {
             "kind": "interval", "step": self.step, "steps": len(self._step_s), "samples": self._samples,
             "train_loss": loss_sum / self._loss_n if self._loss_n else None,
@@ -178,7 +179,7 @@ class Recorder:
             # Rank 0's samples times the world size: ranks step in lock-step under DDP.
             "samples_per_s": self._samples * self.world / busy_s if busy_s > 0 else None,
             "step_time_ms_p50": statistics.median(self._step_s) * 1000 if self._step_s else None,
-            "data_wait_fraction": sum(self._wait_s) / busy_s if busy_s > 0 else None,
+            "data_wait_fraction": wait_s / busy_s if busy_s > 0 else None,
             **self._memory(),
             "scaler_scale": self._scale(),
         }
