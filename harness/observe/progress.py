@@ -1,8 +1,8 @@
 """What a person watches while a run trains: a step bar on a terminal, a plain line in a log.
 
 A step listener like the recorder and the profiler (listeners.py's ``StepListener``): the
-meter tells it of the steps that ended when it is due, fit.py where each epoch starts and ends. On a
-terminal a tqdm bar per epoch (steps, rate, ETA); when stderr is a file, one line every
+meter tells it of the steps that ended when it is due, fit.py where each epoch starts and
+ends. On a terminal a tqdm bar per epoch (steps, rate, ETA); when stderr is a file, one line every
 ``output.progress_interval_s`` (epoch, step/steps, samples/s, loss, ETA), which a log
 keeps readable where a bar's carriage returns would not. Only the main process shows
 anything; ``output.progress: false`` shows nothing.
