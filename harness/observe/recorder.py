@@ -117,9 +117,10 @@ class Recorder:
         self._on_device = False
         self._host_loss = 0.0
         self._samples = self._loss_n = 0
+        # The interval's steps' waits and times, in step order: the sums and the median are
+        # those of the steps taken a step at a time.
         self._wait_s: list[float] = []
         self._step_s: list[float] = []
-        """The interval's steps' waits and times, in order (sums and the median as they were a step at a time)."""
 
     # -- what the loop and the meter call -------------------------------------------
 
@@ -134,7 +135,7 @@ class Recorder:
             self._loss.add_(loss.detach() if loss.requires_grad else loss, alpha=samples)
             self._on_device = True
 
-    # The meter's listener protocol (meter.py): told at each interval's last step, and of the
+    # The meter's listener protocol (listeners.py): told at each interval's last step, and of the
     # steps between only then, so a step costs the recorder no call of the meter's.
 
     def due(self, step: int) -> tuple[int, int, float]:
