@@ -115,6 +115,7 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     """µs per step of ``train_epoch`` as ``variant`` runs it (wall, thread CPU), and the weights it ends with."""
     from benchmarks.conftest import reset_accelerate
     from harness.measure.config import MeasureConfig
+    from harness.measure.listeners import FirstStep
     from harness.measure.meter import Meter, NullMeter
     from harness.measure.startup import SetupClock
     from harness.observe.progress import StepLines
@@ -145,7 +146,7 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     # The listeners a run's meter has, in its order: the recorder, the setup clock, the progress lines.
     shown = StepLines("bench", 1, acc.num_processes, recorder, interval_s=10.0, out=io.StringIO())
     meter.listeners += [recorder] if recorder is not None else []
-    meter.listeners += [SetupClock(), shown]
+    meter.listeners += [FirstStep(SetupClock()), shown]
     batch = _data()
 
     def epoch(n: int) -> None:
@@ -167,13 +168,15 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
 def loss_handling_us(folder: Path) -> dict[str, float]:
     """µs per step (training-thread CPU, best of 5 runs of ``STEPS`` steps) of what the loop
     does with a step's loss, through the real recorder and guard: its own sum,
-    ``Recorder.add_loss`` with the recorder's step count and its interval line every 10
-    steps, and ``StepGuard.after_step`` with its check every 10. "host": the CPU's path
+    ``Recorder.add_loss``, the recorder told of the steps at each interval's end (as the meter
+    tells it) with its interval line every 10 steps, and ``StepGuard.after_step`` with its
+    check every 10. "host": the CPU's path
     (``loop.losses_on_host``: the loss read as a float); "device": an accelerator's (the
     loss kept on the device: a detach, two in-place adds, the guard's stacked check and the
     recorder's host read once an interval), here on CPU tensors."""
     import math
 
+    from harness.measure.listeners import Ended
     from harness.observe.recorder import Recorder
     from harness.observe.tracking import TrackingConfig
     from harness.run.accel import RuntimeConfig, build_accelerator
@@ -188,6 +191,8 @@ def loss_handling_us(folder: Path) -> dict[str, float]:
         folder.mkdir(parents=True, exist_ok=True)
         recorder = Recorder(acc, opt, folder / path, TrackingConfig(), 0, 0, False)
         guard = StepGuard(acc, StopSignals())
+        every = recorder.cfg.every_n_steps
+        interval = Ended(every - 1, (1e-4,) * every, (2e-4,) * every, (n,) * every, 0.0)
 
         def steps() -> None:
             total = 0.0 if path == "host" else torch.zeros(())
@@ -199,7 +204,8 @@ def loss_handling_us(folder: Path) -> dict[str, float]:
                     value = loss.detach()
                     total.add_(value, alpha=n)
                 recorder.add_loss(value, n)
-                recorder.after_step(step, 1e-4, 2e-4, n)
+                if (step + 1) % every == 0:
+                    recorder.steps_ended(interval)
                 guard.after_step(value)
 
         best = math.inf

@@ -9,7 +9,7 @@ first (benchmarks/test_overhead.py explains why many short interleaved rounds):
 
 The figure is the per-round ratio of the report's ``throughput.samples_per_s`` (on /
 off): logging happens inside the timed window, so its whole cost is in it. Beside it,
-the on side's time inside the recorder itself (``add_loss`` and ``after_step``,
+the on side's time inside the recorder itself (``add_loss`` and ``steps_ended``,
 trackers included) is clocked directly as a share of the window, a figure the
 machine's drift does not blur.
 
@@ -49,13 +49,13 @@ class Clocked:
 
         self.spent_s = 0.0
         self.on = True
-        for name in ("add_loss", "after_step"):
+        for name in ("add_loss", "steps_ended"):
             monkeypatch.setattr(recorder.Recorder, name, self._wrap(getattr(recorder.Recorder, name)))
 
     def _wrap(self, method):
         def timed(rec, *args):
             if not self.on:  # the "off" side: nothing recorded, as before tracking
-                rec.step += method.__name__ == "after_step"
+                rec.step += len(args[0].step_s) if method.__name__ == "steps_ended" else 0
                 return None
             t0 = time.perf_counter()
             method(rec, *args)

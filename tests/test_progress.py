@@ -13,6 +13,7 @@ import threading
 
 from support.paths import REPO
 from harness.cli import main
+from harness.measure.listeners import Ended
 from harness.observe.progress import StepLines
 
 CONFIG = str(REPO / "configs/digits_cnn.yaml")
@@ -55,10 +56,10 @@ def test_lines_count_from_a_resumed_step_and_give_an_eta():
     shown.epoch_started(2, steps=100, done=40)  # resumed 40 steps into epoch 2
     for _ in range(9):  # 9 steps of 1 s each: under the interval, nothing said
         now[0] += 1.0
-        shown.after_step(0, 0.0, 1.0, 32)
+        shown.steps_ended(Ended(0, (0.0,), (1.0,), (32,), now[0]))
     assert out.text == ""
     now[0] += 1.0
-    shown.after_step(0, 0.0, 1.0, 32)
+    shown.steps_ended(Ended(0, (0.0,), (1.0,), (32,), now[0]))
     # 10 steps x 32 samples x 2 ranks in 10 s; 50 steps left at 1 s each.
     assert out.text == "r epoch 2/3 step 50/100 64.0 samples/s loss - eta 0:50\n"
 

@@ -33,8 +33,7 @@ def _train(calls: StepCalls, model, steps: int) -> list[float]:
         x, y = torch.randn(8, 4, generator=g), torch.randint(0, 2, (8,), generator=g)
         calls.zero_grad()
         calls.backward(nn.functional.cross_entropy(model(x), y))
-        calls.step()
-        calls.scheduler_step()
+        assert calls.update() is False  # no scaler: no step skipped
         lrs.append(calls._opt.param_groups[0]["lr"])
     return lrs
 
@@ -53,17 +52,43 @@ def test_direct_calls_train_exactly_as_the_wrappers_do(schedule):
             calls = StepCalls(acc, opt, sched, grad_accum_steps=2)
             assert not calls.direct
         lrs = _train(calls, model, 9)
-        assert not calls.skipped()
         results.append((model.weight.detach().clone(), lrs, sched.scheduler._step_count))
     (w1, lr1, n1), (w2, lr2, n2) = results
     assert torch.equal(w1, w2) and lr1 == lr2 and n1 == n2
 
 
+def test_direct_zero_grad_is_torchs_own_and_follows_sync_gradients():
+    """The direct loop's zero_grad is torch's call itself; with sync_gradients unset (as inside
+    an accumulation group) the direct calls zero, step and schedule nothing, as the wrappers."""
+    acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+    model, opt, sched = _prepared(acc)
+    assert StepCalls(acc, opt, sched).zero_grad == opt.optimizer.zero_grad
+    results = []
+    for direct in (True, False):
+        acc, _ = build_accelerator(RuntimeConfig(device="cpu"))
+        model, opt, sched = _prepared(acc)
+        opt.gradient_state._set_sync_gradients(False)
+        try:
+            calls = StepCalls(acc, opt, sched, grad_accum_steps=1 if direct else 2)
+            assert calls.direct == direct
+            _train(calls, model, 3)
+        finally:
+            opt.gradient_state._set_sync_gradients(True)
+        results.append((model.weight.detach().clone(), model.weight.grad.clone(), sched.scheduler._step_count))
+    (w1, g1, n1), (w2, g2, n2) = results
+    assert torch.equal(w1, w2) and torch.equal(g1, g2) and n1 == n2
+
+
 def test_accumulation_keeps_the_wrappers():
     acc, _ = build_accelerator(RuntimeConfig(device="cpu"), grad_accum_steps=3)
     model, opt, sched = _prepared(acc)
+    stepped = []
+    opt.step = lambda: stepped.append("optimizer")  # the wrappers themselves, in order
+    sched.step = lambda: stepped.append("scheduler")
     calls = StepCalls(acc, opt, sched, grad_accum_steps=3)
-    assert not calls.direct and calls.backward == acc.backward and calls.step == opt.step
+    assert not calls.direct and calls.backward == acc.backward
+    calls.update()
+    assert stepped == ["optimizer", "scheduler"]
 
 
 def test_guard_finds_the_first_bad_loss_among_those_kept():
@@ -131,6 +156,7 @@ def test_guard_given_floats_and_tensors_keeps_one_record():
 
 
 def test_recorder_sums_float_losses_on_the_host(tmp_path):
+    from harness.measure.listeners import Ended
     from harness.observe.recorder import Recorder
     from harness.observe.tracking import TrackingConfig
 
@@ -141,7 +167,7 @@ def test_recorder_sums_float_losses_on_the_host(tmp_path):
     with OpCount() as ops:
         for i, value in enumerate(losses):
             recorder.add_loss(value, 8 if i % 2 else 4)
-            recorder.after_step(i, 0.001, 0.002, 8 if i % 2 else 4)
+            recorder.steps_ended(Ended(i, (0.001,), (0.002,), (8 if i % 2 else 4,), 0.0))
     assert ops.n == 0
     recorder.finish({"status": "completed"})
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

@@ -9,6 +9,7 @@ the do-nothing variant.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import socket
 import time
@@ -19,36 +20,9 @@ import torch
 
 from harness.measure import contention
 from harness.measure.config import MeasureConfig
+from harness.measure.listeners import NEVER, Ended, StepListener
 from harness.measure.memory import MB, MemorySampler
-
-
-def batch_size_of(batch) -> int:
-    first = batch[0] if isinstance(batch, (list, tuple)) else batch
-    if isinstance(first, torch.Tensor):  # the usual case, read once a step: no hasattr
-        return int(first.shape[0])
-    return int(first.shape[0]) if hasattr(first, "shape") else len(first)
-
-
-def real_batch_size(loader, batch) -> int:
-    """Samples of ``batch`` that are not padding.
-
-    With ``even_batches`` Accelerate tops the epoch's last global batch up with
-    samples from its start, so every rank takes as many steps; the duplicates are
-    not samples. They sit after the real ones in the global batch, so rank r's
-    last batch holds ``remainder - r * batch_size`` real ones, clamped to [0, its
-    size]. ``DeviceResidentLoader`` shards the same way and answers the same
-    attributes (``end_of_dataloader``, ``remainder``, ``total_batch_size``).
-    """
-    n = batch_size_of(batch)
-    if not getattr(loader, "end_of_dataloader", False):
-        return n
-    remainder, total = getattr(loader, "remainder", -1), getattr(loader, "total_batch_size", None)
-    if remainder is None or remainder <= 0 or not total:
-        return n
-    rank, world = 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return min(n, max(remainder - rank * (total // world), 0))
+from harness.measure.samples import pads, real_batch_size
 
 
 def process_identity() -> dict:
@@ -94,14 +68,6 @@ class WindowHook(Protocol):
     def window_closed(self) -> None: ...
 
 
-class StepListener(Protocol):
-    """Told about every train step, timed window or not (the recorder, the profiler)."""
-
-    def before_step(self, step: int) -> None: ...
-
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None: ...
-
-
 class Meter:
     def __init__(self, cfg: MeasureConfig, device: torch.device,
                  barrier: Callable[[], None] | None = None, hooks: Sequence[WindowHook] = (),
@@ -130,6 +96,12 @@ class Meter:
         self._events: list[tuple[int, torch.cuda.Event, torch.cuda.Event]] = []
         self._pending: tuple | None = None
         """(loader, batch, window, t0, t1, CUDA events) of the step under way, until it ends."""
+        self._log: list[tuple[float, float, int]] = []
+        """(wait, step time, real samples) of each step ended since the listeners were told."""
+        self._log_k: int | None = None  # the logged steps' window: settled before the window changes
+        self._log_end = 0.0
+        self._before_at, self._after_at, self._after_s = NEVER, NEVER, math.inf
+        """When a listener is next due (``_plan``): before step, after step, from the time."""
 
     def phase(self, name: str):
         """Context for a phase outside the train window ("eval", "checkpoint"): its own memory peaks."""
@@ -145,6 +117,15 @@ class Meter:
             return 0
         k = (step - self.cfg.warmup_steps) // self.cfg.window_steps
         return k if k < self.cfg.repeats else None
+
+    def _next_edge(self, step: int) -> int:
+        """The first step after ``step`` whose window may differ from ``step``'s: the loop reads
+        ``window_of`` only there (warm-up's end, a window's end, the untimed steps' edges)."""
+        c = self.cfg
+        edges = [c.warmup_steps, self.untimed.start, self.untimed.stop]
+        if c.window_steps is not None and step >= c.warmup_steps:
+            edges.append(c.warmup_steps + ((step - c.warmup_steps) // c.window_steps + 1) * c.window_steps)
+        return min((e for e in edges if e > step), default=NEVER)
 
     def _sync(self) -> None:
         if self.cuda:
@@ -190,20 +171,31 @@ class Meter:
         before the step: the wait is theirs together, the samples and tokens are theirs summed.
         """
         it = iter(loader)
+        loader = pads(loader)  # what the sample counts need of it
         taken = 0
         open_k, start = None, 0.0
         ended = False
+        k, edge = None, self.step  # the window is read at the first step, then at its edges
+        self._log_k = None  # the log is empty: the last pass settled it
+        self._plan()
         try:
             while limit is None or taken < limit:
-                k = self.window_of(self.step)
-                if k != open_k:
-                    if open_k is not None:
-                        self._close(open_k, start)
-                    open_k = k
-                    if k is not None:
-                        start = self._open()
-                for listener in self.listeners:
-                    listener.before_step(self.step)
+                step = self.step
+                if step >= edge:
+                    k = self.window_of(step)
+                    if k != open_k:
+                        self._settle()  # the steps logged so far are the closing window's
+                        if open_k is not None:
+                            self._close(open_k, start)
+                        open_k = self._log_k = k
+                        if k is not None:
+                            start = self._open()
+                    edge = self._next_edge(step)
+                if step == self._before_at:
+                    self._settle()
+                    for listener in self.listeners:
+                        listener.before_step(step)
+                    self._plan()
                 t0 = time.perf_counter()
                 try:
                     batch = next(it)
@@ -225,6 +217,7 @@ class Meter:
             ended = True
         finally:
             self._pending = None
+            self._settle()  # every step that ended is told, the last ones' listeners included
             if open_k is not None:
                 # The ranks meet at the window's edge only when the epoch ran out as
                 # planned. A loop that stopped early (the guard, an error on this rank)
@@ -232,7 +225,7 @@ class Meter:
                 self._close(open_k, start, barrier=ended)
 
     def end_step(self) -> None:
-        """The step whose batch ``steps`` handed out last has ended: time it and tell the listeners.
+        """The step whose batch ``steps`` handed out last has ended: time it and log it.
 
         The loop calls this before it leaves (the guard's ``break``): leaving closes the
         generator at its ``yield``, which cannot tell a finished step from a failed one, so
@@ -244,25 +237,51 @@ class Meter:
         t2 = time.perf_counter()
         loader, batch, k, t0, t1, ev, real = self._pending
         self._pending = None
-        if real is None:
-            n = real_batch_size(loader, batch) if k is not None or self.listeners else 0
-        else:  # a group of micro-batches, each counted when it was fetched
-            n = sum(real)
+        # A group of micro-batches was counted as it was fetched.
+        n = real_batch_size(loader, batch) if real is None else sum(real)
         if k is not None:
-            w = self.windows[k]
             if ev is not None:
                 ev[1].record()
                 self._events.append((k, *ev))
-            w.data_wait_s.append(t1 - t0)
-            w.step_s.append(t2 - t1)
-            w.samples += n
             if self.tokens is not None:
                 # Of the real samples only: a distributed sampler's padding is never throughput.
                 parts = [(batch, n)] if real is None else zip(batch, real)
-                w.tokens += sum(self.tokens(b, m) for b, m in parts)
-        for listener in self.listeners:
-            listener.after_step(self.step, t1 - t0, t2 - t1, n)
+                self.windows[k].tokens += sum(self.tokens(b, m) for b, m in parts)
+        self._log.append((t1 - t0, t2 - t1, n))
+        self._log_end = t2
         self.step += 1
+        if self.step > self._after_at or t2 >= self._after_s:
+            self._settle()
+
+    def _settle(self) -> None:
+        """The logged steps to their window (when timed) and to every listener."""
+        if not self._log:
+            return
+        waits, times, counts = zip(*self._log)
+        self._log = []
+        if self._log_k is not None:
+            w = self.windows[self._log_k]
+            w.data_wait_s += waits
+            w.step_s += times
+            w.samples += sum(counts)
+        ended = Ended(self.step - 1, waits, times, counts, self._log_end)
+        for listener in self.listeners:
+            listener.steps_ended(ended)
+        self._plan()
+
+    def _plan(self) -> None:
+        """When a listener is next due, asked from the next step on (``StepListener.due``)."""
+        step = self.step
+        before, after, after_s = NEVER, NEVER, math.inf
+        for listener in self.listeners:
+            b, a, t = listener.due(step)
+            if step <= b < before:  # a step already passed is never reached again
+                before = b
+            if a < after:
+                after = a
+            if t < after_s:
+                after_s = t
+        self._before_at, self._after_at, self._after_s = before, after, after_s
 
     # -- results ------------------------------------------------------------------
 
@@ -337,7 +356,7 @@ class NullMeter(Meter):
         for taken, batch in enumerate(it):
             if limit is not None and taken >= limit:
                 return
-            yield batch if micro_batches == 1 else _group(it, loader, batch, micro_batches)[0]
+            yield batch if micro_batches == 1 else _group(it, pads(loader), batch, micro_batches)[0]
             self.step += 1
 
     def phase(self, name: str):

@@ -1,6 +1,6 @@
 """``measure.profile``: torch.profiler over a few training steps, written to <run folder>/profile/.
 
-A step listener of the meter (meter.py): it starts the profiler before step
+A step listener of the meter (listeners.py): it starts the profiler before step
 ``after`` fetches its batch and stops it once ``steps`` steps have ended. The
 traced steps are handed to the meter as untimed, so no timed window ever holds a
 profiled step (the profiler's own overhead would otherwise land in samples/s).
@@ -12,6 +12,7 @@ the report's ``profile`` block with the top ops by self time.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 from harness.measure.config import MeasureConfig, ProfileConfig
+from harness.measure.listeners import NEVER
 
 DIR = "profile"
 CHROME_TRACE = "trace.json.gz"
@@ -49,17 +51,25 @@ class Profiler:
         self._error: Exception | None = None
         """What stopped the trace inside the training loop, raised by ``finish`` for the runner."""
 
+    # The meter's listener protocol (listeners.py): due before the first traced step, then
+    # after every step while tracing (each ends a profiler step).
+
+    def due(self, step: int) -> tuple[int, int, float]:
+        before = self.start if self.enabled and self._prof is None and self._error is None else NEVER
+        return before, (step if self._prof is not None else NEVER), math.inf
+
     def before_step(self, step: int) -> None:
         if self.enabled and step == self.start and self._prof is None and self._error is None:
             self._in_loop(self._begin)
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        if self._prof is None:
-            return
-        self._covered.append(step)
-        self._prof.step()
-        if step == self.steps[-1]:
-            self._in_loop(self.finish)
+    def steps_ended(self, ended) -> None:
+        for step in range(ended.step - len(ended.step_s) + 1, ended.step + 1):
+            if self._prof is None:
+                return
+            self._covered.append(step)
+            self._prof.step()
+            if step == self.steps[-1]:
+                self._in_loop(self.finish)
 
     def _in_loop(self, action) -> None:
         """Inside the training loop a trace that cannot be started or written must not fail

@@ -1,13 +1,14 @@
 """What a person watches while a run trains: a step bar on a terminal, a plain line in a log.
 
-A step listener like the recorder and the profiler (meter.py's ``StepListener``): the
-meter tells it when each step ends, fit.py where each epoch starts and ends. On a
-terminal a tqdm bar per epoch (steps, rate, ETA); when stderr is a file, one line every
+A step listener like the recorder and the profiler (listeners.py's ``StepListener``): the
+meter tells it of the steps that ended when it is due, fit.py where each epoch starts and
+ends. On a terminal a tqdm bar per epoch (steps, rate, ETA); when stderr is a file, one line every
 ``output.progress_interval_s`` (epoch, step/steps, samples/s, loss, ETA), which a log
 keeps readable where a bar's carriage returns would not. Only the main process shows
 anything; ``output.progress: false`` shows nothing.
 
-Per step it costs a counter and a clock read (and on a terminal tqdm's own update,
+The lines cost a step nothing: the meter, which reads the clock at each step's end anyway,
+tells them when their interval has passed. The bar is told of every step (tqdm's own update,
 which redraws at most ten times a second). The loss it shows is the recorder's last
 logged interval, already on the host: reading the loss on the device here would
 synchronise every step.
@@ -15,8 +16,11 @@ synchronise every step.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+
+from harness.measure.listeners import NEVER
 
 
 def _hms(seconds: float | None) -> str:
@@ -50,11 +54,14 @@ class Silent:
         """Epoch ``epoch`` (1-based) of ``steps`` steps on this process, ``done`` of them before a resume."""
         self.epoch, self.steps, self.done = epoch, steps, done
 
+    def due(self, step: int) -> tuple[int, int, float]:
+        return NEVER, NEVER, math.inf  # told only when another listener is, and at the pass's end
+
     def before_step(self, step: int) -> None:
         pass
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        self.done += 1
+    def steps_ended(self, ended) -> None:
+        self.done += len(ended.step_s)
 
     def epoch_ended(self, train_loss: float, dev_accuracy: float | None) -> None:
         pass
@@ -79,13 +86,17 @@ class StepBar(Silent):
         self.bar = tqdm(total=steps, initial=done, unit="step", file=sys.stderr, dynamic_ncols=True,
                         desc=f"{self.name} epoch {epoch}/{self.epochs}")
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        self.done += 1
+    def due(self, step: int) -> tuple[int, int, float]:
+        return NEVER, step, math.inf  # every step: the bar moves a step at a time
+
+    def steps_ended(self, ended) -> None:
+        count = len(ended.step_s)
+        self.done += count
         loss = self.loss()
         if loss is not None and loss != self._shown_loss:  # changes once per tracking interval
             self._shown_loss = loss
             self.bar.set_postfix_str(f"loss={_loss(loss)}", refresh=False)
-        self.bar.update(1)
+        self.bar.update(count)
 
     def epoch_ended(self, train_loss: float, dev_accuracy: float | None) -> None:
         dev = "-" if dev_accuracy is None else f"{dev_accuracy:.4f}"
@@ -99,9 +110,12 @@ class StepBar(Silent):
 
 
 class StepLines(Silent):
-    """One plain line every ``interval_s`` of training, and one per finished epoch."""
+    """One plain line every ``interval_s`` of training, and one per finished epoch.
 
-    def __init__(self, *args, interval_s: float = 10.0, out=None, clock=time.monotonic, **kwargs):
+    ``clock`` is the meter's (``time.perf_counter``): the meter compares its own reading at each
+    step's end with the time the next line is due (``due``) and hands that reading over."""
+
+    def __init__(self, *args, interval_s: float = 10.0, out=None, clock=time.perf_counter, **kwargs):
         super().__init__(*args, **kwargs)
         self.interval_s, self.clock = interval_s, clock
         self.out = out or sys.stderr
@@ -113,12 +127,14 @@ class StepLines(Silent):
         self._epoch_t0 = self._last_t = self.clock()
         self._epoch_done0, self._samples = done, 0
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        self.done += 1
-        self._samples += samples
-        now = self.clock()
-        if now - self._last_t >= self.interval_s:
-            self._line(now)
+    def due(self, step: int) -> tuple[int, int, float]:
+        return NEVER, NEVER, self._last_t + self.interval_s
+
+    def steps_ended(self, ended) -> None:
+        self.done += len(ended.step_s)
+        self._samples += sum(ended.samples)
+        if ended.now >= self._last_t + self.interval_s:  # the meter's test in ``due``'s terms
+            self._line(ended.now)
 
     def _line(self, now: float) -> None:
         # The rate since the last line (this process's samples × the world: the ranks step together);

@@ -20,6 +20,7 @@ its step on disk, and steps never skip.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import statistics
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from harness.measure.listeners import NEVER
 from harness.observe import metrics_stream
 
 from harness.observe import tracking
@@ -101,10 +103,11 @@ class Recorder:
             self.stream = metrics_stream.MetricStream(output, fresh=not resumed)
         self.tracker_error: str | None = None
         """The first error a tracker raised while logging: the run goes on, its report warns."""
-        self._lines: queue.Queue | None = None
+        self._lines: queue.SimpleQueue | None = None
         self._writer: threading.Thread | None = None
         if self.enabled:
-            self._lines = queue.Queue()
+            # A SimpleQueue's put is one C call; a Queue's, about ten Python ones on the training thread.
+            self._lines = queue.SimpleQueue()
             self._writer = threading.Thread(target=self._write_lines, name="harness-recorder", daemon=True)
             self._writer.start()
 
@@ -114,6 +117,8 @@ class Recorder:
         self._on_device = False
         self._host_loss = 0.0
         self._samples = self._loss_n = 0
+        # The interval's steps' waits and times, in step order: the sums and the median are
+        # those of the steps taken a step at a time.
         self._wait_s: list[float] = []
         self._step_s: list[float] = []
 
@@ -130,19 +135,35 @@ class Recorder:
             self._loss.add_(loss.detach() if loss.requires_grad else loss, alpha=samples)
             self._on_device = True
 
+    # The meter's listener protocol (listeners.py): told at each interval's last step, and of the
+    # steps between only then, so a step costs the recorder no call of the meter's.
+
+    def due(self, step: int) -> tuple[int, int, float]:
+        """Due after the step that completes an interval of ``every_n_steps`` global steps;
+        ``step`` is the meter's next, this process's steps so far being ``self.step`` globally."""
+        left = self.cfg.every_n_steps - self.step % self.cfg.every_n_steps  # 1..every_n_steps
+        return NEVER, (step + left - 1 if self.enabled else NEVER), math.inf
+
     def before_step(self, step: int) -> None:
         pass
 
-    def after_step(self, step: int, wait_s: float, step_s: float, samples: int) -> None:
-        """Step ``step`` of this process ended (meter.py); every ``every_n_steps`` global steps, log."""
-        self.step += 1
+    def steps_ended(self, ended) -> None:
+        """Steps of this process ended (meter.py); every ``every_n_steps`` global steps, log."""
+        count = len(ended.step_s)
         if not self.enabled:
+            self.step += count
             return
-        self._wait_s.append(wait_s)
-        self._step_s.append(step_s)
-        self._samples += samples
-        if self.step % self.cfg.every_n_steps == 0:
-            self._interval()
+        every = self.cfg.every_n_steps
+        i = 0
+        while i < count:  # one interval at a time: a telling may end an interval, never span one
+            j = min(count, i + every - self.step % every)
+            self._wait_s += ended.wait_s[i:j]
+            self._step_s += ended.step_s[i:j]
+            self._samples += sum(ended.samples[i:j])
+            self.step += j - i
+            if self.step % every == 0:
+                self._interval()
+            i = j
 
     def _interval(self) -> None:
         t0 = time.perf_counter()
@@ -150,7 +171,8 @@ class Recorder:
         if self._on_device:
             loss_sum += self._loss.item()  # the one sync per interval, which also drains the queued steps
         drain_s = time.perf_counter() - t0
-        busy_s = sum(self._wait_s) + sum(self._step_s) + drain_s
+        wait_s = sum(self._wait_s)
+        busy_s = wait_s + sum(self._step_s) + drain_s
         row = {
             "kind": "interval", "step": self.step, "steps": len(self._step_s), "samples": self._samples,
             "train_loss": loss_sum / self._loss_n if self._loss_n else None,
@@ -158,7 +180,7 @@ class Recorder:
             # Rank 0's samples times the world size: ranks step in lock-step under DDP.
             "samples_per_s": self._samples * self.world / busy_s if busy_s > 0 else None,
             "step_time_ms_p50": statistics.median(self._step_s) * 1000 if self._step_s else None,
-            "data_wait_fraction": sum(self._wait_s) / busy_s if busy_s > 0 else None,
+            "data_wait_fraction": wait_s / busy_s if busy_s > 0 else None,
             **self._memory(),
             "scaler_scale": self._scale(),
         }
@@ -187,9 +209,12 @@ class Recorder:
         """The writer thread: each queued line to metrics.jsonl, then to the trackers."""
         while True:
             item = self._lines.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):  # ``drain``'s mark: every line before it is written
+                item.set()
+                continue
             try:
-                if item is None:
-                    return
                 row, to_trackers = item
                 self.stream.write(row)
                 if to_trackers and self.acc.trackers:
@@ -198,13 +223,13 @@ class Recorder:
                     self.acc.log(values, step=row["step"])
             except Exception as err:  # noqa: BLE001 -- a tracker failing costs a warning, not the run
                 self.tracker_error = self.tracker_error or f"{err.__class__.__name__}: {err}"
-            finally:
-                self._lines.task_done()
 
     def drain(self) -> None:
         """Wait until every line queued so far is written (before a checkpoint)."""
         if self._lines is not None and self._writer.is_alive():
-            self._lines.join()
+            written = threading.Event()
+            self._lines.put(written)
+            written.wait()
 
     # -- what fit.py and the runner call ----------------------------------------------
 

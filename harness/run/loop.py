@@ -90,14 +90,18 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     k = parts.grad_accum_steps
     if k == 1:
         acc.step = 0  # what ``accumulate`` sets for a group of one; nothing changes it while k is 1
+    task, backward = parts.task, calls.backward
     for batch in meter.steps(loader, limit=max_steps, micro_batches=k):
         calls.zero_grad()
-        # forward -> loss -> backward of each micro-batch (one when k is 1)
-        loss, n = _one(parts, batch, calls.backward) if k == 1 else accumulate(parts, batch, calls.backward)
-        calls.step()
-        # A host-side flag, set by the scaler's own step (which has synchronised already).
-        skipped += calls.skipped()
-        calls.scheduler_step()
+        if k == 1:
+            # ``accumulate`` of a group of one, without its per-group bookkeeping (~3 µs a step).
+            inputs, targets = batch
+            n = task.units(targets)  # from the shape: counting never synchronises the device
+            loss = task.loss(model(inputs), targets)
+            backward(loss)
+        else:  # forward -> loss -> backward of each micro-batch
+            loss, n = accumulate(parts, batch, backward)
+        skipped += calls.update()  # the optimizer's step, then the scheduler's
         if host:
             loss = loss.item()  # once, for the sum, the recorder and the guard
             loss_sum += loss * n
@@ -119,16 +123,6 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
                        skipped_steps=skipped, stop=stop, finished=finished)
 
 
-def _one(parts: TrainParts, batch, backward) -> tuple[torch.Tensor, int]:
-    """``accumulate`` of a group of one batch with ``grad_accum_steps`` 1, without its
-    per-group bookkeeping (~3 µs a step): forward, loss, and ``backward`` of the loss itself."""
-    inputs, targets = batch
-    n = parts.task.units(targets)  # from the shape: counting never synchronises the device
-    loss = parts.task.loss(parts.model(inputs), targets)
-    backward(loss)
-    return loss, n
-
-
 def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Tensor, int]:
     """Forward, loss and backward of each micro-batch of ``group``, inside Accelerate's
     ``accumulate()``; returns the group's loss (a mean over its units) and its units.
@@ -140,8 +134,7 @@ def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Ten
     full group of equal micro-batches. ``backward``: the loop's (``StepCalls.backward``);
     None: ``accelerator.backward``. Accelerate's micro-batch count is set so the group's
     last micro-batch is the K-th: it alone all-reduces (DDP's ``no_sync`` skips the others)
-    and lets ``optimizer.step`` and the scheduler act. For K > 1: the loop sends K = 1 to
-    ``_one``.
+    and lets ``optimizer.step`` and the scheduler act. For K > 1: the loop runs K = 1 itself.
     """
     acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
     backward = backward or acc.backward  # ``StepCalls.backward`` from the loop

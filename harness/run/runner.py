@@ -20,6 +20,7 @@ from harness.files import atomic
 from harness.files.run_folder import RunFolder
 from harness.measure import compile_stats, contention, model_state, startup, threads
 from harness.measure.aggregate import aggregate
+from harness.measure.listeners import FirstStep
 from harness.measure.meter import Meter
 from harness.run import accel, checkpoint, finish, sharding
 from harness.run.build import Built, build, prepare
@@ -124,7 +125,7 @@ def _execute(cfg: Config, output: Path, resume: bool | Path, overwrite: bool, si
     folder.write_config(to_dict(cfg))
     compiled = compile_stats.CompileTracker(cfg.runtime.compile)
     meter, recorder, profiler = _observers(b, output, hist, resumed=last is not None, hooks=[compiled])
-    meter.listeners.append(clock)  # it marks the first train step's start
+    meter.listeners.append(FirstStep(clock))  # it marks the first train step's start, and needs no other
     if main:
         threads.warn_at_start(threads.threads_block(meter.probe.capacity, contention.launched_ranks()))
     guard = StepGuard(acc, signals, cfg.train.on_nonfinite)
