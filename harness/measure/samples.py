@@ -10,10 +10,9 @@ import torch
 
 
 def batch_size_of(batch) -> int:
-    cls = batch.__class__
-    first = batch[0] if cls is list or cls is tuple or isinstance(batch, (list, tuple)) else batch
-    if first.__class__ is torch.Tensor:  # the usual case, read once a step: no isinstance, hasattr
-        return first.shape[0]
+    """The rows of a batch's first part; the step's usual case, a tuple of tensors, is read
+    inline by ``real_batch_size`` without calling this."""
+    first = batch[0] if isinstance(batch, (list, tuple)) else batch
     if isinstance(first, torch.Tensor):
         return int(first.shape[0])
     return int(first.shape[0]) if hasattr(first, "shape") else len(first)

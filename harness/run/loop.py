@@ -134,7 +134,7 @@ def accumulate(parts: TrainParts, group: list, backward=None) -> tuple[torch.Ten
     full group of equal micro-batches. ``backward``: the loop's (``StepCalls.backward``);
     None: ``accelerator.backward``. Accelerate's micro-batch count is set so the group's
     last micro-batch is the K-th: it alone all-reduces (DDP's ``no_sync`` skips the others)
-    and lets ``optimizer.step`` and the scheduler act. For K > 1: the loop runs K = 1 itself.
+    and lets ``optimizer.step`` and the scheduler act. Only K > 1 comes here: the loop runs K = 1 itself.
     """
     acc, model, task, k = parts.accelerator, parts.model, parts.task, parts.grad_accum_steps
     backward = backward or acc.backward  # ``StepCalls.backward`` from the loop
