@@ -92,6 +92,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.measure.startup import started_as_harness
+
+    if started_as_harness():
+        from harness.process.shutdown import skip_final_collection
+
+        skip_final_collection()  # first registered: runs after every other exit handler
     args, extra = parser().parse_known_args(argv)
     if extra and args.command in ("run", "validate", "evaluate", "bench-inference") \
             and not any(e.startswith("-") for e in extra):

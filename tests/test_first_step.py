@@ -162,7 +162,7 @@ def test_a_changed_image_in_a_warm_cache_is_decoded_again_not_served_stale(own_c
 def test_setup_phases_add_up_to_the_first_step(monkeypatch):
     ages = iter([2.0, 2.5, 3.0, 4.0, 4.25, 5.0, 5.5, 9.9, 10.0])
     monkeypatch.setattr(startup, "process_age_s", lambda: next(ages))
-    monkeypatch.setattr(startup, "_process_is_harness", lambda: True)
+    monkeypatch.setattr(startup, "started_as_harness", lambda: True)
     startup.mark_imported()  # 2.0
     clock = startup.SetupClock()  # 2.5: the config was read
     for phase in ("accelerator_s", "data_s", "model_s", "prepare_s"):
@@ -225,7 +225,7 @@ def test_the_collector_is_paused_inside_and_collects_the_cycles_on_the_way_out(m
     class Node:
         pass
 
-    monkeypatch.setattr(startup, "_process_is_harness", lambda: True)
+    monkeypatch.setattr(startup, "started_as_harness", lambda: True)
     assert gc.isenabled()
     with startup.collector_paused():
         assert not gc.isenabled()
@@ -243,6 +243,6 @@ def test_the_collector_is_paused_inside_and_collects_the_cycles_on_the_way_out(m
         assert not gc.isenabled()
     finally:
         gc.enable()
-    monkeypatch.setattr(startup, "_process_is_harness", lambda: False)
+    monkeypatch.setattr(startup, "started_as_harness", lambda: False)
     with startup.collector_paused():
         assert gc.isenabled()

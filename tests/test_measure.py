@@ -106,13 +106,28 @@ def test_throughput_is_samples_over_window():
 
 def test_peak_rss_sees_a_known_allocation():
     meter = Meter(MeasureConfig(warmup_steps=0, rss_interval_ms=5), CPU)
+    readings = []
+    sample = meter.memory.sample
+
+    def counted(*args, **kwargs):
+        reading = sample(*args, **kwargs)
+        readings.append(reading)
+        return reading
+
+    meter.memory.sample = counted  # the sampler's thread looks it up at every reading
     size = 400 * 1024 * 1024
     held = []
     for i, _ in enumerate(meter.steps(batches(3))):
         if i == 1:
             block = np.ones(size, dtype=np.uint8)  # touched pages: really resident
             held.append(block)
-            spin(0.1)
+            # Held until the sampler has begun a reading after the block was in place: a
+            # fixed time was not enough where a busy machine left its thread waiting
+            # (CI, two workers: no reading in 0.1 s). What is asserted is unchanged.
+            seen = len(readings)
+            deadline = time.monotonic() + 60
+            while len(readings) < seen + 2 and time.monotonic() < deadline:
+                spin(0.005)
             held.clear()
             del block
     s = meter.summary()

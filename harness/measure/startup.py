@@ -58,7 +58,7 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-def _process_is_harness() -> bool:
+def started_as_harness() -> bool:
     """Whether this process was started as the ``harness`` command (``python -m harness``, the
     console script), not a test or a program calling ``main`` long after its own start."""
     import sys
@@ -75,7 +75,7 @@ def collector_paused():
     Only in a process started as ``harness`` (a test's process, its heap already big,
     would pay a full pass per run for nothing) and only where the collector was on.
     """
-    pause = _process_is_harness() and gc.isenabled()
+    pause = started_as_harness() and gc.isenabled()
     if pause:
         gc.disable()
     try:
@@ -88,7 +88,7 @@ def collector_paused():
 
 def mark_imported() -> None:
     """``harness run`` has imported what it runs with: what came before was the interpreter and imports."""
-    if _process_is_harness():
+    if started_as_harness():
         _IMPORTED_AGE[:] = [process_age_s()]
 
 

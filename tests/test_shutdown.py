@@ -1,0 +1,33 @@
+"""A process started as ``harness`` leaves without the interpreter's last full collection
+(harness/process/shutdown.py); a program calling ``cli.main`` keeps it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from support.paths import REPO
+
+# Registered before ``main``, so it runs after ``main``'s handler (exit handlers run
+# last-registered first): it sees whether the heap was frozen on the way out.
+PROBE = """
+import atexit, gc, sys
+sys.argv[0] = {argv0!r}
+atexit.register(lambda: print("frozen", gc.get_freeze_count()))
+from harness.cli import main
+try:
+    main(["history", "--help"])
+except SystemExit:
+    pass
+"""
+
+
+@pytest.mark.parametrize("argv0, frozen", [("/usr/local/bin/harness", True), ("my_program.py", False)])
+def test_only_the_harness_command_skips_the_final_collection(argv0, frozen):
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv0=argv0)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    count = int(proc.stdout.split("frozen")[-1])
+    assert (count > 0) is frozen, proc.stdout[-500:]
