@@ -159,7 +159,7 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     finally:
         meter.memory.stop()
         if recorder is not None:
-            recorder._lines.put(None)
+            recorder._lines.put_now(None)
             recorder._writer.join()
             recorder.stream.close()
     return us, acc.unwrap_model(model).weight.detach().clone()

@@ -176,12 +176,14 @@ class Meter:
         open_k, start = None, 0.0
         ended = False
         k, edge = None, self.step  # the window is read at the first step, then at its edges
+        t0 = None
         self._log_k = None  # the log is empty: the last pass settled it
         self._plan()
         try:
             while limit is None or taken < limit:
                 step = self.step
                 if step >= edge:
+                    t0 = None
                     k = self.window_of(step)
                     if k != open_k:
                         self._settle()  # the steps logged so far are the closing window's
@@ -192,11 +194,13 @@ class Meter:
                             start = self._open()
                     edge = self._next_edge(step)
                 if step == self._before_at:
+                    t0 = None
                     self._settle()
                     for listener in self.listeners:
                         listener.before_step(step)
                     self._plan()
-                t0 = time.perf_counter()
+                if t0 is None:
+                    t0 = time.perf_counter()
                 try:
                     batch = next(it)
                 except StopIteration:
@@ -212,7 +216,9 @@ class Meter:
                     ev[0].record()
                 self._pending = (loader, batch, k, t0, t1, ev, real)
                 yield batch
-                self.end_step()
+                # The step's end is the next fetch's start: one clock read for both, unless
+                # listeners or the window's edge come between them.
+                t0 = self._end() if self._pending is not None else None
                 taken += 1
             ended = True
         finally:
@@ -232,8 +238,12 @@ class Meter:
         the step's time and its listeners (the profiler's step, the recorder's count) would
         be lost. Called again for the same step, it does nothing.
         """
-        if self._pending is None:
-            return
+        if self._pending is not None:
+            self._end()
+
+    def _end(self) -> float | None:
+        """``end_step`` of a step under way; returns the clock reading it ended at, or None
+        where listeners were told after it."""
         t2 = time.perf_counter()
         loader, batch, k, t0, t1, ev, real = self._pending
         self._pending = None
@@ -252,6 +262,8 @@ class Meter:
         self.step += 1
         if self.step > self._after_at or t2 >= self._after_s:
             self._settle()
+            return None  # the listeners' time is no step's: the next wait starts after it
+        return t2
 
     def _settle(self) -> None:
         """The logged steps to their window (when timed) and to every listener."""

@@ -91,13 +91,16 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
     if k == 1:
         acc.step = 0  # what ``accumulate`` sets for a group of one; nothing changes it while k is 1
     task, backward = parts.task, calls.backward
+    # Bound once: a step looks up no attribute of these objects.
+    units, loss_of, after_step = task.units, task.loss, guard.after_step
+    add_loss = recorder.add_loss if recorder is not None else None
     for batch in meter.steps(loader, limit=max_steps, micro_batches=k):
         calls.zero_grad()
         if k == 1:
             # ``accumulate`` of a group of one, without its per-group bookkeeping (~3 µs a step).
             inputs, targets = batch
-            n = task.units(targets)  # from the shape: counting never synchronises the device
-            loss = task.loss(model(inputs), targets)
+            n = units(targets)  # from the shape: counting never synchronises the device
+            loss = loss_of(model(inputs), targets)
             backward(loss)
         else:  # forward -> loss -> backward of each micro-batch
             loss, n = accumulate(parts, batch, backward)
@@ -108,11 +111,11 @@ def train_epoch(parts: TrainParts, loader, meter, guard: StepGuard, max_steps: i
         else:
             loss = loss.detach()  # once, for the sum, the recorder and the guard
             loss_sum.add_(loss, alpha=n)  # one device op: loss_sum += loss * n
-        if recorder is not None:
-            recorder.add_loss(loss, n)
+        if add_loss is not None:
+            add_loss(loss, n)
         samples += n
         steps += 1
-        stop = guard.after_step(loss)
+        stop = after_step(loss)
         if stop is not None:
             meter.end_step()  # this step counts (timed, profiled, recorded) before the loop leaves
             break
