@@ -67,7 +67,9 @@ class _Interval(NamedTuple):
     drain_s: float
     lr: float
     scaler_scale: float | None
-    device_mb: tuple[float | None, float | None]
+    memory_mb: tuple
+    """The main process's RSS, the tree's PSS at the sampler's latest full reading, the
+    device's allocated and reserved bytes (None off a GPU), all in MB, read at the interval's end."""
 
 
 class Lines:
@@ -213,10 +215,9 @@ class Recorder:
             i = j
 
     def _interval(self) -> None:
-        """The interval's end, on the training thread: only what the next step would change is
-        read here (the loss sum, the learning rate, the scaler's scale, the device's memory);
-        the writer thread builds the line from it (``_line``). Building it here cost the
-        training thread about 7 µs a step of the step-cost benchmark's 180 µs steps (docs/performance.md)."""
+        """The interval's end, on the training thread: what the line reports of this moment is
+        read here (the loss sum, the learning rate, the scaler's scale, the memory readings);
+        the writer thread builds the line from it (``_line``), sums and median included."""
         t0 = time.perf_counter()
         loss_sum = self._host_loss
         if self._on_device:
@@ -224,19 +225,19 @@ class Recorder:
         drain_s = time.perf_counter() - t0
         train_loss = loss_sum / self._loss_n if self._loss_n else None
         self.last_train_loss = train_loss
-        device = (torch.cuda.memory_allocated(self.acc.device) / MB,
-                  torch.cuda.memory_reserved(self.acc.device) / MB) if self.cuda else (None, None)
+        last = getattr(self.memory, "last_full", None)  # the sampler's latest tree reading
+        memory = (self._rss() / MB, last.pss / MB if last is not None and last.pss else None,
+                  *((torch.cuda.memory_allocated(self.acc.device) / MB, torch.cuda.memory_reserved(self.acc.device) / MB)
+                    if self.cuda else (None, None)))
         self._lines.put((_Interval(self.step, self._wait_s, self._step_s, self._samples, train_loss, drain_s,
-                                   float(self.optimizer.param_groups[0]["lr"]), self._scale(), device), True))
+                                   float(self.optimizer.param_groups[0]["lr"]), self._scale(), memory), True))
         self._reset()  # new lists: the ones handed over are the writer's now
 
     def _line(self, end: _Interval) -> dict:
-        """An interval's line, built on the writer thread. Its host memory is read here, as the
-        line is written (within milliseconds of the interval's end on a machine with a core to
-        spare): the process's RSS, and the sampler's latest reading of the tree's PSS."""
+        """An interval's line, built on the writer thread."""
         wait_s = sum(end.wait_s)
         busy_s = wait_s + sum(end.step_s) + end.drain_s
-        last = getattr(self.memory, "last_full", None)  # the sampler's latest tree reading
+        rss_mb, pss_mb, allocated_mb, reserved_mb = end.memory_mb
         return {
             "kind": "interval", "step": end.step, "steps": len(end.step_s), "samples": end.samples,
             "train_loss": end.train_loss,
@@ -245,9 +246,7 @@ class Recorder:
             "samples_per_s": end.samples * self.world / busy_s if busy_s > 0 else None,
             "step_time_ms_p50": statistics.median(end.step_s) * 1000 if end.step_s else None,
             "data_wait_fraction": wait_s / busy_s if busy_s > 0 else None,
-            "rss_mb": self._rss() / MB,
-            "pss_mb": last.pss / MB if last is not None and last.pss else None,
-            "device_allocated_mb": end.device_mb[0], "device_reserved_mb": end.device_mb[1],
+            "rss_mb": rss_mb, "pss_mb": pss_mb, "device_allocated_mb": allocated_mb, "device_reserved_mb": reserved_mb,
             "scaler_scale": end.scaler_scale,
         }
 
