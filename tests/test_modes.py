@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from support.cli import run_cli
 from support.paths import REPO
 from support.recipes import CONFIG
+from harness.cli import main
 from harness.run.accel import CompileConfig, RuntimeConfig, resolve_device
 from harness.config.run import load_config
 from harness.errors import BadInput
@@ -111,28 +111,28 @@ def test_slurm_script_counts_processes_from_the_allocation_never_eight(tmp_path,
 
 # -- bad modes are bad input -------------------------------------------------------------
 
-def test_fp16_without_cuda_exits_2_with_one_line(tmp_path):
+def test_fp16_without_cuda_exits_2_with_one_line(tmp_path, capsys):
     out = tmp_path / "out"
-    proc = run_cli("run", CONFIG, "runtime.device=cpu", "runtime.precision=fp16", "--output", str(out))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    assert main(["run", CONFIG, "runtime.device=cpu", "runtime.precision=fp16", "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: runtime.precision: fp16 needs a CUDA GPU; on the CPU use bf16 or no"]
     assert not out.exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_gpu_without_cuda_exits_2(tmp_path):
-    proc = run_cli("launch", "--mode", "gpu", CONFIG, "--output", str(tmp_path / "out"))
-    assert proc.returncode == 2, proc.stderr
-    assert "runtime.device: gpu was asked for but CUDA is not available" in proc.stderr
+def test_gpu_without_cuda_exits_2(tmp_path, capsys):
+    assert main(["launch", "--mode", "gpu", CONFIG, "--output", str(tmp_path / "out")]) == 2
+    assert "runtime.device: gpu was asked for but CUDA is not available" in capsys.readouterr().err
 
 
-def test_launch_checks_the_config_before_starting_processes(tmp_path):
-    proc = run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, "loader.batch_size=-4",
-                   "--output", str(tmp_path / "out"))
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+def test_launch_checks_the_config_before_starting_processes(tmp_path, capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: started.append(a) or pytest.fail("a process started"))
+    assert main(["launch", "--mode", "ddp", "--nproc", "2", CONFIG, "loader.batch_size=-4",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: override 'loader.batch_size=-4': loader.batch_size: expected an integer > 0, got -4"]
+    assert not started
 
 
 def test_launch_puts_the_modes_overrides_before_run_options():

@@ -31,3 +31,17 @@ def test_only_the_harness_command_skips_the_final_collection(argv0, frozen):
     assert proc.returncode == 0, proc.stderr[-2000:]
     count = int(proc.stdout.split("frozen")[-1])
     assert (count > 0) is frozen, proc.stdout[-500:]
+
+
+def test_a_bisect_probe_run_starts_as_the_harness_command(tmp_path):
+    """bisect starts each probe's run with ``python -c BOOT``: it must get the command's own
+    start-up and exit, or every probe would pay collections that `harness run` does not."""
+    from harness.bisect import runs
+
+    cmd = runs.command(None, [], tmp_path / "out")
+    assert cmd[1] == "-c" and cmd[4] == "run"
+    probe = "import atexit, gc; atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n" + cmd[2]
+    proc = subprocess.run([sys.executable, "-c", probe, cmd[3], "history", "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.split("frozen")[-1]) > 0, proc.stdout[-500:]

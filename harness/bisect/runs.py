@@ -25,8 +25,11 @@ from harness.report.io import load_report
 STOP_WAIT_S = 60
 """How long a stopped run gets to write its report and checkpoint before it is killed."""
 
-_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import harness; sys.path.pop(0); "
-         "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+# argv[0] becomes "harness", the console script's name: the child is the harness command,
+# and measure.startup.started_as_harness gives it the command's start-up and exit (the
+# collector paused over the imports, no final collection), as `harness run` by hand has.
+_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = 'harness'; import harness; "
+         "sys.path.pop(0); from harness.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def command(config: str | None, overrides: list[str], out: Path) -> list[str]:

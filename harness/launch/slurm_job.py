@@ -168,4 +168,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from harness.process.shutdown import skip_final_collection
+
+    skip_final_collection()  # as the harness command: no full collection on the way out
     sys.exit(main(sys.argv[1:]))

@@ -58,6 +58,11 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+COMMANDS = ("harness.__main__", "harness.launch.slurm_job")
+"""The modules a harness process is started with (``python -m ...``): the command, and the
+preflight and exit helpers launch/slurm.sbatch runs."""
+
+
 def started_as_harness() -> bool:
     """Whether this process was started as the ``harness`` command (``python -m harness``, the
     console script), not a test or a program calling ``main`` long after its own start."""
@@ -65,7 +70,7 @@ def started_as_harness() -> bool:
 
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return getattr(spec, "name", None) == "harness.__main__" or os.path.basename(sys.argv[0] or "") == "harness"
+    return getattr(spec, "name", None) in COMMANDS or os.path.basename(sys.argv[0] or "") == "harness"
 
 
 @contextlib.contextmanager
