@@ -16,6 +16,7 @@ from harness.cli import main
 from harness.models.gpt import GPT
 from harness.report.io import load_report
 from harness.run import act_ckpt
+from support.groups import one_worker
 from support.paths import REPO
 from support.runs import weights
 from support.threads import one_torch_thread
@@ -26,7 +27,7 @@ L, D, T, V = 2, 128, 64, 256
 PROBE = 8
 """Samples in the probe batch the FLOPs and saved bytes are counted on (finish.PROBE_BATCH)."""
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), one_worker(__name__)]
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from support.cli import run_cli
+from support.groups import one_worker
 from support.paths import REPO, TESTS_PATH
 from support.recipes import TINY
 
 SLEEP_MS = 60_000  # one eval batch; the signal cuts it short
+pytestmark = one_worker(__name__)  # its trained run is made once
 
 
 @pytest.fixture(scope="module")

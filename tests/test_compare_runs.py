@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from support.cli import run_cli
+from support.groups import one_worker
 from support.paths import TESTS_PATH
 
 RECIPE = ["configs/digits_cnn.yaml", "data.subset=360", "train.epochs=1", "measure.warmup_steps=1",
@@ -22,6 +23,7 @@ RECIPE = ["configs/digits_cnn.yaml", "data.subset=360", "train.epochs=1", "measu
           "output.checkpoint_every_epoch=false", "measure.count_flops=false", "measure.measure_peak=false",
           "model.name=fixtures.gate_models:Sleepy"]
 BASE_SLEEP_MS, CAND_SLEEP_MS = "50", "300"
+pytestmark = one_worker(__name__)  # its baseline runs are made once
 
 
 def harness_run(out: Path, *extra: str, sleep_ms: str = BASE_SLEEP_MS, fail_at: str = "0"):

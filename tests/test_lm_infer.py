@@ -10,13 +10,14 @@ import yaml
 
 from harness.cli import main
 from harness.report.io import load_report
+from support.groups import one_worker
 from support.paths import REPO
 from support.threads import one_torch_thread
 
 GPT = str(REPO / "configs/tiny_gpt.yaml")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), one_worker(__name__)]
 
 
 @pytest.fixture(scope="module")

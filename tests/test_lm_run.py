@@ -8,6 +8,7 @@ import pytest
 
 from harness.cli import main
 from harness.report.io import load_report
+from support.groups import one_worker
 from support.paths import REPO
 from support.threads import one_torch_thread
 
@@ -15,7 +16,7 @@ GPT = str(REPO / "configs/tiny_gpt.yaml")
 QUICK = ["train.max_steps=3", "measure.warmup_steps=1", "output.progress=false", "output.save_model=false"]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), one_worker(__name__)]
 
 
 @pytest.fixture(scope="module")

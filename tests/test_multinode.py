@@ -80,7 +80,7 @@ RECIPE = ["configs/digits_mlp.yaml", "--output", "runs/x"]
 
 
 def launcher_flags(cmd: list[str]) -> list[str]:
-    return cmd[cmd.index("accelerate.commands.launch") + 1:cmd.index("-m", 3)]
+    return cmd[cmd.index("harness.launch.accelerate_launch") + 1:cmd.index("-m", 3)]
 
 
 def test_launch_over_two_nodes_counts_processes_over_all_machines():

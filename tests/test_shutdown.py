@@ -45,3 +45,20 @@ def test_a_bisect_probe_run_starts_as_the_harness_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert int(proc.stdout.split("frozen")[-1]) > 0, proc.stdout[-500:]
+
+
+def test_harness_launch_starts_accelerates_launcher_as_the_harness_command():
+    """`harness launch` runs accelerate's launcher through harness.launch.accelerate_launch:
+    the same `accelerate launch` (its own options), leaving without the final collection."""
+    from harness.launch.command import build_command
+
+    cmd = build_command("ddp", 2, ["configs/digits_mlp.yaml"], port=29500)
+    assert cmd[1:3] == ["-m", "harness.launch.accelerate_launch"]
+    probe = ("import atexit, gc, runpy\n"
+             "atexit.register(lambda: print('frozen', gc.get_freeze_count()))\n"
+             "runpy.run_module('harness.launch.accelerate_launch', run_name='__main__', alter_sys=True)\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--multi_gpu" in proc.stdout and "--num_processes" in proc.stdout  # accelerate's own parser
+    assert int(proc.stdout.split("frozen")[-1]) > 0, proc.stdout[-500:]

@@ -53,7 +53,7 @@ def build_command(mode: str, nproc: int, run_args: list[str], precision: str | N
         raise BadInput(f"--nnodes: mode {mode} runs one process on one node; use --mode ddp for {nodes.nnodes} nodes")
     if mode in MULTI and nproc * nodes.nnodes < 2:
         raise BadInput(f"--nproc: {mode} needs at least 2 processes (--nproc per node times --nnodes)")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [sys.executable, "-m", "harness.launch.accelerate_launch"]  # `accelerate launch`, started as we start
     overrides = []
     if mode == "cpu":
         cmd += ["--cpu", "--num_processes", "1"]

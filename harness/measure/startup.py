@@ -58,9 +58,10 @@ def process_age_s() -> float:
     return time.time() - psutil.Process().create_time()
 
 
-COMMANDS = ("harness.__main__", "harness.launch.slurm_job")
-"""The modules a harness process is started with (``python -m ...``): the command, and the
-preflight and exit helpers launch/slurm.sbatch runs."""
+COMMANDS = ("harness.__main__", "harness.launch.slurm_job", "harness.launch.accelerate_launch")
+"""The modules a harness process is started with (``python -m ...``): the command, the
+preflight and exit helpers launch/slurm.sbatch runs, and accelerate's launcher as
+``harness launch`` starts it."""
 
 
 def started_as_harness() -> bool:
