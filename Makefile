@@ -22,7 +22,10 @@ run: $(STAMP)
 # Two worker processes (pytest-xdist): the suite's time is mostly processes starting and
 # runs waiting on sleeps and on Slurm, which overlap. The Slurm tests spread over the
 # workers too: one local Slurm serves them all (tests/support/slurm_session.py).
-# `--dist loadgroup` keeps any tests marked with one xdist_group on one worker. The 25
+# `--dist loadgroup` keeps the tests of one xdist_group on one worker: a module whose
+# module-scoped fixture trains is one group (tests/support/groups.py), so it trains once,
+# not once per worker (this needs pytest<9.2, see constraints.txt). Three workers were no
+# faster than two: the CPUs are the limit (docs/performance.md). The 25
 # slowest tests are listed at the end, so a CI log shows where the minutes went.
 TEST_WORKERS ?= 2
 # The bytecode is compiled first: where PYTHONDONTWRITEBYTECODE is set, every harness

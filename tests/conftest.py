@@ -69,9 +69,11 @@ def one_thread():
 
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n`` the tests marked slow go out first: the workers then finish
-    together rather than one of them starting a minutes-long test at the end."""
+    together rather than one of them starting a minutes-long test at the end. The Slurm
+    tests, one worker's chain of waits (test_slurm.py), go out before all of them."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+        items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
+                                     item.get_closest_marker("slurm") is None))
 
 
 def pytest_configure(config):

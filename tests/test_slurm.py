@@ -34,9 +34,13 @@ TINY = {"data.subset": 240, "train.epochs": 1, "measure.warmup_steps": 1, "loade
         "measure.measure_peak": False, "runtime.device": "cpu"}
 TINY_ARGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in TINY.items()]
 
-# Under `pytest -n` they spread over the workers: the first to need Slurm brings it up, and
-# the session's controller brings it down after every worker (support/slurm_session.py).
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# Under `pytest -n` they run on one worker, one after another from the session's start
+# (conftest.py sends them first): they mostly wait on jobs, and spread over both workers
+# they waited at once, the CPUs half idle for minutes (2026-12-07: 16% of the suite's CPU
+# time idle, most of it there). The other worker computes meanwhile. Whichever worker
+# needs Slurm first brings it up, and the session's controller brings it down after every
+# worker (support/slurm_session.py).
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 def _answers() -> bool:
@@ -59,7 +63,11 @@ def slurm():
             if shutil.which("slurmctld") is None or os.geteuid() != 0:
                 pytest.skip("sbatch is installed but no slurmctld answers, and this session cannot start one "
                             "(needs slurmctld and root)")
-            proc = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180)
+            # Four CPUs a node, whatever the machine has: these jobs mostly sleep, requeue or
+            # wait for a time limit, and on two they queued behind each other (the time-limit
+            # cells held 3 of the 4 while the two workers' next jobs pended, ~150 s).
+            env = {**os.environ, "SLURM_LOCAL_CPUS": str(max(4, os.cpu_count() or 1))}
+            proc = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, timeout=180, env=env)
             if proc.returncode != 0:
                 pytest.skip(f"could not bring up a local Slurm: {proc.stderr.strip().splitlines()[-1:]}")
             slurm_session.started()

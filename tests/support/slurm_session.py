@@ -1,11 +1,11 @@
 """One local Slurm for a whole pytest session, whichever xdist worker needs it first.
 
-The Slurm tests used to run on one worker (``xdist_group``) because their session fixture
-started the daemons and stopped them when that worker's session ended. Spread over the
-workers, a worker finishing early would stop the Slurm another still submits to. So the
-worker that brings Slurm up leaves a mark, and the session's controller (the only process
-that ends after every worker) brings it down at its end, where the mark says this session
-started it. A Slurm that was up before the session is never stopped.
+`make test` keeps the Slurm tests on one worker (test_slurm.py says why), but nothing here
+depends on that: a session fixture that stopped the daemons at its worker's end would stop
+a Slurm another worker still submits to, had they spread. So the worker that brings Slurm
+up leaves a mark, and the session's controller (the only process that ends after every
+worker) brings it down at its end, where the mark says this session started it. A Slurm
+that was up before the session is never stopped.
 """
 
 from __future__ import annotations
