@@ -19,15 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/harness run $(CONFIG) --overwrite
 
-# Two worker processes (pytest-xdist): the suite's time is mostly processes starting and
-# runs waiting on sleeps and on Slurm, which overlap. The Slurm tests spread over the
-# workers too: one local Slurm serves them all (tests/support/slurm_session.py).
-# `--dist loadgroup` keeps the tests of one xdist_group on one worker: a module whose
-# module-scoped fixture trains is one group (tests/support/groups.py), so it trains once,
-# not once per worker (this needs pytest<9.2, see constraints.txt). Three workers were no
-# faster than two: the CPUs are the limit (docs/performance.md). The 25
-# slowest tests are listed at the end, so a CI log shows where the minutes went.
-TEST_WORKERS ?= 2
+# Three worker processes (pytest-xdist) on the 2-core machine: the suite's time is mostly
+# processes starting, which takes the CPUs, and the Slurm tests waiting on their jobs,
+# which does not. The Slurm tests run on one worker, one after another from the start
+# (tests/test_slurm.py), and the other two keep both CPUs busy meanwhile: 627 s against
+# 673 s with two workers (docs/performance.md). `--dist loadgroup` keeps the tests of one
+# xdist_group on one worker: a module whose module-scoped fixture trains is one group
+# (tests/support/groups.py), so it trains once, not once per worker (this needs
+# pytest<9.2, see constraints.txt). The 25 slowest tests are listed at the end, so a CI
+# log shows where the minutes went.
+TEST_WORKERS ?= 3
 # The bytecode is compiled first: where PYTHONDONTWRITEBYTECODE is set, every harness
 # process the tests start would otherwise compile its ~120 modules from source again.
 test: $(STAMP)
