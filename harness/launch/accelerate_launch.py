@@ -5,10 +5,10 @@ own ``accelerate launch`` (``accelerate.commands.launch.main``) with the same ar
 in a process that imports torch and accelerate with the cyclic collector paused and
 leaves without the interpreter's final collection, as ``harness run`` does
 (measure/startup.py, process/shutdown.py). The launcher does nothing else in between but
-start the ranks and wait for them, so the collector has nothing to find there; the CPU it
-spent walking the import's heap was a sixth of the launch's processes' start-up
-(``import accelerate.commands.launch, torch.distributed.run``, idle: 1.8-1.9 s of CPU
-with the collector, 1.3 s without).
+start the ranks and wait for them, so the collector has nothing to find there; walking
+the import's heap took over a quarter of the launcher's own CPU (``import
+accelerate.commands.launch, torch.distributed.run``, idle: 1.8-1.9 s of CPU with the
+collector, 1.3 s without).
 """
 
 from __future__ import annotations
