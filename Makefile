@@ -22,8 +22,9 @@ run: $(STAMP)
 # Three worker processes (pytest-xdist) on the 2-core machine: the suite's time is mostly
 # processes starting, which takes the CPUs, and the Slurm tests waiting on their jobs,
 # which does not. The Slurm tests run on one worker, one after another from the start
-# (tests/test_slurm.py), and the other two keep both CPUs busy meanwhile: 627 s against
-# 673 s with two workers (docs/performance.md). `--dist loadgroup` keeps the tests of one
+# (tests/test_slurm.py), and the other two keep both CPUs busy meanwhile: 627-686 s in
+# three runs against 673 s with two, 0.69-0.72 s of wall per second of user CPU against
+# 0.78 (docs/performance.md). `--dist loadgroup` keeps the tests of one
 # xdist_group on one worker: a module whose module-scoped fixture trains is one group
 # (tests/support/groups.py), so it trains once, not once per worker (this needs
 # pytest<9.2, see constraints.txt). The 25 slowest tests are listed at the end, so a CI

@@ -36,10 +36,10 @@ TINY_ARGS = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in T
 
 # Under `pytest -n` they run on one worker, one after another from the session's start
 # (conftest.py sends them first): they mostly wait on jobs, and spread over the workers
-# they waited at once, the CPUs half idle for minutes (2026-12-07: 16% of the suite's CPU
-# time idle, most of it there). The other workers compute meanwhile. Whichever worker
-# needs Slurm first brings it up, and the session's controller brings it down after every
-# worker (support/slurm_session.py).
+# they waited at once, the CPUs half idle for minutes (2026-12-07 at a773ed8: 13% of the
+# suite's CPU time idle, most of it in those minutes). The other workers compute meanwhile.
+# Whichever worker needs Slurm first brings it up, and the session's controller brings it
+# down after every worker (support/slurm_session.py).
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
