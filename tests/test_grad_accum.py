@@ -243,15 +243,14 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
 
 def _accumulating_ranks(tmp_path, worker: str) -> dict[int, tuple[dict, dict]]:
     """Each rank's record of one epoch of tests/fixtures/``worker`` over two gloo processes,
-    with K=4 and with K=1."""
+    with K=4 and with K=1: both in one launch, one after the other."""
     from test_distributed import accelerate_launch, ok
 
-    ranks = {}
     for k in (4, 1):
         (tmp_path / str(k)).mkdir()
-        ok(accelerate_launch("launch/cpu-ddp.yaml", f"tests/fixtures/{worker}", str(tmp_path / str(k)), str(k)))
-        ranks[k] = tuple(torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    return ranks
+    ok(accelerate_launch("launch/cpu-ddp.yaml", f"tests/fixtures/{worker}", str(tmp_path), "4", "1"))
+    return {k: tuple(torch.load(tmp_path / str(k) / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+            for k in (4, 1)}
 
 
 def _one_process_steps() -> dict:
