@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_in_process
 from support.groups import one_worker
 from support.paths import REPO, TESTS_PATH
 from support.recipes import TINY
@@ -28,10 +28,11 @@ pytestmark = one_worker(__name__)  # its trained run is made once
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, harness_cache):
+    # The commands' input, trained in this process: only the evaluate, predict and
+    # bench-inference processes below are signalled.
     out = tmp_path_factory.mktemp("run") / "digits"
-    proc = run_cli("run", "configs/digits_cnn.yaml", *TINY, "train.epochs=1",
-                   "model.name=fixtures.signal_models:MarksEval", "--output", str(out), env={"PYTHONPATH": TESTS_PATH})
-    assert proc.returncode == 0, proc.stderr
+    assert run_in_process([str(REPO / "configs/digits_cnn.yaml"), *TINY, "train.epochs=1",
+                           "model.name=fixtures.signal_models:MarksEval"], out) == 0
     return out
 
 

@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_cli, run_in_process
 from support.paths import TESTS_PATH
 from support.recipes import CONFIG, TINY
 from support.runs import assert_same_run
+from support.threads import one_torch_thread
 
 # Augmentation on, so a seed that does not reach the workers changes the result.
 # One torch thread: the CNN's steps are too small to share between threads, and two
@@ -33,12 +34,15 @@ def test_persistent_workers_and_their_restart_on_resume_match_zero_workers(tmp_p
     (tmp_path / "sent").write_text("the reference runs must not be signalled\n")
     runs = {"w0": [], "w2_persistent": ["loader.num_workers=2", "loader.persistent_workers=true"]}
     # The two reference runs at once: nothing here is timed, and one's waits for its workers
-    # are the other's turn.
-    with ThreadPoolExecutor(2) as pool:
-        procs = {name: pool.submit(run_cli, "run", *common, *extra, "--output", str(tmp_path / name), env=ENV)
-                 for name, extra in runs.items()}
-    for proc in procs.values():
-        assert proc.result().returncode == 0, proc.result().stderr[-3000:]
+    # are the other's turn. The zero-worker run is the reference the others must match: it
+    # runs in this process (one torch thread, as ENV gives the processes), the runs with
+    # workers are processes of their own.
+    with ThreadPoolExecutor(1) as pool:
+        persistent = pool.submit(run_cli, "run", *common, *runs["w2_persistent"],
+                                 "--output", str(tmp_path / "w2_persistent"), env=ENV)
+        with one_torch_thread():
+            assert run_in_process(common, tmp_path / "w0") == 0
+        assert persistent.result().returncode == 0, persistent.result().stderr[-3000:]
     assert_same_run(tmp_path / "w0", tmp_path / "w2_persistent")
 
     (tmp_path / "sent").unlink()  # step 12 is the 4th of epoch 2: the stop lands inside an epoch
