@@ -8,9 +8,10 @@ CONFIG ?= configs/digits_cnn.yaml
 
 .PHONY: run test bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# scripts/install-venv.sh installs with uv where it can be had (about half pip's time), else pip.
+$(STAMP): pyproject.toml constraints.txt scripts/install-venv.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	scripts/install-venv.sh $(PY)
 	@touch $(STAMP)
 
 # `make run` is "train the default recipe now": its folder (the config's output.dir)
