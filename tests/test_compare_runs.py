@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import run_cli
+from support.cli import run_cli, run_in_process
 from support.groups import one_worker
 from support.paths import TESTS_PATH
+from support.threads import one_torch_thread
 
 RECIPE = ["configs/digits_cnn.yaml", "data.subset=360", "train.epochs=1", "measure.warmup_steps=1",
           "loader.batch_size=32", "output.progress=false", "output.save_model=false",
@@ -52,15 +53,19 @@ def cells(tmp_path_factory):
         "base_a": ((root / "base" / "a",), {}),
         "base_b": ((root / "base" / "b", "loader.batch_size=16"), {}),
         "renamed": ((root / "elsewhere" / "renamed", "name=renamed_recipe"), {}),
-        "failed": ((root / "failed",), {"fail_at": "3"}),
+        "failed": ((root / "failed",), {"HARNESS_TEST_FAIL_AT": "3"}),
     }
-    # Two at a time: the tests read verdicts and names, never a speed between these runs,
-    # and each run's steps sleep, so a second one fills the wait.
-    with ThreadPoolExecutor(2) as pool:
-        procs = {name: pool.submit(harness_run, *args, **kwargs) for name, (args, kwargs) in runs.items()}
-    for name, future in procs.items():
-        proc = future.result()
-        assert proc.returncode == (1 if name == "failed" else 0), (name, proc.stderr[-2000:])
+    # In this process, one after another: the tests read verdicts and names, never a speed
+    # between these runs, so no process of their own is needed (each would cost ~3 s of
+    # CPU in imports, more than the run). The model reads its sleep and its failing step
+    # from the environment at each forward.
+    with pytest.MonkeyPatch.context() as env, one_torch_thread():
+        for name, (args, extra_env) in runs.items():
+            for key, value in {"HARNESS_TEST_STEP_SLEEP_MS": BASE_SLEEP_MS, "HARNESS_TEST_FAIL_AT": "0",
+                               **extra_env}.items():
+                env.setenv(key, value)
+            out, *overrides = args
+            assert run_in_process(RECIPE, out, *overrides) == (1 if name == "failed" else 0), name
     return root
 
 

@@ -10,7 +10,7 @@ import torch
 from harness.cli import main
 from harness.report.io import load_report
 from support.cli import run_cli, run_in_process
-from support.paths import REPO, TESTS_PATH
+from support.paths import REPO
 from support.recipes import CONFIG, TINY
 from support.reports import REPORT_KEYS
 
@@ -102,30 +102,30 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_cli_model_that_does_not_fit_exits_2(tmp_path):
+# The tests below run the command in this process: what a process adds (the interpreter's
+# own traceback, the exit status) is checked by the test above and by tests/test_bad_input.py.
+def test_cli_model_that_does_not_fit_exits_2(tmp_path, capsys):
     out = tmp_path / "out"
-    proc = run_cli("run", CONFIG, "model.name=fixtures.custom_models:WrongWidth", "--output", str(out),
-                   env={"PYTHONPATH": TESTS_PATH})
-    assert proc.returncode == 2, proc.stderr
-    assert "layer 'fc2'" in proc.stderr and "Traceback" not in proc.stderr
+    assert main(["run", CONFIG, "model.name=fixtures.custom_models:WrongWidth", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "layer 'fc2'" in err and "Traceback" not in err
     assert not out.exists()
 
 
-def test_cli_unwritable_output_exits_2(tmp_path):
+def test_cli_unwritable_output_exits_2(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc = run_cli("run", CONFIG, *TINY, "--output", str(blocker / "out"))
-    assert proc.returncode == 2
-    assert "output.dir: cannot write" in proc.stderr
+    assert run(blocker / "out") == 2
+    assert "output.dir: cannot write" in capsys.readouterr().err
 
 
-def test_cli_validate_and_env():
-    proc = run_cli("validate", CONFIG)
-    assert proc.returncode == 0, proc.stderr
-    assert "ok" in proc.stdout and "10 classes" in proc.stdout
-    proc = run_cli("env")
-    assert proc.returncode == 0
-    assert "torch:" in proc.stdout and "cpu_model" in proc.stdout
+def test_cli_validate_and_env(capsys):
+    assert main(["validate", CONFIG]) == 0
+    out = capsys.readouterr().out
+    assert "ok" in out and "10 classes" in out
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "torch:" in out and "cpu_model" in out
 
 
 @pytest.mark.slow
@@ -163,6 +163,6 @@ def test_whole_run_repeats_combine_fresh_processes(tmp_path):
     assert all(c["config"]["measure"]["repeats"] == 1 for c in children)
 
 
-def test_whole_run_repeats_refuse_resume(tmp_path):
-    proc = run_cli("run", CONFIG, *TINY, "measure.repeats=2", "measure.repeat_unit=run", "--resume", str(tmp_path))
-    assert proc.returncode == 2 and "measure.repeat_unit" in proc.stderr
+def test_whole_run_repeats_refuse_resume(tmp_path, capsys):
+    assert run(tmp_path, "measure.repeats=2", "measure.repeat_unit=run", resume=True) == 2
+    assert "measure.repeat_unit" in capsys.readouterr().err

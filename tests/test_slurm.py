@@ -146,8 +146,8 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     # the tests beside them (three processes training flat out took them for a minute).
     cnn = str(REPO / "configs/digits_cnn.yaml")
     slow = {"config": cnn, "model.name": "fixtures.custom_models:SlowToSave",
-            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 20, "save_s": 6}}
-    sleepy = {"config": cnn, "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 20}}
+            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 200, "save_s": 6}}
+    sleepy = {"config": cnn, "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 200}}
     spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
                       cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2, **sleepy}])
     out = tmp_path / "out"
