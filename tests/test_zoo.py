@@ -58,6 +58,22 @@ def test_every_torchvision_classifier_builds_for_digits_and_224_or_is_refused_wi
     assert not {"resnet18", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf"} & set(refused_small)
 
 
+@pytest.mark.parametrize("shape", [(4, 8, 8), (3, 8, 8), (3, 8)], ids=["fits", "channels", "dims"])
+def test_the_probes_batch_norm_fails_where_torchs_fails_and_is_put_back(shape):
+    """The probe passes a BatchNorm's input on (its shape is the input's) rather than run
+    torch's meta decomposition: it must fail on the same inputs, naming the same layer."""
+    model = nn.Sequential(nn.Identity(), nn.BatchNorm2d(4)).to("meta").eval()
+    out, failure = zoo._meta_forward(model, shape)
+    assert "forward" not in vars(model[1])  # torch's own forward again
+    try:
+        with torch.no_grad():
+            real = model(torch.zeros(2, *shape, device="meta"))
+    except (RuntimeError, ValueError) as err:
+        assert out is None and failure == (("1", "BatchNorm2d"), zoo._why(err))
+    else:
+        assert failure is None and out.shape == real.shape
+
+
 @pytest.mark.parametrize("name,stem,head", [
     ("resnet18", "conv1", "fc"), ("vit_b_16", "conv_proj", "heads.head"), ("swin_t", "features.0.0", "head"),
     ("densenet121", "features.conv0", "classifier"), ("squeezenet1_1", "features.0", "classifier.1"),
