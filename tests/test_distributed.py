@@ -209,9 +209,14 @@ def test_cpu_ddp_and_bf16_reach_the_same_dev_accuracy(tmp_path):
 @pytest.mark.slow
 def test_compile_smoke_reports_compile_time_and_recompiles(tmp_path):
     """inductor on the CPU: the compile lands in warm-up, none in the timed window, even
-    though the last train batch (252 = 7 x 32 + 28) has another size."""
+    though the last train batch (252 = 7 x 32 + 28) has another size.
+
+    The model is the two-layer TinyNet, not the recipe's CNN: what is checked is how the
+    harness times and counts compiles, which does not depend on the model, and inductor
+    generates and builds C++ for every kernel. On a cold cache (a fresh machine, as CI's)
+    the CNN's run took 40 s of CPU, TinyNet's 18 (idle, TORCHINDUCTOR_CACHE_DIR empty)."""
     assert main(["run", CONFIG, *ON_CPU, "runtime.compile.enabled=true", "runtime.compile.fail_on_recompile=true",
-                 "--output", str(tmp_path)]) == 0
+                 "model.name=fixtures.custom_models:TinyNet", "--output", str(tmp_path)]) == 0
     report = load_report(tmp_path)
     block = report["compile"]
     print(f"compile: {block}")
