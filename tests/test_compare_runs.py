@@ -27,11 +27,11 @@ BASE_SLEEP_MS, CAND_SLEEP_MS = "50", "300"
 pytestmark = one_worker(__name__)  # its baseline runs are made once
 
 
-def harness_run(out: Path, *extra: str, sleep_ms: str = BASE_SLEEP_MS, fail_at: str = "0"):
+def harness_run(out: Path, *extra: str, sleep_ms: str = BASE_SLEEP_MS):
     # One torch thread: this model's compute is a few ms a step, and two threads on a busy
     # 2-core machine spin (a tiny run's CPU time halves with one).
     return run_cli("run", *RECIPE, *extra, "--output", str(out),
-                   env={"PYTHONPATH": TESTS_PATH, "HARNESS_TEST_STEP_SLEEP_MS": sleep_ms, "HARNESS_TEST_FAIL_AT": fail_at,
+                   env={"PYTHONPATH": TESTS_PATH, "HARNESS_TEST_STEP_SLEEP_MS": sleep_ms, "HARNESS_TEST_FAIL_AT": "0",
                         "OMP_NUM_THREADS": "1"})
 
 

@@ -142,8 +142,9 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     cell get it again from their launcher, and must still checkpoint, as one process does."""
     # The one-process cell's checkpoint takes 6 s: its row must wait for the report (the job
     # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
-    # Both cells' steps sleep 20 ms: for the minute until the limit they leave the CPUs to
-    # the tests beside them (three processes training flat out took them for a minute).
+    # Both cells' steps sleep 200 ms: for the minute until the limit they leave the CPUs to
+    # the tests beside them (three processes training flat out took them for a minute; at
+    # 20 ms a step they still used 106 s of CPU, at 200 ms 47 s, the test alone and idle).
     cnn = str(REPO / "configs/digits_cnn.yaml")
     slow = {"config": cnn, "model.name": "fixtures.custom_models:SlowToSave",
             "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 200, "save_s": 6}}

@@ -265,7 +265,7 @@ def _meta_forward(model: nn.Module, sample_shape: tuple[int, ...]):
     entered: list[tuple[str, str]] = []
     handles = [m.register_forward_pre_hook(lambda mod, args, n=n: entered.append((n, type(mod).__name__)))
                for n, m in model.named_modules() if n and not list(m.children())]
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = {m: vars(m).get("forward") for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     for m in norms:
         m.forward = functools.partial(_batch_norm_shape, m)
     try:
@@ -276,8 +276,11 @@ def _meta_forward(model: nn.Module, sample_shape: tuple[int, ...]):
     finally:
         for h in handles:
             h.remove()
-        for m in norms:
-            del m.forward
+        for m, own in norms.items():  # the module's forward as it was
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own
 
 
 def _batch_norm_shape(norm: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
