@@ -49,23 +49,21 @@ def by_metric(result: dict) -> dict:
 def cells(tmp_path_factory):
     """A baseline of two cells, the first recipe again under another name and folder, and a broken run."""
     root = tmp_path_factory.mktemp("gate")
-    runs = {
-        "base_a": ((root / "base" / "a",), {}),
-        "base_b": ((root / "base" / "b", "loader.batch_size=16"), {}),
-        "renamed": ((root / "elsewhere" / "renamed", "name=renamed_recipe"), {}),
-        "failed": ((root / "failed",), {"HARNESS_TEST_FAIL_AT": "3"}),
+    runs = {  # name: (folder, overrides, the training forward that raises; "0": none)
+        "base_a": (root / "base" / "a", [], "0"),
+        "base_b": (root / "base" / "b", ["loader.batch_size=16"], "0"),
+        "renamed": (root / "elsewhere" / "renamed", ["name=renamed_recipe"], "0"),
+        "failed": (root / "failed", [], "3"),
     }
     # In this process, one after another: the tests read verdicts and names, never a speed
     # between these runs, so no process of their own is needed (each would cost ~3 s of
     # CPU in imports, more than the run). The model reads its sleep and its failing step
     # from the environment at each forward.
     with pytest.MonkeyPatch.context() as env, one_torch_thread():
-        for name, (args, extra_env) in runs.items():
-            for key, value in {"HARNESS_TEST_STEP_SLEEP_MS": BASE_SLEEP_MS, "HARNESS_TEST_FAIL_AT": "0",
-                               **extra_env}.items():
-                env.setenv(key, value)
-            out, *overrides = args
-            assert run_in_process(RECIPE, out, *overrides) == (1 if name == "failed" else 0), name
+        env.setenv("HARNESS_TEST_STEP_SLEEP_MS", BASE_SLEEP_MS)
+        for name, (out, overrides, fail_at) in runs.items():
+            env.setenv("HARNESS_TEST_FAIL_AT", fail_at)
+            assert run_in_process(RECIPE, out, *overrides) == (0 if fail_at == "0" else 1), name
     return root
 
 

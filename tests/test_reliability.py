@@ -25,8 +25,10 @@ from support.runs import assert_same_run
 from support.threads import one_torch_thread
 
 # One torch thread: TinyNet's steps are too small to share, and two threads on a busy
-# 2-core machine spin (a tiny run's CPU time halves with one).
+# 2-core machine spin (a tiny run's CPU time halves with one). ENV for the processes, the
+# one_thread fixture for the runs in this process (a module-scoped fixture sets its own).
 ENV = {"PYTHONPATH": TESTS_PATH, "OMP_NUM_THREADS": "1"}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- signals -------------------------------------------------------------------------
@@ -93,8 +95,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     """A real SIGKILL at whatever point epoch 2 has reached; --resume restarts from epoch 1."""
     common = [CONFIG, *TINY, "train.epochs=3", "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 40}"]
     whole, part = tmp_path / "whole", tmp_path / "part"
-    with one_torch_thread():  # the reference: in this process (unsignalled_run says why)
-        assert run_in_process(common, whole) == 0
+    assert run_in_process(common, whole) == 0  # the reference: in this process (unsignalled_run says why)
 
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *common, "--output", str(part)],
                             cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.PIPE,
@@ -115,15 +116,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 # --- a diverging loss ---------------------------------------------------------------
 
 # The NaN runs, and the corrupt-image runs that train, need no process of their own (no
-# signal, no exit from inside the model): they run in this process, under one torch thread
-# as ENV gives the processes. The refusal of a corrupt image stays a process: its whole
-# stderr must be one line.
+# signal, no exit from inside the model): they run in this process. The refusal of a
+# corrupt image stays a process: its whole stderr must be one line.
 
 def test_nan_loss_stops_with_status_diverged(tmp_path, capsys):
-    with one_torch_thread():
-        code = run_in_process([CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}"],
-                              tmp_path)
-    assert code == 3
+    assert run_in_process([CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}"],
+                          tmp_path) == 3
     report = load_report(tmp_path)
     assert report["status"] == "diverged"
     assert report["divergence"]["step"] == 6 and report["divergence"]["epoch"] == 1
@@ -132,10 +130,8 @@ def test_nan_loss_stops_with_status_diverged(tmp_path, capsys):
 
 
 def test_nan_loss_is_only_recorded_when_asked(tmp_path):
-    with one_torch_thread():
-        code = run_in_process([CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}",
-                               "train.on_nonfinite=record"], tmp_path)
-    assert code == 0
+    assert run_in_process([CONFIG, *TINY, "model.name=fixtures.custom_models:NanAfter", "model.kwargs={step: 6}",
+                           "train.on_nonfinite=record"], tmp_path) == 0
     report = load_report(tmp_path)
     assert report["status"] == "completed"
     # 2 epochs of 8 steps; from step 6 on every loss is NaN (the weights are NaN after it).
@@ -171,8 +167,7 @@ def run_on_folder(root: Path, out: Path, *overrides: str) -> subprocess.Complete
 
 
 def run_on_folder_here(root: Path, out: Path, *overrides: str) -> int:
-    with one_torch_thread():
-        return run_in_process([CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides], out)
+    return run_in_process([CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides], out)
 
 
 @pytest.mark.parametrize("damage", [lambda _: b"this is not a png", lambda png: png[:-20]],
