@@ -129,6 +129,48 @@ def test_a_checkpoints_host_buffer_shows_in_the_checkpoint_phase_not_train(tmp_p
     assert acc["time_to_target_s"] <= report["timing"]["train_wall_s"]
 
 
+class _Clock:
+    """The sampler's clock, moved forward by hand: its interval passes without waiting."""
+
+    def __init__(self):
+        self.ahead_s = 0.0
+        self.perf_counter = time.perf_counter
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead_s
+
+
+def test_a_phase_opening_within_the_interval_reuses_the_tree_reading_but_reads_rss_again(monkeypatch):
+    """Phases follow each other with only bookkeeping between them: the reading one phase
+    closed with serves as the next one's opening (no second walk of the page tables), its
+    RSS read fresh. What is allocated in between shows in RSS at once and in the phase's
+    PSS at its close; once the interval has passed, a phase opens with a reading of its own."""
+    import harness.measure.memory as memory
+
+    clock = _Clock()
+    monkeypatch.setattr(memory, "time", clock)
+    reads = _counting_reads(monkeypatch)
+    block_mb = CKPT_BUFFER_MB  # large against what other processes move this one's PSS by
+    # An interval of a minute: the sampler's thread takes no reading of its own here.
+    with memory.MemorySampler(interval_s=60) as sampler:
+        sampler.enter("train")
+        sampler.leave()
+        assert len(reads) == 2  # the baseline (which opened train) and train's close
+        block = torch.ones(block_mb * MB // 4)  # touched between one phase's close and the next's open
+        sampler.enter("eval")
+        assert len(reads) == 2
+        train, opened = sampler.phases["train"], sampler.phases["eval"]
+        assert (opened.rss - train.rss) / MB == pytest.approx(block_mb, rel=0.15)
+        assert opened.pss <= train.pss  # the close's reading, taken before the block
+        sampler.leave()
+        assert len(reads) == 3
+        assert (sampler.phases["eval"].pss - train.pss) / MB == pytest.approx(block_mb, rel=0.15)
+        clock.ahead_s += 61  # a minute later, by the sampler's clock
+        sampler.enter("checkpoint")
+        assert len(reads) == 4
+        sampler.leave()
+        del block
+
 def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monkeypatch):
     import harness.run.finish as finish
 
