@@ -142,13 +142,14 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     cell get it again from their launcher, and must still checkpoint, as one process does."""
     # The one-process cell's checkpoint takes 6 s: its row must wait for the report (the job
     # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
-    # Both cells' steps sleep 200 ms: for the minute until the limit they leave the CPUs to
+    # Both cells' steps sleep a second: for the minute until the limit they leave the CPUs to
     # the tests beside them (three processes training flat out took them for a minute; at
-    # 20 ms a step they still used 106 s of CPU, at 200 ms 47 s, the test alone and idle).
+    # 20 ms a step they still used 106 s of CPU, at 200 ms 47 s, the test alone and idle:
+    # each short epoch's evaluation, checkpoint and memory readings).
     cnn = str(REPO / "configs/digits_cnn.yaml")
     slow = {"config": cnn, "model.name": "fixtures.custom_models:SlowToSave",
-            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 200, "save_s": 6}}
-    sleepy = {"config": cnn, "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 200}}
+            "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 1000, "save_s": 6}}
+    sleepy = {"config": cnn, "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 1000}}
     spec = sweep_file(tmp_path, unique("limit"), time_limit_s=30,
                       cells=[{"train.epochs": 100000, **slow}, {"train.epochs": 100000, "launch.nproc": 2, **sleepy}])
     out = tmp_path / "out"
@@ -265,10 +266,13 @@ def test_sbatch_preempted_checkpoints_requeues_itself_and_resumes(slurm, tmp_pat
     """SIGTERM to the batch script (what --signal=B:TERM@120 or a pre-emption sends): the ranks
     checkpoint, the job requeues itself, and its next start resumes the run folder."""
     run, log = tmp_path / "run", tmp_path / "slurm.out"
-    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HARNESS_PYTHON": sys.executable, "PYTHONPATH": os.pathsep.join([str(REPO), TESTS_PATH])}
     args = [a for a in TINY_ARGS if not a.startswith(("train.epochs", "output.checkpoint_every_epoch"))]
+    # Half-second steps: still training some 10 s after the first checkpoint, on little CPU
+    # (16 epochs of the MLP did the same with 12 s of CPU in the second start's ranks).
     job = subprocess.run(["sbatch", "--parsable", "--chdir", str(REPO), "--output", str(log), "--ntasks-per-node=2",
-                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=16",
+                          "launch/slurm.sbatch", "configs/digits_mlp.yaml", *args, "train.epochs=4",
+                          "model.name=fixtures.custom_models:Slow", "model.kwargs={sleep_ms: 500}",
                           "--output", str(run)], capture_output=True, text=True, env=env, check=True).stdout.strip()
 
     def job_field(key: str) -> str:
@@ -317,11 +321,15 @@ def test_a_two_node_cell_requeued_midway_resumes_from_its_checkpoint(two_nodes, 
     scheduler while it trains: every rank checkpoints at one step boundary, the job runs again
     with --resume, and the row counts two attempts of one job."""
     name = unique("requeue")
+    # Steps that sleep half a second keep the first attempt training for some 10 s after its
+    # first checkpoint, however busy the machine, while the ranks leave the CPUs alone (24
+    # epochs of the MLP on 600 digits did the same with 17 s of CPU in the second attempt).
     spec = sweep_file(tmp_path, name, time_limit_s=600,
-                      cells=[{"slurm.nodes": 2, "train.epochs": 24, "data.subset": 600,
+                      cells=[{"slurm.nodes": 2, "train.epochs": 4, "data.subset": 240,
+                              "model.name": "fixtures.custom_models:Slow", "model.kwargs": {"sleep_ms": 500},
                               "output.checkpoint_every_epoch": True}])
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), TESTS_PATH])}
     sweep = subprocess.Popen([sys.executable, "-m", "harness", "sweep", str(spec), "--output", str(out)],
                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -101,8 +101,11 @@ class MemorySampler:
     # process, ~12 ms for a torch process on a loaded 2-core VM. The main process's RSS
     # (statm, ~20 us) is read every interval; the tree's PSS and USS only once at least
     # FULL_READ_RATIO times the last full read has passed, so that read takes at most
-    # ~1/(1+FULL_READ_RATIO) of one core from the run it measures.
-    FULL_READ_RATIO = 19.0
+    # ~1/(1+FULL_READ_RATIO) of one core from the run it measures: 2%, a read every
+    # ~0.6 s. At 5% (19) the sampler's thread took 1.9 s of CPU in 37 s of a run that
+    # mostly slept, against 0.8 s now; on a machine whose cores the run fills, that
+    # share is taken from the training it measures.
+    FULL_READ_RATIO = 49.0
 
     def __init__(self, interval_s: float = 0.05, cuda_device=None):
         self.interval_s = interval_s
