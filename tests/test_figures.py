@@ -171,6 +171,7 @@ def test_a_phase_opening_within_the_interval_reuses_the_tree_reading_but_reads_r
         sampler.leave()
         del block
 
+
 def test_a_failing_flop_counter_costs_its_figures_not_the_report(tmp_path, monkeypatch):
     import harness.run.finish as finish
 

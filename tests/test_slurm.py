@@ -144,8 +144,8 @@ def test_cells_past_their_time_limit_checkpoint_and_are_timeout_rows(slurm, tmp_
     # is COMPLETING until the run has ended, not TIMEOUT the moment the limit strikes).
     # Both cells' steps sleep a second: for the minute until the limit they leave the CPUs to
     # the tests beside them (three processes training flat out took them for a minute; at
-    # 20 ms a step they still used 106 s of CPU, at 200 ms 47 s, the test alone and idle:
-    # each short epoch's evaluation, checkpoint and memory readings).
+    # 20 ms a step they still used 106 s of CPU, at 200 ms 47 s, at 1 s 34 s, the test alone
+    # and idle: at short steps, each short epoch's evaluation, checkpoint and memory readings).
     cnn = str(REPO / "configs/digits_cnn.yaml")
     slow = {"config": cnn, "model.name": "fixtures.custom_models:SlowToSave",
             "model.kwargs": {"marker": str(tmp_path / "marker"), "sleep_ms": 1000, "save_s": 6}}
