@@ -162,12 +162,16 @@ def damaged_folder(tmp_path: Path, name: str, damage) -> tuple[Path, Path]:
     return root, bad
 
 
+def folder_recipe(root: Path, *overrides: str) -> list[str]:
+    return [CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides]
+
+
 def run_on_folder(root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_cli("run", CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides, "--output", str(out))
+    return run_cli("run", *folder_recipe(root, *overrides), "--output", str(out))
 
 
 def run_on_folder_here(root: Path, out: Path, *overrides: str) -> int:
-    return run_in_process([CONFIG, *FOLDER_RUN, f"data.root={root}", *overrides], out)
+    return run_in_process(folder_recipe(root, *overrides), out)
 
 
 @pytest.mark.parametrize("damage", [lambda _: b"this is not a png", lambda png: png[:-20]],

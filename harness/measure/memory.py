@@ -120,18 +120,21 @@ class MemorySampler:
         self.current: str | None = None
         self.baseline: TreeMemory | None = None
         self.last_read_s = 0.0
-        self._full_at = float("-inf")
-        self.last_full: TreeMemory | None = None
-        """The latest reading of the whole tree (PSS), for the recorder's interval lines."""
         self._latest_full: tuple[float, TreeMemory] | None = None
         """(monotonic time, reading) of the latest full reading, set as one so that the
         sampler's thread never pairs one reading with another's time."""
+
+    @property
+    def last_full(self) -> TreeMemory | None:
+        """The latest reading of the whole tree (PSS), for the recorder's interval lines."""
+        return None if self._latest_full is None else self._latest_full[1]
 
     def sample(self, full: bool | None = None) -> TreeMemory:
         """One reading (PSS/USS too when ``full``, or when due); counted towards the open phase."""
         now = time.monotonic()
         if full is None:
-            full = now - self._full_at >= self.FULL_READ_RATIO * self.last_read_s
+            latest = self._latest_full
+            full = latest is None or now - latest[0] >= self.FULL_READ_RATIO * self.last_read_s
         if not full:
             m = TreeMemory(self._proc.memory_info().rss, None, None)
         else:
@@ -141,8 +144,6 @@ class MemorySampler:
             t0 = time.perf_counter()
             m = read_tree(self._proc, self._children)
             self.last_read_s = time.perf_counter() - t0
-            self._full_at = now
-            self.last_full = m
             self._latest_full = (now, m)
         with self._lock:
             if self.current is not None:
