@@ -61,9 +61,14 @@ def assert_two_gloo_ranks(report: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_harness_launch_ddp_runs_two_gloo_processes(tmp_path):
-    """`harness launch --mode ddp --nproc 2` on a CPU-only machine: two real gloo ranks."""
-    proc = ok(run_cli("launch", "--mode", "ddp", "--nproc", "2", CONFIG, *ON_CPU,
-                      "--output", str(tmp_path), timeout=LAUNCH_TIMEOUT_S))
+    """`harness launch --mode ddp --nproc 2` on a CPU-only machine: two real gloo ranks. On one
+    node the launcher's process runs the preflight, so `harness launch` itself never imports torch."""
+    probe = ("import sys; from harness.cli import main; code = main(sys.argv[1:]); "
+             "print('launch imported torch:', 'torch' in sys.modules); sys.exit(code)")
+    proc = ok(subprocess.run([sys.executable, "-c", probe, "launch", "--mode", "ddp", "--nproc", "2", CONFIG,
+                              *ON_CPU, "--output", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S))
+    assert "launch imported torch: False" in proc.stdout
     report = load_report(tmp_path)
     assert report["status"] == "completed"
     assert_two_gloo_ranks(report)

@@ -9,6 +9,7 @@ joins a gloo process group of N ranks.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shlex
 import socket
@@ -161,6 +162,10 @@ def _check_run(run_args: list[str], check_folder: bool, world: int):
     return Path(ns.resume or ns.output or cfg.output.dir), cfg
 
 
+PREFLIGHT_ENV = "HARNESS_LAUNCH_PREFLIGHT"
+"""JSON handed to accelerate_launch.py, which runs the preflight before the launcher:
+{"run_args": [...], "world": N, "report": PATH}."""
+
 GROUP_GRACE_S = 60.0
 """After the launcher exits, how long its process group may take to finish checkpointing."""
 
@@ -235,9 +240,16 @@ def cmd_launch(args) -> int:
         args.items = [*args.items, "--overwrite"]  # rank 0 clears the folder, under its lock
     nodes = Nodes(args.nnodes, args.node_rank, args.main_address, args.main_port, args.rendezvous_timeout)
     cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
-    # what follows `-m harness run`; the folder is looked at once, here, before any rank starts
-    output, cfg = check_run(cmd[cmd.index("harness") + 2:], check_folder=nodes.node_rank == 0,
-                            world=args.nproc * nodes.nnodes)
+    run_args = cmd[cmd.index("harness") + 2:]  # what follows `-m harness run`
+    world = args.nproc * nodes.nnodes
+    # The folder is looked at once, before any rank starts. On one node the launcher's own
+    # process does it (accelerate_launch.py), so torch is imported once per launch, not
+    # also here: about 2 s of CPU and of wall before the first step. Several nodes check
+    # here, before they meet, and a dry run prints a command that passed.
+    here = args.dry_run or nodes.nnodes > 1
+    output = None
+    if here:
+        output, cfg = check_run(run_args, check_folder=nodes.node_rank == 0, world=world)
     if nodes.nnodes > 1 and nodes.rendezvous_timeout_s is None:
         nodes.rendezvous_timeout_s = cfg.runtime.collective_timeout_s
         cmd = build_command(args.mode, args.nproc, args.items, args.precision, args.compile, nodes=nodes)
@@ -247,7 +259,13 @@ def cmd_launch(args) -> int:
     if nodes.nnodes > 1 and not meet(nodes):
         return 1
     with tempfile.TemporaryDirectory(prefix="harness-launch-") as exits:
-        code, launcher_stderr = _run_forwarding_signals(cmd, {**os.environ, EXIT_DIR_ENV: exits}, Path(exits))
+        env = {**os.environ, EXIT_DIR_ENV: exits}
+        report = Path(exits) / "preflight.json"
+        if not here:
+            env[PREFLIGHT_ENV] = json.dumps({"run_args": run_args, "world": world, "report": str(report)})
+        code, launcher_stderr = _run_forwarding_signals(cmd, env, Path(exits))
+        if output is None and report.is_file():
+            output = Path(json.loads(report.read_text())["output"])
         first = first_failure(Path(exits)) if code else None
         silent = silent_ranks(Path(exits)) if code else []
         for r in silent:
@@ -261,10 +279,16 @@ def cmd_launch(args) -> int:
         return 1
     if silent and (first is None or caused_by_a_peer(first)):
         message = silent_message(silent, first)
-        blame_silent(output, silent, message)
+        if output is not None:  # a rank started, so the preflight passed and named the folder
+            blame_silent(output, silent, message)
         print(message, file=sys.stderr)  # last, below the launcher's own report
         return 1
     if first is None:
+        if code < 0:  # the launcher ended by a signal we forwarded, in its preflight say: as `harness` ends
+            import signal
+
+            print(f"error: stopped by {signal.Signals(-code).name}", file=sys.stderr)
+            return 128 - code
         return code
     if first.get("message"):
         # Repeated last, below the launcher's own report, so the cause is the final line.

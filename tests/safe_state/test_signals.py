@@ -155,6 +155,31 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+def test_sigterm_to_launch_in_its_preflight_stops_it_in_one_line_with_nothing_written(tmp_path):
+    """On one node the launcher's process runs the preflight (accelerate_launch.py): a SIGTERM
+    then, forwarded to it, ends the launch as `harness` ends, before any rank starts."""
+    import psutil
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "launch", "--mode", "ddp", "--nproc", "2", *SAFE_RECIPE,
+                             "--output", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any("harness.launch.accelerate_launch" in " ".join(c.cmdline())
+                  for c in psutil.Process(proc.pid).children()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the launcher never started"
+        time.sleep(0.02)
+    # `harness launch` forwards signals once the launcher has started; the launcher's own
+    # imports (torch, before its preflight) take seconds, so it is still in its preflight.
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err[-3000:]
+    assert one_error_line(err) == "error: stopped by SIGTERM"
+    assert not out.exists()
+    assert not processes_mentioning(str(out))
+
+
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_under_slurm_sigterm_to_every_process_still_checkpoints_and_launch_waits_for_the_ranks(tmp_path):
