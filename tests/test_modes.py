@@ -125,14 +125,27 @@ def test_gpu_without_cuda_exits_2(tmp_path, capsys):
     assert "runtime.device: gpu was asked for but CUDA is not available" in capsys.readouterr().err
 
 
-def test_launch_checks_the_config_before_starting_processes(tmp_path, capsys, monkeypatch):
-    started = []
-    monkeypatch.setattr("subprocess.Popen", lambda *a, **k: started.append(a) or pytest.fail("a process started"))
+def test_launch_checks_the_config_before_starting_ranks(tmp_path, capsys, monkeypatch):
+    """On one node the launcher's process runs the preflight (accelerate_launch.py) before
+    accelerate's launcher: a bad config is its one line and exit 2, and no rank starts."""
+    import subprocess
+
+    from harness.launch.command import PREFLIGHT_ENV
+
+    started, popen = [], subprocess.Popen
+
+    def counted(cmd, **kwargs):
+        started.append((cmd, kwargs.get("env") or {}))
+        return popen(cmd, **kwargs)
+
+    monkeypatch.setattr("subprocess.Popen", counted)
     assert main(["launch", "--mode", "ddp", "--nproc", "2", CONFIG, "loader.batch_size=-4",
                  "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: override 'loader.batch_size=-4': loader.batch_size: expected an integer > 0, got -4"]
-    assert not started
+    ((cmd, env),) = started  # the launcher alone: the ranks would be its children, and fail otherwise
+    assert cmd[1:3] == ["-m", "harness.launch.accelerate_launch"] and PREFLIGHT_ENV in env
+    assert not (tmp_path / "out").exists()
 
 
 def test_launch_puts_the_modes_overrides_before_run_options():

@@ -182,20 +182,20 @@ def _run_forwarding_signals(cmd: list[str], env: dict, exits: Path | None = None
 
     from harness.process.children import forwarding_signals
 
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
     tail: collections.deque[str] = collections.deque(maxlen=400)
 
-    def pump():  # the launcher's stderr passes through; its tail holds each rank's exit code
-        for raw in iter(proc.stderr.readline, b""):
+    def pump(stderr):  # the launcher's stderr passes through; its tail holds each rank's exit code
+        for raw in iter(stderr.readline, b""):
             line = raw.decode(errors="replace")
             sys.stderr.write(line)
             sys.stderr.flush()
             tail.append(line)
 
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-
-    with forwarding_signals(proc):
+    with forwarding_signals() as started:
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+        started(proc)
+        reader = threading.Thread(target=pump, args=(proc.stderr,), daemon=True)
+        reader.start()
         code = proc.wait()
         deadline = time.monotonic() + GROUP_GRACE_S
         # A single-process launcher can die before its child has reported; torchrun's agent

@@ -14,18 +14,38 @@ import subprocess
 
 
 @contextlib.contextmanager
-def forwarding_signals(proc: subprocess.Popen):
-    """While inside, SIGINT and SIGTERM to this process go to ``proc``'s process group."""
+def forwarding_signals():
+    """While inside, SIGINT and SIGTERM to this process go to the process group of the child
+    handed to the ``started`` function it yields.
+
+    The handlers are in before the child is started: a signal that arrives while it starts
+    (or before) is held and passed on as ``started`` is called, and one held when no child
+    was started is raised again on the way out. Installed after the start, a signal in
+    between ended this process by its own handler and left the child, in its own session,
+    running.
+    """
+    child: list[int] = []
+    held: list[int] = []
 
     def forward(signum, frame):
+        if not child:
+            held.append(signum)
+            return
         try:
-            os.killpg(proc.pid, signum)
+            os.killpg(child[0], signum)
         except ProcessLookupError:
             pass
 
+    def started(proc: subprocess.Popen) -> None:
+        child.append(proc.pid)
+        while held:
+            forward(held.pop(0), None)
+
     old = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield started
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        for signum in held:  # no child took them: ours, as if nothing had been in the way
+            signal.raise_signal(signum)

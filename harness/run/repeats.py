@@ -102,8 +102,9 @@ def _call_forwarding_signals(cmd: list[str]) -> int:
     """Run one repeat in its own session; SIGINT/SIGTERM to us are passed on to it, once."""
     from harness.process.children import forwarding_signals
 
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    with forwarding_signals(proc):
+    with forwarding_signals() as started:
+        proc = subprocess.Popen(cmd, start_new_session=True)
+        started(proc)
         return proc.wait()
 
 

@@ -155,6 +155,33 @@ def test_sigterm_to_launch_reaches_its_ranks_and_waits_for_them(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+def test_a_signal_before_the_child_starts_reaches_it_as_it_starts():
+    """`harness launch` and whole-run repeats install their forwarding before the child
+    starts: a SIGTERM in between is held and reaches the child's group as it starts, where
+    this process's own handler would have ended it and left the child running."""
+    from harness.process.children import forwarding_signals
+
+    with forwarding_signals() as started:
+        os.kill(os.getpid(), signal.SIGTERM)  # before the child: held
+        proc = subprocess.Popen(["sleep", "30"], start_new_session=True)
+        started(proc)
+        assert proc.wait(timeout=30) == -signal.SIGTERM
+
+
+def test_a_signal_held_for_a_child_that_never_started_is_ours_again():
+    from harness.process.children import forwarding_signals
+
+    got = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        with forwarding_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert got == []  # held for the child
+        assert got == [signal.SIGINT]  # none started (its Popen failed, say): raised again, to us
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_sigterm_to_launch_in_its_preflight_stops_it_in_one_line_with_nothing_written(tmp_path):
     """On one node the launcher's process runs the preflight (accelerate_launch.py): a SIGTERM
     then, forwarded to it, ends the launch as `harness` ends, before any rank starts."""
