@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 
@@ -33,9 +34,13 @@ def main() -> int:
     skip_final_collection()
     spec = os.environ.pop(PREFLIGHT_ENV, None)  # out before the ranks start: they never see it
     if spec is not None:
+        # A SIGINT or SIGTERM (forwarded by `harness launch`) ends the preflight as the signal
+        # says, without a traceback: `harness launch` then prints its one line.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         code = preflight(json.loads(spec))
         if code:
             return code
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     with startup.collector_paused():
         from accelerate.commands.launch import main as accelerate_launch
     accelerate_launch()  # parses sys.argv[1:], as `accelerate launch` does

@@ -182,9 +182,11 @@ def test_a_signal_held_for_a_child_that_never_started_is_ours_again():
         signal.signal(signal.SIGINT, old)
 
 
-def test_sigterm_to_launch_in_its_preflight_stops_it_in_one_line_with_nothing_written(tmp_path):
-    """On one node the launcher's process runs the preflight (accelerate_launch.py): a SIGTERM
-    then, forwarded to it, ends the launch as `harness` ends, before any rank starts."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_launch_in_its_preflight_stops_it_in_one_line_with_nothing_written(tmp_path, signum):
+    """On one node the launcher's process runs the preflight (accelerate_launch.py): a signal
+    then, forwarded to it, ends the launch as `harness` ends, before any rank starts, with no
+    traceback."""
     import psutil
 
     out = tmp_path / "out"
@@ -199,10 +201,10 @@ def test_sigterm_to_launch_in_its_preflight_stops_it_in_one_line_with_nothing_wr
     # `harness launch` forwards signals once the launcher has started; the launcher's own
     # imports (torch, before its preflight) take seconds, so it is still in its preflight.
     time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == 143, err[-3000:]
-    assert one_error_line(err) == "error: stopped by SIGTERM"
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert one_error_line(err) == f"error: stopped by {signal.Signals(signum).name}"
     assert not out.exists()
     assert not processes_mentioning(str(out))
 
