@@ -244,8 +244,9 @@ def cmd_launch(args) -> int:
     world = args.nproc * nodes.nnodes
     # The folder is looked at once, before any rank starts. On one node the launcher's own
     # process does it (accelerate_launch.py), so torch is imported once per launch, not
-    # also here: about 2 s of CPU and of wall before the first step. Several nodes check
-    # here, before they meet, and a dry run prints a command that passed.
+    # also here: about 1.5 s less wall before the first step and 1.5-2 s less CPU (idle,
+    # docs/performance.md). Several nodes check here, before they meet, and a dry run
+    # prints a command that passed.
     here = args.dry_run or nodes.nnodes > 1
     output = None
     if here:
