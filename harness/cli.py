@@ -13,7 +13,7 @@ import sys
 import threading
 
 from harness.args import OneLineParser
-from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
+from harness.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, error_line
 
 # Under the names tests and older callers import from here; each lives in its room now.
 from harness.args import split_positionals as _split_positionals  # noqa: F401
@@ -123,9 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             code = args.func(args)
         note_exit(code, getattr(args, "exit_message", None))
     except BadInput as err:
-        one_line = " ".join(str(err).splitlines())  # the contract: one line, whatever the input held
-        note_exit(EXIT_BAD_INPUT, f"error: {one_line}")
-        print(f"error: {one_line}", file=sys.stderr)
+        note_exit(EXIT_BAD_INPUT, error_line(err))
+        print(error_line(err), file=sys.stderr)
         code = EXIT_BAD_INPUT
     except KeyboardInterrupt as err:
         # Stopped, guard.SecondSignal and sweep.SweepStopped carry the signal; a bare one was

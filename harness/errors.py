@@ -12,6 +12,12 @@ from __future__ import annotations
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def error_line(err: BaseException) -> str:
+    """What the CLI prints for a refusal: ``error:`` and the message on one line, whatever
+    the input held (a path or a value with a newline in it)."""
+    return "error: " + " ".join(str(err).splitlines())
+
+
 class BadInput(Exception):
     """Input the harness refuses; the message names the key, file or layer.
 

@@ -49,13 +49,13 @@ def main() -> int:
 
 def preflight(spec: dict) -> int:
     """``check_run`` of the run every rank will start; 2 and its one line when it refuses."""
-    from harness.errors import EXIT_BAD_INPUT, BadInput
+    from harness.errors import EXIT_BAD_INPUT, BadInput, error_line
     from harness.launch.command import check_run
 
     try:
         output, _ = check_run(spec["run_args"], check_folder=True, world=spec["world"])
     except BadInput as err:
-        print(f"error: {' '.join(str(err).splitlines())}", file=sys.stderr)  # one line, as `harness` prints
+        print(error_line(err), file=sys.stderr)  # one line, as `harness` prints
         return EXIT_BAD_INPUT
     with open(spec["report"], "w") as f:
         json.dump({"output": str(output)}, f)

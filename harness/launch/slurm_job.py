@@ -129,13 +129,13 @@ def run_cell_job(cmd: list[str], cell_dir: str) -> dict:
 
 
 def preflight(run_args: list[str]) -> int:
-    from harness.errors import EXIT_BAD_INPUT, BadInput
+    from harness.errors import EXIT_BAD_INPUT, BadInput, error_line
     from harness.launch.command import preflight as check
 
     try:
         check(run_args)
     except BadInput as err:
-        print(f"error: {' '.join(str(err).splitlines())}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
