@@ -11,8 +11,11 @@ and recorder (``Recorder``, metrics.jsonl every 10 steps), the meter's step list
 being those of ``harness run`` (runner.py, fit.py): the recorder, the setup clock and the
 progress lines (``StepLines``, what a run whose stderr is not a terminal shows). Where
 its time goes is measured by removing one part at a time (``VARIANTS``): each variant's
-cost is the full side's time minus the variant's. What the loop does with each step's
-loss cannot be removed from it; it is timed on its own, both ways (``loss_handling_us``).
+cost is the full side's time minus the variant's. Accelerate's wrappers are no part to
+remove: where nothing needs their logic the loop calls torch around them (passthrough.py),
+so their variant adds them back, and its figure is the variant's time minus the full
+side's (``ADDED``). What the loop does with each step's loss cannot be removed from it; it
+is timed on its own, both ways (``loss_handling_us``).
 
 A figure is a marginal cost per step: each side runs an epoch of ``WARM_STEPS`` (first-step
 costs: the optimizer's state), then one of ``STEPS`` and one of ``2 * STEPS`` on the same
@@ -23,9 +26,11 @@ process) cancels: it is no cost per step.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -36,11 +41,16 @@ STEPS = 1000
 
 WARM_STEPS = 10
 
-VARIANTS = ("full", "bare optimizer", "bare backward", "bare scheduler", "no meter", "no guard", "no recorder")
-"""The harness side as the loop runs it, then with one part removed: Accelerate's optimizer
-wrapper (the loop gets the torch optimizer), its ``backward`` (``loss.backward()``), its
-scheduler wrapper (the torch scheduler), the meter (``NullMeter``), the guard (one that
+VARIANTS = ("full", "wrapped calls", "no meter", "no guard", "no recorder")
+"""The harness side as the loop runs it; then with every call through Accelerate's wrappers
+(``AcceleratedOptimizer.zero_grad`` and ``step``, ``Accelerator.backward``,
+``optimizer_step_was_skipped``, ``AcceleratedScheduler.step``: ``StepCalls`` as where their
+logic is needed); then with one part removed: the meter (``NullMeter``), the guard (one that
 never stops) and the recorder (none)."""
+
+ADDED = frozenset({"wrapped calls"})
+"""Variants that add work to the full side instead of removing a part: their figure is the
+variant's time minus the full side's, what the loop would cost if it made those calls."""
 
 
 def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,22 +105,6 @@ class _NoGuard:
         return None
 
 
-class _BareBackward:
-    """The Accelerator with ``backward`` as ``loss.backward()``; everything else passes through."""
-
-    def __init__(self, acc):
-        object.__setattr__(self, "_acc", acc)
-
-    def backward(self, loss, **kwargs):
-        loss.backward(**kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._acc, name)
-
-    def __setattr__(self, name, value):
-        setattr(self._acc, name, value)
-
-
 def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch.Tensor]:
     """µs per step of ``train_epoch`` as ``variant`` runs it (wall, thread CPU), and the weights it ends with."""
     from benchmarks.conftest import reset_accelerate
@@ -130,12 +124,6 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
     model, opt, sched = _recipe()
     model, opt, sched = acc.prepare(model, opt, sched)
     parts = TrainParts(acc, model, opt, sched, nn.CrossEntropyLoss(), nn.CrossEntropyLoss(reduction="none"))
-    if variant == "bare optimizer":
-        parts.optimizer = opt.optimizer
-    elif variant == "bare backward":
-        parts.accelerator = _BareBackward(acc)
-    elif variant == "bare scheduler":
-        parts.scheduler = sched.scheduler
     cfg = MeasureConfig(warmup_steps=0, count_flops=False, measure_peak=False)
     meter = (NullMeter if variant == "no meter" else Meter)(cfg, acc.device)
     guard = _NoGuard() if variant == "no guard" else StepGuard(acc, StopSignals())
@@ -154,8 +142,12 @@ def harness_side(variant: str, folder: Path) -> tuple[tuple[float, float], torch
         result = train_epoch(parts, [batch] * n, meter, guard, recorder=recorder)
         assert result.steps == n and result.stop is None, result
 
+    # The loop builds its StepCalls each epoch: told here that the wrappers' logic is needed.
+    wrapped = mock.patch("harness.run.passthrough._direct", return_value=False) \
+        if variant == "wrapped calls" else contextlib.nullcontext()
     try:
-        us = _marginal(epoch)
+        with wrapped:
+            us = _marginal(epoch)
     finally:
         meter.memory.stop()
         if recorder is not None:
