@@ -44,8 +44,8 @@ WARM_STEPS = 10
 VARIANTS = ("full", "wrapped calls", "no meter", "no guard", "no recorder")
 """The harness side as the loop runs it; then with every call through Accelerate's wrappers
 (``AcceleratedOptimizer.zero_grad`` and ``step``, ``Accelerator.backward``,
-``optimizer_step_was_skipped``, ``AcceleratedScheduler.step``: ``StepCalls`` as where their
-logic is needed); then with one part removed: the meter (``NullMeter``), the guard (one that
+``optimizer_step_was_skipped``, ``AcceleratedScheduler.step``: what ``StepCalls`` calls
+where their logic is needed); then with one part removed: the meter (``NullMeter``), the guard (one that
 never stops) and the recorder (none)."""
 
 ADDED = frozenset({"wrapped calls"})
