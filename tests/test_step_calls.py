@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -233,3 +234,28 @@ def test_the_cpu_host_path_gives_the_device_paths_figures(tmp_path, monkeypatch)
         total += value * n
     assert host.loss_sum == total
     assert host.loss_sum == pytest.approx(dev.loss_sum, rel=1e-6, abs=0)
+
+
+@pytest.mark.parametrize("variant,through", [("full", 0), ("wrapped calls", 5)])
+def test_the_step_cost_benchmarks_wrapped_variant_calls_every_wrapper_and_the_loop_none(variant, through, tmp_path,
+                                                                                     monkeypatch):
+    """benchmarks/step_cost.py measures Accelerate's wrappers by adding them back: its
+    ``wrapped calls`` side must go through each of them at every step, its full side (the
+    loop as it runs) through none. Its variants that removed them had come to measure the
+    opposite of their names once the loop stopped calling the wrappers."""
+    from unittest import mock
+
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+    from accelerate.scheduler import AcceleratedScheduler
+
+    from benchmarks import step_cost
+
+    monkeypatch.setattr(step_cost, "_marginal", lambda epoch: (epoch(5), (0.0, 0.0))[1])
+    wrappers = [(AcceleratedOptimizer, "zero_grad"), (AcceleratedOptimizer, "step"), (Accelerator, "backward"),
+                (AcceleratedScheduler, "step")]
+    with contextlib.ExitStack() as stack:
+        counted = [stack.enter_context(mock.patch.object(cls, name, autospec=True, side_effect=getattr(cls, name)))
+                   for cls, name in wrappers]
+        step_cost.harness_side(variant, tmp_path / "run")
+    assert [c.call_count for c in counted] == [through] * len(wrappers)
