@@ -285,7 +285,7 @@ def cmd_launch(args) -> int:
         print(message, file=sys.stderr)  # last, below the launcher's own report
         return 1
     if first is None:
-        if code < 0:  # the launcher ended by a signal we forwarded, in its preflight say: as `harness` ends
+        if code < 0:  # a forwarded signal ended the launcher (in its preflight, say): end as `harness` does
             import signal
 
             print(f"error: stopped by {signal.Signals(-code).name}", file=sys.stderr)
