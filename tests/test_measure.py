@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -105,6 +106,11 @@ def test_throughput_is_samples_over_window():
 
 
 def test_peak_rss_sees_a_known_allocation():
+    # One CI run (898d460) read grown 0.004 MB: while the block was held, something in the
+    # xdist worker gave back as much as it added. Garbage that earlier tests left in reference
+    # cycles is one such thing (a collection mid-test frees it), so it is collected first and
+    # the baseline holds nothing a collection could give back. The cause was not confirmed.
+    gc.collect()
     meter = Meter(MeasureConfig(warmup_steps=0, rss_interval_ms=5), CPU)
     readings = []
     sample = meter.memory.sample
